@@ -1,0 +1,1 @@
+"""The Media Streams gateway: RTP calls in, ``<Stream>`` WebSockets out: ``turnpike streamgw``."""

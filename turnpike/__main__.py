@@ -1,0 +1,5 @@
+import sys
+
+from turnpike.cli import main
+
+sys.exit(main())

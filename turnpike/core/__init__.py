@@ -1,0 +1,1 @@
+"""Code that several components share: each contract between components lives here once."""

@@ -1,0 +1,1 @@
+"""``turnpike dev``: the whole fleet on one machine."""

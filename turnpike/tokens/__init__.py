@@ -1,0 +1,1 @@
+"""The Network Traversal token API (``Tokens.json``) and ICE servers check page."""
