@@ -1,19 +1,53 @@
-"""`turnpike dev`: run the whole fleet on this machine"""
+"""`turnpike dev`: run the whole fleet on this machine; `turnpike dev call`: try it."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+from pathlib import Path
+
+from turnpike.core.config import ip_address
 
 NAME = "dev"
-HELP = "run the whole fleet on this machine"
+HELP = "run a relay, the token API, the stream gateway and a sample consumer on this machine"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    from turnpike.dev.fleet import default_state_file
+
+    parser.add_argument(
+        "--host",
+        type=ip_address,
+        default="127.0.0.1",
+        help="address every service listens on; peers and destinations are allowed only on its "
+        "network (default 127.0.0.1; a LAN address lets other devices use the fleet)",
+    )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=default_state_file(),
+        help="where the running fleet's URLs and dev account are written as JSON "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="use free ephemeral ports instead of the fixed defaults (3478, 8080, 8081, 8443)",
+    )
+    sub = parser.add_subparsers(dest="dev_command", metavar="SUBCOMMAND")
+    call = sub.add_parser(
+        "call", help="place a call into the running fleet's gateway and check the audio"
+    )
+    call.add_argument("--wav", type=Path, help="8 kHz mono µ-law WAV to play (default: a clip)")
+    call.add_argument("--twiml", type=Path, help="TwiML document to run instead of the default")
 
 
 def run(args: argparse.Namespace) -> int:
-    del args
-    print("turnpike dev: not implemented yet", file=sys.stderr)
-    return 2
+    if args.dev_command == "call":
+        from turnpike.dev.call import run_call
+
+        return run_call(args.state_file, args.wav, args.twiml)
+
+    from turnpike.core import service
+    from turnpike.dev.fleet import run_fleet
+
+    return service.run(lambda stop: run_fleet(args.host, args.state_file, args.free_ports, stop))
