@@ -1,0 +1,91 @@
+"""The edges file: its format, defaults, validation, and the ice_servers it produces."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from turnpike.tokens.edges import EdgeDirectory, EdgesError, Ports
+
+SAMPLE = {
+    "global": {"host": "turn.example.org"},
+    "edges": [
+        {
+            "name": "ashburn",
+            "location": "US East Coast (Virginia)",
+            "host": "ashburn.turn.example.org",
+            "ports": {"udp": 3478, "tcp": 3478, "tls": 443},
+        }
+    ],
+}
+
+
+def test_the_documented_example_parses() -> None:
+    directory = EdgeDirectory.parse(json.dumps(SAMPLE))
+    assert directory.global_edge.host == "turn.example.org"
+    assert directory.global_edge.ports == Ports(3478, 3478, 443)
+    assert directory.names == ("ashburn",)
+    ashburn = directory.get("ashburn")
+    assert ashburn is not None
+    assert ashburn.location == "US East Coast (Virginia)"
+    assert directory.get("global") is directory.global_edge
+    assert directory.get("nowhere") is None
+
+
+def test_ports_default_per_transport() -> None:
+    doc = {
+        "global": {"host": "10.0.0.1", "ports": {"udp": 3479}},
+        "edges": [{"name": "a", "host": "a.example"}],
+    }
+    directory = EdgeDirectory.parse(json.dumps(doc))
+    assert directory.global_edge.ports == Ports(3479, 3478, 443)
+    assert directory.edges[0].ports == Ports(3478, 3478, 443)
+    assert EdgeDirectory.parse('{"global": {"host": "x.example"}}').edges == ()
+
+
+def test_ice_servers_order_and_ipv6_brackets() -> None:
+    doc = {"global": {"host": "2001:db8::7", "ports": {"udp": 1, "tcp": 2, "tls": 3}}}
+    servers = EdgeDirectory.parse(json.dumps(doc)).global_edge.ice_servers("u", "p")
+    assert [s["urls"] for s in servers] == [
+        "stun:[2001:db8::7]:1",
+        "turn:[2001:db8::7]:1?transport=udp",
+        "turn:[2001:db8::7]:2?transport=tcp",
+        "turn:[2001:db8::7]:3?transport=tcp",
+    ]
+    assert all(s["url"] == s["urls"] for s in servers)
+    assert "username" not in servers[0]
+    assert all(s["username"] == "u" and s["credential"] == "p" for s in servers[1:])
+
+
+@pytest.mark.parametrize(
+    ("doc", "problem"),
+    [
+        ("[]", '"global" and "edges"'),
+        ("{", "not valid JSON"),
+        ({"edges": []}, '"global" must be an object'),
+        ({"global": {"host": "bad host"}}, '"host" must be a DNS name'),
+        ({"global": {"host": "a..b"}}, '"host" must be a DNS name'),
+        ({"global": {"host": "x.example"}, "edge": []}, "unknown fields ['edge']"),
+        ({"global": {"host": "x.example", "ports": {"udp": 0}}}, "1-65535"),
+        ({"global": {"host": "x.example", "ports": {"udp": "3478"}}}, "1-65535"),
+        ({"global": {"host": "x.example", "ports": {"udp": True}}}, "1-65535"),
+        ({"global": {"host": "x.example", "ports": {"dtls": 1}}}, "unknown transports"),
+        ({"global": {"host": "x"}, "edges": [{"name": "A", "host": "a"}]}, "lowercase DNS label"),
+        ({"global": {"host": "x"}, "edges": [{"name": "global", "host": "a"}]}, "reserved"),
+        (
+            {"global": {"host": "x"}, "edges": [{"name": "a", "host": "a"}] * 2},
+            "listed twice",
+        ),
+        ({"global": {"host": "x"}, "edges": [{"name": "a"}]}, '"host"'),
+        ({"global": {"host": "x"}, "edges": {"a": 1}}, '"edges" must be a list'),
+        ({"global": {"host": "x"}, "edges": [{"name": "a", "host": "a", "zone": 1}]}, "unknown"),
+    ],
+)
+def test_broken_files_name_the_problem(doc: Any, problem: str) -> None:
+    text = doc if isinstance(doc, str) else json.dumps(doc)
+    with pytest.raises(EdgesError) as caught:
+        EdgeDirectory.parse(text, "edges.json")
+    assert str(caught.value).startswith("edges.json: ")
+    assert problem in str(caught.value)
