@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -61,6 +62,11 @@ EDGES_DOC: dict[str, Any] = {
         {"name": "lab", "host": "192.0.2.10", "ports": {"udp": 13478, "tcp": 13479, "tls": 10443}},
     ],
 }
+
+
+def basic(user: str, password: str) -> str:
+    """An ``Authorization: Basic`` header value."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def write_json(path: Path, doc: Any) -> Path:

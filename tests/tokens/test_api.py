@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 from email.utils import parsedate_to_datetime
@@ -21,16 +20,12 @@ from tokens.helpers import (
     Api,
     ApiFactory,
     accounts_doc,
+    basic,
     keyring_doc,
     write_json,
 )
 
 from turnpike.core.credentials import parse_username, turn_password
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
 
 ERROR_KEYS = ["code", "message", "more_info", "status"]
 AUTH = basic(ACCOUNT, TOKEN)
