@@ -15,6 +15,7 @@ from tokens.helpers import (
     SECRET_K2,
     TOKEN,
     accounts_doc,
+    basic,
     keyring_doc,
     write_json,
 )
