@@ -1,19 +1,133 @@
-"""`turnpike relay`: run a STUN/TURN relay"""
+"""`turnpike relay`: run a STUN/TURN relay."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from turnpike.core.config import cidr, host_port, ip_address, port_range
+
 NAME = "relay"
-HELP = "run a STUN/TURN relay"
+HELP = "run a STUN/TURN relay (RFC 8489/8656) with TURN REST credentials"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument(
+        "--listen",
+        type=host_port,
+        action="append",
+        metavar="HOST:PORT",
+        help="serve STUN/TURN over UDP and TCP here (repeatable; default 0.0.0.0:3478)",
+    )
+    parser.add_argument("--realm", default="turnpike", help="the long-term credential realm")
+    parser.add_argument(
+        "--keyring", required=True, metavar="FILE", help="keyring JSON file (reloaded on change)"
+    )
+    parser.add_argument(
+        "--tls-listen",
+        type=host_port,
+        action="append",
+        metavar="HOST:PORT",
+        help="serve TURN over TLS here (repeatable; usually port 5349 or 443)",
+    )
+    parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain (reloaded)")
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key (reloaded)")
+    parser.add_argument(
+        "--relay-ip",
+        type=ip_address,
+        action="append",
+        metavar="IP",
+        help="bind relay sockets here, one per address family (default: the --listen address)",
+    )
+    parser.add_argument(
+        "--external-ip",
+        type=ip_address,
+        action="append",
+        metavar="IP",
+        help="advertise this address in XOR-RELAYED-ADDRESS (1:1 NAT, e.g. a cloud node IP)",
+    )
+    parser.add_argument(
+        "--relay-ports",
+        type=port_range,
+        default=(49152, 65535),
+        metavar="MIN-MAX",
+        help="relay port range (default 49152-65535)",
+    )
+    parser.add_argument(
+        "--allow-peer",
+        type=cidr,
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="allow relaying to this range even if non-global (tests, media-plane setups)",
+    )
+    parser.add_argument(
+        "--deny-peer",
+        type=cidr,
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="also refuse this range (add cluster pod/service CIDRs)",
+    )
+    parser.add_argument(
+        "--user-quota", type=int, default=12, metavar="N", help="allocations per user, 0 = no limit"
+    )
+    parser.add_argument(
+        "--total-quota", type=int, default=0, metavar="N", help="allocations in total, 0 = no limit"
+    )
+    parser.add_argument(
+        "--max-lifetime",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="longest allocation lifetime granted (default 3600)",
+    )
+    parser.add_argument(
+        "--nonce-lifetime",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long a nonce stays valid before 438 Stale Nonce (default 600)",
+    )
+    parser.add_argument(
+        "--unauthorized-rate",
+        type=float,
+        default=10.0,
+        metavar="PER_SECOND",
+        help="UDP 401 replies per second per source IP, 0 = no limit (default 10)",
+    )
+    parser.add_argument(
+        "--metrics", type=host_port, metavar="HOST:PORT", help="serve /metrics, /live and /ready"
+    )
+    parser.add_argument(
+        "--drain-grace",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="on SIGTERM, wait this long for allocations to end (default 3600)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes sharing the listening ports with SO_REUSEPORT (default 1)",
+    )
+    # Set by the --workers supervisor for its children.
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
-    del args
-    print("turnpike relay: not implemented yet", file=sys.stderr)
-    return 2
+    from turnpike.core.service import run as run_service
+    from turnpike.relay.app import Options, serve
+
+    try:
+        options = Options.from_args(args, argv=sys.argv[1:])
+    except ValueError as exc:
+        print(f"turnpike relay: {exc}")
+        return 2
+    if options.workers > 1:
+        from turnpike.relay.workers import supervise
+
+        return run_service(lambda stop: supervise(options, stop))
+    return run_service(lambda stop: serve(options, stop))

@@ -1,0 +1,207 @@
+"""One relay process: listeners, the keyring and TLS watchers, health/metrics, drain on stop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from turnpike.core.config import HostPort
+from turnpike.core.filewatch import FileWatcher
+from turnpike.core.health import HealthServer
+from turnpike.core.keyring import Keyring, parse_keyring
+from turnpike.relay.metrics import registry_for
+from turnpike.relay.server import RelayConfig, RelayServer
+from turnpike.relay.transports import Listeners
+
+log = logging.getLogger("turnpike.relay")
+
+WILDCARDS = ("0.0.0.0", "::")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything ``turnpike relay`` was asked to do, validated."""
+
+    config: RelayConfig
+    keyring: str
+    listen: tuple[HostPort, ...]
+    tls_listen: tuple[HostPort, ...] = ()
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    metrics: HostPort | None = None
+    drain_grace: float = 3600.0
+    workers: int = 1
+    reuse_port: bool = False
+    argv: tuple[str, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, argv: Sequence[str] = ()) -> Options:
+        listen = tuple(args.listen or [HostPort("0.0.0.0", 3478)])
+        tls_listen = tuple(args.tls_listen or [])
+        if tls_listen and not (args.tls_cert and args.tls_key):
+            raise ValueError("--tls-listen needs --tls-cert and --tls-key")
+        relay_ips = list(args.relay_ip or [])
+        if not relay_ips:
+            # Relay on the address clients reach us on, one per family.
+            for hp in (*listen, *tls_listen):
+                if hp.host not in WILDCARDS and all(
+                    (":" in ip) != (":" in hp.host) for ip in relay_ips
+                ):
+                    relay_ips.append(hp.host)
+        if not relay_ips:
+            if not args.external_ip:
+                raise ValueError(
+                    "listening only on wildcard addresses: give --relay-ip (the address relay "
+                    "sockets bind) or --external-ip (the address clients see)"
+                )
+            relay_ips = ["::" if ":" in ip else "0.0.0.0" for ip in args.external_ip]
+        families = [":" in ip for ip in relay_ips]
+        if len(set(families)) != len(families):
+            raise ValueError("give at most one --relay-ip per address family")
+        if args.workers < 1:
+            raise ValueError("--workers must be at least 1")
+        if args.workers > 1 and any(hp.port == 0 for hp in (*listen, *tls_listen)):
+            raise ValueError("--workers needs fixed ports, not port 0")
+        for name in ("user_quota", "total_quota"):
+            if getattr(args, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        config = RelayConfig(
+            realm=args.realm,
+            relay_ips=tuple(relay_ips),
+            external_ips=tuple(args.external_ip or ()),
+            relay_ports=args.relay_ports,
+            allow_peer=tuple(args.allow_peer),
+            deny_peer=tuple(args.deny_peer),
+            user_quota=args.user_quota,
+            total_quota=args.total_quota,
+            max_lifetime=args.max_lifetime,
+            default_lifetime=min(600, args.max_lifetime),
+            nonce_lifetime=args.nonce_lifetime,
+            unauthorized_rate=args.unauthorized_rate,
+        )
+        return cls(
+            config=config,
+            keyring=args.keyring,
+            listen=listen,
+            tls_listen=tls_listen,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            metrics=args.metrics,
+            drain_grace=args.drain_grace,
+            workers=args.workers,
+            reuse_port=args.reuse_port,
+            argv=tuple(argv),
+        )
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+class TlsReloader:
+    """Reloads the certificate and key into the live context; new handshakes use the new pair.
+
+    ``SSLContext.load_cert_chain`` on the context the listener already holds replaces its
+    certificate for later handshakes, so no listener restarts and no connection drops.
+    """
+
+    def __init__(self, ctx: ssl.SSLContext, cert: str, key: str) -> None:
+        self.ctx, self.cert, self.key = ctx, cert, key
+        self.watchers = [FileWatcher(path, self._parse) for path in (cert, key)]
+        for watcher in self.watchers:
+            watcher._on_change = self._apply
+
+    def _parse(self, data: bytes, source: str) -> bytes:
+        try:
+            tls_context(self.cert, self.key)  # validate the pair before touching the live one
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"{source}: unusable certificate/key pair ({exc})") from None
+        return data
+
+    def _apply(self, _: bytes) -> None:
+        self.ctx.load_cert_chain(self.cert, self.key)
+        log.info("TLS certificate reloaded")
+
+    def start(self) -> None:
+        for watcher in self.watchers:
+            watcher.start()
+
+    async def stop(self) -> None:
+        for watcher in self.watchers:
+            await watcher.stop()
+
+
+def _keyring_changed(ring: Keyring) -> None:
+    log.info("keyring now has keys %s (signing %s)", list(ring.ids), ring.signing_key.id)
+
+
+async def serve(options: Options, stop: asyncio.Event) -> int:
+    keyring = FileWatcher(options.keyring, parse_keyring, on_change=_keyring_changed, logger=log)
+    server = RelayServer(options.config, lambda: keyring.current)
+    listeners = Listeners(server)
+    tls: TlsReloader | None = None
+    health: HealthServer | None = None
+    try:
+        for hp in options.listen:
+            bound = await listeners.listen(hp.host, hp.port, reuse_port=options.reuse_port)
+            log.info("listening on %s:%d (udp, tcp)", *bound)
+        if options.tls_listen:
+            assert options.tls_cert is not None and options.tls_key is not None
+            ctx = tls_context(options.tls_cert, options.tls_key)
+            tls = TlsReloader(ctx, options.tls_cert, options.tls_key)
+            tls.start()
+            for hp in options.tls_listen:
+                bound = await listeners.listen(
+                    hp.host, hp.port, reuse_port=options.reuse_port, tls=ctx
+                )
+                log.info("listening on %s:%d (tls)", *bound)
+        server.start()
+        keyring.start()
+
+        def status() -> dict[str, Any]:
+            return {
+                **keyring.current.status(),
+                "allocations": len(server.table),
+                "draining": server.draining,
+            }
+
+        if options.metrics is not None:
+            health = HealthServer(
+                registry_for(server.stats, server.table), lambda: not server.draining, status
+            )
+            address = await health.start(options.metrics.host, options.metrics.port)
+            log.info("metrics on http://%s:%d/metrics", *address)
+        log.info(
+            "relay ready: realm %r, relay addresses %s, keyring keys %s",
+            options.config.realm,
+            ", ".join(options.config.relay_ips),
+            list(keyring.current.ids),
+        )
+        await stop.wait()
+        server.begin_drain()
+        log.info(
+            "draining: %d allocations left, grace %.0fs", len(server.table), options.drain_grace
+        )
+        if await server.drained(options.drain_grace):
+            log.info("drained, exiting")
+        else:
+            log.warning("drain grace ended with %d allocations left", len(server.table))
+        return 0
+    finally:
+        await keyring.stop()
+        if tls is not None:
+            await tls.stop()
+        await listeners.close()
+        await server.close()
+        if health is not None:
+            with contextlib.suppress(Exception):
+                await health.stop()

@@ -1,0 +1,126 @@
+"""Prometheus metrics of the relay.
+
+The hot paths only bump plain integers (on the allocation or in ``RelayStats``); this collector
+turns them into metric families when Prometheus scrapes, so relaying a packet never touches
+prometheus_client. Label values come from small fixed sets (methods, result codes, reasons,
+directions): never usernames or addresses, whose cardinality is unbounded.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from turnpike.relay.stun import Method
+
+if TYPE_CHECKING:
+    from turnpike.relay.allocation import AllocationTable
+
+METHOD_NAMES = {int(m): m.name.lower() for m in Method}
+
+
+class RelayStats:
+    """Event counters the server bumps; all keys are from fixed small sets."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str]] = Counter()  # (method, "200" | error code)
+        self.auth_failures: Counter[str] = Counter()
+        self.peer_denied: Counter[str] = Counter()  # by method
+        self.allocations_created = 0
+        self.allocations_removed: Counter[str] = Counter()  # by reason
+        self.unauthorized_dropped = 0  # 401s not sent because of the per-source limit
+        self.malformed: Counter[str] = Counter()  # by transport
+
+    def request(self, method: int, code: int) -> None:
+        self.requests[(METHOD_NAMES.get(method, "other"), str(code))] += 1
+
+
+class RelayCollector(Collector):
+    def __init__(self, stats: RelayStats, table: AllocationTable) -> None:
+        self.stats = stats
+        self.table = table
+
+    def collect(self) -> Iterator[Metric]:
+        s, table = self.stats, self.table
+        yield GaugeMetricFamily(
+            "turnpike_relay_allocations", "Allocations currently active", value=len(table)
+        )
+        created = CounterMetricFamily(
+            "turnpike_relay_allocations_created", "Allocations created", value=s.allocations_created
+        )
+        yield created
+        removed = CounterMetricFamily(
+            "turnpike_relay_allocations_removed", "Allocations ended, by reason", labels=["reason"]
+        )
+        for reason, n in s.allocations_removed.items():
+            removed.add_metric([reason], n)
+        yield removed
+
+        traffic = table.retired.__class__()
+        traffic.add(table.retired)
+        for alloc in table.by_tuple.values():
+            traffic.add(alloc.traffic)
+        packets = CounterMetricFamily(
+            "turnpike_relay_packets", "Packets relayed, by direction", labels=["direction"]
+        )
+        packets.add_metric(["to_peer"], traffic.to_peer_packets)
+        packets.add_metric(["to_client"], traffic.to_client_packets)
+        yield packets
+        octets = CounterMetricFamily(
+            "turnpike_relay_bytes", "Payload bytes relayed, by direction", labels=["direction"]
+        )
+        octets.add_metric(["to_peer"], traffic.to_peer_bytes)
+        octets.add_metric(["to_client"], traffic.to_client_bytes)
+        yield octets
+        yield CounterMetricFamily(
+            "turnpike_relay_dropped_packets",
+            "Data packets dropped: no channel, no permission or truncated",
+            value=traffic.dropped,
+        )
+
+        requests = CounterMetricFamily(
+            "turnpike_relay_requests",
+            "STUN/TURN requests by method and result code",
+            labels=["method", "code"],
+        )
+        for (method, code), n in s.requests.items():
+            requests.add_metric([method, code], n)
+        yield requests
+        auth = CounterMetricFamily(
+            "turnpike_relay_auth_failures", "Authentication failures by reason", labels=["reason"]
+        )
+        for reason, n in s.auth_failures.items():
+            auth.add_metric([reason], n)
+        yield auth
+        denied = CounterMetricFamily(
+            "turnpike_relay_peer_denied",
+            "Peer addresses refused by the peer filter, by method",
+            labels=["method"],
+        )
+        for method, n in s.peer_denied.items():
+            denied.add_metric([method], n)
+        yield denied
+        yield CounterMetricFamily(
+            "turnpike_relay_unauthorized_dropped",
+            "401 replies not sent because the source exceeded its UDP rate limit",
+            value=s.unauthorized_dropped,
+        )
+        malformed = CounterMetricFamily(
+            "turnpike_relay_malformed",
+            "Malformed input dropped, by transport",
+            labels=["transport"],
+        )
+        for transport, n in s.malformed.items():
+            malformed.add_metric([transport], n)
+        yield malformed
+
+
+def registry_for(stats: RelayStats, table: AllocationTable) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(RelayCollector(stats, table))
+    return registry

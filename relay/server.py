@@ -1,0 +1,539 @@
+"""The relay server: STUN/TURN request dispatch and the handlers (RFC 8489, RFC 8656).
+
+Transports (``transports.py``) hand complete STUN messages here with the endpoint they arrived on;
+ChannelData never comes here, it goes straight to the allocation. Every malformed or unexpected
+input gets the error the RFCs name, or is dropped; nothing raises out of a handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from turnpike.core.addresses import AddressPolicy
+from turnpike.core.keyring import Keyring
+from turnpike.relay import allocation as allocs
+from turnpike.relay import stun
+from turnpike.relay.allocation import Allocation, AllocationTable, ClientSink, PortPool
+from turnpike.relay.auth import Authenticator, Failure, Identity, RateLimiter
+from turnpike.relay.metrics import RelayStats
+from turnpike.relay.stun import Attr, Class, Method
+
+log = logging.getLogger("turnpike.relay")
+
+UDP_PROTOCOL = 17
+FAMILY_IPV4 = 0x01
+FAMILY_IPV6 = 0x02
+
+
+class Endpoint(Protocol):
+    """What a transport gives the server: how to answer, and its allocations by client address."""
+
+    allocations: dict[Any, Allocation]
+    name: str  # "udp", "tcp" or "tls": a metric label
+    local_family: int  # 4 or 6, the family the client reached us over
+
+    def reply(self, data: bytes, addr: Any) -> None: ...
+
+    def sink(self, addr: Any) -> ClientSink: ...
+
+    def is_closing(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    realm: str
+    relay_ips: tuple[str, ...]  # where relay sockets bind, at most one per family
+    external_ips: tuple[str, ...] = ()  # advertised instead, per family (1:1 NAT)
+    relay_ports: tuple[int, int] = (49152, 65535)
+    allow_peer: tuple[str, ...] = ()
+    deny_peer: tuple[str, ...] = ()
+    user_quota: int = 12  # 0 = unlimited
+    total_quota: int = 0  # 0 = unlimited
+    default_lifetime: int = allocs.DEFAULT_LIFETIME
+    max_lifetime: int = allocs.MAX_LIFETIME
+    permission_lifetime: int = allocs.PERMISSION_LIFETIME
+    channel_lifetime: int = allocs.CHANNEL_LIFETIME
+    nonce_lifetime: float = 600.0
+    unauthorized_rate: float = 10.0  # UDP 401 replies per second per source IP; 0 = no limit
+    sweep_interval: float = 1.0
+
+
+def _family(ip: str) -> int:
+    return 6 if ":" in ip else 4
+
+
+class RelayServer:
+    def __init__(self, config: RelayConfig, keyring: Callable[[], Keyring]) -> None:
+        self.config = config
+        self.keyring = keyring
+        self.auth = Authenticator(keyring, config.realm, nonce_lifetime=config.nonce_lifetime)
+        self.policy = AddressPolicy(config.allow_peer, config.deny_peer)
+        self.table = AllocationTable(PortPool(*config.relay_ports))
+        self.table.on_removed = self._removed
+        self.stats = RelayStats()
+        self.limiter = RateLimiter(config.unauthorized_rate, burst=max(config.unauthorized_rate, 1))
+        self.relay_ip = {_family(ip): ip for ip in config.relay_ips}
+        self.advertised_ip = dict(self.relay_ip)
+        self.advertised_ip.update({_family(ip): ip for ip in config.external_ips})
+        self.draining = False
+        self._pending: set[tuple[int, Any]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._handlers = {
+            Method.ALLOCATE: self._allocate,
+            Method.REFRESH: self._refresh,
+            Method.CREATE_PERMISSION: self._create_permission,
+            Method.CHANNEL_BIND: self._channel_bind,
+        }
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval)
+            try:
+                self.table.sweep()
+            except Exception:  # a bug here must not stop expiry forever
+                log.exception("allocation sweep failed")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for task in list(self._tasks):
+            task.cancel()
+        self.table.close()
+
+    def begin_drain(self) -> None:
+        """New Allocates get 403 from now on; existing allocations run until they end."""
+        self.draining = True
+
+    async def drained(self, grace: float) -> bool:
+        """Wait until no allocation is left (True) or ``grace`` seconds pass (False)."""
+        deadline = time.monotonic() + grace
+        while len(self.table) or self._pending:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.2)
+        return True
+
+    def endpoint_closed(self, endpoint: Endpoint) -> None:
+        """A TCP/TLS connection ended: its allocation ends with it (RFC 8656 §3.1)."""
+        for alloc in list(endpoint.allocations.values()):
+            self.table.remove(alloc, "connection_closed")
+
+    def _removed(self, alloc: Allocation, reason: str) -> None:
+        endpoint: Endpoint = alloc.five_tuple[0]
+        endpoint.allocations.pop(alloc.five_tuple[1], None)
+        alloc.client.closed = True
+        self.stats.allocations_removed[reason] += 1
+        t = alloc.traffic
+        log.info(
+            "allocation %s:%d ended (%s) after %.0fs: %d/%d packets to peer/client",
+            *alloc.relayed,
+            reason,
+            time.monotonic() - alloc.created,
+            t.to_peer_packets,
+            t.to_client_packets,
+        )
+
+    # ---------------------------------------------------------------- entry points
+
+    def handle_stun(self, data: bytes, endpoint: Endpoint, addr: Any) -> bool:
+        """One STUN message from a client. False when it was malformed (TCP closes then)."""
+        try:
+            msg = stun.parse(data)
+        except ValueError:
+            self.stats.malformed[endpoint.name] += 1
+            return False
+        try:
+            if msg.cls == Class.REQUEST:
+                self._request(msg, endpoint, addr)
+            elif msg.cls == Class.INDICATION and msg.method == Method.SEND:
+                self._send_indication(msg, endpoint, addr)
+            # Responses and other indications from clients mean nothing to a server: ignore.
+        except Exception:  # a handler bug must cost one request, never the listener
+            log.exception("error handling %s from %s", Method(msg.method).name, endpoint.name)
+            if msg.cls == Class.REQUEST:
+                self._error(msg, endpoint, addr, 500)
+        return True
+
+    def _request(self, msg: stun.Message, endpoint: Endpoint, addr: Any) -> None:
+        method = msg.method
+        if not msg.magic_cookie and method != Method.BINDING:
+            return  # RFC 3489 clients only ever get Binding answers
+        if msg.unknown_required:
+            self._error(msg, endpoint, addr, 420, unknown=tuple(msg.unknown_required))
+            return
+        if method == Method.BINDING:
+            self._binding(msg, endpoint, addr)
+            return
+        handler = self._handlers.get(method)  # type: ignore[call-overload]
+        if handler is None:
+            self._error(msg, endpoint, addr, 400)
+            return
+        alloc = endpoint.allocations.get(addr)
+        identity = self._authenticate(msg, endpoint, addr, alloc)
+        if identity is not None:
+            handler(msg, endpoint, addr, alloc, identity)
+
+    def _authenticate(
+        self, msg: stun.Message, endpoint: Endpoint, addr: Any, alloc: Allocation | None
+    ) -> Identity | None:
+        ip = addr[0]
+        if alloc is not None:
+            # Requests on a live allocation are checked against the key that created it, so
+            # the allocation outlives its credential's expiry and the removal of its keyring
+            # key (draft-uberti-behave-turn-rest §4.2).
+            failure = self.auth.check_envelope(msg, ip)
+            if failure is None:
+                if msg.get(Attr.USERNAME) != alloc.username:
+                    self._auth_failed(msg, endpoint, addr, Failure.BAD_INTEGRITY, notify=False)
+                    code = 437 if msg.method == Method.ALLOCATE else 441
+                    self._error(msg, endpoint, addr, code)
+                    return None
+                if msg.verify_integrity(alloc.key):
+                    return Identity(alloc.username, alloc.user, alloc.key)
+                failure = Failure.BAD_INTEGRITY
+            self._auth_failed(msg, endpoint, addr, failure)
+            return None
+        result = self.auth.authenticate(msg, ip, check_expiry=msg.method == Method.ALLOCATE)
+        if isinstance(result, Failure):
+            self._auth_failed(msg, endpoint, addr, result)
+            return None
+        return result
+
+    def _auth_failed(
+        self,
+        msg: stun.Message,
+        endpoint: Endpoint,
+        addr: Any,
+        failure: Failure,
+        notify: bool = True,
+    ) -> None:
+        if failure is not Failure.MISSING:  # the first, unauthenticated round trip is normal
+            self.stats.auth_failures[failure.value] += 1
+            log.debug("auth failure from %s: %s", endpoint.name, failure.value)
+        if not notify:
+            return
+        if failure is Failure.BAD_REQUEST:
+            self._error(msg, endpoint, addr, 400)
+        elif failure is Failure.STALE_NONCE:
+            self._error(msg, endpoint, addr, 438, challenge=True)
+        else:
+            self._error(msg, endpoint, addr, 401, challenge=True)
+
+    # ---------------------------------------------------------------- replies
+
+    def _success(
+        self,
+        msg: stun.Message,
+        endpoint: Endpoint,
+        addr: Any,
+        attributes: dict[int, Any],
+        key: bytes | None,
+    ) -> bytes:
+        response = stun.Message(msg.method, Class.SUCCESS, msg.transaction_id, attributes)
+        response.magic_cookie = msg.magic_cookie
+        data = response.encode(key, fingerprint=msg.has_fingerprint)
+        endpoint.reply(data, addr)
+        self.stats.request(msg.method, 200)
+        return data
+
+    def _error(
+        self,
+        msg: stun.Message,
+        endpoint: Endpoint,
+        addr: Any,
+        code: int,
+        *,
+        key: bytes | None = None,
+        challenge: bool = False,
+        unknown: tuple[int, ...] = (),
+    ) -> None:
+        self.stats.request(msg.method, code)
+        if code == 401 and endpoint.name == "udp" and not self.limiter.allow(addr[0]):
+            # A 401 is several times larger than the request that caused it; do not let a
+            # spoofed source turn us into an amplifier.
+            self.stats.unauthorized_dropped += 1
+            return
+        response = stun.Message(msg.method, Class.ERROR, msg.transaction_id)
+        response.attributes[Attr.ERROR_CODE] = (code, stun.ERROR_REASONS.get(code, "Error"))
+        if unknown:
+            response.attributes[Attr.UNKNOWN_ATTRIBUTES] = unknown
+        if challenge:
+            response.attributes[Attr.REALM] = self.config.realm
+            response.attributes[Attr.NONCE] = self.auth.nonce(addr[0])
+        endpoint.reply(response.encode(key, fingerprint=msg.has_fingerprint), addr)
+
+    # ---------------------------------------------------------------- handlers
+
+    def _binding(self, msg: stun.Message, endpoint: Endpoint, addr: Any) -> None:
+        mapped = (addr[0], addr[1])
+        attr = Attr.XOR_MAPPED_ADDRESS if msg.magic_cookie else Attr.MAPPED_ADDRESS
+        self._success(msg, endpoint, addr, {attr: mapped}, None)
+
+    def _lifetime(self, msg: stun.Message) -> int:
+        requested = msg.get(Attr.LIFETIME)
+        if requested is None:
+            return self.config.default_lifetime
+        return int(min(requested, self.config.max_lifetime))
+
+    def _allocate(
+        self,
+        msg: stun.Message,
+        endpoint: Endpoint,
+        addr: Any,
+        alloc: Allocation | None,
+        identity: Identity,
+    ) -> None:
+        key = identity.key
+
+        def fail(code: int) -> None:
+            self._error(msg, endpoint, addr, code, key=key)
+
+        if alloc is not None:
+            if msg.transaction_id == alloc.transaction_id:
+                endpoint.reply(alloc.response, addr)  # a retransmission: same answer
+            else:
+                fail(437)
+            return
+        five = (id(endpoint), addr)
+        if five in self._pending:
+            return  # a retransmission while the relay socket is being set up
+        if self.draining:
+            fail(403)
+            return
+        transport = msg.get(Attr.REQUESTED_TRANSPORT)
+        if transport is None:
+            fail(400)
+            return
+        if transport != UDP_PROTOCOL:
+            fail(442)
+            return
+        token = msg.get(Attr.RESERVATION_TOKEN)
+        even = msg.get(Attr.EVEN_PORT)
+        family_code = msg.get(Attr.REQUESTED_ADDRESS_FAMILY)
+        if token is not None and (even is not None or family_code is not None):
+            fail(400)
+            return
+        if family_code is not None and family_code not in (FAMILY_IPV4, FAMILY_IPV6):
+            fail(440)
+            return
+        quota = self.config.user_quota
+        if quota and self.table.per_user.get(identity.user, 0) >= quota:
+            fail(486)
+            return
+        if self.config.total_quota and len(self.table) >= self.config.total_quota:
+            fail(508)
+            return
+        if family_code is not None:
+            family = 4 if family_code == FAMILY_IPV4 else 6
+            if family not in self.relay_ip:
+                fail(440)
+                return
+        elif endpoint.local_family in self.relay_ip:
+            # Browsers omit REQUESTED-ADDRESS-FAMILY; follow the family they reached us over.
+            family = endpoint.local_family
+        else:
+            family = next(iter(self.relay_ip))
+        ip = self.relay_ip[family]
+        reservation_token = 0
+        if token is not None:
+            reservation = self.table.take_reservation(token)
+            if reservation is None:
+                fail(508)
+                return
+            sock, ip = reservation.sock, reservation.ip
+        else:
+            reserve = even is not None and bool(even & 0x80)
+            socks = self.table.pool.bind(ip, even=even is not None, reserve_next=reserve)
+            if not socks:
+                log.warning("no relay port free in %d-%d", *self.config.relay_ports)
+                fail(508)
+                return
+            sock = socks[0]
+            if reserve:
+                reservation_token = self.table.reserve(socks[1], ip)
+        self._pending.add(five)
+        task = asyncio.get_running_loop().create_task(
+            self._finish_allocate(
+                msg, endpoint, addr, identity, sock, ip, self._lifetime(msg), reservation_token
+            )
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish_allocate(
+        self,
+        msg: stun.Message,
+        endpoint: Endpoint,
+        addr: Any,
+        identity: Identity,
+        sock: socket.socket,
+        ip: str,
+        lifetime: int,
+        reservation_token: int,
+    ) -> None:
+        five = (id(endpoint), addr)
+        bound = (ip, int(sock.getsockname()[1]))
+        proto = allocs.RelayProtocol()
+        try:
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_datagram_endpoint(lambda: proto, sock=sock)
+        except OSError:
+            sock.close()
+            self.table.pool.release(*bound)
+            self._error(msg, endpoint, addr, 508, key=identity.key)
+            return
+        finally:
+            self._pending.discard(five)
+        if endpoint.is_closing():
+            transport.close()
+            self.table.pool.release(*bound)
+            return
+        alloc = Allocation(
+            (endpoint, addr),
+            endpoint.sink(addr),
+            identity.username,
+            identity.user,
+            identity.key,
+            transport,
+            bound,
+            lifetime,
+            msg.transaction_id,
+        )
+        proto.allocation = alloc
+        self.table.add(alloc)
+        endpoint.allocations[addr] = alloc
+        self.stats.allocations_created += 1
+        advertised = (self.advertised_ip.get(alloc.family, ip), bound[1])
+        attributes: dict[int, Any] = {
+            Attr.XOR_RELAYED_ADDRESS: advertised,
+            Attr.LIFETIME: lifetime,
+            Attr.XOR_MAPPED_ADDRESS: (addr[0], addr[1]),
+        }
+        if reservation_token:
+            attributes[Attr.RESERVATION_TOKEN] = reservation_token
+        alloc.response = self._success(msg, endpoint, addr, attributes, identity.key)
+        log.info(
+            "allocation %s:%d for user %r over %s, lifetime %ds",
+            *advertised,
+            identity.user,
+            endpoint.name,
+            lifetime,
+        )
+
+    def _refresh(
+        self,
+        msg: stun.Message,
+        endpoint: Endpoint,
+        addr: Any,
+        alloc: Allocation | None,
+        identity: Identity,
+    ) -> None:
+        if alloc is None:
+            self._error(msg, endpoint, addr, 437, key=identity.key)
+            return
+        family_code = msg.get(Attr.REQUESTED_ADDRESS_FAMILY)
+        if family_code is not None and family_code != (
+            FAMILY_IPV4 if alloc.family == 4 else FAMILY_IPV6
+        ):
+            self._error(msg, endpoint, addr, 443, key=identity.key)
+            return
+        lifetime = self._lifetime(msg)
+        if lifetime == 0:
+            self.table.remove(alloc, "deleted")
+        else:
+            alloc.expires = time.monotonic() + lifetime
+        self._success(msg, endpoint, addr, {Attr.LIFETIME: lifetime}, identity.key)
+
+    def _check_peer(
+        self, msg: stun.Message, endpoint: Endpoint, addr: Any, alloc: Allocation, peer: Any
+    ) -> bool:
+        """Family match (443) and the peer filter (403); True when the peer may be used."""
+        if _family(peer[0]) != alloc.family:
+            self._error(msg, endpoint, addr, 443, key=alloc.key)
+            return False
+        if not self.policy.permits(peer[0]):
+            self.stats.peer_denied[Method(msg.method).name.lower()] += 1
+            log.info("refused peer address for %s (peer filter)", Method(msg.method).name)
+            self._error(msg, endpoint, addr, 403, key=alloc.key)
+            return False
+        return True
+
+    def _create_permission(
+        self,
+        msg: stun.Message,
+        endpoint: Endpoint,
+        addr: Any,
+        alloc: Allocation | None,
+        identity: Identity,
+    ) -> None:
+        if alloc is None:
+            self._error(msg, endpoint, addr, 437, key=identity.key)
+            return
+        if not msg.peer_addresses:
+            self._error(msg, endpoint, addr, 400, key=alloc.key)
+            return
+        for peer in msg.peer_addresses:  # all or nothing (RFC 8656 §9.2)
+            if not self._check_peer(msg, endpoint, addr, alloc, peer):
+                return
+        for peer in msg.peer_addresses:
+            alloc.permit(peer[0], self.config.permission_lifetime)
+        self._success(msg, endpoint, addr, {}, alloc.key)
+
+    def _channel_bind(
+        self,
+        msg: stun.Message,
+        endpoint: Endpoint,
+        addr: Any,
+        alloc: Allocation | None,
+        identity: Identity,
+    ) -> None:
+        if alloc is None:
+            self._error(msg, endpoint, addr, 437, key=identity.key)
+            return
+        channel = msg.get(Attr.CHANNEL_NUMBER)
+        peer = msg.get(Attr.XOR_PEER_ADDRESS)
+        if (
+            channel is None
+            or peer is None
+            or not stun.CHANNEL_MIN <= channel <= stun.CHANNEL_MAX
+            or alloc.channels.get(channel, peer) != peer  # number bound to another peer
+            or alloc.peer_channels.get(peer, channel.to_bytes(2, "big"))
+            != channel.to_bytes(2, "big")  # peer bound to another number
+        ):
+            self._error(msg, endpoint, addr, 400, key=alloc.key)
+            return
+        if not self._check_peer(msg, endpoint, addr, alloc, peer):
+            return
+        alloc.bind_channel(channel, peer, self.config.channel_lifetime)
+        self._success(msg, endpoint, addr, {}, alloc.key)
+
+    def _send_indication(self, msg: stun.Message, endpoint: Endpoint, addr: Any) -> None:
+        alloc = endpoint.allocations.get(addr)
+        peer = msg.get(Attr.XOR_PEER_ADDRESS)
+        data = msg.get(Attr.DATA)
+        if alloc is None or peer is None or data is None:
+            return  # indications are never answered (RFC 8656 §11.2)
+        if not alloc.to_peer_send(data, peer) and not self.policy.permits(peer[0]):
+            self.stats.peer_denied["send"] += 1
+
+
+def canonical_ip(text: str) -> str:
+    return str(ipaddress.ip_address(text))

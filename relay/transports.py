@@ -1,0 +1,203 @@
+"""Client-facing transports: a UDP DatagramProtocol and TCP/TLS stream framing.
+
+Both hand STUN messages to ``RelayServer.handle_stun`` and ChannelData straight to the client's
+allocation, so the ChannelData path is: header check, one dict lookup, one ``sendto``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from typing import Any
+
+from turnpike.relay.allocation import Allocation, ClientSink
+from turnpike.relay.server import RelayServer
+
+# A STUN message over TCP is at most this large; anything claiming more is garbage.
+MAX_STUN_LENGTH = 8192
+MAX_BUFFER = 2 * 65536
+
+
+def _family_of(host: str) -> int:
+    return 6 if ":" in host else 4
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    name = "udp"
+
+    def __init__(self, server: RelayServer, family: int) -> None:
+        self.server = server
+        self.local_family = family
+        self.allocations: dict[Any, Allocation] = {}
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) < 4:
+            return
+        first = data[0]
+        if 0x40 <= first <= 0x4F:  # ChannelData: the hot path
+            alloc = self.allocations.get(addr)
+            if alloc is not None:
+                alloc.to_peer_channel(data, (first << 8) | data[1], (data[2] << 8) | data[3])
+        elif first < 0x40:
+            self.server.handle_stun(data, self, addr)
+        # Anything else is not ours: dropped silently, as RFC 8489 asks for UDP.
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP from a client that went away; its allocation expires on its own
+
+    def reply(self, data: bytes, addr: Any) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data, addr)
+
+    def sink(self, addr: Any) -> ClientSink:
+        assert self.transport is not None
+        return ClientSink(self.transport, addr, stream=False)
+
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+
+class StreamConnection(asyncio.Protocol):
+    """One TCP or TLS client connection: frames STUN messages and ChannelData (RFC 8656 §12.5)."""
+
+    def __init__(self, server: RelayServer, name: str, family: int) -> None:
+        self.server = server
+        self.name = name
+        self.local_family = family
+        self.allocations: dict[Any, Allocation] = {}
+        self.transport: asyncio.Transport | None = None
+        self.addr: Any = None
+        self.buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.addr = transport.get_extra_info("peername")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.endpoint_closed(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer
+        buf += data
+        while len(buf) >= 4:
+            first = buf[0]
+            length = (buf[2] << 8) | buf[3]
+            if 0x40 <= first <= 0x4F:
+                # RFC 8656 §12.5: on streams ChannelData is padded to a multiple of 4 bytes.
+                total = 4 + length + (-length % 4)
+                if len(buf) < total:
+                    break
+                frame = bytes(buf[:total])
+                del buf[:total]
+                alloc = self.allocations.get(self.addr)
+                if alloc is not None:
+                    alloc.to_peer_channel(frame, (first << 8) | frame[1], length)
+            elif first < 0x40 and length <= MAX_STUN_LENGTH and not length % 4:
+                total = 20 + length
+                if len(buf) < total:
+                    break
+                frame = bytes(buf[:total])
+                del buf[:total]
+                if not self.server.handle_stun(frame, self, self.addr):
+                    self._abort()
+                    return
+            else:
+                self.server.stats.malformed[self.name] += 1
+                self._abort()  # garbage on a stream: we can never find the next frame again
+                return
+        if len(buf) > MAX_BUFFER:
+            self._abort()
+
+    def _abort(self) -> None:
+        self.buffer.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def reply(self, data: bytes, addr: Any) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def sink(self, addr: Any) -> ClientSink:
+        assert self.transport is not None
+        return ClientSink(self.transport, addr, stream=True)
+
+    def is_closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+
+def _udp_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if _family_of(host) == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Listeners:
+    """The sockets a relay process listens on; closed together."""
+
+    def __init__(self, server: RelayServer) -> None:
+        self.server = server
+        self.udp: list[tuple[UdpListener, asyncio.DatagramTransport]] = []
+        self.streams: list[asyncio.Server] = []
+
+    async def listen(
+        self,
+        host: str,
+        port: int,
+        *,
+        reuse_port: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> tuple[str, int]:
+        """UDP and TCP on ``host:port`` (only TLS over TCP when ``tls``); returns the address.
+
+        With port 0 the UDP port is chosen first and TCP takes the same number, so tests can
+        listen on a free port for both.
+        """
+        loop = asyncio.get_running_loop()
+        family = _family_of(host)
+        if tls is None:
+            sock = _udp_socket(host, port, reuse_port)
+            port = sock.getsockname()[1]
+            listener = UdpListener(self.server, family)
+            transport, _ = await loop.create_datagram_endpoint(lambda: listener, sock=sock)
+            self.udp.append((listener, transport))
+        name = "tls" if tls is not None else "tcp"
+        server = await loop.create_server(
+            lambda: StreamConnection(self.server, name, family),
+            host,
+            port,
+            reuse_port=reuse_port or None,
+            ssl=tls,
+            backlog=1024,
+        )
+        self.streams.append(server)
+        bound = server.sockets[0].getsockname()
+        return str(bound[0]), int(bound[1])
+
+    async def close(self) -> None:
+        for _, transport in self.udp:
+            transport.close()
+        for server in self.streams:
+            server.close()
+        for server in self.streams:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
