@@ -1,0 +1,440 @@
+"""The one source of truth for Turnpike's CustomResourceDefinitions.
+
+``deploy/crds/*.yaml`` are generated from here (``python -m turnpike.operator.crds deploy/crds``)
+and a test keeps them equal; the Helm chart copies those files. The schemas are structural (every
+field typed, defaults in the schema so ``kubectl get -o yaml`` shows what the operator will use)
+and say in CEL what plain OpenAPI cannot: ordered port ranges and mutually exclusive fields.
+CEL rules stay free of list iteration so the API server's cost estimate never rejects them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GROUP = "turnpike.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+Schema = dict[str, Any]
+
+# An address or CIDR; the operator parses it properly and reports a Degraded condition on nonsense.
+_CIDR_PATTERN = r"^[0-9a-fA-F:.]+(/[0-9]{1,3})?$"
+_HOSTNAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+def _string(description: str, **extra: Any) -> Schema:
+    return {"type": "string", "description": description, **extra}
+
+
+def _integer(description: str, **extra: Any) -> Schema:
+    return {"type": "integer", "description": description, **extra}
+
+
+def _port(description: str, default: int | None = None) -> Schema:
+    schema = _integer(description, minimum=1, maximum=65535)
+    if default is not None:
+        schema["default"] = default
+    return schema
+
+
+def _cidrs(description: str) -> Schema:
+    return {
+        "type": "array",
+        "description": description,
+        "maxItems": 256,
+        "items": {"type": "string", "pattern": _CIDR_PATTERN, "maxLength": 64},
+    }
+
+
+def _port_range(description: str, low: int, high: int) -> Schema:
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["min", "max"],
+        "default": {"min": low, "max": high},
+        "properties": {
+            "min": _port("lowest port of the range"),
+            "max": _port("highest port of the range"),
+        },
+        "x-kubernetes-validations": [
+            {"rule": "self.min <= self.max", "message": "min must not be greater than max"}
+        ],
+    }
+
+
+def _free_form(description: str, kind: str = "object") -> Schema:
+    """Kubernetes types copied into pod specs as they are (affinity, resources, tolerations)."""
+    if kind == "array":
+        return {
+            "type": "array",
+            "description": description,
+            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        }
+    return {
+        "type": "object",
+        "description": description,
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+
+
+def _workload_fields() -> dict[str, Schema]:
+    return {
+        "image": _string("container image; the operator's own image when empty", maxLength=512),
+        "imagePullPolicy": _string(
+            "image pull policy", enum=["Always", "IfNotPresent", "Never"], default="IfNotPresent"
+        ),
+        "resources": _free_form("container resources (requests and limits)"),
+        "nodeSelector": {
+            "type": "object",
+            "description": "node labels the pods must match",
+            "additionalProperties": {"type": "string"},
+        },
+        "affinity": _free_form("pod affinity rules"),
+        "tolerations": _free_form("pod tolerations", "array"),
+    }
+
+
+def _conditions() -> Schema:
+    return {
+        "type": "array",
+        "description": "Ready, Progressing and Degraded, each with a reason and a message",
+        "items": {
+            "type": "object",
+            "required": ["type", "status"],
+            "properties": {
+                "type": {"type": "string"},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                "reason": {"type": "string"},
+                "message": {"type": "string"},
+                "lastTransitionTime": {"type": "string", "format": "date-time"},
+                "observedGeneration": {"type": "integer"},
+            },
+        },
+    }
+
+
+def _status(extra: dict[str, Schema]) -> Schema:
+    # kopf keeps its own progress records under status.kopf: let it.
+    return {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "properties": {
+            "observedGeneration": {"type": "integer"},
+            "conditions": _conditions(),
+            "replicas": {"type": "integer"},
+            "readyReplicas": {"type": "integer"},
+            "ready": {"type": "string", "description": "ready/desired replicas, for kubectl"},
+            "addresses": {"type": "array", "items": {"type": "string"}},
+            **extra,
+        },
+    }
+
+
+def relay_edge_spec() -> Schema:
+    return {
+        "type": "object",
+        "required": ["location", "publicHostname"],
+        "properties": {
+            "location": _string(
+                "human-readable location, e.g. 'US East Coast (Virginia)'",
+                minLength=1,
+                maxLength=128,
+            ),
+            "publicHostname": _string(
+                "DNS name clients use for this edge, e.g. ashburn.turn.example.com",
+                pattern=_HOSTNAME_PATTERN,
+                maxLength=253,
+            ),
+            "realm": _string("TURN realm; the public hostname when empty", maxLength=253),
+            "mode": _string(
+                "Deployment (replicas) or DaemonSet (one relay per selected node)",
+                enum=["Deployment", "DaemonSet"],
+                default="Deployment",
+            ),
+            "replicas": _integer("relay replicas in Deployment mode", minimum=1, default=2),
+            "hostNetwork": {
+                "type": "boolean",
+                "description": "relays bind the node's addresses directly; no Service is created",
+                "default": False,
+            },
+            "ports": {
+                "type": "object",
+                "description": "client-facing listener ports",
+                "default": {},
+                "properties": {
+                    "udp": _port("STUN/TURN over UDP", 3478),
+                    "tcp": _port("TURN over TCP", 3478),
+                    "tls": {
+                        "type": "array",
+                        "description": "TURN over TLS ports (used when tlsSecretName is set)",
+                        "maxItems": 4,
+                        "default": [443, 5349],
+                        "items": _port("TLS port"),
+                    },
+                },
+            },
+            "tlsSecretName": _string(
+                "kubernetes.io/tls Secret with the certificate for TURN over TLS", maxLength=253
+            ),
+            "relayPorts": _port_range("UDP ports relayed allocations use", 49152, 65535),
+            "addresses": {
+                "type": "object",
+                "description": (
+                    "public addresses of the edge: static CIDRs, or a source to discover them from "
+                    "(when both are empty: NodeExternalIP in hostNetwork mode, else LoadBalancer)"
+                ),
+                "default": {},
+                "properties": {
+                    "static": _cidrs("published as they are"),
+                    "source": _string(
+                        "where to discover them", enum=["NodeExternalIP", "LoadBalancer"]
+                    ),
+                },
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "!(has(self.static) && has(self.source))",
+                        "message": "addresses.static and addresses.source are mutually exclusive",
+                    }
+                ],
+            },
+            "quotas": {
+                "type": "object",
+                "description": "allocation quotas per relay process",
+                "properties": {
+                    "perUser": _integer("allocations per TURN user", minimum=1),
+                    "total": _integer("allocations in total", minimum=1),
+                },
+            },
+            "peers": {
+                "type": "object",
+                "description": "extra peer filtering on top of the relay's closed defaults",
+                "default": {},
+                "properties": {
+                    "allow": _cidrs("peer ranges re-opened (allow beats deny)"),
+                    "deny": _cidrs("extra denied peer ranges"),
+                    "denyClusterNetworks": {
+                        "type": "boolean",
+                        "description": "deny cluster pod/service CIDRs and node addresses",
+                        "default": True,
+                    },
+                },
+            },
+            "terminationGracePeriodSeconds": _integer(
+                "how long a draining relay may keep serving allocations",
+                minimum=0,
+                default=3600,
+            ),
+            **_workload_fields(),
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": "!(self.hostNetwork && has(self.addresses.source) "
+                "&& self.addresses.source == 'LoadBalancer')",
+                "message": "hostNetwork relays have no LoadBalancer: use addresses.source "
+                "NodeExternalIP or addresses.static",
+            },
+        ],
+    }
+
+
+def stream_gateway_spec() -> Schema:
+    return {
+        "type": "object",
+        "required": ["edge"],
+        "properties": {
+            "edge": _string(
+                "name of the RelayEdge (same namespace) this gateway belongs to",
+                minLength=1,
+                maxLength=63,
+            ),
+            "replicas": _integer("gateway replicas", minimum=1, default=2),
+            "port": _port("WebSocket/HTTP listener port", 8080),
+            "accountsSecretName": _string(
+                "Secret holding the accounts file (key accounts.json)",
+                default="turnpike-accounts",
+                maxLength=253,
+            ),
+            "rtpPorts": _port_range("UDP ports for RTP", 20000, 29999),
+            "allowedDestinations": _cidrs(
+                "private destination ranges the gateway may connect to (closed by default)"
+            ),
+            "egress": {
+                "type": "object",
+                "description": (
+                    "addresses the gateway's outbound traffic comes from: static CIDRs, or the "
+                    "ExternalIP of the nodes its pods run on (the default)"
+                ),
+                "default": {},
+                "properties": {
+                    "static": _cidrs("published as they are"),
+                    "source": _string("where to discover them", enum=["NodeExternalIP"]),
+                },
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "!(has(self.static) && has(self.source))",
+                        "message": "egress.static and egress.source are mutually exclusive",
+                    }
+                ],
+            },
+            **_workload_fields(),
+        },
+    }
+
+
+def _ready_column() -> dict[str, Any]:
+    return {"name": "Ready", "type": "string", "jsonPath": ".status.ready"}
+
+
+def _crd(
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    spec: Schema,
+    status_extra: dict[str, Schema],
+    columns: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "turnpike"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
+                "categories": ["turnpike"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        *columns,
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": _status(status_extra),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def relay_edge_crd() -> dict[str, Any]:
+    return _crd(
+        "RelayEdge",
+        "relayedges",
+        ["redge", "edge"],
+        relay_edge_spec(),
+        {"hostname": {"type": "string"}, "keyring": {"type": "string"}},
+        [
+            {"name": "Location", "type": "string", "jsonPath": ".spec.location"},
+            {"name": "Hostname", "type": "string", "jsonPath": ".spec.publicHostname"},
+            _ready_column(),
+            {"name": "Addresses", "type": "string", "jsonPath": ".status.addresses"},
+        ],
+    )
+
+
+def stream_gateway_crd() -> dict[str, Any]:
+    return _crd(
+        "StreamGateway",
+        "streamgateways",
+        ["sgw"],
+        stream_gateway_spec(),
+        {"edge": {"type": "string"}, "location": {"type": "string"}},
+        [
+            {"name": "Edge", "type": "string", "jsonPath": ".spec.edge"},
+            {"name": "Location", "type": "string", "jsonPath": ".status.location"},
+            _ready_column(),
+            {"name": "Addresses", "type": "string", "jsonPath": ".status.addresses"},
+        ],
+    )
+
+
+def _peering_crd(scope: str) -> dict[str, Any]:
+    """kopf's peering resource: how two operator replicas agree that only one acts."""
+    kind = "KopfPeering" if scope == "Namespaced" else "ClusterKopfPeering"
+    plural = kind.lower() + "s"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.kopf.dev",
+            "labels": {"app.kubernetes.io/part-of": "turnpike"},
+        },
+        "spec": {
+            "group": "kopf.dev",
+            "scope": scope,
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def all_crds() -> dict[str, dict[str, Any]]:
+    """File name → CRD, in the order they are applied."""
+    return {
+        f"{GROUP}_relayedges.yaml": relay_edge_crd(),
+        f"{GROUP}_streamgateways.yaml": stream_gateway_crd(),
+        "kopf.dev_kopfpeerings.yaml": _peering_crd("Namespaced"),
+        "kopf.dev_clusterkopfpeerings.yaml": _peering_crd("Cluster"),
+    }
+
+
+HEADER = "# Generated by `python -m turnpike.operator.crds`; edit operator/crds.py instead.\n"
+
+
+def render(crd: dict[str, Any]) -> str:
+    return HEADER + yaml.safe_dump(crd, sort_keys=False, width=100)
+
+
+def write(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, crd in all_crds().items():
+        path = directory / name
+        path.write_text(render(crd))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for path in write(Path(sys.argv[1] if len(sys.argv) > 1 else "deploy/crds")):
+        print(path)

@@ -1,0 +1,261 @@
+"""The Kubernetes API emulator behaves as the API server where the operator depends on it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from support.kubeapi import KubeAPI
+from support.kubeapi.cel import CelError, evaluate
+
+from turnpike.operator import crds
+from turnpike.operator.kube import (
+    CONFIGMAPS,
+    CRDS,
+    DEPLOYMENTS,
+    NAMESPACES,
+    NODES,
+    PODS,
+    RELAY_EDGES,
+    SECRETS,
+    ApiError,
+    Kube,
+)
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[KubeAPI]:
+    with KubeAPI() as server:
+        yield server
+
+
+@pytest.fixture
+async def kube(api: KubeAPI) -> AsyncIterator[Kube]:
+    client = Kube.connect(api.url)
+    yield client
+    await client.close()
+
+
+_counter = iter(range(10**6))
+
+
+@pytest.fixture
+async def ns(kube: Kube) -> str:
+    name = f"t{next(_counter)}"
+    await kube.create(NAMESPACES, None, {"metadata": {"name": name}})
+    return name
+
+
+async def _install_crds(kube: Kube) -> None:
+    for crd in crds.all_crds().values():
+        if await kube.get(CRDS, None, crd["metadata"]["name"]) is None:
+            await kube.create(CRDS, None, crd)
+
+
+def _edge(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {"location": "Somewhere", "publicHostname": f"{name}.example.com", **spec},
+    }
+
+
+async def test_create_sets_server_fields_and_rejects_duplicates(kube: Kube, ns: str) -> None:
+    cm = await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "a"}, "data": {"k": "v"}})
+    meta = cm["metadata"]
+    assert meta["namespace"] == ns and meta["uid"] and meta["creationTimestamp"]
+    assert int(meta["resourceVersion"]) > 0 and cm["kind"] == "ConfigMap"
+    with pytest.raises(ApiError) as err:
+        await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "a"}})
+    assert err.value.status == 409 and err.value.reason == "AlreadyExists"
+    with pytest.raises(ApiError) as err:
+        await kube.create(CONFIGMAPS, "no-such-namespace", {"metadata": {"name": "a"}})
+    assert err.value.status == 404
+
+
+async def test_generate_name_and_secret_string_data(kube: Kube, ns: str) -> None:
+    cm = await kube.create(CONFIGMAPS, ns, {"metadata": {"generateName": "ev-"}})
+    assert cm["metadata"]["name"].startswith("ev-") and len(cm["metadata"]["name"]) > 3
+    secret = await kube.create(SECRETS, ns, {"metadata": {"name": "s"}, "stringData": {"k": "hi"}})
+    assert secret["data"] == {"k": "aGk="} and "stringData" not in secret
+
+
+async def test_stale_resource_version_is_a_conflict(kube: Kube, ns: str) -> None:
+    cm = await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "c"}, "data": {"k": "1"}})
+    fresh = await kube.replace(CONFIGMAPS, ns, "c", {**cm, "data": {"k": "2"}})
+    assert fresh["metadata"]["resourceVersion"] != cm["metadata"]["resourceVersion"]
+    with pytest.raises(ApiError) as err:
+        await kube.replace(CONFIGMAPS, ns, "c", {**cm, "data": {"k": "3"}})
+    assert err.value.status == 409
+    # A no-op write keeps the resourceVersion.
+    same = await kube.patch(CONFIGMAPS, ns, "c", {"data": {"k": "2"}})
+    assert same["metadata"]["resourceVersion"] == fresh["metadata"]["resourceVersion"]
+
+
+async def test_generation_status_subresource_and_json_patch_test(
+    api: KubeAPI, kube: Kube, ns: str
+) -> None:
+    await _install_crds(kube)
+    edge = await kube.create(RELAY_EDGES, ns, _edge("e", status={"ignored": True}))
+    assert edge["metadata"]["generation"] == 1 and "status" not in edge
+    edge = await kube.patch(RELAY_EDGES, ns, "e", {"metadata": {"labels": {"a": "b"}}})
+    assert edge["metadata"]["generation"] == 1
+    edge = await kube.patch(RELAY_EDGES, ns, "e", {"spec": {"replicas": 3}, "status": {"x": 1}})
+    assert edge["metadata"]["generation"] == 2 and "status" not in edge
+    edge = await kube.patch(RELAY_EDGES, ns, "e", {"status": {"ready": "1/2"}}, sub="status")
+    assert edge["status"] == {"ready": "1/2"} and edge["metadata"]["generation"] == 2
+    # kopf's finalizer patch: a JSON patch guarded by a test on resourceVersion.
+    url = f"{api.url}{RELAY_EDGES.path(ns, 'e')}"
+    headers = {"Content-Type": "application/json-patch+json"}
+    async with aiohttp.ClientSession() as session:
+        stale = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": "1"},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["x"]},
+        ]
+        async with session.patch(url, data=json.dumps(stale), headers=headers) as resp:
+            assert resp.status == 422
+        good = [{**stale[0], "value": edge["metadata"]["resourceVersion"]}, stale[1]]
+        async with session.patch(url, data=json.dumps(good), headers=headers) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["metadata"]["finalizers"] == ["x"]
+
+
+async def test_schema_defaults_and_validation(kube: Kube, ns: str) -> None:
+    await _install_crds(kube)
+    edge = await kube.create(RELAY_EDGES, ns, _edge("d", unknownField=1))
+    spec = edge["spec"]
+    assert "unknownField" not in spec  # pruned, as a structural schema does
+    assert spec["relayPorts"] == {"min": 49152, "max": 65535}
+    assert spec["ports"] == {"udp": 3478, "tcp": 3478, "tls": [443, 5349]}
+    with pytest.raises(ApiError) as err:
+        await kube.create(RELAY_EDGES, ns, _edge("bad", relayPorts={"min": 9000, "max": 8000}))
+    assert err.value.status == 422
+    assert "spec.relayPorts" in err.value.message
+    assert "min must not be greater than max" in err.value.message
+    with pytest.raises(ApiError) as err:
+        await kube.create(RELAY_EDGES, ns, {"metadata": {"name": "x"}, "spec": {"location": "l"}})
+    assert "spec.publicHostname: Required value" in err.value.message
+    with pytest.raises(ApiError) as err:
+        await kube.create(RELAY_EDGES, ns, _edge("m", mode="Sometimes"))
+    assert "Unsupported value" in err.value.message
+
+
+async def test_finalizers_delay_deletion(kube: Kube, ns: str) -> None:
+    await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "f", "finalizers": ["keep"]}})
+    await kube.delete(CONFIGMAPS, ns, "f")
+    held = await kube.get(CONFIGMAPS, ns, "f")
+    assert held is not None and held["metadata"]["deletionTimestamp"]
+    await kube.patch(CONFIGMAPS, ns, "f", {"metadata": {"finalizers": None}})
+    assert await kube.get(CONFIGMAPS, ns, "f") is None
+
+
+async def test_owner_deletion_collects_dependents(kube: Kube, ns: str) -> None:
+    owner = await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "owner"}})
+    ref = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "owner",
+        "uid": owner["metadata"]["uid"],
+    }
+    await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "child", "ownerReferences": [ref]}})
+    await kube.delete(CONFIGMAPS, ns, "owner")
+    assert await kube.get(CONFIGMAPS, ns, "child") is None
+
+
+async def _watch(url: str, params: dict[str, str], count: int) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as session, session.get(url, params=params) as resp:
+        assert resp.headers["Content-Type"].startswith("application/json")
+        async for line in resp.content:
+            events.append(json.loads(line))
+            if len(events) == count:
+                break
+    return events
+
+
+async def test_watch_resumes_from_resource_version_with_selectors(
+    api: KubeAPI, kube: Kube, ns: str
+) -> None:
+    first = await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "w1", "labels": {"a": "1"}}})
+    since = first["metadata"]["resourceVersion"]
+    await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "w2", "labels": {"a": "2"}}})
+    await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "w3", "labels": {"a": "1"}}})
+    url = api.url + CONFIGMAPS.path(ns)
+    params = {
+        "watch": "true",
+        "resourceVersion": since,
+        "labelSelector": "a=1",
+        "timeoutSeconds": "5",
+    }
+    task = asyncio.create_task(_watch(url, params, 3))
+    await asyncio.sleep(0.2)
+    await kube.patch(CONFIGMAPS, ns, "w3", {"metadata": {"labels": {"a": "3"}}})
+    await kube.delete(CONFIGMAPS, ns, "w1")
+    events = await task
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "w3"),
+        ("DELETED", "w3"),  # left the selection
+        ("DELETED", "w1"),
+    ]
+
+
+async def test_discovery_lists_kinds_and_status_subresources(api: KubeAPI, kube: Kube) -> None:
+    await _install_crds(kube)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(api.url + "/api/v1") as resp:
+            core = await resp.json()
+        async with session.get(api.url + "/apis") as resp:
+            groups = await resp.json()
+        async with session.get(api.url + "/apis/turnpike.io/v1alpha1") as resp:
+            ours = await resp.json()
+    assert core["groupVersion"] == "v1"
+    names = {r["name"]: r for r in core["resources"]}
+    assert names["namespaces"]["namespaced"] is False and "watch" in names["pods"]["verbs"]
+    assert "turnpike.io" in {g["name"] for g in groups["groups"]}
+    listed = {r["name"] for r in ours["resources"]}
+    assert {"relayedges", "relayedges/status", "streamgateways/status"} <= listed
+
+
+async def test_simulated_workloads_get_pods_on_nodes(kube: Kube, ns: str) -> None:
+    await kube.create(
+        NODES,
+        None,
+        {"metadata": {"name": f"{ns}-node", "labels": {"pool": ns}}},
+    )
+    labels = {"app": "x"}
+    body = {
+        "metadata": {"name": "d"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"nodeSelector": {"pool": ns}, "containers": [{"name": "c"}]},
+            },
+        },
+    }
+    await kube.create(DEPLOYMENTS, ns, body)
+    for _ in range(100):
+        pods = await kube.list(PODS, ns, labels)
+        deployment = await kube.get(DEPLOYMENTS, ns, "d")
+        if len(pods) == 2 and (deployment or {}).get("status", {}).get("readyReplicas") == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert {p["spec"]["nodeName"] for p in pods} == {f"{ns}-node"}
+    await kube.delete(DEPLOYMENTS, ns, "d")
+    assert await kube.list(PODS, ns, labels) == []
+
+
+def test_cel_subset() -> None:
+    rule = "!(self.hostNetwork && has(self.addresses.source) && self.addresses.source == 'LB')"
+    assert evaluate(rule, {"hostNetwork": False, "addresses": {}}) is True
+    assert evaluate(rule, {"hostNetwork": True, "addresses": {"source": "LB"}}) is False
+    assert evaluate("self.min <= self.max", {"min": 1, "max": 2}) is True
+    assert evaluate("size(self.x) > 1 ? 'a' : 'b'", {"x": [1, 2]}) == "a"
+    with pytest.raises(CelError):
+        evaluate("self.missing == 1", {})
+    with pytest.raises(CelError):
+        evaluate("self.items.all(x, x > 1)", {"items": []})
