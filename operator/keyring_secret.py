@@ -1,0 +1,367 @@
+"""Everything rotation reads from and writes to Kubernetes, behind one small interface.
+
+`Cluster` is what the rotation engine needs; `KubeCluster` does it over the operator's REST client.
+Keeping the engine's I/O this narrow is what lets a test drive a simulated fleet through days of
+rotations with a fake clock, and the end-to-end tests drive the same engine against an API server.
+
+How pods are found, in a real cluster and in the emulator alike: every relay and token pod that
+mounts a keyring Secret carries the label ``turnpike.io/keyring: <secret name>`` and declares its
+health port as a container port named ``health`` (or ``metrics``), or in the annotation
+``turnpike.io/health-port``. The operator asks ``http://<podIP>:<port>/ready`` for the key ids the
+pod has loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from turnpike.operator.kube import EVENTS, PODS, RELAY_EDGES, SECRETS, ApiError, Kube
+from turnpike.operator.rotation_state import PodReport, report_from_ready
+
+DATA_KEY = "keyring.json"
+CONSUMER_LABEL = "turnpike.io/keyring"
+HEALTH_PORT_ANNOTATION = "turnpike.io/health-port"
+HEALTH_PORT_NAMES = ("health", "metrics")
+SECRET_LABELS = {
+    "app.kubernetes.io/name": "turnpike",
+    "app.kubernetes.io/component": "keyring",
+    "app.kubernetes.io/managed-by": "turnpike-operator",
+}
+COMPONENT = "turnpike-operator"
+PROBE_TIMEOUT = 3.0
+
+Obj = dict[str, Any]
+
+
+class Conflict(Exception):
+    """The Secret changed since it was read; read again and decide again."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecretView:
+    name: str
+    namespace: str
+    keyring_json: str | None
+    annotations: Mapping[str, str]
+    resource_version: str
+    uid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """A ready pod that holds the keyring, and where it reports what it loaded."""
+
+    pod: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyringSummary:
+    """What every RelayEdge in the namespace shows about the keyring."""
+
+    version: int
+    signing: str
+    last_rotation: str | None
+    blocked: str | None
+
+    def status(self) -> Obj:
+        return {
+            "keyringVersion": self.version,
+            "keyringSigningKey": self.signing,
+            "lastKeyRotation": self.last_rotation,
+        }
+
+
+class Cluster(Protocol):
+    async def read_secret(self, namespace: str, name: str) -> SecretView | None: ...
+
+    async def create_secret(
+        self, namespace: str, name: str, keyring_json: str, annotations: Mapping[str, str]
+    ) -> bool:
+        """Create the Secret; False if it already exists."""
+        ...
+
+    async def write_secret(
+        self,
+        view: SecretView,
+        keyring_json: str | None,
+        annotations: Mapping[str, str | None],
+    ) -> None:
+        """Replace data and annotations in one write; `Conflict` if the Secret moved on."""
+        ...
+
+    async def consumers(self, namespace: str, secret: str) -> list[Consumer]: ...
+
+    async def probe(self, consumer: Consumer) -> PodReport: ...
+
+    async def event(
+        self, view: SecretView, warning: bool, reason: str, message: str, on_edges: bool
+    ) -> None: ...
+
+    async def publish(self, namespace: str, summary: KeyringSummary) -> None: ...
+
+
+def _now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ready(pod: Obj) -> bool:
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    status = pod.get("status") or {}
+    if not status.get("podIP"):
+        return False
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def health_port(pod: Obj) -> int | None:
+    """The pod's declared health port: the annotation, else a port named health or metrics."""
+    annotated = (pod.get("metadata", {}).get("annotations") or {}).get(HEALTH_PORT_ANNOTATION)
+    if annotated and annotated.isdigit():
+        return int(annotated)
+    ports = [
+        p
+        for c in (pod.get("spec") or {}).get("containers") or []
+        for p in c.get("ports") or []
+        if isinstance(p, dict)
+    ]
+    for name in HEALTH_PORT_NAMES:
+        for port in ports:
+            if port.get("name") == name and isinstance(port.get("containerPort"), int):
+                return int(port["containerPort"])
+    return None
+
+
+def consumer_of(pod: Obj) -> Consumer | None:
+    if not _ready(pod):
+        return None
+    name = str(pod["metadata"]["name"])
+    ip = str(pod["status"]["podIP"])
+    port = health_port(pod)
+    if port is None:
+        # A ready pod we cannot ask still counts: report it so the rotation waits and says why.
+        return Consumer(name, "")
+    host = f"[{ip}]" if ":" in ip else ip
+    return Consumer(name, f"http://{host}:{port}/ready")
+
+
+class KubeCluster:
+    """`Cluster` over the operator's REST client."""
+
+    def __init__(self, kube: Kube, http: aiohttp.ClientSession | None = None) -> None:
+        self.kube = kube
+        self._http = http
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
+            self._http = aiohttp.ClientSession(timeout=timeout)
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    async def read_secret(self, namespace: str, name: str) -> SecretView | None:
+        obj = await self.kube.get(SECRETS, namespace, name)
+        if obj is None:
+            return None
+        meta = obj.get("metadata") or {}
+        raw = (obj.get("data") or {}).get(DATA_KEY)
+        text = None
+        if isinstance(raw, str):
+            try:
+                text = base64.b64decode(raw).decode()
+            except (ValueError, UnicodeDecodeError):
+                text = None
+        return SecretView(
+            name=name,
+            namespace=namespace,
+            keyring_json=text,
+            annotations=dict(meta.get("annotations") or {}),
+            resource_version=str(meta.get("resourceVersion", "")),
+            uid=str(meta.get("uid", "")),
+        )
+
+    async def create_secret(
+        self, namespace: str, name: str, keyring_json: str, annotations: Mapping[str, str]
+    ) -> bool:
+        body: Obj = {
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": dict(SECRET_LABELS),
+                "annotations": dict(annotations),
+            },
+            "type": "Opaque",
+            "data": {DATA_KEY: base64.b64encode(keyring_json.encode()).decode()},
+        }
+        try:
+            await self.kube.create(SECRETS, namespace, body)
+        except ApiError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def write_secret(
+        self,
+        view: SecretView,
+        keyring_json: str | None,
+        annotations: Mapping[str, str | None],
+    ) -> None:
+        # Read-modify-replace with the resourceVersion we decided on: a concurrent writer (a
+        # person, kopf adding its finalizer, a second operator) makes this fail, not get lost.
+        obj = await self.kube.get(SECRETS, view.namespace, view.name)
+        if obj is None or str(obj["metadata"].get("resourceVersion")) != view.resource_version:
+            raise Conflict(view.name)
+        meta = obj["metadata"]
+        merged = dict(meta.get("annotations") or {})
+        for key, value in annotations.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        meta["annotations"] = merged
+        if keyring_json is not None:
+            obj.setdefault("data", {})[DATA_KEY] = base64.b64encode(keyring_json.encode()).decode()
+        try:
+            await self.kube.replace(SECRETS, view.namespace, view.name, obj)
+        except ApiError as exc:
+            if exc.status == 409:
+                raise Conflict(view.name) from None
+            raise
+
+    async def consumers(self, namespace: str, secret: str) -> list[Consumer]:
+        pods = await self.kube.list(PODS, namespace, labels={CONSUMER_LABEL: secret})
+        found = (consumer_of(p) for p in pods)
+        return sorted((c for c in found if c is not None), key=lambda c: c.pod)
+
+    async def probe(self, consumer: Consumer) -> PodReport:
+        if not consumer.url:
+            return PodReport(consumer.pod, error="declares no health port")
+        try:
+            async with self._session().get(consumer.url) as resp:
+                # A draining pod answers 503 but still says what it has loaded.
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            return PodReport(consumer.pod, error=f"/ready: {type(exc).__name__}")
+        return report_from_ready(consumer.pod, body)
+
+    async def event(
+        self, view: SecretView, warning: bool, reason: str, message: str, on_edges: bool
+    ) -> None:
+        targets: list[Obj] = [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "name": view.name,
+                "namespace": view.namespace,
+                "uid": view.uid,
+            }
+        ]
+        if on_edges:
+            for edge in await self.kube.list(RELAY_EDGES, view.namespace):
+                meta = edge.get("metadata") or {}
+                targets.append(
+                    {
+                        "apiVersion": RELAY_EDGES.api_version,
+                        "kind": RELAY_EDGES.kind,
+                        "name": meta.get("name"),
+                        "namespace": view.namespace,
+                        "uid": meta.get("uid", ""),
+                    }
+                )
+        stamp = _now_rfc3339()
+        for target in targets:
+            body: Obj = {
+                "metadata": {"generateName": f"{target['name']}.", "namespace": view.namespace},
+                "involvedObject": target,
+                "reason": reason,
+                "message": message[:1024],
+                "type": "Warning" if warning else "Normal",
+                "source": {"component": COMPONENT},
+                "reportingComponent": COMPONENT,
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "count": 1,
+            }
+            # An Event is a courtesy; never let it stop a rotation step.
+            with contextlib.suppress(ApiError):
+                await self.kube.create(EVENTS, view.namespace, body)
+
+    async def publish(self, namespace: str, summary: KeyringSummary) -> None:
+        """Keyring fields and the rotation's Degraded condition on every RelayEdge's status."""
+        for edge in await self.kube.list(RELAY_EDGES, namespace):
+            status = edge.get("status") or {}
+            want = summary.status()
+            conditions = list(status.get("conditions") or [])
+            new_conditions = merge_condition(conditions, summary.blocked)
+            if all(status.get(k) == v for k, v in want.items()) and new_conditions == conditions:
+                continue
+            patch: Obj = {"status": {**want}}
+            if new_conditions != conditions:
+                patch["status"]["conditions"] = new_conditions
+                # Conditions are a list, replaced whole by a merge patch: only write them against
+                # the version we read, so another writer's condition is never lost.
+                patch["metadata"] = {"resourceVersion": edge["metadata"]["resourceVersion"]}
+            try:
+                await self.kube.patch(
+                    RELAY_EDGES, namespace, edge["metadata"]["name"], patch, sub="status"
+                )
+            except ApiError as exc:
+                if exc.status not in (404, 409):
+                    raise
+
+
+BLOCKED_REASON = "KeyRotationBlocked"
+
+
+def merge_condition(conditions: list[Obj], blocked: str | None) -> list[Obj]:
+    """Set Degraded=True (reason KeyRotationBlocked) while rotation is blocked; when it clears,
+    set Degraded back to False only if rotation was the reason, leaving other causes alone."""
+    out = [dict(c) for c in conditions]
+    current = next((c for c in out if c.get("type") == "Degraded"), None)
+    if blocked is not None:
+        if current is not None and current.get("status") == "True":
+            if current.get("reason") != BLOCKED_REASON:
+                return out  # already degraded for another reason; the Event still tells
+            if current.get("message") == blocked:
+                return out
+        fresh = {
+            "type": "Degraded",
+            "status": "True",
+            "reason": BLOCKED_REASON,
+            "message": blocked,
+            "lastTransitionTime": _now_rfc3339(),
+        }
+    elif current is not None and current.get("reason") == BLOCKED_REASON:
+        fresh = {
+            "type": "Degraded",
+            "status": "False",
+            "reason": "KeyRotated",
+            "message": "keyring rotation is no longer blocked",
+            "lastTransitionTime": _now_rfc3339(),
+        }
+    else:
+        return out
+    if current is None:
+        return [*out, fresh]
+    if current.get("status") == fresh["status"]:
+        fresh["lastTransitionTime"] = current.get("lastTransitionTime", fresh["lastTransitionTime"])
+    return [fresh if c is current else c for c in out]
+
+
+async def probe_all(cluster: Cluster, consumers: list[Consumer]) -> list[PodReport]:
+    return list(await asyncio.gather(*(cluster.probe(c) for c in consumers)))

@@ -1,0 +1,384 @@
+"""Fleet-wide TURN keyring rotation: the engine, its metrics and its kopf handlers.
+
+Importing this module registers the handlers with kopf's default registry:
+
+* a daemon per keyring Secret (label ``app.kubernetes.io/component=keyring``) that calls
+  `Rotator.tick` every ``check_interval`` seconds. kopf stops daemons while another operator
+  replica holds priority (peering), so only the active replica rotates;
+* on RelayEdge create/resume, `Rotator.ensure` creates the namespace's keyring Secret if missing.
+
+All rotation state lives in the Secret (see `rotation_state`), so each tick starts from what the
+API server says and a killed operator resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+from turnpike.core.keyring import Keyring, KeyringError
+from turnpike.operator.keyring_secret import (
+    SECRET_LABELS,
+    Cluster,
+    Conflict,
+    KeyringSummary,
+    KubeCluster,
+    probe_all,
+)
+from turnpike.operator.kube import RELAY_EDGES, Kube
+from turnpike.operator.rotation_state import (
+    A_REVOKE,
+    A_ROTATE_NOW,
+    RotationSettings,
+    RotationState,
+    Step,
+    decide,
+    format_time,
+    initial,
+    needs_reports,
+    parse_revoke,
+    read_state,
+)
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], float]
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+class RotationMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = REGISTRY if registry is None else registry
+        self.key_age = Gauge(
+            "turnpike_keyring_signing_key_age_seconds",
+            "How long the current signing key has been signing",
+            ["namespace"],
+            registry=registry,
+        )
+        self.version = Gauge(
+            "turnpike_keyring_version",
+            "Keyring version (bumped on every change of the keys)",
+            ["namespace"],
+            registry=registry,
+        )
+        self.keys = Gauge(
+            "turnpike_keyring_keys", "Keys in the keyring", ["namespace"], registry=registry
+        )
+        self.rotations = Counter(
+            "turnpike_keyring_rotations",
+            "Rotation steps by outcome: started, promoted, completed, blocked, revoked",
+            ["namespace", "outcome"],
+            registry=registry,
+        )
+
+
+class Rotator:
+    """One rotation step per `tick`, from the Secret's state, for one keyring Secret."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        settings: RotationSettings,
+        clock: Clock = time.time,
+        metrics: RotationMetrics | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics
+
+    async def ensure(self, namespace: str) -> bool:
+        """Create the namespace's keyring Secret with one strong random key; True if created."""
+        name = self.settings.secret_name
+        if await self.cluster.read_secret(namespace, name) is not None:
+            return False
+        now = self.clock()
+        keyring, state = initial(now)
+        annotations = {k: v for k, v in state.annotations().items() if v is not None}
+        created = await self.cluster.create_secret(namespace, name, keyring.to_json(), annotations)
+        if created:
+            log.info("created keyring Secret %s/%s (key %s)", namespace, name, keyring.ids[0])
+        return created
+
+    async def tick(self, namespace: str, name: str | None = None) -> Step | None:
+        """Look once and make at most one change. Returns the change made, if any."""
+        name = name or self.settings.secret_name
+        view = await self.cluster.read_secret(namespace, name)
+        if view is None:
+            return None
+        now = self.clock()
+        try:
+            if view.keyring_json is None:
+                raise KeyringError(f"Secret {namespace}/{name} has no keyring.json")
+            keyring = Keyring.parse(view.keyring_json, f"Secret {namespace}/{name}")
+        except KeyringError as exc:
+            # Never "repair" a broken keyring by generating keys: that would cut off every pod.
+            message = f"keyring unusable, rotation paused: {exc}"
+            log.error("%s", message)
+            summary = KeyringSummary(0, "", None, message)
+            await self.cluster.publish(namespace, summary)
+            return None
+        state = read_state(view.annotations, keyring, now)
+        rotate_now = view.annotations.get(A_ROTATE_NOW, "").strip().lower() not in _FALSE
+        revoke_ids = parse_revoke(view.annotations.get(A_REVOKE))
+        reports = None
+        if needs_reports(state) and not revoke_ids:
+            consumers = await self.cluster.consumers(namespace, name)
+            reports = await probe_all(self.cluster, consumers)
+        step = decide(
+            keyring,
+            state,
+            now,
+            self.settings,
+            reports,
+            rotate_now=rotate_now,
+            revoke_ids=revoke_ids,
+        )
+        written = state if step is None else step.state
+        annotations = dict(written.annotations())
+        if step is not None:
+            if step.clear_rotate_now:
+                annotations[A_ROTATE_NOW] = None
+            if step.clear_revoke:
+                annotations[A_REVOKE] = None
+        new_json = None if step is None or step.keyring is None else step.keyring.to_json()
+        if new_json is not None or _differs(view.annotations, annotations):
+            try:
+                await self.cluster.write_secret(view, new_json, annotations)
+            except Conflict:
+                log.info("keyring Secret %s/%s changed meanwhile; deciding again", namespace, name)
+                return None
+        if step is not None:
+            log.log(logging.WARNING if step.warning else logging.INFO, "%s", step.message)
+            await self.cluster.event(
+                view, step.warning, step.reason, step.message, on_edges=step.warning
+            )
+            if self.metrics is not None and step.outcome is not None:
+                self.metrics.rotations.labels(namespace, step.outcome).inc()
+        final = step.keyring if step is not None and step.keyring is not None else keyring
+        self._observe(namespace, final, written, now)
+        await self.cluster.publish(namespace, summary_of(final, written))
+        return step
+
+    def _observe(self, namespace: str, keyring: Keyring, state: RotationState, now: float) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.key_age.labels(namespace).set(max(0.0, now - state.signing_since))
+        self.metrics.version.labels(namespace).set(state.version)
+        self.metrics.keys.labels(namespace).set(len(keyring.keys))
+
+
+def summary_of(keyring: Keyring, state: RotationState) -> KeyringSummary:
+    last = None if state.last_rotation is None else format_time(state.last_rotation)
+    return KeyringSummary(state.version, keyring.signing_key.id, last, state.blocked)
+
+
+def _differs(current: dict[str, str] | Any, wanted: dict[str, str | None]) -> bool:
+    return any(current.get(k) != v for k, v in wanted.items())
+
+
+# -- settings as operator flags ----------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The rotation flags, for ``turnpike operator`` (each also settable as TURNPIKE_<FLAG>)."""
+    d = RotationSettings()
+    group = parser.add_argument_group("keyring rotation")
+    group.add_argument(
+        "--rotation-interval",
+        type=float,
+        default=d.interval,
+        metavar="SECONDS",
+        help=f"rotate the TURN keyring this often (default {d.interval:.0f})",
+    )
+    group.add_argument(
+        "--max-token-lifetime",
+        type=float,
+        default=d.max_token_lifetime,
+        metavar="SECONDS",
+        help="the longest token lifetime to honour: a retired key stays this long plus the "
+        f"allocation lifetime (default {d.max_token_lifetime:.0f}, the token API's maximum)",
+    )
+    group.add_argument(
+        "--max-allocation-lifetime",
+        type=float,
+        default=d.max_allocation_lifetime,
+        metavar="SECONDS",
+        help=f"the longest TURN allocation lifetime (default {d.max_allocation_lifetime:.0f})",
+    )
+    group.add_argument(
+        "--rotation-wait-timeout",
+        type=float,
+        default=d.wait_timeout,
+        metavar="SECONDS",
+        help="wait this long for every relay and token pod to load a new key before reporting "
+        f"the rotation blocked (Degraded) (default {d.wait_timeout:.0f})",
+    )
+    group.add_argument(
+        "--rotation-check-interval",
+        type=float,
+        default=d.check_interval,
+        metavar="SECONDS",
+        help=f"how often to look at keyring Secrets and pods (default {d.check_interval:.0f})",
+    )
+    group.add_argument(
+        "--keyring-secret",
+        default=d.secret_name,
+        metavar="NAME",
+        help=f"name of the keyring Secret in each namespace (default {d.secret_name})",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> RotationSettings:
+    return RotationSettings(
+        interval=args.rotation_interval,
+        max_token_lifetime=args.max_token_lifetime,
+        max_allocation_lifetime=args.max_allocation_lifetime,
+        wait_timeout=args.rotation_wait_timeout,
+        check_interval=args.rotation_check_interval,
+        secret_name=args.keyring_secret,
+    )
+
+
+def settings_from_env() -> RotationSettings:
+    """The flags' defaults with TURNPIKE_* overrides, for running these handlers under plain
+    ``kopf run`` (the operator's own command passes parsed flags to `configure` instead)."""
+    from turnpike.core.config import apply_env_defaults
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    apply_env_defaults(parser)
+    return settings_from_args(parser.parse_args([]))
+
+
+# -- kopf wiring ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Runtime:
+    settings: RotationSettings | None = None
+    kube: Kube | None = None
+    clock: Clock = time.time
+    registry: CollectorRegistry | None = None
+    rotator: Rotator | None = None
+    own_kube: bool = False
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+
+_runtime = _Runtime()
+
+
+def configure(
+    settings: RotationSettings,
+    kube: Kube | None = None,
+    *,
+    clock: Clock = time.time,
+    registry: CollectorRegistry | None = None,
+) -> None:
+    """Call before kopf starts: the rotation settings, the operator's REST client (else one is
+    made from the same kubeconfig/service account kopf uses), a clock and a metrics registry."""
+    global _runtime
+    _runtime = _Runtime(settings=settings, kube=kube, clock=clock, registry=registry)
+
+
+def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    if not info.server.startswith("https"):
+        return False
+    ctx = ssl.create_default_context(
+        cafile=str(info.ca_path) if info.ca_path else None,
+        cadata=info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data,
+    )
+    if info.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if info.certificate_path and info.private_key_path:
+        ctx.load_cert_chain(str(info.certificate_path), str(info.private_key_path))
+    return ctx
+
+
+def _kube_from_login(settings: kopf.OperatorSettings, logger: Any) -> Kube:
+    info = kopf.login_with_service_account(settings=settings, logger=logger)
+    if info is None:
+        info = kopf.login_with_kubeconfig(settings=settings, logger=logger)
+    if info is None:
+        raise kopf.PermanentError("no Kubernetes credentials for keyring rotation")
+    headers = {}
+    if info.token:
+        headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+    return Kube.connect(info.server, headers, ssl=_ssl_context(info))
+
+
+def rotator() -> Rotator:
+    if _runtime.rotator is None:
+        raise RuntimeError("keyring rotation used before the operator started")
+    return _runtime.rotator
+
+
+@kopf.on.startup(id="keyring-rotation")
+async def _startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
+    if _runtime.settings is None:
+        _runtime.settings = settings_from_env()
+    if _runtime.kube is None:
+        _runtime.kube = _kube_from_login(settings, logger)
+        _runtime.own_kube = True
+    metrics = RotationMetrics(_runtime.registry)
+    _runtime.rotator = Rotator(
+        KubeCluster(_runtime.kube), _runtime.settings, _runtime.clock, metrics
+    )
+
+
+@kopf.on.cleanup(id="keyring-rotation")
+async def _cleanup(**_: Any) -> None:
+    r, _runtime.rotator = _runtime.rotator, None
+    if r is not None and isinstance(r.cluster, KubeCluster):
+        await r.cluster.close()
+    if _runtime.own_kube and _runtime.kube is not None:
+        await _runtime.kube.close()
+        _runtime.kube = None
+    if r is not None and r.metrics is not None:
+        # Unregister so a restarted in-process operator can register the metrics again.
+        registry = REGISTRY if _runtime.registry is None else _runtime.registry
+        for metric in (r.metrics.key_age, r.metrics.version, r.metrics.keys, r.metrics.rotations):
+            registry.unregister(metric)
+
+
+@kopf.on.resume(RELAY_EDGES.group, RELAY_EDGES.version, RELAY_EDGES.plural, id="keyring-secret")
+@kopf.on.create(RELAY_EDGES.group, RELAY_EDGES.version, RELAY_EDGES.plural, id="keyring-secret")
+async def _edge_needs_keyring(namespace: str | None, **_: Any) -> None:
+    if namespace is None:
+        return
+    await ensure_keyring_secret(namespace)
+
+
+async def ensure_keyring_secret(namespace: str) -> bool:
+    """Create the namespace's keyring Secret if it does not exist (call when an edge or a token
+    API appears there); True if it was created."""
+    try:
+        return await rotator().ensure(namespace)
+    except Exception as exc:  # the API may be briefly unreachable: let kopf retry
+        raise kopf.TemporaryError(f"cannot ensure the keyring Secret: {exc}", delay=5) from exc
+
+
+@kopf.daemon("v1", "secrets", labels=SECRET_LABELS, id="keyring-rotation", cancellation_timeout=5)
+async def _rotation_daemon(
+    name: str, namespace: str | None, stopped: kopf.DaemonStopped, logger: Any, **_: Any
+) -> None:
+    r = rotator()
+    if namespace is None or name != r.settings.secret_name:
+        return
+    lock = _runtime.locks.setdefault(f"{namespace}/{name}", asyncio.Lock())
+    while not stopped:
+        async with lock:
+            try:
+                await r.tick(namespace, name)
+            except Exception:  # keep the daemon alive; the next tick starts from the Secret again
+                logger.exception("keyring rotation step failed; retrying")
+        await stopped.wait(r.settings.check_interval)
