@@ -238,9 +238,9 @@ class RawClient:
             return reply
         return reply
 
-    async def allocate(self, **extra: Any) -> tuple[str, int]:
+    async def allocate(self, extra: dict[int, Any] | None = None) -> tuple[str, int]:
         attrs: dict[int, Any] = {Attr.REQUESTED_TRANSPORT: 17}
-        attrs.update(extra)
+        attrs.update(extra or {})
         reply = await self.request(Method.ALLOCATE, attrs)
         assert reply.cls == Class.SUCCESS, reply.get(Attr.ERROR_CODE)
         assert reply.verify_integrity(self.key or b"")
