@@ -3,17 +3,171 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
+
+from turnpike.core.config import cidr, host_port, ip_address, port_range
 
 NAME = "streamgw"
 HELP = "run the Media Streams gateway"
 
+log = logging.getLogger("turnpike.streamgw")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument(
+        "--listen",
+        type=host_port,
+        default=host_port("0.0.0.0:8080"),
+        help="HOST:PORT of the REST API (/v1/Calls and /2010-04-01/…) (default 0.0.0.0:8080)",
+    )
+    parser.add_argument(
+        "--accounts",
+        required=True,
+        metavar="FILE",
+        help="accounts file (same format as the token API's), reloaded when it changes",
+    )
+    parser.add_argument(
+        "--rtp-ip",
+        type=ip_address,
+        required=True,
+        help="IP address the gateway receives RTP on and announces to media servers",
+    )
+    parser.add_argument(
+        "--rtp-ports",
+        type=port_range,
+        default=(10000, 20000),
+        metavar="MIN-MAX",
+        help="UDP ports for RTP, one per call (default 10000-20000)",
+    )
+    parser.add_argument(
+        "--allow-destination",
+        type=cidr,
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let WebSockets, webhooks, callbacks and <Play> reach this otherwise refused "
+        "(private, loopback, link-local …) range; repeatable",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="extra CA certificates to trust for customers' servers, on top of the system store",
+    )
+    parser.add_argument(
+        "--metrics",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="serve /metrics, /live and /ready here (default: on the --listen address)",
+    )
+    parser.add_argument(
+        "--drain-grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long calls may go on before they are ended (default 30)",
+    )
+    parser.add_argument(
+        "--rtp-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="no RTP from a caller for this long raises warning 31953 (default 5)",
+    )
+    parser.add_argument(
+        "--rtp-fill-after",
+        type=float,
+        default=0.25,
+        metavar="SECONDS",
+        help="no RTP for this long: the inbound track carries silence frames (default 0.25)",
+    )
+    parser.add_argument(
+        "--rtp-idle-hangup",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="hang up a call that sent no RTP for this long; 0 never (default 60)",
+    )
+    parser.add_argument(
+        "--ws-connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="WebSocket connect + TLS + upgrade time limit, then 31901 (default 10)",
+    )
+    parser.add_argument(
+        "--ws-send-queue",
+        type=int,
+        default=500,
+        metavar="MESSAGES",
+        help="messages buffered for a slow WebSocket server before audio is dropped (31930)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    del args
-    print("turnpike streamgw: not implemented yet", file=sys.stderr)
-    return 2
+    from turnpike.core.accounts import AccountsError, parse_accounts
+    from turnpike.core.filewatch import FileWatcher
+    from turnpike.core.service import run as run_service
+
+    try:
+        watcher = FileWatcher(args.accounts, parse_accounts, logger=log)
+    except (OSError, AccountsError) as exc:
+        print(f"turnpike streamgw: {exc}", file=sys.stderr)
+        return 2
+
+    async def main(stop: asyncio.Event) -> int:
+        from aiohttp import web
+
+        from turnpike.core.health import HealthServer
+        from turnpike.streamgw.api import create_app
+        from turnpike.streamgw.gateway import Gateway, GatewayConfig
+        from turnpike.streamgw.metrics import Metrics
+        from turnpike.streamgw.stream import StreamSettings
+
+        config = GatewayConfig(
+            rtp_ip=args.rtp_ip,
+            rtp_ports=args.rtp_ports,
+            allow_destinations=tuple(args.allow_destination),
+            ca_file=args.ca_file,
+            stream=StreamSettings(
+                connect_timeout=args.ws_connect_timeout, send_queue=args.ws_send_queue
+            ),
+            rtp_timeout=args.rtp_timeout,
+            rtp_fill_after=args.rtp_fill_after,
+            rtp_idle_hangup=args.rtp_idle_hangup,
+            drain_grace=args.drain_grace,
+        )
+        metrics = Metrics()
+        gateway = Gateway(config, lambda: watcher.current, metrics)
+        await gateway.start()
+        runner = web.AppRunner(create_app(gateway, health=args.metrics is None), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, args.listen.host, args.listen.port)
+        await site.start()
+        health: HealthServer | None = None
+        if args.metrics is not None:
+            health = HealthServer(
+                metrics.registry,
+                ready=lambda: not gateway.draining,
+                status=lambda: {"calls": len(gateway.calls)},
+            )
+            await health.start(args.metrics.host, args.metrics.port)
+        log.info(
+            "streamgw listening on %s, RTP on %s ports %d-%d",
+            args.listen,
+            args.rtp_ip,
+            *args.rtp_ports,
+        )
+        async with watcher:
+            await stop.wait()
+            log.info("draining: no new calls; %d in progress", len(gateway.calls))
+            await gateway.drain()
+            await gateway.close()
+        await runner.cleanup()
+        if health is not None:
+            await health.stop()
+        log.info("streamgw stopped")
+        return 0
+
+    return run_service(main)

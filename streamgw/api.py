@@ -1,0 +1,342 @@
+"""The gateway's HTTP API.
+
+- ``/v1/Calls``: the media-server side. A media server hands a call (its RTP address and the TwiML
+  or voice webhook to run) to the gateway and gets back the RTP address to send audio to.
+- ``/2010-04-01/…``: the customer side, the hosted REST shapes: Streams create/stop and Call
+  update (new TwiML, redirect, hang up).
+
+Every route needs HTTP Basic with an account's SID and auth token (or an API key of it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from turnpike.core.accounts import Principal
+from turnpike.core.health import health_app
+from turnpike.streamgw import twiml
+from turnpike.streamgw.call import Call, Source
+from turnpike.streamgw.errors import StreamFailure, rest_error
+from turnpike.streamgw.gateway import Draining, Gateway
+from turnpike.streamgw.stream import Fork, StreamSpec
+
+GATEWAY = web.AppKey("gateway", Gateway)
+API_VERSION = "2010-04-01"
+MAX_PARAMETERS = 99
+
+
+def rfc2822(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(ts))
+
+
+def _principal(request: web.Request) -> Principal:
+    gateway = request.app[GATEWAY]
+    principal = gateway.accounts().authenticate(request.headers.get("Authorization"))
+    if principal is None:
+        raise _error(401, 20003, "Authenticate", {"WWW-Authenticate": 'Basic realm="Turnpike"'})
+    return principal
+
+
+class ApiError(Exception):
+    """Answered with the hosted REST API's JSON error body (see `errors_middleware`)."""
+
+    def __init__(
+        self, status: int, code: int, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = headers or {}
+
+
+_error = ApiError
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+    except ApiError as exc:
+        response = rest_error(exc.status, exc.code, str(exc))
+        response.headers.update(exc.headers)
+    return response
+
+
+def _call_for(request: web.Request, principal: Principal, sid: str) -> Call:
+    call = request.app[GATEWAY].get(sid)
+    if call is None or call.account.sid != principal.account.sid:
+        raise _error(404, 20404, f"The requested resource /Calls/{sid} was not found")
+    return call
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"rtp.remote must be IP:PORT, got {text!r}") from None
+    if not sep or not 1 <= number <= 65535:
+        raise ValueError(f"rtp.remote must be IP:PORT, got {text!r}")
+    return str(ip), number
+
+
+# ---- /v1/Calls (media-server side) -----------------------------------------------------------
+
+
+async def create_call(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    gateway = request.app[GATEWAY]
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _error(400, 20001, "the request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise _error(400, 20001, "the request body must be a JSON object")
+
+    def text(key: str, default: str | None = None) -> str | None:
+        value = body.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise _error(400, 20001, f"{key} must be a string")
+        return value
+
+    account_sid = text("accountSid", principal.account.sid)
+    if account_sid != principal.account.sid:
+        raise _error(403, 20003, "accountSid does not match the credentials")
+    from_, to = text("from", "") or "", text("to", "") or ""
+    document, url = text("twiml"), text("url")
+    if (document is None) == (url is None):
+        raise _error(400, 20001, "give exactly one of twiml (a document) or url (a voice webhook)")
+    method = (text("method", "POST") or "POST").upper()
+    if method not in ("GET", "POST"):
+        raise _error(400, 20001, "method must be GET or POST")
+    codec = (text("codec", "PCMU") or "PCMU").upper()
+    if codec not in ("PCMU", "PCMA"):
+        raise _error(400, 20001, "codec must be PCMU or PCMA")
+    dtmf_pt = body.get("dtmfPayloadType", 101)
+    if not isinstance(dtmf_pt, int) or isinstance(dtmf_pt, bool) or not 96 <= dtmf_pt <= 127:
+        raise _error(400, 20001, "dtmfPayloadType must be a dynamic payload type (96-127)")
+    remote: tuple[str, int] | None = None
+    rtp = body.get("rtp")
+    if rtp is not None:
+        if not isinstance(rtp, dict) or not isinstance(rtp.get("remote", ""), str):
+            raise _error(400, 20001, 'rtp must be an object like {"remote": "IP:PORT"}')
+        if rtp.get("remote"):
+            try:
+                remote = _host_port(rtp["remote"])
+            except ValueError as exc:
+                raise _error(400, 20001, str(exc)) from None
+    status_callback = text("statusCallback")
+    cb_method = (text("statusCallbackMethod", "POST") or "POST").upper()
+    if cb_method not in ("GET", "POST"):
+        raise _error(400, 20001, "statusCallbackMethod must be GET or POST")
+    if document is not None:
+        try:
+            source = Source(document=twiml.parse(document))
+        except twiml.TwimlError as exc:
+            raise _error(400, exc.code, str(exc)) from None
+    else:
+        assert url is not None
+        source = Source(url=url, method=method)
+    try:
+        call = await gateway.create_call(
+            principal.account,
+            from_,
+            to,
+            source,
+            codec=codec,
+            dtmf_pt=dtmf_pt,
+            remote=remote,
+            status_callback=status_callback,
+            status_callback_method=cb_method,
+        )
+    except Draining as exc:
+        raise _error(503, 20503, str(exc)) from None
+    except OSError as exc:
+        raise _error(503, 20503, f"cannot open an RTP port: {exc}") from None
+    resource = call.resource()
+    body_out = {"sid": call.sid, "status": call.status, "rtp": {"local": resource["rtp"]["local"]}}
+    return web.json_response(body_out, status=201)
+
+
+async def get_call(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    call = _call_for(request, principal, request.match_info["sid"])
+    return web.json_response(call.resource())
+
+
+async def delete_call(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    call = _call_for(request, principal, request.match_info["sid"])
+    await call.end("deleted through the API")
+    return web.json_response(call.resource())
+
+
+# ---- /2010-04-01 (customer side) ----------------------------------------------------------------
+
+
+def _account_path(request: web.Request) -> Principal:
+    principal = _principal(request)
+    if request.match_info["account"] != principal.account.sid:
+        raise _error(403, 20003, "the AccountSid in the URL does not match the credentials")
+    return principal
+
+
+def call_json(call: Call) -> dict[str, Any]:
+    base = f"/{API_VERSION}/Accounts/{call.account.sid}/Calls/{call.sid}"
+    return {
+        "sid": call.sid,
+        "account_sid": call.account.sid,
+        "from": call.from_,
+        "to": call.to,
+        "status": call.status,
+        "direction": "inbound",
+        "api_version": API_VERSION,
+        "date_created": rfc2822(call.created),
+        "date_updated": rfc2822(call.ended or call.created),
+        "start_time": rfc2822(call.created),
+        "end_time": rfc2822(call.ended),
+        "duration": str(int(call.ended - call.created)) if call.ended else None,
+        "uri": base + ".json",
+        "subresource_uris": {"streams": base + "/Streams.json"},
+    }
+
+
+def stream_json(call: Call, fork: Fork) -> dict[str, Any]:
+    return {
+        "account_sid": call.account.sid,
+        "call_sid": call.sid,
+        "sid": fork.sid,
+        "name": fork.spec.name,
+        "status": "stopped" if fork.status == "stopped" else "in-progress",
+        "date_updated": rfc2822(fork.date_updated),
+        "uri": f"/{API_VERSION}/Accounts/{call.account.sid}/Calls/{call.sid}"
+        f"/Streams/{fork.sid}.json",
+    }
+
+
+async def get_call_2010(request: web.Request) -> web.Response:
+    principal = _account_path(request)
+    call = _call_for(request, principal, request.match_info["sid"])
+    return web.json_response(call_json(call))
+
+
+async def update_call(request: web.Request) -> web.Response:
+    principal = _account_path(request)
+    call = _call_for(request, principal, request.match_info["sid"])
+    form = await request.post()
+    status, doc, url = form.get("Status"), form.get("Twiml"), form.get("Url")
+    if status is not None and status not in ("completed", "canceled"):
+        raise _error(400, 21220, "Status can only be completed (or canceled) on this gateway")
+    if call.status != "in-progress":
+        if status is not None:
+            return web.json_response(call_json(call))
+        raise _error(400, 21220, "Call is not in-progress. Cannot redirect.")
+    if status is not None:
+        await call.end("completed through the API")
+        return web.json_response(call_json(call))
+    if isinstance(doc, str):
+        try:
+            call.redirect(Source(document=twiml.parse(doc)))
+        except twiml.TwimlError as exc:
+            raise _error(400, exc.code, str(exc)) from None
+    elif isinstance(url, str):
+        method = str(form.get("Method", "POST")).upper()
+        if method not in ("GET", "POST"):
+            raise _error(400, 20001, "Method must be GET or POST")
+        call.doc_url = None
+        call.redirect(Source(url=url, method=method))
+    else:
+        raise _error(400, 20001, "give Twiml, Url or Status")
+    return web.json_response(call_json(call))
+
+
+def _parameters(form: MultiDictProxy[Any]) -> tuple[tuple[str, str], ...]:
+    out: list[tuple[str, str]] = []
+    for n in range(1, MAX_PARAMETERS + 1):
+        name = form.get(f"Parameter{n}.Name")
+        if name is None:
+            continue
+        value = str(form.get(f"Parameter{n}.Value", ""))
+        if len(str(name)) + len(value) >= twiml.MAX_PARAMETER_CHARS:
+            raise _error(400, 20001, f"Parameter{n}: name and value must be under 500 characters")
+        out.append((str(name), value))
+    return tuple(out)
+
+
+async def create_stream(request: web.Request) -> web.Response:
+    principal = _account_path(request)
+    call = _call_for(request, principal, request.match_info["sid"])
+    form = await request.post()
+    url = form.get("Url")
+    if not isinstance(url, str) or not url:
+        raise _error(400, 31923, "Url is required")
+    method = str(form.get("StatusCallbackMethod", "POST")).upper()
+    if method not in ("GET", "POST"):
+        raise _error(400, 20001, "StatusCallbackMethod must be GET or POST")
+    callback = form.get("StatusCallback")
+    spec = StreamSpec(
+        url=url,
+        name=str(form["Name"]) if form.get("Name") else None,
+        track=str(form.get("Track", "inbound_track")),
+        status_callback=str(callback) if callback else None,
+        status_callback_method=method,
+        parameters=_parameters(form),
+    )
+    try:
+        target = call.check_stream(spec)
+    except StreamFailure as exc:
+        raise _error(400, exc.code, str(exc)) from None
+    fork = call.start_stream(spec, target)
+    return web.json_response(stream_json(call, fork))
+
+
+async def update_stream(request: web.Request) -> web.Response:
+    principal = _account_path(request)
+    call = _call_for(request, principal, request.match_info["sid"])
+    form = await request.post()
+    if form.get("Status") != "stopped":
+        raise _error(400, 20001, "Status must be stopped")
+    key = request.match_info["stream"]
+    fork = call.find_fork(key)
+    if fork is None:
+        raise _error(404, 20404, f"The requested resource /Streams/{key} was not found")
+    if fork.spec.bidirectional:
+        raise _error(400, 20001, "a <Connect><Stream> cannot be stopped; redirect the call instead")
+    await fork.stop_and_wait()
+    return web.json_response(stream_json(call, fork))
+
+
+def create_app(gateway: Gateway, *, health: bool = True) -> web.Application:
+    """The API app; with ``health`` it also serves ``/metrics``, ``/live`` and ``/ready``."""
+    app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[errors_middleware])
+    app[GATEWAY] = gateway
+    app.router.add_post("/v1/Calls", create_call)
+    app.router.add_get("/v1/Calls/{sid}", get_call)
+    app.router.add_delete("/v1/Calls/{sid}", delete_call)
+    base = f"/{API_VERSION}/Accounts/{{account}}/Calls/{{sid}}"
+    app.router.add_get(base + ".json", get_call_2010)
+    app.router.add_post(base + ".json", update_call)
+    app.router.add_post(base + "/Streams.json", create_stream)
+    app.router.add_post(base + "/Streams/{stream}.json", update_stream)
+    if health:
+        sub = health_app(
+            gateway.metrics.registry,
+            ready=lambda: not gateway.draining,
+            status=lambda: {"calls": len(gateway.calls)},
+        )
+        for route in sub.router.routes():
+            info = route.resource.get_info() if route.resource is not None else {}
+            path = info.get("path")
+            if path and route.method == "GET":
+                app.router.add_get(path, route.handler)
+    return app

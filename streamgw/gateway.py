@@ -1,0 +1,158 @@
+"""The gateway: configuration, the calls it holds, and what they share (HTTP session, callbacks)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from turnpike.core.accounts import Account, Accounts
+from turnpike.core.addresses import AddressPolicy
+from turnpike.streamgw.call import Call, Source
+from turnpike.streamgw.callbacks import Callbacks
+from turnpike.streamgw.egress import new_session
+from turnpike.streamgw.media import open_endpoint
+from turnpike.streamgw.metrics import Metrics
+from turnpike.streamgw.stream import Egress, StreamSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    rtp_ip: str
+    rtp_ports: tuple[int, int] = (10000, 20000)
+    allow_destinations: tuple[str, ...] = ()
+    ca_file: str | None = None
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    rtp_timeout: float = 5.0  # no RTP for this long: warning 31953
+    rtp_fill_after: float = 0.25  # no RTP for this long: inbound track carries silence frames
+    rtp_idle_hangup: float = 60.0  # no RTP for this long: hang up (0: never)
+    drain_grace: float = 30.0
+    callback_attempts: int = 5
+    callback_first_delay: float = 0.5
+    keep_ended: int = 1000  # ended calls kept for GET
+
+
+class Draining(Exception):
+    pass
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        accounts: Callable[[], Accounts],
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.accounts = accounts
+        self.metrics = metrics or Metrics()
+        self.policy = AddressPolicy(allow=config.allow_destinations)
+        self.calls: dict[str, Call] = {}
+        self.ended: OrderedDict[str, Call] = OrderedDict()
+        self.draining = False
+        self._session: aiohttp.ClientSession | None = None
+        self._callbacks: Callbacks | None = None
+        self._egress: Egress | None = None
+
+    async def start(self) -> None:
+        self._session = new_session(self.policy, self.config.ca_file)
+        self._callbacks = Callbacks(
+            self._session,
+            self.policy,
+            self.metrics,
+            attempts=self.config.callback_attempts,
+            first_delay=self.config.callback_first_delay,
+        )
+        self._egress = Egress(
+            self._session, self.policy, self._callbacks, self.metrics, self.config.stream
+        )
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "Gateway.start() first"
+        return self._session
+
+    @property
+    def callbacks(self) -> Callbacks:
+        assert self._callbacks is not None, "Gateway.start() first"
+        return self._callbacks
+
+    @property
+    def egress(self) -> Egress:
+        assert self._egress is not None, "Gateway.start() first"
+        return self._egress
+
+    def get(self, sid: str) -> Call | None:
+        return self.calls.get(sid) or self.ended.get(sid)
+
+    async def create_call(
+        self,
+        account: Account,
+        from_: str,
+        to: str,
+        source: Source,
+        *,
+        codec: str = "PCMU",
+        dtmf_pt: int = 101,
+        remote: tuple[str, int] | None = None,
+        status_callback: str | None = None,
+        status_callback_method: str = "POST",
+    ) -> Call:
+        if self.draining:
+            raise Draining("the gateway is draining and takes no new calls")
+        call = Call(
+            self,
+            account,
+            from_,
+            to,
+            codec,
+            dtmf_pt,
+            remote,
+            status_callback,
+            status_callback_method,
+        )
+        endpoint, port = await open_endpoint(self.config.rtp_ip, self.config.rtp_ports, call.on_rtp)
+        call.attach(endpoint, port)
+        self.calls[call.sid] = call
+        self.metrics.active_calls.inc()
+        self.metrics.calls.inc()
+        log.info(
+            "call %s from %s to %s: RTP on %s:%d", call.sid, from_, to, self.config.rtp_ip, port
+        )
+        call.begin(source)
+        return call
+
+    def call_ended(self, call: Call) -> None:
+        if self.calls.pop(call.sid, None) is not None:
+            self.metrics.active_calls.dec()
+        self.ended[call.sid] = call
+        while len(self.ended) > self.config.keep_ended:
+            self.ended.popitem(last=False)
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Take no new calls; let calls finish for ``grace`` seconds, then end the rest cleanly."""
+        self.draining = True
+        wait = self.config.drain_grace if grace is None else grace
+        deadline = time.monotonic() + wait
+        while self.calls and time.monotonic() < deadline:  # noqa: ASYNC110 - calls end on their own
+            await asyncio.sleep(0.1)
+        remaining = list(self.calls.values())
+        if remaining:
+            log.info("drain: ending %d call(s) still in progress", len(remaining))
+            await asyncio.gather(
+                *(c.end("gateway shutting down") for c in remaining), return_exceptions=True
+            )
+
+    async def close(self) -> None:
+        await self.drain(0)
+        if self._callbacks is not None:
+            await self._callbacks.close()
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,139 @@
+"""RTP (RFC 3550) packets, a reorder buffer, and RFC 4733 telephone events."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+_HEADER = struct.Struct("!BBHII")
+
+PT_PCMU = 0
+PT_PCMA = 8
+
+# RFC 4733 §3.2: events 0-15 are the DTMF keys.
+DTMF_KEYS = "0123456789*#ABCD"
+
+
+@dataclass(slots=True)
+class RtpPacket:
+    payload_type: int
+    sequence: int
+    timestamp: int
+    ssrc: int
+    payload: bytes
+    marker: bool = False
+
+
+def parse(data: bytes) -> RtpPacket:
+    """Parse one RTP packet; ``ValueError`` for anything that is not RTP version 2."""
+    if len(data) < 12:
+        raise ValueError("RTP packet shorter than its header")
+    first, second, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+    if first >> 6 != 2:
+        raise ValueError("RTP version is not 2")
+    offset = 12 + 4 * (first & 0x0F)
+    if first & 0x10:  # header extension: 16-bit profile, 16-bit length in words
+        if len(data) < offset + 4:
+            raise ValueError("RTP header extension truncated")
+        (words,) = struct.unpack_from("!H", data, offset + 2)
+        offset += 4 + 4 * words
+    end = len(data)
+    if first & 0x20:  # padding: the last byte says how much
+        end -= data[-1]
+    if offset > end:
+        raise ValueError("RTP packet truncated")
+    return RtpPacket(
+        second & 0x7F, sequence, timestamp, ssrc, data[offset:end], bool(second & 0x80)
+    )
+
+
+def build(
+    payload_type: int,
+    sequence: int,
+    timestamp: int,
+    ssrc: int,
+    payload: bytes,
+    marker: bool = False,
+) -> bytes:
+    second = (0x80 if marker else 0) | (payload_type & 0x7F)
+    header = _HEADER.pack(
+        0x80, second, sequence & 0xFFFF, timestamp & 0xFFFFFFFF, ssrc & 0xFFFFFFFF
+    )
+    return header + payload
+
+
+@dataclass(frozen=True, slots=True)
+class TelephoneEvent:
+    event: int
+    end: bool
+    volume: int
+    duration: int
+
+    @property
+    def key(self) -> str | None:
+        return DTMF_KEYS[self.event] if self.event < len(DTMF_KEYS) else None
+
+
+def parse_telephone_event(payload: bytes) -> TelephoneEvent:
+    if len(payload) < 4:
+        raise ValueError("telephone-event payload shorter than 4 bytes")
+    event, flags, duration = struct.unpack_from("!BBH", payload)
+    return TelephoneEvent(event, bool(flags & 0x80), flags & 0x3F, duration)
+
+
+def build_telephone_event(event: int, end: bool, duration: int, volume: int = 10) -> bytes:
+    return struct.pack("!BBH", event, (0x80 if end else 0) | (volume & 0x3F), duration)
+
+
+class ReorderBuffer:
+    """Puts packets back in sequence order, dropping duplicates and very late packets.
+
+    Up to ``depth`` packets are held while a missing one may still arrive; past that the gap is
+    declared lost and delivery moves on. ``lost`` tells the caller how many packets were skipped so
+    it can fill their time with silence.
+    """
+
+    def __init__(self, depth: int = 4) -> None:
+        self.depth = depth
+        self._next: int | None = None
+        self._held: dict[int, RtpPacket] = {}
+        self.lost = 0
+        self.duplicates = 0
+
+    def push(self, packet: RtpPacket) -> list[tuple[int, RtpPacket]]:
+        """Packets now deliverable, in order, each with the number of packets lost before it."""
+        if self._next is None:
+            self._next = packet.sequence
+        ahead = (packet.sequence - self._next) & 0xFFFF
+        if ahead >= 0x8000 or packet.sequence in self._held:
+            self.duplicates += 1  # already delivered, skipped as lost, or a duplicate
+            return []
+        self._held[packet.sequence] = packet
+        out: list[tuple[int, RtpPacket]] = []
+        self._drain(out, 0)
+        while len(self._held) > self.depth:
+            # Give up on the gap: jump to the nearest packet we do have.
+            nearest = min(self._held, key=lambda s: (s - self._next) & 0xFFFF)  # type: ignore[operator]
+            skipped = (nearest - self._next) & 0xFFFF
+            self.lost += skipped
+            self._next = nearest
+            self._drain(out, skipped)
+        return out
+
+    def flush(self) -> list[tuple[int, RtpPacket]]:
+        """Deliver everything held (the sender went quiet, so the gap will not fill)."""
+        out: list[tuple[int, RtpPacket]] = []
+        while self._held and self._next is not None:
+            nearest = min(self._held, key=lambda s: (s - self._next) & 0xFFFF)  # type: ignore[operator]
+            skipped = (nearest - self._next) & 0xFFFF
+            self.lost += skipped
+            self._next = nearest
+            self._drain(out, skipped)
+        return out
+
+    def _drain(self, out: list[tuple[int, RtpPacket]], skipped: int) -> None:
+        assert self._next is not None
+        while self._next in self._held:
+            out.append((skipped, self._held.pop(self._next)))
+            skipped = 0
+            self._next = (self._next + 1) & 0xFFFF

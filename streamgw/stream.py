@@ -1,0 +1,564 @@
+"""One stream: a WebSocket client to the customer's server.
+
+The call hands each fork ready-made base64 frames; the fork only formats its own counters into the
+message template and appends to a bounded queue, so nothing in the media path ever waits on a
+customer's socket. A writer coroutine drains the queue; when the server reads too slowly the queue
+fills and further audio is dropped (31930) instead of growing without bound or slowing the call.
+
+Bidirectional forks also own the playout queue: audio and marks from the server, played by the
+call's 20 ms clock, with marks echoed once the audio queued before them has been sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import errno
+import json
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+from yarl import URL
+
+from turnpike.core.accounts import Account
+from turnpike.core.addresses import AddressPolicy
+from turnpike.streamgw import messages, signature
+from turnpike.streamgw.callbacks import Callbacks, iso_timestamp
+from turnpike.streamgw.egress import DestinationRefused, check_url
+from turnpike.streamgw.errors import TITLES, WARNINGS, StreamFailure
+from turnpike.streamgw.g711 import ULAW_SILENCE
+from turnpike.streamgw.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+FRAME = 160
+PLAYOUT_CAP_BYTES = 8000 * 600  # 10 minutes of 8 kHz µ-law
+TRACK_NAMES = {
+    "inbound_track": ("inbound",),
+    "outbound_track": ("outbound",),
+    "both_tracks": ("inbound", "outbound"),
+}
+USER_AGENT = "Twilio.TmeWs/1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    connect_timeout: float = 10.0
+    send_queue: int = 500  # messages waiting for a slow server before audio is dropped (31930)
+    max_message: int = 8 * 1024 * 1024  # largest message accepted from a server
+    stop_grace: float = 2.0  # how long a stop may take before the socket is dropped
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    url: str
+    name: str | None = None
+    track: str = "inbound_track"
+    status_callback: str | None = None
+    status_callback_method: str = "POST"
+    parameters: tuple[tuple[str, str], ...] = ()
+    bidirectional: bool = False
+
+    @property
+    def track_count(self) -> int:
+        return 2 if self.track == "both_tracks" else 1
+
+
+@dataclass(slots=True)
+class Egress:
+    """What a fork needs from the gateway to reach the outside world."""
+
+    session: aiohttp.ClientSession
+    policy: AddressPolicy
+    callbacks: Callbacks
+    metrics: Metrics
+    settings: StreamSettings = field(default_factory=StreamSettings)
+
+
+class CallView(Protocol):
+    sid: str
+    account: Account
+
+    def frame_index(self, track: str) -> int: ...
+
+    def record_issue(self, code: int, detail: str, stream_sid: str | None) -> None: ...
+
+
+def validate_url(raw: str, base: str | None) -> URL:
+    """The absolute ``wss://`` URL a stream connects to (31923 unparseable, 31922 not wss)."""
+    try:
+        url = URL(raw)
+        if not url.is_absolute() and base:
+            url = URL(base).join(url)
+    except (ValueError, TypeError) as exc:
+        raise StreamFailure(31923, f"cannot parse {raw!r}: {exc}") from None
+    if url.scheme != "wss":
+        raise StreamFailure(31922, f"only wss:// is supported, got {raw!r}")
+    if not url.host:
+        raise StreamFailure(31923, f"{raw!r} has no host")
+    if url.query_string or url.raw_fragment:
+        # The hosted service drops query strings; say so instead of silently dropping data.
+        log.info("dropping query string from stream URL %s; use <Parameter> instead", raw)
+        url = url.with_query(None).with_fragment(None)
+    return url
+
+
+def classify(exc: BaseException) -> StreamFailure:
+    """Map a connection failure to the documented code."""
+    if isinstance(exc, StreamFailure):
+        return exc
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return StreamFailure(31920, f"server answered HTTP {exc.status} instead of 101")
+    if isinstance(exc, DestinationRefused):
+        return StreamFailure(31904, str(exc))
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        return StreamFailure(31910, str(exc))
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        inner = exc.os_error
+        if isinstance(inner, DestinationRefused):
+            return StreamFailure(31904, str(inner))
+        if isinstance(inner, ssl.SSLError):
+            return StreamFailure(31910, str(inner))
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            return StreamFailure(31904, f"cannot resolve host: {inner}")
+        if inner.errno == errno.ECONNREFUSED or isinstance(inner, ConnectionRefusedError):
+            return StreamFailure(31902, str(inner))
+        if isinstance(inner, TimeoutError) or inner.errno == errno.ETIMEDOUT:
+            return StreamFailure(31901, str(inner))
+        return StreamFailure(31904, str(inner))
+    if isinstance(exc, TimeoutError):
+        return StreamFailure(31901, "no answer to the connection attempt in time")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionError):
+        return StreamFailure(31903, str(exc) or type(exc).__name__)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return StreamFailure(31920, str(exc))
+    return StreamFailure(31900, f"{type(exc).__name__}: {exc}")
+
+
+class Fork:
+    def __init__(
+        self,
+        call: CallView,
+        spec: StreamSpec,
+        sid: str,
+        url: URL,
+        egress: Egress,
+        on_finished: Callable[[Fork], None],
+    ) -> None:
+        self.call = call
+        self.spec = spec
+        self.sid = sid
+        self.url = url
+        self.egress = egress
+        self._on_finished = on_finished
+        self.tracks = ("inbound",) if spec.bidirectional else TRACK_NAMES[spec.track]
+        self.wants_inbound = "inbound" in self.tracks
+        self.wants_outbound = "outbound" in self.tracks
+        self.status = "connecting"
+        self.error: StreamFailure | None = None
+        self.date_updated = time.time()
+        self.reported: set[int] = set()
+        self._seq = 0
+        self._chunks = {"inbound": 0, "outbound": 0}
+        self._base = {t: call.frame_index(t) for t in ("inbound", "outbound")}
+        self._queue: deque[tuple[str, float]] = deque()
+        self._wake = asyncio.Event()
+        self._finish: str | None = None  # why the writer should leave: "stop" | "remote" | "error"
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.done = asyncio.Event()
+        # Bidirectional playout: audio (bytes) and marks (str) in arrival order.
+        self._playout: deque[bytes | str] = deque()
+        self._playout_offset = 0
+        self.playout_bytes = 0
+        self.played_frames = 0
+
+    @property
+    def display_name(self) -> str:
+        return self.spec.name or self.sid
+
+    @property
+    def kind(self) -> str:
+        return "bidirectional" if self.spec.bidirectional else "unidirectional"
+
+    @property
+    def active(self) -> bool:
+        return self.status != "stopped"
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"stream {self.sid}")
+
+    async def _run(self) -> None:
+        metrics = self.egress.metrics
+        gauge = metrics.bidirectional if self.spec.bidirectional else metrics.unidirectional
+        gauge.inc()
+        started = False
+        try:
+            try:
+                ws = await self._connect()
+            except Exception as exc:  # every failure to connect maps to a code
+                self._fail(classify(exc))
+                return
+            self._ws = ws
+            if self._finish is not None:  # stopped while connecting: leave quietly
+                await self._close_ws(1000)
+                return
+            self._queue.appendleft((self._next_start(), 0.0))
+            self._queue.appendleft((messages.connected(), 0.0))
+            self.status = "in-progress"
+            self.date_updated = time.time()
+            started = True
+            self._callback("stream-started")
+            reader = asyncio.get_running_loop().create_task(self._read(ws))
+            try:
+                await self._write(ws)
+            except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+                if self._finish != "remote":
+                    self._fail(StreamFailure(31903, f"{type(exc).__name__}: {exc}"))
+            finally:
+                if self._finish != "remote":
+                    await self._close_ws(1000)
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        except asyncio.CancelledError:
+            # Aborted (a stop that did not get through in time): drop the connection hard.
+            self._abort_ws()
+            raise
+        finally:
+            gauge.dec()
+            self.status = "stopped"
+            self.date_updated = time.time()
+            self._drop_playout()
+            if started:
+                self._callback("stream-stopped")
+            self.done.set()
+            self._on_finished(self)
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        check_url(self.egress.policy, self.url)
+        url = str(self.url)
+        headers = {
+            "User-Agent": USER_AGENT,
+            signature.HEADER: signature.compute(self.call.account.auth_token, url),
+        }
+        async with asyncio.timeout(self.egress.settings.connect_timeout):
+            return await self.egress.session.ws_connect(
+                self.url,
+                headers=headers,
+                autoping=True,
+                max_msg_size=self.egress.settings.max_message,
+                timeout=aiohttp.ClientWSTimeout(ws_close=self.egress.settings.stop_grace),
+            )
+
+    def stop(self) -> None:
+        """Send ``stop`` after whatever is queued, then close normally."""
+        if self._finish is not None or self.status == "stopped":
+            return
+        self._finish = "stop"
+        if self.status == "in-progress":
+            self._queue.append((self._next_stop(), 0.0))
+        self._wake.set()
+
+    async def stop_and_wait(self) -> None:
+        self.stop()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self.done.wait()), self.egress.settings.stop_grace
+            )
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _fail(self, failure: StreamFailure) -> None:
+        self.error = failure
+        self.egress.metrics.error(failure.code)
+        self.call.record_issue(failure.code, failure.detail, self.sid)
+        log.warning("stream %s (call %s): %s", self.sid, self.call.sid, failure)
+        self._callback("stream-error", f"{failure.code} {TITLES[failure.code]}: {failure.detail}")
+
+    def warn_once(self, code: int, detail: str) -> None:
+        """Warnings (31930, 31931, 31950, 31951, 31953) are reported once per stream."""
+        assert code in WARNINGS
+        if code in self.reported:
+            return
+        self.reported.add(code)
+        self.egress.metrics.error(code)
+        self.call.record_issue(code, detail, self.sid)
+        log.warning(
+            "stream %s (call %s): %d %s: %s", self.sid, self.call.sid, code, TITLES[code], detail
+        )
+
+    def _callback(self, event: str, error: str | None = None) -> None:
+        url = self.spec.status_callback
+        if not url:
+            return
+        params = {
+            "AccountSid": self.call.account.sid,
+            "CallSid": self.call.sid,
+            "StreamSid": self.sid,
+            "StreamName": self.display_name,
+            "StreamEvent": event,
+            "Timestamp": iso_timestamp(),
+        }
+        if error is not None:
+            params["StreamError"] = error
+        self.egress.callbacks.send(
+            self.sid, url, self.spec.status_callback_method, params, self.call.account.auth_token
+        )
+
+    async def _close_ws(self, code: int) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return
+        try:
+            await asyncio.wait_for(ws.close(code=code), self.egress.settings.stop_grace)
+        except (TimeoutError, aiohttp.ClientError, ConnectionError, RuntimeError):
+            self._abort_ws()
+
+    def _abort_ws(self) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        response: Any = getattr(ws, "_response", None)
+        if response is not None:
+            response.close()  # releases and closes the underlying connection at once
+
+    # ---- messages to the server ------------------------------------------------------------
+
+    def _next_start(self) -> str:
+        self._seq += 1
+        return messages.start(
+            self._seq,
+            self.call.account.sid,
+            self.sid,
+            self.call.sid,
+            self.tracks,
+            dict(self.spec.parameters),
+        )
+
+    def _next_stop(self) -> str:
+        self._seq += 1
+        return messages.stop(self._seq, self.sid, self.call.account.sid, self.call.sid)
+
+    def _control(self, text_of_seq: Callable[[int], str]) -> None:
+        if self.status != "in-progress" or self._finish is not None:
+            return
+        self._seq += 1
+        self._queue.append((text_of_seq(self._seq), 0.0))
+        self._wake.set()
+
+    def push_media(self, track: str, index: int, payload_b64: str, arrival: float) -> None:
+        """Queue one frame of ``track``; ``index`` is the call's frame counter for that track."""
+        if self.status != "in-progress" or self._finish is not None:
+            return
+        if len(self._queue) >= self.egress.settings.send_queue:
+            self.egress.metrics.dropped("websocket_backpressure")
+            self.warn_once(31930, "the WebSocket server is not reading fast enough; audio dropped")
+            return
+        self._seq += 1
+        chunk = self._chunks[track] + 1
+        self._chunks[track] = chunk
+        timestamp = (index - self._base[track]) * 20
+        self._queue.append(
+            (messages.media(self._seq, track, chunk, timestamp, payload_b64, self.sid), arrival)
+        )
+        self._wake.set()
+
+    def push_dtmf(self, digit: str) -> None:
+        self._control(lambda seq: messages.dtmf(seq, self.sid, digit))
+
+    def _echo_mark(self, name: str) -> None:
+        self._control(lambda seq: messages.mark(seq, self.sid, name))
+
+    async def _write(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        metrics = self.egress.metrics
+        queue = self._queue
+        while True:
+            while queue:
+                text, arrival = queue.popleft()
+                await ws.send_str(text)
+                if arrival:
+                    metrics.tx_ws.inc()
+                    metrics.latency.observe(time.monotonic() - arrival)
+                elif text.startswith('{"event":"media"'):
+                    metrics.tx_ws.inc()
+                if self._finish == "remote":
+                    return
+            if self._finish is not None:
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+    # ---- messages from the server ----------------------------------------------------------
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            msg = await ws.receive()
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                if self.spec.bidirectional:
+                    self._on_text(msg.data)
+                continue
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                self.warn_once(
+                    31950, "the server sent a binary frame; only text frames are allowed"
+                )
+                continue
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING):
+                self._remote_closed(ws.close_code)
+                return
+            if msg.type is aiohttp.WSMsgType.ERROR:
+                exc = ws.exception()
+                if isinstance(exc, aiohttp.WebSocketError):
+                    self._remote_failed(StreamFailure(31924, str(exc)))
+                else:
+                    self._remote_failed(StreamFailure(31903, f"connection lost: {exc}"))
+                return
+            if msg.type is aiohttp.WSMsgType.CLOSED:
+                if self._finish is None:
+                    self._remote_failed(
+                        StreamFailure(31903, "connection closed without a close frame")
+                    )
+                return
+
+    def _remote_closed(self, code: int | None) -> None:
+        if self._finish is not None:
+            return  # our own stop, answered
+        if not self.spec.bidirectional:
+            self._fail(StreamFailure(31921, f"the server closed the WebSocket (code {code})"))
+        self._finish = "remote"
+        self._queue.clear()
+        self._wake.set()
+
+    def _remote_failed(self, failure: StreamFailure) -> None:
+        if self._finish is not None:
+            return
+        self._fail(failure)
+        self._finish = "remote"
+        self._queue.clear()
+        self._wake.set()
+        self._abort_ws()
+
+    def _on_text(self, data: str) -> None:
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            self.warn_once(31951, "a message from the server is not JSON")
+            return
+        if not isinstance(msg, dict):
+            self.warn_once(31951, "a message from the server is not a JSON object")
+            return
+        event = msg.get("event")
+        keys = messages.INBOUND_KEYS.get(event) if isinstance(event, str) else None
+        if keys is None:
+            self.warn_once(31951, f"unknown event {str(event)[:40]!r}")
+            return
+        if set(msg) != keys:
+            self.warn_once(31951, f"{event} message fields must be exactly {sorted(keys)}")
+            return
+        if msg["streamSid"] != self.sid:
+            self.warn_once(31951, f"{event} message names another streamSid")
+            return
+        if event == "media":
+            body = msg["media"]
+            payload = body.get("payload") if isinstance(body, dict) else None
+            if not isinstance(payload, str):
+                self.warn_once(31951, "media message without a string media.payload")
+                return
+            try:
+                audio = base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                self.warn_once(31951, "media.payload is not valid base64")
+                return
+            self._enqueue_audio(audio)
+        elif event == "mark":
+            body = msg["mark"]
+            name = body.get("name") if isinstance(body, dict) else None
+            if not isinstance(name, str) or set(body) != {"name"}:
+                self.warn_once(31951, "mark message needs exactly a string mark.name")
+                return
+            if self.playout_bytes == 0:
+                self._echo_mark(name)  # nothing queued ahead of it: played already
+            else:
+                self._playout.append(name)
+        else:
+            self.clear()
+
+    # ---- bidirectional playout -------------------------------------------------------------
+
+    def _enqueue_audio(self, audio: bytes) -> None:
+        if not audio:
+            return
+        room = PLAYOUT_CAP_BYTES - self.playout_bytes
+        if len(audio) > room:
+            self.egress.metrics.dropped("playout_buffer_full", (len(audio) - room) // FRAME + 1)
+            self.warn_once(31931, "more than 10 minutes of audio buffered; the excess is discarded")
+            audio = audio[: max(room, 0)]
+            if not audio:
+                return
+        self.egress.metrics.rx_ws.inc(len(audio) / FRAME)
+        self._playout.append(audio)
+        self.playout_bytes += len(audio)
+
+    def clear(self) -> None:
+        """Barge-in: drop unplayed audio and echo every pending mark at once, in order."""
+        pending = [item for item in self._playout if isinstance(item, str)]
+        self._playout.clear()
+        self._playout_offset = 0
+        self.playout_bytes = 0
+        for name in pending:
+            self._echo_mark(name)
+
+    def _drop_playout(self) -> None:
+        self._playout.clear()
+        self._playout_offset = 0
+        self.playout_bytes = 0
+
+    def next_playout_frame(self) -> bytes | None:
+        """The next 20 ms for the caller, or None when nothing is buffered.
+
+        Marks crossed while filling the frame are echoed once the frame is taken (it is sent to the
+        caller straight away), so a mark never comes back before the audio queued ahead of it.
+        """
+        if not self._playout:
+            return None
+        out = bytearray()
+        marks: list[str] = []
+        queue = self._playout
+        while queue and len(out) < FRAME:
+            head = queue[0]
+            if isinstance(head, str):
+                marks.append(head)
+                queue.popleft()
+                continue
+            take = min(FRAME - len(out), len(head) - self._playout_offset)
+            out += head[self._playout_offset : self._playout_offset + take]
+            self._playout_offset += take
+            if self._playout_offset >= len(head):
+                queue.popleft()
+                self._playout_offset = 0
+        # Marks right behind the audio just played have been reached too.
+        while queue and isinstance(queue[0], str):
+            marks.append(queue.popleft())  # type: ignore[arg-type]
+        self.playout_bytes -= len(out)
+        for name in marks:
+            self._echo_mark(name)
+        if not out:
+            return None
+        self.played_frames += 1
+        if len(out) < FRAME:
+            out += bytes([ULAW_SILENCE]) * (FRAME - len(out))
+        return bytes(out)

@@ -1,0 +1,150 @@
+"""`<Start><Stream>`: real speech over RTP arrives byte-exact in hosted-format messages."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from support.media import RtpPeer, WsServer, reference_signature
+from support.streamgw import ACCOUNT, TOKEN, Harness
+
+FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "twilio-real-stream1.txt"
+
+
+def shape(value: Any) -> Any:
+    """Key order and JSON types, without the values."""
+    if isinstance(value, dict):
+        return [(k, shape(v)) for k, v in value.items()]
+    if isinstance(value, list):
+        return ["list", *sorted({json.dumps(shape(v)) for v in value})]
+    return type(value).__name__
+
+
+def reference_shapes() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if FIXTURE.exists():
+        for line in FIXTURE.read_text().splitlines():
+            msg = json.loads(line)
+            out.setdefault(msg["event"], shape(msg))
+    return out
+
+
+# The hosted service's shapes, as captured (kept inline too, so the test runs without the file).
+CAPTURED = {
+    "connected": [("event", "str"), ("protocol", "str"), ("version", "str")],
+    "media": [
+        ("event", "str"),
+        ("sequenceNumber", "str"),
+        ("media", [("track", "str"), ("chunk", "str"), ("timestamp", "str"), ("payload", "str")]),
+        ("streamSid", "str"),
+    ],
+    "stop": [
+        ("event", "str"),
+        ("sequenceNumber", "str"),
+        ("streamSid", "str"),
+        ("stop", [("accountSid", "str"), ("callSid", "str")]),
+    ],
+}
+
+
+def stream_doc(url: str, extra: str = '<Pause length="60"/>', **attrs: str) -> str:
+    attributes = "".join(f' {k}="{v}"' for k, v in attrs.items())
+    return (
+        f'<Response><Start><Stream url="{url}"{attributes}>'
+        '<Parameter name="tenant" value="acme"/><Parameter name="agentId" value="42"/>'
+        f"</Stream></Start>{extra}</Response>"
+    )
+
+
+async def test_speech_arrives_byte_exact_in_hosted_format(
+    gw: Harness, ws: WsServer, peer: RtpPeer, speech: bytes
+) -> None:
+    url = ws.url("/media")
+    created = await gw.create_call(peer, twiml=stream_doc(url))
+    assert created["status"] == "in-progress" and created["sid"].startswith("CA")
+    conn = await ws.accept()
+    start = await conn.next("start")
+    await peer.send(peer.packets(speech), gw.rtp_target(created), interval=0.005)
+
+    frames = len(speech) // 160
+    joined = b""
+    async with asyncio.timeout(20):
+        while speech not in joined:
+            msg = await conn.next("media")
+            joined += base64.b64decode(msg["media"]["payload"])
+    await gw.hangup(created["sid"])
+    await conn.wait_closed()
+
+    msgs = conn.messages
+    # Order: connected, start, media…, stop; then a normal close.
+    assert [m["event"] for m in msgs[:2]] == ["connected", "start"]
+    assert msgs[-1]["event"] == "stop"
+    assert {m["event"] for m in msgs[2:-1]} == {"media"}
+    assert conn.close_code == 1000
+    assert msgs[0] == {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+
+    sid = start["streamSid"]
+    assert sid.startswith("MZ") and len(sid) == 34
+    assert start["start"] == {
+        "accountSid": ACCOUNT,
+        "streamSid": sid,
+        "callSid": created["sid"],
+        "tracks": ["inbound"],
+        "customParameters": {"tenant": "acme", "agentId": "42"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    }
+    assert msgs[-1]["stop"] == {"accountSid": ACCOUNT, "callSid": created["sid"]}
+    assert all(m["streamSid"] == sid for m in msgs[1:])
+
+    # Strings where the hosted service has strings, gap-free counters, 20 ms steps.
+    assert [m["sequenceNumber"] for m in msgs[1:]] == [str(n) for n in range(1, len(msgs))]
+    media = conn.of("media")
+    assert [m["media"]["chunk"] for m in media] == [str(n) for n in range(1, len(media) + 1)]
+    stamps = [int(m["media"]["timestamp"]) for m in media]
+    assert all(isinstance(m["media"]["timestamp"], str) for m in media)
+    assert [b - a for a, b in itertools.pairwise(stamps)] == [20] * (len(stamps) - 1)
+    assert {m["media"]["track"] for m in media} == {"inbound"}
+    assert all(len(base64.b64decode(m["media"]["payload"])) == 160 for m in media)
+
+    # The speech arrives whole and in order; anything around it is µ-law silence.
+    everything = b"".join(base64.b64decode(m["media"]["payload"]) for m in media)
+    at = everything.index(speech)
+    assert set(everything[:at]) <= {0xFF} and set(everything[at + len(speech) :]) <= {0xFF}
+    assert len(media) >= frames
+
+    # Same keys, key order and JSON types as a captured hosted stream.
+    shapes = {**CAPTURED, **reference_shapes()}
+    for event in ("connected", "media", "stop"):
+        assert shape(conn.of(event)[0]) == shapes[event], event
+    ours = shape(start)
+    start_body = dict(ours)["start"]
+    expected_start_body = [
+        ("accountSid", "str"),
+        ("streamSid", "str"),
+        ("callSid", "str"),
+        ("tracks", ["list", '"str"']),
+        ("customParameters", [("tenant", "str"), ("agentId", "str")]),
+        ("mediaFormat", [("encoding", "str"), ("sampleRate", "int"), ("channels", "int")]),
+    ]
+    assert start_body == expected_start_body
+    assert [k for k, _ in ours] == ["event", "sequenceNumber", "start", "streamSid"]
+
+    # The upgrade request looks like the hosted service's and is signed over the wss URL.
+    assert conn.headers["User-Agent"] == "Twilio.TmeWs/1.0"
+    assert conn.headers["X-Twilio-Signature"] == reference_signature(TOKEN, url, {})
+    assert "Origin" not in conn.headers
+
+
+async def test_query_string_is_dropped_from_stream_url(
+    gw: Harness, ws: WsServer, peer: RtpPeer
+) -> None:
+    created = await gw.create_call(peer, twiml=stream_doc(ws.url("/q") + "?secret=1"))
+    conn = await ws.accept()
+    await conn.next("start")
+    assert conn.path == "/q"
+    assert conn.headers["X-Twilio-Signature"] == reference_signature(TOKEN, ws.url("/q"), {})
+    await gw.hangup(created["sid"])
