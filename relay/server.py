@@ -465,14 +465,18 @@ class RelayServer:
     def _check_peer(
         self, msg: stun.Message, endpoint: Endpoint, addr: Any, alloc: Allocation, peer: Any
     ) -> bool:
-        """Family match (443) and the peer filter (403); True when the peer may be used."""
-        if _family(peer[0]) != alloc.family:
-            self._error(msg, endpoint, addr, 443, key=alloc.key)
-            return False
+        """The peer filter (403), then the family match (443); True when the peer may be used.
+
+        The filter goes first so every spelling of a forbidden address gets the same 403,
+        whatever family the allocation has.
+        """
         if not self.policy.permits(peer[0]):
             self.stats.peer_denied[Method(msg.method).name.lower()] += 1
             log.info("refused peer address for %s (peer filter)", Method(msg.method).name)
             self._error(msg, endpoint, addr, 403, key=alloc.key)
+            return False
+        if _family(peer[0]) != alloc.family:
+            self._error(msg, endpoint, addr, 443, key=alloc.key)
             return False
         return True
 

@@ -66,7 +66,7 @@ async def relay_server(
     watcher = FileWatcher(keyring, parse_keyring, interval=0.1)
     config = RelayConfig(
         realm=REALM,
-        relay_ips=("127.0.0.1",),
+        relay_ips=overrides.pop("relay_ips", ("127.0.0.1",)),
         relay_ports=overrides.pop("relay_ports", TEST_PORTS),
         allow_peer=tuple(allow_peer),
         **overrides,
