@@ -1,0 +1,156 @@
+"""The real ``turnpike relay`` process: flags, health and metrics, hot reload, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aioice import turn
+from support import free_dual_port, free_port, turnpike
+from support.relay import (
+    REALM,
+    credentials,
+    echo_peer,
+    raw_client,
+    write_keyring,
+)
+
+from turnpike.relay.stun import Attr, Method
+
+pytestmark = pytest.mark.e2e
+
+
+class Collector(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received.put_nowait(data)
+
+
+def relay_args(keyring: Path, port: int, metrics: int, *extra: str) -> list[str]:
+    return [
+        "relay",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--realm",
+        REALM,
+        "--keyring",
+        str(keyring),
+        "--allow-peer",
+        "127.0.0.0/8",
+        "--relay-ports",
+        "40000-44999",
+        "--metrics",
+        f"127.0.0.1:{metrics}",
+        *extra,
+    ]
+
+
+async def get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_relay_process_metrics_reload_and_drain(tmp_path: Path) -> None:
+    keyring = write_keyring(tmp_path / "keyring.json", [("k1", "first-secret-7f3a", True)])
+    port, metrics = free_dual_port(), free_port()
+    base = f"http://127.0.0.1:{metrics}"
+    args = relay_args(keyring, port, metrics, "--drain-grace", "30", "--log-json")
+    async with turnpike(args, ready_url=base + "/ready") as proc, echo_peer() as peer:
+        status, body = await get(base + "/ready")
+        assert json.loads(body)["keys"] == ["k1"]
+
+        username, password = credentials("first-secret-7f3a")
+        transport, protocol = await turn.create_turn_endpoint(
+            Collector, server_addr=("127.0.0.1", port), username=username, password=password
+        )
+        for i in range(10):
+            transport.sendto(b"x%d" % i, peer.address)
+            assert await asyncio.wait_for(protocol.received.get(), 2) == b"x%d" % i
+
+        status, text = await get(base + "/metrics")
+        assert "turnpike_relay_allocations 1.0" in text
+        assert 'turnpike_relay_packets_total{direction="to_peer"} 10.0' in text
+        assert 'turnpike_relay_requests_total{code="200",method="allocate"} 1.0' in text
+        assert username not in text and "127.0.0.1" not in text  # no unbounded labels
+
+        # Hot reload: a new signing key shows up in /ready and its credentials work.
+        write_keyring(
+            keyring, [("k2", "second-secret-9b2c", True), ("k1", "first-secret-7f3a", False)]
+        )
+        for _ in range(100):
+            if json.loads((await get(base + "/ready"))[1])["keys"] == ["k2", "k1"]:
+                break
+            await asyncio.sleep(0.1)
+        assert json.loads((await get(base + "/ready"))[1])["signing"] == "k2"
+        async with raw_client(
+            ("127.0.0.1", port), credentials=credentials("second-secret-9b2c")
+        ) as client:
+            await client.allocate()
+            await client.request(Method.REFRESH, {Attr.LIFETIME: 0})
+
+        # SIGTERM: not ready, new Allocates refused with 403, the live allocation still relays.
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGTERM)
+        for _ in range(50):
+            if (await get(base + "/ready"))[0] == 503:
+                break
+            await asyncio.sleep(0.1)
+        assert (await get(base + "/ready"))[0] == 503
+        async with raw_client(
+            ("127.0.0.1", port), credentials=credentials("second-secret-9b2c")
+        ) as client:
+            reply = await client.request(Method.ALLOCATE, {Attr.REQUESTED_TRANSPORT: 17})
+            assert reply.error_code == 403
+        transport.sendto(b"during drain", peer.address)
+        assert await asyncio.wait_for(protocol.received.get(), 2) == b"during drain"
+        assert proc.proc.returncode is None
+
+        # The last allocation ends: the process exits 0 on its own.
+        transport.close()
+        code = await asyncio.wait_for(proc.proc.wait(), 10)
+        assert code == 0
+    # Logs never carry secrets or passwords.
+    for secret in ("first-secret-7f3a", "second-secret-9b2c", password):
+        assert secret not in proc.text
+
+
+async def test_drain_grace_ends_with_allocations_left(tmp_path: Path) -> None:
+    keyring = write_keyring(tmp_path / "keyring.json")
+    port, metrics = free_dual_port(), free_port()
+    args = relay_args(keyring, port, metrics, "--drain-grace", "1")
+    async with turnpike(args, ready_url=f"http://127.0.0.1:{metrics}/ready") as proc:
+        async with raw_client(("127.0.0.1", port), credentials=credentials()) as client:
+            await client.allocate()
+            code = await proc.stop(signal.SIGTERM, timeout=10)
+            assert code == 0
+    assert "drain grace ended with 1 allocations left" in proc.text
+
+
+def test_refuses_bad_flags(tmp_path: Path) -> None:
+    import subprocess
+
+    keyring = write_keyring(tmp_path / "keyring.json")
+    env = {**os.environ}
+    cases = [
+        (["--listen", "0.0.0.0:3478"], "--relay-ip"),
+        (["--listen", "127.0.0.1:3478", "--tls-listen", "127.0.0.1:5349"], "--tls-cert"),
+        (["--listen", "127.0.0.1:0", "--workers", "2"], "fixed ports"),
+    ]
+    for extra, message in cases:
+        out = subprocess.run(
+            [sys.executable, "-m", "turnpike", "relay", "--keyring", str(keyring), *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+        )
+        assert out.returncode == 2, out
+        assert message in out.stdout + out.stderr
