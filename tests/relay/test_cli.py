@@ -25,6 +25,9 @@ from turnpike.relay.stun import Attr, Method
 
 pytestmark = pytest.mark.e2e
 
+FIRST = "first-secret-7f3a"
+SECOND = "second-secret-9b2c"
+
 
 class Collector(asyncio.DatagramProtocol):
     def __init__(self) -> None:
@@ -59,15 +62,15 @@ async def get(url: str) -> tuple[int, str]:
 
 
 async def test_relay_process_metrics_reload_and_drain(tmp_path: Path) -> None:
-    keyring = write_keyring(tmp_path / "keyring.json", [("k1", "first-secret-7f3a", True)])
+    keyring = write_keyring(tmp_path / "keyring.json", [("k1", FIRST, True)])
     port, metrics = free_dual_port(), free_port()
     base = f"http://127.0.0.1:{metrics}"
     args = relay_args(keyring, port, metrics, "--drain-grace", "30", "--log-json")
     async with turnpike(args, ready_url=base + "/ready") as proc, echo_peer() as peer:
-        status, body = await get(base + "/ready")
+        _, body = await get(base + "/ready")
         assert json.loads(body)["keys"] == ["k1"]
 
-        username, password = credentials("first-secret-7f3a")
+        username, password = credentials(FIRST)
         transport, protocol = await turn.create_turn_endpoint(
             Collector, server_addr=("127.0.0.1", port), username=username, password=password
         )
@@ -75,24 +78,20 @@ async def test_relay_process_metrics_reload_and_drain(tmp_path: Path) -> None:
             transport.sendto(b"x%d" % i, peer.address)
             assert await asyncio.wait_for(protocol.received.get(), 2) == b"x%d" % i
 
-        status, text = await get(base + "/metrics")
+        _, text = await get(base + "/metrics")
         assert "turnpike_relay_allocations 1.0" in text
         assert 'turnpike_relay_packets_total{direction="to_peer"} 10.0' in text
         assert 'turnpike_relay_requests_total{code="200",method="allocate"} 1.0' in text
         assert username not in text and "127.0.0.1" not in text  # no unbounded labels
 
         # Hot reload: a new signing key shows up in /ready and its credentials work.
-        write_keyring(
-            keyring, [("k2", "second-secret-9b2c", True), ("k1", "first-secret-7f3a", False)]
-        )
+        write_keyring(keyring, [("k2", SECOND, True), ("k1", FIRST, False)])
         for _ in range(100):
             if json.loads((await get(base + "/ready"))[1])["keys"] == ["k2", "k1"]:
                 break
             await asyncio.sleep(0.1)
         assert json.loads((await get(base + "/ready"))[1])["signing"] == "k2"
-        async with raw_client(
-            ("127.0.0.1", port), credentials=credentials("second-secret-9b2c")
-        ) as client:
+        async with raw_client(("127.0.0.1", port), credentials=credentials(SECOND)) as client:
             await client.allocate()
             await client.request(Method.REFRESH, {Attr.LIFETIME: 0})
 
@@ -104,9 +103,7 @@ async def test_relay_process_metrics_reload_and_drain(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.1)
         assert (await get(base + "/ready"))[0] == 503
-        async with raw_client(
-            ("127.0.0.1", port), credentials=credentials("second-secret-9b2c")
-        ) as client:
+        async with raw_client(("127.0.0.1", port), credentials=credentials(SECOND)) as client:
             reply = await client.request(Method.ALLOCATE, {Attr.REQUESTED_TRANSPORT: 17})
             assert reply.error_code == 403
         transport.sendto(b"during drain", peer.address)
@@ -118,7 +115,7 @@ async def test_relay_process_metrics_reload_and_drain(tmp_path: Path) -> None:
         code = await asyncio.wait_for(proc.proc.wait(), 10)
         assert code == 0
     # Logs never carry secrets or passwords.
-    for secret in ("first-secret-7f3a", "second-secret-9b2c", password):
+    for secret in (FIRST, SECOND, password):
         assert secret not in proc.text
 
 
