@@ -116,7 +116,7 @@ class Call:
 
     def redirect(self, source: Source) -> None:
         """Run new TwiML now, abandoning whatever verb is running (REST update, ``<Redirect>``)."""
-        if self.status != "in-progress":
+        if not self.live:
             return
         old = self._runner
         self._runner = asyncio.get_running_loop().create_task(
@@ -130,8 +130,6 @@ class Call:
 
     async def _finish(self, reason: str) -> None:
         log.info("call %s ends (%s)", self.sid, reason)
-        self.status = "completed"
-        self.ended = time.time()
         runner = self._runner
         if runner is not None and runner is not asyncio.current_task():
             runner.cancel()
@@ -146,6 +144,9 @@ class Call:
                 await self._clock
         if self.endpoint is not None:
             self.endpoint.close()
+        # Completed only once every stream has sent its stop: GET never shows a half-ended call.
+        self.status = "completed"
+        self.ended = time.time()
         self._call_callback()
         self.gateway.call_ended(self)
         self.done.set()
@@ -167,6 +168,11 @@ class Call:
             params,
             self.account.auth_token,
         )
+
+    @property
+    def live(self) -> bool:
+        """In progress and not ending: new verbs, streams and audio are still welcome."""
+        return self.status == "in-progress" and self._ending is None
 
     # ---- view for forks --------------------------------------------------------------------
 
@@ -212,7 +218,7 @@ class Call:
 
     def check_stream(self, spec: StreamSpec) -> URL:
         """Validate a new stream against the call; ``StreamFailure`` says why it cannot start."""
-        if self.status != "in-progress":
+        if not self.live:
             raise StreamFailure(31900, "the call has ended")
         allowed = ("inbound_track",) if spec.bidirectional else tuple(twiml.TRACKS)
         if spec.track not in allowed:
@@ -290,7 +296,7 @@ class Call:
     # ---- RTP in ----------------------------------------------------------------------------
 
     def on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.status != "in-progress":
+        if not self.live:
             return
         metrics = self.gateway.metrics
         if self.remote is None:
@@ -402,7 +408,7 @@ class Call:
                 await previous
         try:
             current: Source | None = source
-            while current is not None and self.status == "in-progress":
+            while current is not None and self.live:
                 try:
                     document = await self._load(current)
                 except DocumentError as exc:
@@ -465,7 +471,7 @@ class Call:
 
     async def _run_document(self, document: twiml.Document) -> Source | None:
         for verb in document.verbs:
-            if self.status != "in-progress":
+            if not self.live:
                 return None
             if isinstance(verb, twiml.Start):
                 self._launch(verb.stream, bidirectional=False)
@@ -522,7 +528,7 @@ class Call:
             log.warning("call %s: <Play> %s: %s", self.sid, url, exc)
             return
         rounds = 0
-        while self.status == "in-progress" and (verb.loop == 0 or rounds < verb.loop):
+        while self.live and (verb.loop == 0 or rounds < verb.loop):
             rounds += 1
             self._play_done.clear()
             self._play += audio
