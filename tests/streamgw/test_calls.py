@@ -135,7 +135,8 @@ async def test_hangup_stops_every_stream(
     doc = (
         "<Response>"
         f'<Start><Stream name="one" url="{ws.url("/1")}" statusCallback="{cb}"/></Start>'
-        f'<Start><Stream url="{ws.url("/2")}" statusCallback="{cb}" statusCallbackMethod="GET"/></Start>'
+        f'<Start><Stream url="{ws.url("/2")}" statusCallback="{cb}"'
+        ' statusCallbackMethod="GET"/></Start>'
         f"{PAUSE}</Response>"
     )
     created = await gw.create_call(peer, twiml=doc)
