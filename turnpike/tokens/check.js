@@ -197,10 +197,14 @@ async function runCheck(body) {
     if (good.length === checks.length) {
       setSummary("All " + checks.length + " relay paths work from this browser.", "ok");
     } else if (good.length === 0) {
+      const paths = [...new Set(checks.map((c) => c.transport))];
+      const listed = paths.length > 1
+        ? paths.slice(0, -1).join(", ") + " and " + paths[paths.length - 1]
+        : paths[0];
       setSummary(
         "Nothing works: this browser could not get a relay candidate from any edge on any " +
-        "transport. Calls that need a relay will fail from this network. Check that UDP 3478, " +
-        "TCP 3478 and TCP 443 to the relay hosts are allowed and that the relays are running.",
+        "transport. Calls that need a relay will fail from this network. Check that " + listed +
+        " to the relay hosts are allowed from here and that the relays are running.",
         "bad");
     } else {
       const names = good.map((c) => c.edge + " " + c.transport).join(", ");
