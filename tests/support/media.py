@@ -15,6 +15,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -409,6 +410,7 @@ class RtpPeer(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         self.received: list[Packet] = []
+        self.times: list[float] = []
         self.arrivals: asyncio.Queue[Packet] = asyncio.Queue()
         self.transport: asyncio.DatagramTransport | None = None
         self.seq = random.randrange(0x10000)
@@ -420,6 +422,7 @@ class RtpPeer(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         packet = parse_rtp(data)
+        self.times.append(time.monotonic())
         self.received.append(packet)
         self.arrivals.put_nowait(packet)
 
