@@ -58,8 +58,8 @@ class Edge:
         """The hosted service's four entries, in its order: STUN, TURN UDP, TURN TCP, TURN 443.
 
         Every entry carries both ``url`` (legacy) and ``urls``; TURN entries carry the credential.
-        Like the hosted service, the 443 entry says ``turn:…?transport=tcp``: the relay's listener
-        there accepts TLS and plain TCP.
+        Like the hosted service, the last entry says ``turn:…:<tls port>?transport=tcp``, so
+        clients speak plain TURN over TCP to that port.
         """
         h, p = self.url_host, self.ports
         stun = f"stun:{h}:{p.udp}"
