@@ -13,6 +13,8 @@ class Outcome:
     summary: str
     rows: list[list[str]]
     console: list[str]
+    url: str  # the address bar after the check
+    stored: int  # items in localStorage + sessionStorage
 
     def row(self, edge: str, transport: str) -> list[str]:
         for row in self.rows:
@@ -54,4 +56,5 @@ def run_check(
     ]
     if not driver.find_element(By.ID, "results").is_displayed():
         rows = []
-    return Outcome(summary, rows, console_log(driver))
+    stored = driver.execute_script("return localStorage.length + sessionStorage.length")
+    return Outcome(summary, rows, console_log(driver), driver.current_url, int(stored))

@@ -84,6 +84,9 @@ async def test_nothing_works_is_said_plainly(make_api: ApiFactory, browser: Any)
         assert row[4]  # a reason is always given
     tcp = outcome.row("lab", f"TCP {dead}")
     assert "No answer from the relay" in tcp[4]
+    # the token went out in one POST body: not into the address bar, not into storage
+    assert outcome.url == api.base + "/?timeout=2"
+    assert outcome.stored == 0
 
 
 @pytest.mark.e2e
