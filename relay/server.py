@@ -514,14 +514,19 @@ class RelayServer:
             return
         channel = msg.get(Attr.CHANNEL_NUMBER)
         peer = msg.get(Attr.XOR_PEER_ADDRESS)
-        if (
-            channel is None
-            or peer is None
-            or not stun.CHANNEL_MIN <= channel <= stun.CHANNEL_MAX
-            or alloc.channels.get(channel, peer) != peer  # number bound to another peer
-            or alloc.peer_channels.get(peer, channel.to_bytes(2, "big"))
-            != channel.to_bytes(2, "big")  # peer bound to another number
+        problem = None
+        if channel is None or peer is None:
+            problem = "missing CHANNEL-NUMBER or XOR-PEER-ADDRESS"
+        elif not stun.CHANNEL_MIN <= channel <= stun.CHANNEL_MAX:
+            problem = "channel number out of range"
+        elif alloc.channels.get(channel, peer) != peer:
+            problem = "channel number bound to another peer"
+        elif alloc.peer_channels.get(peer, channel.to_bytes(2, "big")) != channel.to_bytes(
+            2, "big"
         ):
+            problem = "peer bound to another channel number"
+        if problem is not None:
+            log.debug("ChannelBind refused: %s", problem)
             self._error(msg, endpoint, addr, 400, key=alloc.key)
             return
         if not self._check_peer(msg, endpoint, addr, alloc, peer):

@@ -484,11 +484,14 @@ def parse(data: bytes) -> Message:
 # ---------------------------------------------------------------- ChannelData
 
 CHANNEL_MIN = 0x4000
-CHANNEL_MAX = 0x4FFF
+# RFC 8656 narrowed channels to 0x4000-0x4FFF, but RFC 5766 clients (coturn 4.6's uclient among
+# them) still pick numbers up to 0x7FFF. Nothing else we receive starts with the bits 01, so
+# accepting the old range costs nothing and keeps those clients working.
+CHANNEL_MAX = 0x7FFF
 
 
 def is_channel_data(data: bytes) -> bool:
-    return len(data) >= 4 and 0x40 <= data[0] <= 0x4F
+    return len(data) >= 4 and 0x40 <= data[0] <= 0x7F
 
 
 def channel_header(channel: int, length: int) -> bytes:

@@ -40,7 +40,7 @@ class UdpListener(asyncio.DatagramProtocol):
         if len(data) < 4:
             return
         first = data[0]
-        if 0x40 <= first <= 0x4F:  # ChannelData: the hot path
+        if 0x40 <= first <= 0x7F:  # ChannelData: the hot path
             alloc = self.allocations.get(addr)
             if alloc is not None:
                 alloc.to_peer_channel(data, (first << 8) | data[1], (data[2] << 8) | data[3])
@@ -89,7 +89,7 @@ class StreamConnection(asyncio.Protocol):
         while len(buf) >= 4:
             first = buf[0]
             length = (buf[2] << 8) | buf[3]
-            if 0x40 <= first <= 0x4F:
+            if 0x40 <= first <= 0x7F:
                 # RFC 8656 §12.5: on streams ChannelData is padded to a multiple of 4 bytes.
                 total = 4 + length + (-length % 4)
                 if len(buf) < total:

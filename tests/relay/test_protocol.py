@@ -326,7 +326,7 @@ async def test_channels(keyring: Path, tcp: bool) -> None:
         raw_client(relay.address, tcp, credentials=credentials()) as client,
     ):
         await client.allocate()
-        for bad in (0x3FFF, 0x5000):
+        for bad in (0x3FFF, 0x8000, 0xFFFF):
             reply = await client.request(
                 Method.CHANNEL_BIND, {Attr.CHANNEL_NUMBER: bad, Attr.XOR_PEER_ADDRESS: peer.address}
             )

@@ -131,7 +131,7 @@ class _ClientProtocol(asyncio.DatagramProtocol, asyncio.Protocol):
         buf += data
         while len(buf) >= 4:
             length = int.from_bytes(buf[2:4], "big")
-            total = 4 + length + (-length % 4) if 0x40 <= buf[0] <= 0x4F else 20 + length
+            total = 4 + length + (-length % 4) if 0x40 <= buf[0] <= 0x7F else 20 + length
             if len(buf) < total:
                 break
             self.queue.put_nowait(bytes(buf[:total]))

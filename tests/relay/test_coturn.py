@@ -1,0 +1,115 @@
+"""Interop with coturn's client tools (turnutils_uclient / turnutils_peer / turnutils_stunclient).
+
+coturn is an independent implementation: if its client relays every packet through us in channel
+mode, Send-indication mode, over TCP and client-to-client, our wire format and state machine agree
+with the reference server's. ``-W`` makes REST credentials exactly as the token API does (24 h TTL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+from support import free_dual_port, free_port, require_tool, turnpike
+from support.relay import write_keyring
+
+pytestmark = [pytest.mark.interop, pytest.mark.e2e, pytest.mark.slow]
+
+SECRET = "north"
+MODES = {
+    "channel": [],
+    "send-indication": ["-s"],
+    "tcp": ["-t"],
+    "client-to-client": ["-y"],
+    "tcp-send-indication": ["-t", "-s"],
+}
+
+
+async def run_tool(*args: str, timeout: float = 60) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    return out.decode(errors="replace")
+
+
+async def test_uclient_modes_relay_without_loss(tmp_path: Path) -> None:
+    uclient = require_tool("turnutils_uclient", "apt-get install coturn")
+    peer_tool = require_tool("turnutils_peer", "apt-get install coturn")
+    stunclient = require_tool("turnutils_stunclient", "apt-get install coturn")
+    keyring = write_keyring(tmp_path / "keyring.json", [("k1", SECRET, True)])
+    port, metrics, peer_port = free_dual_port(), free_port(), free_port(2)
+    args = [
+        "relay",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--realm",
+        "north.gov",
+        "--keyring",
+        str(keyring),
+        "--allow-peer",
+        "127.0.0.0/8",
+        "--relay-ports",
+        "45000-49999",
+        "--user-quota",
+        "0",
+        "--metrics",
+        f"127.0.0.1:{metrics}",
+        "--drain-grace",
+        "1",
+    ]
+    peer = await asyncio.create_subprocess_exec(
+        peer_tool,
+        "-L",
+        "127.0.0.1",
+        "-p",
+        str(peer_port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with turnpike(args, ready_url=f"http://127.0.0.1:{metrics}/ready") as relay:
+            binding = await run_tool(stunclient, "-p", str(port), "127.0.0.1")
+            assert re.search(r"UDP reflexive addr: 127\.0\.0\.1:\d+", binding), binding
+
+            async def mode(name: str, flags: list[str]) -> tuple[str, str]:
+                out = await run_tool(
+                    uclient,
+                    *flags,
+                    "-W",
+                    SECRET,
+                    "-u",
+                    name,
+                    "-e",
+                    "127.0.0.1",
+                    "-r",
+                    str(peer_port),
+                    "-p",
+                    str(port),
+                    "-m",
+                    "3",
+                    "-n",
+                    "60",
+                    "-l",
+                    "170",
+                    "-z",
+                    "5",
+                    "-X",
+                    "-g",
+                    "127.0.0.1",
+                )
+                return name, out
+
+            results = await asyncio.gather(*(mode(n, f) for n, f in MODES.items()))
+            for name, out in results:
+                totals = re.search(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\s*$", out, re.M)
+                assert totals, f"{name}:\n{out}\n{relay.text}"
+                sent, received = int(totals.group(1)), int(totals.group(2))
+                assert sent > 0 and sent == received, f"{name}: {sent} sent, {received} back"
+                assert "Total lost packets 0 (" in out, f"{name}:\n{out}"
+                assert "error" not in out.lower(), f"{name}:\n{out}"
+    finally:
+        peer.terminate()
+        await peer.wait()
