@@ -421,7 +421,7 @@ class Fork:
                 self._remote_closed(ws.close_code)
                 return
             if msg.type is aiohttp.WSMsgType.ERROR:
-                exc = ws.exception()
+                exc = msg.data if isinstance(msg.data, BaseException) else ws.exception()
                 if isinstance(exc, aiohttp.WebSocketError):
                     self._remote_failed(StreamFailure(31924, str(exc)))
                 else:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from support import free_port
 from support.media import HttpServer, RtpPeer, TestCA, WsServer, rtp_peer, speech_ulaw
-from support.streamgw import ACCOUNTS_DOC, Harness
+from support.streamgw import ACCOUNTS_DOC, Harness, MakeGateway
 
 from turnpike.core.accounts import Accounts
 from turnpike.streamgw.api import create_app
@@ -53,9 +53,6 @@ async def peer() -> AsyncIterator[RtpPeer]:
     p = await rtp_peer()
     yield p
     p.close()
-
-
-MakeGateway = Callable[..., Awaitable[Harness]]
 
 
 @pytest.fixture

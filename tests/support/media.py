@@ -40,6 +40,8 @@ def _name(common: str) -> x509.Name:
 class TestCA:
     """A throwaway CA and a server certificate for 127.0.0.1 / localhost signed by it."""
 
+    __test__ = False  # not a test class, despite the name
+
     directory: Path
     ca_file: Path = field(init=False)
     cert_file: Path = field(init=False)
@@ -237,7 +239,11 @@ RawBehaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[
 
 @contextlib.asynccontextmanager
 async def raw_server(
-    handler: RawBehaviour, ssl_context: ssl.SSLContext | None
+    handler: RawBehaviour,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    limit: int = 65536,
+    rcvbuf: int | None = None,
 ) -> AsyncIterator[int]:
     """A bare TCP (or TLS) server for misbehaviour aiohttp will not produce; yields its port."""
     tasks: set[asyncio.Task[None]] = set()
@@ -254,7 +260,11 @@ async def raw_server(
             writer.close()
             tasks.discard(task)
 
-    server = await asyncio.start_server(on_client, "127.0.0.1", 0, ssl=ssl_context)
+    sock = socket.socket()
+    if rcvbuf is not None:  # a small window makes a server that does not read stall quickly
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(on_client, sock=sock, ssl=ssl_context, limit=limit)
     port = server.sockets[0].getsockname()[1]
     try:
         yield port

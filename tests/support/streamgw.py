@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,6 @@ class Harness:
     @staticmethod
     def rtp_target(created: dict[str, Any]) -> tuple[str, int]:
         return host_port(created["rtp"]["local"])
+
+
+MakeGateway = Callable[..., Awaitable[Harness]]
