@@ -163,12 +163,11 @@ def _strict_openapi(schema: Schema) -> Schema:
             out[key] = _strict_openapi(value)
         else:
             out[key] = copy.deepcopy(value)
-    if (
-        schema.get("type") == "object"
-        and "properties" in schema
-        and not schema.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        out["additionalProperties"] = False
+    if schema.get("type") == "object":
+        if schema.get("x-kubernetes-preserve-unknown-fields"):
+            out["$comment"] = "free-form in the CRD (a Kubernetes type passed through)"
+        elif "properties" in schema:
+            out["additionalProperties"] = False
     return out
 
 
@@ -226,8 +225,14 @@ def constraints() -> dict[str, Schema]:
         **_container_settings("operator"),
         "operator.watchNamespaces": {"type": "array", "uniqueItems": True, "items": _dns_label()},
         "operator.peeringName": _dns_subdomain(),
+        "operator.serviceCIDRs": {"type": "array", "items": {"type": "string", "pattern": CIDR}},
+        "operator.podCIDRs": {"type": "array", "items": {"type": "string", "pattern": CIDR}},
+        "operator.globalHost": _dns_subdomain(optional=True),
         **_container_settings("tokens"),
         "tokens.port": _port(1024),
+        "tokens.rateLimitPerMinute": {"type": "number", "minimum": 0},
+        "tokens.rateBurst": {"type": "integer", "minimum": 1},
+        "tokens.drainSeconds": {"type": "integer", "minimum": 0, "maximum": 300},
         "tokens.accounts.existingSecret": _dns_subdomain(),
         "tokens.accounts.key": {
             "type": "string",

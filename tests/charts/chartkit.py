@@ -4,13 +4,10 @@ resources (against their CRD) and built-in kinds (against the Kubernetes API typ
 
 from __future__ import annotations
 
-import copy
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,20 +52,6 @@ def crd_by_kind() -> dict[str, Obj]:
     return crds
 
 
-def _with_defaults(value: Any, schema: Obj) -> Any:
-    """Fill in the schema's defaults the way the API server does before it validates."""
-    if isinstance(value, dict) and schema.get("type") == "object":
-        props: dict[str, Obj] = schema.get("properties", {})
-        out = {k: _with_defaults(v, props[k]) if k in props else v for k, v in value.items()}
-        for key, sub in props.items():
-            if key not in out and "default" in sub:
-                out[key] = _with_defaults(copy.deepcopy(sub["default"]), sub)
-        return out
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        return [_with_defaults(item, schema["items"]) for item in value]
-    return value
-
-
 def _unknown_fields(value: Any, schema: Obj, path: str) -> list[str]:
     """Fields the API server would silently prune: for a user, a typo that does nothing."""
     errors: list[str] = []
@@ -88,44 +71,25 @@ def _unknown_fields(value: Any, schema: Obj, path: str) -> list[str]:
     return errors
 
 
-def _field_path(error: jsonschema.ValidationError) -> str:
-    out = ""
-    for part in error.absolute_path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _message(error: jsonschema.ValidationError) -> str:
-    where = _field_path(error)
-    if error.validator == "required":
-        missing = re.findall(r"'([^']+)'", error.message)[0]
-        return f"{where + '.' if where else ''}{missing}: Required value"
-    if error.validator == "enum":
-        allowed = ", ".join(f'"{v}"' for v in error.validator_value)
-        return f"{where}: Unsupported value: {error.instance!r}: supported values: {allowed}"
-    return f"{where}: Invalid value: {error.instance!r}: {error.message}"
-
-
 def validate_custom_resource(obj: Obj) -> tuple[Obj, list[str]]:
     """(the object with defaults applied, the field errors a user would read) for a RelayEdge or
-    StreamGateway, against the OpenAPI schema of its CRD in deploy/crds."""
-    crds = crd_by_kind()
-    crd = crds.get(obj.get("kind", ""))
+    StreamGateway, against the OpenAPI schema of its CRD in deploy/crds: unknown fields (kubectl's
+    strict field validation), then the API server's defaulting, OpenAPI and CEL validation as the
+    operator tests' Kubernetes API emulator implements them."""
+    from support.kubeapi.schema import prune_and_default, validate
+
+    crd = crd_by_kind().get(obj.get("kind", ""))
     if crd is None:
         return obj, [f"no CRD for kind {obj.get('kind')!r}"]
-    errors = []
-    group_version = f"{crd['spec']['group']}/{crd['spec']['versions'][0]['name']}"
+    version = crd["spec"]["versions"][0]
+    group_version = f"{crd['spec']['group']}/{version['name']}"
     if obj.get("apiVersion") != group_version:
-        errors.append(f"apiVersion: expected {group_version}, got {obj.get('apiVersion')!r}")
-    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    defaulted = _with_defaults(obj, schema)
-    errors += _unknown_fields(
-        {k: v for k, v in defaulted.items() if k not in ("apiVersion", "kind", "metadata")},
-        schema,
-        "",
-    )
-    validator = jsonschema.Draft7Validator(schema)
-    errors += [_message(e) for e in sorted(validator.iter_errors(defaulted), key=str)]
+        return obj, [f"apiVersion: expected {group_version}, got {obj.get('apiVersion')!r}"]
+    schema = version["schema"]["openAPIV3Schema"]
+    body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+    errors = _unknown_fields(body, schema, "")
+    defaulted = {**obj, **prune_and_default(body, schema)}
+    errors += validate(defaulted, schema)
     return defaulted, errors
 
 

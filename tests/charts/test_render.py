@@ -266,7 +266,6 @@ def test_default_render_has_every_component(render: Render) -> None:
     kinds = sorted((o["kind"], o["metadata"]["name"]) for o in render({}))
     assert kinds == sorted(
         [
-            ("ClusterKopfPeering", "turnpike"),
             ("ClusterRole", "turnpike-operator"),
             ("ClusterRoleBinding", "turnpike-operator"),
             ("CustomResourceDefinition", "relayedges.turnpike.io"),
@@ -306,7 +305,10 @@ def test_operator_command_and_settings(render: Render) -> None:
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["TURNPIKE_ROTATION_INTERVAL"] == "86400"
     assert env["TURNPIKE_MAX_TOKEN_LIFETIME"] == "86400"
-    assert env["TURNPIKE_RELAY_WAIT_TIMEOUT"] == "600"
+    assert env["TURNPIKE_ROTATION_WAIT_TIMEOUT"] == "600"
+    assert env["TURNPIKE_PEERING_NAME"] == "turnpike-operator"
+    assert env["TURNPIKE_KEYRING_SECRET"] == "turnpike-keyring"
+    assert "TURNPIKE_SERVICE_CIDR" not in env  # the operator's own default applies
     assert container["livenessProbe"]["httpGet"] == {"path": "/live", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
     assert (
@@ -374,17 +376,32 @@ def test_custom_resources_wait_for_their_crds(render: Render, notes: Any) -> Non
     assert rendered["spec"] == edge["spec"]
 
 
-def test_namespaced_rbac_and_peering(render: Render) -> None:
+def test_namespaced_rbac(render: Render) -> None:
     objects = render({"operator": {"watchNamespaces": ["edges-east", "edges-west"]}})
-    roles = {o["metadata"]["namespace"] for o in objects if o["kind"] == "Role"}
-    assert roles == {"edges-east", "edges-west", NAMESPACE}
-    peerings = [
-        (o["kind"], o["metadata"]["namespace"]) for o in objects if "KopfPeering" in o["kind"]
-    ]
-    assert sorted(peerings) == [("KopfPeering", "edges-east"), ("KopfPeering", "edges-west")]
+    roles = {
+        o["metadata"]["namespace"]: {r for rule in o["rules"] for r in rule["resources"]}
+        for o in objects
+        if o["kind"] == "Role"
+    }
+    assert set(roles) == {"edges-east", "edges-west", NAMESPACE}
+    # The peering object lives in the watched namespaces only.
+    assert "kopfpeerings" in roles["edges-east"]
+    assert "kopfpeerings" not in roles[NAMESPACE]
     (cluster_role,) = [o for o in objects if o["kind"] == "ClusterRole"]
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert cluster_resources == {"nodes", "namespaces", "customresourcedefinitions"}
+
+
+def test_token_pods_are_keyring_consumers(render: Render) -> None:
+    """The operator waits for every pod labelled with the keyring's name to load a new key,
+    asking the port named metrics; the token API must be one of them."""
+    tokens = _deployment(render({"keyring": {"secretName": "ring"}}), "tokens")
+    template = tokens["spec"]["template"]
+    assert template["metadata"]["labels"]["turnpike.io/keyring"] == "ring"
+    assert "turnpike.io/keyring" not in tokens["spec"]["selector"]["matchLabels"]
+    ports = {p["name"] for p in template["spec"]["containers"][0]["ports"]}
+    assert "metrics" in ports
+    assert template["spec"]["volumes"][0]["secret"]["secretName"] == "ring"
 
 
 def test_names_are_truncated_for_long_release_names(render: Render) -> None:
