@@ -1,0 +1,63 @@
+"""``python -m bench <target> [--smoke] …``: run a benchmark, write JSON and PNG results."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+TARGETS = ("relay",)
+
+
+def _csv(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Turnpike benchmarks: JSON results and PNG plots under bench/results/.",
+    )
+    sub = parser.add_subparsers(dest="target", required=True, metavar="TARGET")
+    relay = sub.add_parser("relay", help="Turnpike relay vs coturn, same load generator")
+    relay.add_argument("--smoke", action="store_true", help="a few seconds; checks the harness")
+    relay.add_argument("--out", type=Path, help="output directory (default bench/results)")
+    relay.add_argument("--no-plots", action="store_true", help="write JSON only")
+    relay.add_argument(
+        "--servers", type=_csv, help="comma-separated: coturn, coturn-mN, turnpike-wN"
+    )
+    relay.add_argument("--rounds", type=int)
+    relay.add_argument("--modes", type=_csv, help="channel,send,tcp")
+    relay.add_argument("--duration", type=float, help="seconds of load per rate trial")
+    relay.add_argument("--generator-procs", type=int)
+    relay.add_argument("--cpu-rate", type=float, help="fixed offered load for the CPU figure")
+    relay.add_argument("--payload", type=int, help="payload bytes per packet")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.target == "relay":
+        from bench.relay import RelayParams
+        from bench.relay import main as relay_main
+
+        params = RelayParams.smoke_preset() if args.smoke else RelayParams()
+        for name in (
+            "servers",
+            "rounds",
+            "modes",
+            "duration",
+            "generator_procs",
+            "cpu_rate",
+            "payload",
+        ):
+            value = getattr(args, name)
+            if value is not None:
+                setattr(params, name, value)
+        return relay_main(params, args.out, plots=not args.no_plots)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
