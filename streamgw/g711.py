@@ -15,7 +15,8 @@ ULAW_SILENCE = 0xFF
 SILENCE_FRAME = bytes([ULAW_SILENCE]) * 160
 
 _BIAS = 0x84
-_CLIP = 32635
+_ULAW_CLIP = 8159
+_ULAW_SEGMENT_END = (0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF)
 
 
 def ulaw_to_linear(code: int) -> int:
@@ -28,17 +29,18 @@ def ulaw_to_linear(code: int) -> int:
 
 
 def linear_to_ulaw(sample: int) -> int:
-    sign = 0x80 if sample < 0 else 0
-    if sign:
-        sample = -sample
-    sample = min(sample, _CLIP) + _BIAS
-    exponent = 7
-    mask = 0x4000
-    while exponent > 0 and not sample & mask:
-        exponent -= 1
-        mask >>= 1
-    mantissa = (sample >> (exponent + 3)) & 0x0F
-    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+    """The classic reference encoder's rounding (14-bit, floor shift), so output matches it."""
+    pcm = sample >> 2
+    if pcm < 0:
+        pcm = -pcm
+        mask = 0x7F
+    else:
+        mask = 0xFF
+    pcm = min(pcm, _ULAW_CLIP) + (_BIAS >> 2)
+    segment = next((n for n, end in enumerate(_ULAW_SEGMENT_END) if pcm <= end), 8)
+    if segment >= 8:
+        return 0x7F ^ mask
+    return ((segment << 4) | ((pcm >> (segment + 1)) & 0x0F)) ^ mask
 
 
 def alaw_to_linear(code: int) -> int:
