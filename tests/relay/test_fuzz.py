@@ -65,11 +65,24 @@ async def test_fuzz_udp_and_tcp(tmp_path: Path) -> None:
             await probe.allocate({Attr.LIFETIME: 30})  # learn realm/nonce, and an allocation
             realm, nonce = probe.realm, probe.nonce
         key = long_term_key(username, realm or "", password)
-        attr_types = [*ATTRIBUTES, 0x0777, 0x7FFF, 0xBEEF]
+        turn_attrs = [
+            Attr.XOR_PEER_ADDRESS,
+            Attr.CHANNEL_NUMBER,
+            Attr.LIFETIME,
+            Attr.REQUESTED_TRANSPORT,
+            Attr.REQUESTED_ADDRESS_FAMILY,
+            Attr.EVEN_PORT,
+            Attr.RESERVATION_TOKEN,
+            Attr.DONT_FRAGMENT,
+            Attr.DATA,
+        ]
+        attr_types = [*turn_attrs * 6, *ATTRIBUTES, 0x0777, 0x7FFF, 0xBEEF]
 
         def valid_request() -> bytes:
             msg = stun.Message(rng.choice(METHODS), rng.choice(CLASSES))
-            for attr in rng.sample(attr_types, rng.randrange(0, 6)):
+            if rng.random() < 0.6:
+                msg.cls = Class.REQUEST if msg.method != Method.SEND else Class.INDICATION
+            for attr in {rng.choice(attr_types) for _ in range(rng.randrange(0, 6))}:
                 if attr in (Attr.MESSAGE_INTEGRITY, Attr.FINGERPRINT):
                     continue
                 msg.attributes[attr] = random_value(rng, attr, peer.address)
@@ -103,6 +116,9 @@ async def test_fuzz_udp_and_tcp(tmp_path: Path) -> None:
 
         # UDP: several clients, thousands of datagrams.
         clients = [await RawClient.connect(relay.address) for _ in range(4)]
+        for client in clients[:3]:  # most have an allocation, so every handler gets traffic
+            client.login(username, password)
+            await client.allocate({Attr.LIFETIME: 60})
         for i in range(3000):
             clients[i % 4].send_raw(junk())
             if i % 200 == 0:
