@@ -1,0 +1,132 @@
+"""What a StreamGateway becomes: gateway config, Deployment, Service (pure builders)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from turnpike.operator import labels
+from turnpike.operator.model import StreamGateway
+from turnpike.operator.relay import config_hash
+
+Obj = dict[str, Any]
+
+METRICS_PORT = 9642
+ACCOUNTS_DIR = "/etc/turnpike/accounts"
+
+
+def gateway_config(gateway: StreamGateway) -> dict[str, str]:
+    data = {
+        "TURNPIKE_LISTEN": f"0.0.0.0:{gateway.port}",
+        "TURNPIKE_ACCOUNTS": f"{ACCOUNTS_DIR}/accounts.json",
+        "TURNPIKE_RTP_PORTS": f"{gateway.rtp_ports[0]}-{gateway.rtp_ports[1]}",
+        "TURNPIKE_METRICS": f"0.0.0.0:{METRICS_PORT}",
+    }
+    if gateway.allowed_destinations:
+        data["TURNPIKE_ALLOW_DESTINATION"] = ",".join(gateway.allowed_destinations)
+    return data
+
+
+def _metadata(gateway: StreamGateway, owner: Obj) -> Obj:
+    return {
+        "name": labels.gateway_name(gateway.name),
+        "namespace": gateway.namespace,
+        "labels": labels.gateway_labels(gateway.name, gateway.edge),
+        "ownerReferences": [labels.owner_reference(owner)],
+    }
+
+
+def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Obj:
+    name = labels.gateway_name(gateway.name)
+    container: Obj = {
+        "name": "streamgw",
+        "image": gateway.workload.image,
+        "imagePullPolicy": gateway.workload.image_pull_policy,
+        "args": ["streamgw"],
+        "envFrom": [{"configMapRef": {"name": name}}],
+        # RTP arrives at the pod's own address.
+        "env": [
+            {"name": "TURNPIKE_RTP_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+        ],
+        "ports": [
+            {"name": "http", "containerPort": gateway.port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "volumeMounts": [{"name": "accounts", "mountPath": ACCOUNTS_DIR, "readOnly": True}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": METRICS_PORT}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/live", "port": METRICS_PORT}, "periodSeconds": 10},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if gateway.workload.resources:
+        container["resources"] = gateway.workload.resources
+    pod_spec: Obj = {
+        "containers": [container],
+        "volumes": [
+            {
+                "name": "accounts",
+                "secret": {"secretName": gateway.accounts_secret, "defaultMode": 0o440},
+            }
+        ],
+        "terminationGracePeriodSeconds": 60,
+        "enableServiceLinks": False,
+    }
+    if gateway.workload.node_selector:
+        pod_spec["nodeSelector"] = gateway.workload.node_selector
+    if gateway.workload.affinity:
+        pod_spec["affinity"] = gateway.workload.affinity
+    if gateway.workload.tolerations:
+        pod_spec["tolerations"] = list(gateway.workload.tolerations)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(gateway, owner),
+        "spec": {
+            "replicas": gateway.replicas,
+            "selector": {"matchLabels": labels.gateway_selector(gateway.name)},
+            "template": {
+                "metadata": {
+                    "labels": labels.gateway_labels(gateway.name, gateway.edge),
+                    "annotations": {labels.CONFIG_HASH: config_hash(config)},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def service(gateway: StreamGateway, owner: Obj) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(gateway, owner),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels.gateway_selector(gateway.name),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": gateway.port,
+                    "targetPort": gateway.port,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def children(gateway: StreamGateway, owner: Obj) -> list[Obj]:
+    config = gateway_config(gateway)
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _metadata(gateway, owner),
+            "data": config,
+        },
+        deployment(gateway, owner, config),
+        service(gateway, owner),
+    ]

@@ -1,0 +1,167 @@
+"""kopf handlers: thin, they only route to ``Reconciler``.
+
+- RelayEdge / StreamGateway create, update, resume and a resync timer → reconcile that object;
+  an invalid spec is a PermanentError (kopf stops retrying until the spec changes), API trouble
+  a TemporaryError (kopf retries).
+- delete (with kopf's finalizer) → republish the namespace without the object, so an edge leaves
+  the IP ranges and the directory before it is gone; owner references remove its children.
+- Watch events on children, the pods of edges and gateways, and nodes → schedule a reconcile of
+  the owner (drift repair, address discovery). No state is kept apart from what the events say.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+import kopf
+
+from turnpike.operator import kube as k8s
+from turnpike.operator import labels
+from turnpike.operator.model import SpecError
+from turnpike.operator.reconcile import EDGE, GATEWAY, NAMESPACE, Reconciler
+
+GROUP, VERSION = "turnpike.io", "v1alpha1"
+CHILD_KINDS = (
+    ("apps", "v1", "deployments"),
+    ("apps", "v1", "daemonsets"),
+    ("", "v1", "services"),
+    ("", "v1", "configmaps"),
+    ("policy", "v1", "poddisruptionbudgets"),
+)
+
+
+def _owner(body: Any) -> tuple[str, str] | None:
+    """(kind, name) of the RelayEdge or StreamGateway that a child belongs to."""
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "RelayEdge":
+            return EDGE, ref["name"]
+        if ref.get("kind") == "StreamGateway":
+            return GATEWAY, ref["name"]
+    return None
+
+
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, resync: float) -> None:
+    async def reconcile(kind: str, namespace: str, name: str) -> None:
+        try:
+            await reconciler.run(kind, namespace, name)
+        except SpecError as exc:
+            raise kopf.PermanentError(str(exc)) from None
+        except k8s.ApiError as exc:
+            raise kopf.TemporaryError(str(exc), delay=reconciler.ctx.config.retry_delay) from None
+
+    def handlers_for(kind: str) -> tuple[Any, Any, Any]:
+        async def changed(namespace: str, name: str, **_: Any) -> None:
+            await reconcile(kind, namespace, name)
+
+        async def deleted(namespace: str, name: str, **_: Any) -> None:
+            try:
+                await reconciler.run(NAMESPACE, namespace, "")
+            except k8s.ApiError as exc:
+                raise kopf.TemporaryError(str(exc), delay=1) from None
+            if kind == EDGE:
+                await reconciler.wake_gateways(namespace, name)
+
+        async def resync(namespace: str, name: str, **_: Any) -> None:
+            reconciler.schedule(kind, namespace, name)
+
+        return changed, deleted, resync
+
+    for plural, kind in (("relayedges", EDGE), ("streamgateways", GATEWAY)):
+        changed, deleted, resync_fn = handlers_for(kind)
+        for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
+            decorator(GROUP, VERSION, plural, registry=registry, id="reconcile")(changed)
+        kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="unpublish")(deleted)
+        kopf.timer(
+            GROUP,
+            VERSION,
+            plural,
+            registry=registry,
+            id="resync",
+            interval=resync,
+            initial_delay=resync,
+        )(resync_fn)
+
+    async def child_event(body: Any, type: Any, namespace: str | None, **_: Any) -> None:
+        if namespace is None:
+            return
+        owner = _owner(body)
+        published = body.get("metadata", {}).get("name") in (
+            labels.IP_RANGES,
+            labels.EDGE_DIRECTORY,
+        )
+        if owner is not None:
+            reconciler.schedule(owner[0], namespace, owner[1])
+        elif published and type in ("DELETED", "MODIFIED"):
+            reconciler.schedule(NAMESPACE, namespace, "")
+
+    for group, version, plural in CHILD_KINDS:
+        kopf.on.event(group, version, plural, registry=registry, labels=labels.MANAGED, id="drift")(
+            child_event
+        )
+
+    placements: dict[str, tuple[Any, ...]] = {}
+
+    async def pod_event(body: Any, type: Any, namespace: str | None, **_: Any) -> None:
+        if namespace is None:
+            return
+        # Only where a pod runs matters (addresses come from its node), not its status churn.
+        meta = body.get("metadata", {})
+        key = f"{namespace}/{meta.get('name')}"
+        placement = (
+            (body.get("spec") or {}).get("nodeName"),
+            (body.get("status") or {}).get("phase"),
+            bool(meta.get("deletionTimestamp")),
+            type == "DELETED",
+        )
+        if placements.get(key) == placement:
+            return
+        placements[key] = placement
+        if type == "DELETED":
+            placements.pop(key, None)
+        pod_labels = meta.get("labels") or {}
+        if labels.GATEWAY in pod_labels:
+            reconciler.schedule(GATEWAY, namespace, pod_labels[labels.GATEWAY])
+        elif labels.EDGE in pod_labels:
+            reconciler.schedule(EDGE, namespace, pod_labels[labels.EDGE])
+
+    kopf.on.event("", "v1", "pods", registry=registry, labels=labels.MANAGED, id="placement")(
+        pod_event
+    )
+
+    fingerprints: dict[str, Any] = {}
+
+    async def node_event(body: Any, type: Any, name: str, **_: Any) -> None:
+        # A node's addresses or pod CIDRs feed every edge's published ranges and deny list.
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        fingerprint = (
+            type == "DELETED",
+            tuple((a.get("type"), a.get("address")) for a in status.get("addresses") or []),
+            tuple(spec.get("podCIDRs") or [spec.get("podCIDR")]),
+        )
+        if fingerprints.get(name) == fingerprint:
+            return
+        first = name not in fingerprints
+        fingerprints[name] = fingerprint
+        if first and type is None:
+            return  # the initial listing: the objects' own resume handlers cover it
+        for kind, namespace, obj_name in await _served_objects(reconciler):
+            reconciler.schedule(kind, namespace, obj_name)
+
+    kopf.on.event("", "v1", "nodes", registry=registry, id="addresses")(node_event)
+
+
+async def _served_objects(reconciler: Reconciler) -> list[tuple[str, str, str]]:
+    """Every RelayEdge and StreamGateway the operator serves. Exact namespaces are listed one by
+    one (a namespaced operator may not list cluster-wide); globs need the cluster-wide list."""
+    patterns = reconciler.ctx.config.namespaces
+    exact = bool(patterns) and not any(set(p) & set("*?[") for p in patterns)
+    scopes: tuple[str | None, ...] = patterns if exact else (None,)
+    found = []
+    for res, kind in ((k8s.RELAY_EDGES, EDGE), (k8s.STREAM_GATEWAYS, GATEWAY)):
+        for scope in scopes:
+            for obj in await reconciler.ctx.kube.list(res, scope):
+                namespace = obj["metadata"]["namespace"]
+                if not patterns or any(fnmatch.fnmatchcase(namespace, p) for p in patterns):
+                    found.append((kind, namespace, obj["metadata"]["name"]))
+    return found

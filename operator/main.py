@@ -1,0 +1,127 @@
+"""Running the operator: credentials, kopf settings, peering, health and metrics endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from turnpike.core.config import HostPort
+from turnpike.core.health import HealthServer
+from turnpike.operator import handlers
+from turnpike.operator import kube as k8s
+from turnpike.operator.config import OperatorConfig
+from turnpike.operator.metrics import Metrics
+from turnpike.operator.reconcile import Context, Reconciler
+
+log = logging.getLogger("turnpike.operator")
+
+FINALIZER = "turnpike.io/finalizer"
+
+
+def connection_info() -> kopf.ConnectionInfo:
+    """In-cluster service account when running in a pod, else the KUBECONFIG (read now, not at
+    import time, so tests and tools can point it anywhere before calling)."""
+    settings = kopf.OperatorSettings()
+    info: kopf.ConnectionInfo | None = None
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        info = kopf.login_with_service_account(settings=settings)
+    if info is None:
+        info = kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no in-cluster service account and no KUBECONFIG")
+    return info
+
+
+def client_for(info: kopf.ConnectionInfo) -> k8s.Kube:
+    return k8s.Kube.connect(info.server, info.as_http_headers(), info.as_ssl_context())
+
+
+def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = FINALIZER
+    # Progress and the last-handled spec live in annotations, leaving status to the conditions.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="turnpike.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="turnpike.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.peering.name = config.peering_name
+    settings.peering.standalone = config.standalone
+    settings.peering.mandatory = not config.standalone
+    settings.peering.priority = config.priority
+    settings.peering.lifetime = config.peering_lifetime
+    settings.peering.clusterwide = not config.namespaces
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.execution.max_workers = 4
+    return settings
+
+
+async def ensure_peering(kube: k8s.Kube, config: OperatorConfig) -> None:
+    """The peering record kopf's replicas meet at; kopf only uses it if it exists."""
+    body = {"metadata": {"name": config.peering_name}}
+    targets: list[tuple[k8s.Resource, str | None]] = (
+        [(k8s.PEERINGS, ns) for ns in config.namespaces]
+        if config.namespaces
+        else [(k8s.CLUSTER_PEERINGS, None)]
+    )
+    for res, namespace in targets:
+        if await kube.get(res, namespace, config.peering_name) is None:
+            try:
+                await kube.create(res, namespace, body)
+            except k8s.ApiError as exc:
+                if exc.status != 409:
+                    raise
+
+
+async def run_operator(
+    config: OperatorConfig,
+    stop: asyncio.Event,
+    metrics_address: HostPort | None = None,
+    liveness_address: HostPort | None = None,
+) -> int:
+    info = connection_info()
+    kube = client_for(info)
+    metrics = Metrics()
+    reconciler = Reconciler(Context(kube, config, metrics))
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, reconciler, config.resync_interval)
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info()
+
+    kopf.on.login(registry=registry)(login)
+
+    ready = asyncio.Event()
+    health: HealthServer | None = None
+    try:
+        if not config.standalone and not any(set(p) & set("*?[") for p in config.namespaces):
+            await ensure_peering(kube, config)
+        if metrics_address is not None:
+            health = HealthServer(metrics.registry, ready=ready.is_set)
+            host, port = await health.start(metrics_address.host, metrics_address.port)
+            log.info("metrics on http://%s:%d/metrics", host, port)
+        liveness = None
+        if liveness_address is not None:
+            liveness = f"http://{liveness_address}/healthz"
+        await kopf.operator(
+            registry=registry,
+            settings=settings_for(config),
+            # Peering is set in settings_for(): kopf's peering_name= argument would make peering
+            # mandatory even for a standalone operator.
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
+            liveness_endpoint=liveness,
+            stop_flag=stop,
+            ready_flag=ready,
+        )
+    finally:
+        await reconciler.close()
+        if health is not None:
+            await health.stop()
+        await kube.close()
+    return 0

@@ -1,0 +1,193 @@
+"""RelayEdge and StreamGateway specs as typed values.
+
+The API server applies the CRD's defaults, but the operator does not rely on it (an object stored
+before a default was added has none): every default is repeated here, read from the same schema.
+What a schema cannot check (that a CIDR really is one) raises SpecError with a message that names
+the field, which the operator reports as a Degraded condition and a Warning Event.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from turnpike.operator import crds
+
+Obj = dict[str, Any]
+
+
+class SpecError(ValueError):
+    """A spec the operator cannot act on; the message names the field."""
+
+
+def _default(schema: Obj, *path: str) -> Any:
+    for part in path:
+        schema = schema["properties"][part]
+    return schema.get("default")
+
+
+_EDGE = crds.relay_edge_spec()
+_GATEWAY = crds.stream_gateway_spec()
+
+
+def _cidrs(values: Any, field: str) -> tuple[str, ...]:
+    out = []
+    for value in values or ():
+        try:
+            out.append(str(ipaddress.ip_network(str(value), strict=False)))
+        except ValueError:
+            raise SpecError(f"{field}: {value!r} is not an IP address or CIDR") from None
+    return tuple(out)
+
+
+def _port_range(value: Any, field: str, default: Obj) -> tuple[int, int]:
+    value = value or default
+    low, high = int(value["min"]), int(value["max"])
+    if not 1 <= low <= high <= 65535:
+        raise SpecError(f"{field}: {low}-{high} is not a port range within 1-65535")
+    return low, high
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    image: str
+    image_pull_policy: str
+    resources: Obj
+    node_selector: dict[str, str]
+    affinity: Obj
+    tolerations: tuple[Obj, ...]
+
+    @classmethod
+    def parse(cls, spec: Obj, default_image: str) -> Workload:
+        return cls(
+            image=spec.get("image") or default_image,
+            image_pull_policy=spec.get("imagePullPolicy") or "IfNotPresent",
+            resources=dict(spec.get("resources") or {}),
+            node_selector=dict(spec.get("nodeSelector") or {}),
+            affinity=dict(spec.get("affinity") or {}),
+            tolerations=tuple(spec.get("tolerations") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RelayEdge:
+    name: str
+    namespace: str
+    location: str
+    hostname: str
+    realm: str
+    daemonset: bool
+    replicas: int
+    host_network: bool
+    udp_port: int
+    tcp_port: int
+    tls_ports: tuple[int, ...]
+    tls_secret: str
+    relay_ports: tuple[int, int]
+    static_addresses: tuple[str, ...]
+    address_source: str  # NodeExternalIP | LoadBalancer | "" when static
+    user_quota: int | None
+    total_quota: int | None
+    allow_peers: tuple[str, ...]
+    deny_peers: tuple[str, ...]
+    deny_cluster_networks: bool
+    grace_seconds: int
+    workload: Workload
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_secret and self.tls_ports)
+
+    def client_ports(self) -> list[tuple[int, str]]:
+        """(port, protocol) of every client-facing listener, as the ranges ConfigMap lists them."""
+        ports = [(self.udp_port, "udp"), (self.tcp_port, "tcp")]
+        if self.tls:
+            ports += [(p, "tcp") for p in self.tls_ports if (p, "tcp") not in ports]
+        return ports
+
+    @classmethod
+    def parse(cls, body: Obj, default_image: str) -> RelayEdge:
+        meta, spec = body["metadata"], body.get("spec") or {}
+        ports = spec.get("ports") or {}
+        addresses = spec.get("addresses") or {}
+        peers = spec.get("peers") or {}
+        quotas = spec.get("quotas") or {}
+        host_network = bool(spec.get("hostNetwork", False))
+        static = _cidrs(addresses.get("static"), "spec.addresses.static")
+        source = addresses.get("source") or ""
+        if static and source:
+            raise SpecError("spec.addresses: static and source are mutually exclusive")
+        if not static and not source:
+            source = "NodeExternalIP" if host_network else "LoadBalancer"
+        if host_network and source == "LoadBalancer":
+            raise SpecError("spec.addresses.source: hostNetwork relays have no LoadBalancer")
+        hostname = spec.get("publicHostname") or ""
+        if not hostname:
+            raise SpecError("spec.publicHostname: required")
+        return cls(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            location=str(spec.get("location") or meta["name"]),
+            hostname=hostname,
+            realm=spec.get("realm") or hostname,
+            daemonset=spec.get("mode", "Deployment") == "DaemonSet",
+            replicas=int(spec.get("replicas") or _default(_EDGE, "replicas")),
+            host_network=host_network,
+            udp_port=int(ports.get("udp") or 3478),
+            tcp_port=int(ports.get("tcp") or 3478),
+            tls_ports=tuple(int(p) for p in ports.get("tls", [443, 5349])),
+            tls_secret=spec.get("tlsSecretName") or "",
+            relay_ports=_port_range(
+                spec.get("relayPorts"), "spec.relayPorts", _default(_EDGE, "relayPorts")
+            ),
+            static_addresses=static,
+            address_source=source if not static else "",
+            user_quota=quotas.get("perUser"),
+            total_quota=quotas.get("total"),
+            allow_peers=_cidrs(peers.get("allow"), "spec.peers.allow"),
+            deny_peers=_cidrs(peers.get("deny"), "spec.peers.deny"),
+            deny_cluster_networks=bool(peers.get("denyClusterNetworks", True)),
+            grace_seconds=int(spec.get("terminationGracePeriodSeconds", 3600)),
+            workload=Workload.parse(spec, default_image),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGateway:
+    name: str
+    namespace: str
+    edge: str
+    replicas: int
+    port: int
+    accounts_secret: str
+    rtp_ports: tuple[int, int]
+    allowed_destinations: tuple[str, ...]
+    static_egress: tuple[str, ...]
+    workload: Workload
+
+    @classmethod
+    def parse(cls, body: Obj, default_image: str) -> StreamGateway:
+        meta, spec = body["metadata"], body.get("spec") or {}
+        egress = spec.get("egress") or {}
+        static = _cidrs(egress.get("static"), "spec.egress.static")
+        if static and egress.get("source"):
+            raise SpecError("spec.egress: static and source are mutually exclusive")
+        if not spec.get("edge"):
+            raise SpecError("spec.edge: required")
+        return cls(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            edge=spec["edge"],
+            replicas=int(spec.get("replicas") or _default(_GATEWAY, "replicas")),
+            port=int(spec.get("port") or _default(_GATEWAY, "port")),
+            accounts_secret=spec.get("accountsSecretName") or "turnpike-accounts",
+            rtp_ports=_port_range(
+                spec.get("rtpPorts"), "spec.rtpPorts", _default(_GATEWAY, "rtpPorts")
+            ),
+            allowed_destinations=_cidrs(
+                spec.get("allowedDestinations"), "spec.allowedDestinations"
+            ),
+            static_egress=static,
+            workload=Workload.parse(spec, default_image),
+        )

@@ -1,0 +1,251 @@
+"""What a RelayEdge becomes: relay config, Deployment or DaemonSet, Service, PodDisruptionBudget.
+
+Pure builders: a parsed edge (plus the cluster facts the operator looked up) in, plain API objects
+out. The relay reads every setting from TURNPIKE_* variables in its ConfigMap; the pod template
+carries a hash of that config so a config change rolls the relays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from turnpike.operator import labels
+from turnpike.operator.model import RelayEdge
+
+Obj = dict[str, Any]
+
+METRICS_PORT = 9641
+KEYRING_DIR = "/etc/turnpike/keyring"
+TLS_DIR = "/etc/turnpike/tls"
+
+
+def config_hash(data: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def relay_config(
+    edge: RelayEdge, cluster_deny: list[str], external_ip: str | None
+) -> dict[str, str]:
+    """The relay's settings as the environment variables `turnpike relay` reads."""
+    deny = list(edge.deny_peers)
+    if edge.deny_cluster_networks:
+        deny += [c for c in cluster_deny if c not in deny]
+    data = {
+        "TURNPIKE_REALM": edge.realm,
+        "TURNPIKE_KEYRING": f"{KEYRING_DIR}/{labels.KEYRING_KEY}",
+        "TURNPIKE_RELAY_PORTS": f"{edge.relay_ports[0]}-{edge.relay_ports[1]}",
+        "TURNPIKE_METRICS": f"0.0.0.0:{METRICS_PORT}",
+    }
+    if deny:
+        data["TURNPIKE_DENY_PEER"] = ",".join(deny)
+    if edge.allow_peers:
+        data["TURNPIKE_ALLOW_PEER"] = ",".join(edge.allow_peers)
+    if edge.user_quota is not None:
+        data["TURNPIKE_USER_QUOTA"] = str(edge.user_quota)
+    if edge.total_quota is not None:
+        data["TURNPIKE_TOTAL_QUOTA"] = str(edge.total_quota)
+    if external_ip:
+        data["TURNPIKE_EXTERNAL_IP"] = external_ip
+    if edge.tls:
+        data["TURNPIKE_TLS_CERT"] = f"{TLS_DIR}/tls.crt"
+        data["TURNPIKE_TLS_KEY"] = f"{TLS_DIR}/tls.key"
+    return data
+
+
+def _metadata(edge: RelayEdge, owner: Obj, name: str | None = None) -> Obj:
+    return {
+        "name": name or labels.relay_name(edge.name),
+        "namespace": edge.namespace,
+        "labels": labels.relay_labels(edge.name),
+        "ownerReferences": [labels.owner_reference(owner)],
+    }
+
+
+def config_map(edge: RelayEdge, owner: Obj, data: dict[str, str]) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(edge, owner),
+        "data": data,
+    }
+
+
+def _args(edge: RelayEdge) -> list[str]:
+    args = ["relay", "--listen", f"0.0.0.0:{edge.udp_port}"]
+    if edge.tcp_port != edge.udp_port:
+        args += ["--listen", f"0.0.0.0:{edge.tcp_port}"]
+    if edge.tls:
+        for port in edge.tls_ports:
+            args += ["--tls-listen", f"0.0.0.0:{port}"]
+    return args
+
+
+def _container_ports(edge: RelayEdge) -> list[Obj]:
+    ports = [
+        {"name": "turn-udp", "containerPort": edge.udp_port, "protocol": "UDP"},
+        {"name": "turn-tcp", "containerPort": edge.tcp_port, "protocol": "TCP"},
+    ]
+    if edge.tls:
+        ports += [
+            {"name": f"turn-tls-{n}", "containerPort": port, "protocol": "TCP"}
+            for n, port in enumerate(edge.tls_ports)
+        ]
+    ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
+    return ports
+
+
+def pod_template(edge: RelayEdge, config: dict[str, str], keyring_secret: str) -> Obj:
+    name = labels.relay_name(edge.name)
+    low_port = min(p for p, _ in edge.client_ports()) < 1024
+    mounts = [{"name": "keyring", "mountPath": KEYRING_DIR, "readOnly": True}]
+    volumes: list[Obj] = [
+        {"name": "keyring", "secret": {"secretName": keyring_secret, "defaultMode": 0o440}}
+    ]
+    if edge.tls:
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+        volumes.append({"name": "tls", "secret": {"secretName": edge.tls_secret}})
+    container: Obj = {
+        "name": "relay",
+        "image": edge.workload.image,
+        "imagePullPolicy": edge.workload.image_pull_policy,
+        "args": _args(edge),
+        "envFrom": [{"configMapRef": {"name": name}}],
+        "ports": _container_ports(edge),
+        "volumeMounts": mounts,
+        "readinessProbe": {
+            "httpGet": {"path": "/ready", "port": METRICS_PORT},
+            "periodSeconds": 5,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/live", "port": METRICS_PORT},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {
+                "drop": ["ALL"],
+                **({"add": ["NET_BIND_SERVICE"]} if low_port else {}),
+            },
+        },
+    }
+    if edge.workload.resources:
+        container["resources"] = edge.workload.resources
+    spec: Obj = {
+        "containers": [container],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": edge.grace_seconds,
+        "enableServiceLinks": False,
+    }
+    if edge.host_network:
+        spec["hostNetwork"] = True
+        spec["dnsPolicy"] = "ClusterFirstWithHostNet"
+    if edge.workload.node_selector:
+        spec["nodeSelector"] = edge.workload.node_selector
+    if edge.workload.affinity:
+        spec["affinity"] = edge.workload.affinity
+    if edge.workload.tolerations:
+        spec["tolerations"] = list(edge.workload.tolerations)
+    return {
+        "metadata": {
+            "labels": labels.relay_labels(edge.name),
+            "annotations": {labels.CONFIG_HASH: config_hash(config)},
+        },
+        "spec": spec,
+    }
+
+
+def workload(edge: RelayEdge, owner: Obj, config: dict[str, str], keyring_secret: str) -> Obj:
+    template = pod_template(edge, config, keyring_secret)
+    selector = {"matchLabels": labels.relay_selector(edge.name)}
+    if edge.daemonset:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": _metadata(edge, owner),
+            "spec": {
+                "selector": selector,
+                "template": template,
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            },
+        }
+    # Host-network relays hold fixed host ports: a surge pod could not be scheduled next to the
+    # old one, so replace one at a time instead.
+    rolling = (
+        {"maxSurge": 0, "maxUnavailable": 1}
+        if edge.host_network
+        else {"maxSurge": 1, "maxUnavailable": 0}
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(edge, owner),
+        "spec": {
+            "replicas": edge.replicas,
+            "selector": selector,
+            "template": template,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling},
+        },
+    }
+
+
+def service(edge: RelayEdge, owner: Obj) -> Obj | None:
+    """A LoadBalancer keeping client source addresses (Local policy); none on the host network."""
+    if edge.host_network:
+        return None
+    ports = [
+        {"name": "turn-udp", "port": edge.udp_port, "targetPort": edge.udp_port, "protocol": "UDP"},
+        {"name": "turn-tcp", "port": edge.tcp_port, "targetPort": edge.tcp_port, "protocol": "TCP"},
+    ]
+    if edge.tls:
+        ports += [
+            {"name": f"turn-tls-{n}", "port": p, "targetPort": p, "protocol": "TCP"}
+            for n, p in enumerate(edge.tls_ports)
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(edge, owner),
+        "spec": {
+            "type": "LoadBalancer",
+            "externalTrafficPolicy": "Local",
+            "selector": labels.relay_selector(edge.name),
+            "ports": ports,
+        },
+    }
+
+
+def disruption_budget(edge: RelayEdge, owner: Obj) -> Obj:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(edge, owner),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": labels.relay_selector(edge.name)},
+        },
+    }
+
+
+def children(
+    edge: RelayEdge,
+    owner: Obj,
+    cluster_deny: list[str],
+    external_ip: str | None,
+    keyring_secret: str,
+) -> list[Obj]:
+    """Every object the edge should have, in the order they are applied (config first)."""
+    config = relay_config(edge, cluster_deny, external_ip)
+    out = [
+        config_map(edge, owner, config),
+        workload(edge, owner, config, keyring_secret),
+        disruption_budget(edge, owner),
+    ]
+    svc = service(edge, owner)
+    if svc is not None:
+        out.append(svc)
+    return out
