@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -113,11 +114,14 @@ async def supervise(options: Options, stop: asyncio.Event) -> int:
         results = await asyncio.gather(*(fetch(w, "/ready") for w in workers))
         ok = not draining and all(status == 200 for status, _ in results)
         body: dict[str, object] = {"ready": ok, "workers": len(workers)}
-        with contextlib.suppress(ValueError, IndexError):
-            import json
-
-            first = json.loads(results[0][1])
-            body.update({k: v for k, v in first.items() if k not in ("ready", "allocations")})
+        reports = []
+        for _, text in results:
+            with contextlib.suppress(ValueError):
+                reports.append(json.loads(text))
+        if reports:  # keyring ids etc. from the first worker; allocations from all of them
+            body.update({k: v for k, v in reports[0].items() if k not in ("ready", "allocations")})
+            body["allocations"] = sum(int(r.get("allocations", 0)) for r in reports)
+            body["worker_allocations"] = [r.get("allocations") for r in reports]
         return web.json_response(body, status=200 if ok else 503)
 
     runner: web.AppRunner | None = None

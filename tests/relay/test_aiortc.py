@@ -16,7 +16,6 @@ from aiortc import (
     RTCIceTransportPolicy,
     RTCPeerConnection,
 )
-
 from support.relay import credentials, relay_server, write_keyring
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from support.relay import (
     echo_peer,
     raw_client,
     write_keyring,
+    write_self_signed,
 )
 
 from turnpike.relay.stun import Attr, Method
@@ -151,3 +153,94 @@ def test_refuses_bad_flags(tmp_path: Path) -> None:
         )
         assert out.returncode == 2, out
         assert message in out.stdout + out.stderr
+
+
+async def _server_cert(port: int) -> bytes:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    writer.close()
+    return bytes(der)
+
+
+async def test_tls_listener_and_certificate_reload(tmp_path: Path) -> None:
+    keyring = write_keyring(tmp_path / "keyring.json")
+    cert, key = write_self_signed(tmp_path, "first.relay.test")
+    port, tls_port, metrics = free_dual_port(), free_port(), free_port()
+    args = relay_args(
+        keyring,
+        port,
+        metrics,
+        "--tls-listen",
+        f"127.0.0.1:{tls_port}",
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+        "--drain-grace",
+        "1",
+    )
+    async with turnpike(args, ready_url=f"http://127.0.0.1:{metrics}/ready"), echo_peer() as peer:
+        first = await _server_cert(tls_port)
+        ctx = ssl.create_default_context(cafile=str(cert))
+        ctx.check_hostname = False
+        username, password = credentials()
+        transport, protocol = await turn.create_turn_endpoint(
+            Collector,
+            server_addr=("127.0.0.1", tls_port),
+            username=username,
+            password=password,
+            ssl=ctx,
+            transport="tcp",
+        )
+        try:
+            for i in range(10):
+                transport.sendto(b"tls %d" % i, peer.address)
+                assert await asyncio.wait_for(protocol.received.get(), 2) == b"tls %d" % i
+        finally:
+            transport.close()
+        # Replace the pair on disk; new handshakes get the new certificate, no restart.
+        (tmp_path / "new").mkdir()
+        new_cert, new_key = write_self_signed(tmp_path / "new", "second.relay.test")
+        os.replace(new_key, key)
+        os.replace(new_cert, cert)
+        for _ in range(60):
+            if await _server_cert(tls_port) != first:
+                break
+            await asyncio.sleep(0.1)
+        assert await _server_cert(tls_port) == ssl.PEM_cert_to_DER_cert(cert.read_text())
+
+
+async def test_workers_share_the_ports(tmp_path: Path) -> None:
+    keyring = write_keyring(tmp_path / "keyring.json")
+    port, metrics = free_dual_port(), free_port()
+    args = relay_args(keyring, port, metrics, "--workers", "2", "--drain-grace", "5")
+    base = f"http://127.0.0.1:{metrics}"
+    async with turnpike(args, ready_url=base + "/ready") as proc, echo_peer() as peer:
+        body = json.loads((await get(base + "/ready"))[1])
+        assert body["workers"] == 2
+        assert body["keys"] == ["k1"]
+        clients = []
+        for n in range(8):  # eight source ports: the kernel spreads them over the workers
+            username, password = credentials(user=f"user{n}")
+            transport, protocol = await turn.create_turn_endpoint(
+                Collector, server_addr=("127.0.0.1", port), username=username, password=password
+            )
+            clients.append((transport, protocol))
+        for i, (transport, protocol) in enumerate(clients):
+            transport.sendto(b"worker test %d" % i, peer.address)
+            assert await asyncio.wait_for(protocol.received.get(), 3) == b"worker test %d" % i
+        text = (await get(base + "/metrics"))[1]
+        assert "turnpike_relay_allocations 8.0" in text
+        assert 'turnpike_relay_packets_total{direction="to_peer"} 8.0' in text
+        body = json.loads((await get(base + "/ready"))[1])
+        assert body["allocations"] == 8
+        assert len(body["worker_allocations"]) == 2
+        for transport, _ in clients:
+            transport.close()
+        await asyncio.sleep(0.3)
+        assert proc.proc is not None
+        code = await proc.stop(signal.SIGTERM, timeout=15)
+        assert code == 0
