@@ -84,7 +84,7 @@ class RotationSettings:
 
     @property
     def retire_after(self) -> float:
-        return self.max_token_lifetime * 0.3  # MUTANT
+        return self.max_token_lifetime + self.max_allocation_lifetime
 
     def __post_init__(self) -> None:
         for name in ("interval", "max_token_lifetime", "wait_timeout", "check_interval"):
