@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 from collections import OrderedDict
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -110,12 +111,13 @@ async def supervise(options: Options, stop: asyncio.Event) -> int:
     async def live(_: web.Request) -> web.Response:
         return web.json_response({"live": True})
 
-    async def ready(_: web.Request) -> web.Response:
+    async def ready(request: web.Request) -> web.Response:
+        del request
         results = await asyncio.gather(*(fetch(w, "/ready") for w in workers))
         ok = not draining and all(status == 200 for status, _ in results)
         body: dict[str, object] = {"ready": ok, "workers": len(workers)}
-        reports = []
-        for _, text in results:
+        reports: list[dict[str, Any]] = []
+        for _status, text in results:
             with contextlib.suppress(ValueError):
                 reports.append(json.loads(text))
         if reports:  # keyring ids etc. from the first worker; allocations from all of them
