@@ -86,7 +86,8 @@ class RelayProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         alloc = self.allocation
         if alloc is not None:
-            alloc.from_peer(data, (addr[0], addr[1]))  # type: ignore[arg-type]
+            # IPv6 sockets report (host, port, flowinfo, scope_id); permissions key on (host, port).
+            alloc.from_peer(data, addr if len(addr) == 2 else addr[:2])  # type: ignore[arg-type]
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors from peers (port unreachable) are normal on UDP; nothing to do.

@@ -439,3 +439,25 @@ async def test_tcp_connection_close_ends_its_allocation(keyring: Path) -> None:
             await asyncio.sleep(0.05)
         assert len(relay.server.table) == 0
         assert relay.server.stats.allocations_removed["connection_closed"] == 1
+
+
+async def test_ipv6_relay_over_loopback(keyring: Path) -> None:
+    async with (
+        relay_server(keyring, allow_peer=("::1/128",), relay_ips=("127.0.0.1", "::1")) as relay,
+        echo_peer("::1") as peer,
+        raw_client(relay.address, credentials=credentials()) as client,
+    ):
+        relayed = await client.allocate({Attr.REQUESTED_ADDRESS_FAMILY: 0x02})
+        assert relayed[0] == "::1"
+        bind = {Attr.CHANNEL_NUMBER: 0x4010, Attr.XOR_PEER_ADDRESS: peer.address}
+        assert (await client.request(Method.CHANNEL_BIND, bind)).cls == Class.SUCCESS
+        client.send_channel(0x4010, b"over ipv6")
+        assert await client.receive() == stun.channel_header(0x4010, 9) + b"over ipv6"
+        # An IPv4 peer on an IPv6 allocation: 443.
+        v4 = {Attr.CHANNEL_NUMBER: 0x4011, Attr.XOR_PEER_ADDRESS: ("8.8.8.8", 53)}
+        assert (await client.request(Method.CHANNEL_BIND, v4)).error_code == 443
+        # Refresh naming the other family: 443 as well.
+        reply = await client.request(
+            Method.REFRESH, {Attr.REQUESTED_ADDRESS_FAMILY: 0x01, Attr.LIFETIME: 60}
+        )
+        assert reply.error_code == 443
