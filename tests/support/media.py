@@ -503,3 +503,19 @@ def speech_ulaw(directory: Path, text: str) -> bytes:
         capture_output=True,
     )
     return raw.read_bytes()
+
+
+def speech_wav(directory: Path, text: str) -> bytes:
+    """Real speech as espeak-ng writes it: a 16-bit PCM WAV at 22050 Hz."""
+    espeak = require_tool("espeak-ng", "apt-get install espeak-ng")
+    wav = directory / "speech-pcm.wav"
+    subprocess.run([espeak, "-w", str(wav), text], check=True, capture_output=True)
+    return wav.read_bytes()
+
+
+def ulaw_wav(audio: bytes, rate: int = 8000) -> bytes:
+    """Wrap raw µ-law in a WAV container (format 7), as telephony prompt files are stored."""
+    fmt = struct.pack("<HHIIHH", 7, 1, rate, rate, 1, 8)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    body += b"data" + struct.pack("<I", len(audio)) + audio
+    return b"RIFF" + struct.pack("<I", len(body)) + body
