@@ -94,8 +94,33 @@ class RelayProtocol(asyncio.DatagramProtocol):
         pass
 
 
+class Bandwidth:
+    """A token bucket over relayed payload bytes, both directions together (``--max-bps``).
+
+    One second's worth of burst: enough for a video keyframe, small enough to bound abuse.
+    """
+
+    __slots__ = ("last", "rate", "tokens")
+
+    def __init__(self, bytes_per_second: float) -> None:
+        self.rate = bytes_per_second
+        self.tokens = bytes_per_second
+        self.last = time.monotonic()
+
+    def allow(self, size: int) -> bool:
+        now = time.monotonic()
+        tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if tokens < size:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - size
+        return True
+
+
 class Allocation:
     __slots__ = (
+        "bandwidth",
         "channel_expiry",
         "channels",
         "client",
@@ -126,6 +151,7 @@ class Allocation:
         relayed: Address,
         lifetime: int,
         transaction_id: bytes,
+        max_bps: int = 0,
     ) -> None:
         self.five_tuple = five_tuple
         self.client = client
@@ -145,13 +171,18 @@ class Allocation:
         self.channel_expiry: dict[int, float] = {}
         self.peer_channels: dict[Address, bytes] = {}  # peer -> its 2-byte channel number
         self.traffic = Traffic()
+        self.bandwidth = Bandwidth(max_bps / 8) if max_bps > 0 else None
 
     # ---------------------------------------------------------------- data path
 
     def to_peer_channel(self, data: bytes, channel: int, length: int) -> None:
         """ChannelData from the client; ``data`` still has its 4-byte header."""
         peer = self.channels.get(channel)
-        if peer is None or length > len(data) - 4:
+        if (
+            peer is None
+            or length > len(data) - 4
+            or (self.bandwidth is not None and not self.bandwidth.allow(length))
+        ):
             self.traffic.dropped += 1
             return
         self.relay.sendto(data[4 : 4 + length], peer)
@@ -164,12 +195,18 @@ class Allocation:
         if peer[0] not in self.permissions:
             self.traffic.dropped += 1
             return False
+        if self.bandwidth is not None and not self.bandwidth.allow(len(payload)):
+            self.traffic.dropped += 1
+            return True
         self.relay.sendto(payload, peer)
         self.traffic.to_peer_packets += 1
         self.traffic.to_peer_bytes += len(payload)
         return True
 
     def from_peer(self, data: bytes, peer: Address) -> None:
+        if self.bandwidth is not None and not self.bandwidth.allow(len(data)):
+            self.traffic.dropped += 1
+            return
         prefix = self.peer_channels.get(peer)
         if prefix is not None:
             self.client.send(prefix + len(data).to_bytes(2, "big") + data)

@@ -68,7 +68,7 @@ class Options:
             raise ValueError("--workers must be at least 1")
         if args.workers > 1 and any(hp.port == 0 for hp in (*listen, *tls_listen)):
             raise ValueError("--workers needs fixed ports, not port 0")
-        for name in ("user_quota", "total_quota"):
+        for name in ("user_quota", "total_quota", "max_bps"):
             if getattr(args, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
         config = RelayConfig(
@@ -80,6 +80,7 @@ class Options:
             deny_peer=tuple(args.deny_peer),
             user_quota=args.user_quota,
             total_quota=args.total_quota,
+            max_bps=args.max_bps,
             max_lifetime=args.max_lifetime,
             default_lifetime=min(600, args.max_lifetime),
             nonce_lifetime=args.nonce_lifetime,

@@ -76,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--total-quota", type=int, default=0, metavar="N", help="allocations in total, 0 = no limit"
     )
     parser.add_argument(
+        "--max-bps",
+        type=int,
+        default=0,
+        metavar="BITS",
+        help="bandwidth per allocation in bits/s, both directions together; 0 = no limit",
+    )
+    parser.add_argument(
         "--max-lifetime",
         type=int,
         default=3600,

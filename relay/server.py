@@ -57,6 +57,7 @@ class RelayConfig:
     deny_peer: tuple[str, ...] = ()
     user_quota: int = 12  # 0 = unlimited
     total_quota: int = 0  # 0 = unlimited
+    max_bps: int = 0  # per allocation, payload bits per second both ways; 0 = unlimited
     default_lifetime: int = allocs.DEFAULT_LIFETIME
     max_lifetime: int = allocs.MAX_LIFETIME
     permission_lifetime: int = allocs.PERMISSION_LIFETIME
@@ -416,6 +417,7 @@ class RelayServer:
             bound,
             lifetime,
             msg.transaction_id,
+            self.config.max_bps,
         )
         proto.allocation = alloc
         self.table.add(alloc)

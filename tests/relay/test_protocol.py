@@ -461,3 +461,22 @@ async def test_ipv6_relay_over_loopback(keyring: Path) -> None:
             Method.REFRESH, {Attr.REQUESTED_ADDRESS_FAMILY: 0x01, Attr.LIFETIME: 60}
         )
         assert reply.error_code == 443
+
+
+async def test_bandwidth_limit_drops_the_excess(keyring: Path) -> None:
+    # 16 kbit/s = 2000 bytes/s with one second of burst; a 10 kB burst cannot all get through.
+    async with (
+        relay_server(keyring, max_bps=16_000) as relay,
+        echo_peer() as peer,
+        raw_client(relay.address, credentials=credentials()) as client,
+    ):
+        peer.echo = False
+        await client.allocate()
+        bind = {Attr.CHANNEL_NUMBER: 0x4000, Attr.XOR_PEER_ADDRESS: peer.address}
+        assert (await client.request(Method.CHANNEL_BIND, bind)).cls == Class.SUCCESS
+        for _ in range(50):
+            client.send_channel(0x4000, bytes(200))
+        await asyncio.sleep(0.3)
+        assert 5 <= len(peer.received) < 25
+        alloc = next(iter(relay.server.table.by_tuple.values()))
+        assert alloc.traffic.dropped == 50 - len(peer.received)
