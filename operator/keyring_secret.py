@@ -4,11 +4,11 @@
 Keeping the engine's I/O this narrow is what lets a test drive a simulated fleet through days of
 rotations with a fake clock, and the end-to-end tests drive the same engine against an API server.
 
-How pods are found, in a real cluster and in the emulator alike: every relay and token pod that
-mounts a keyring Secret carries the label ``turnpike.io/keyring: <secret name>`` and declares its
-health port as a container port named ``health`` (or ``metrics``), or in the annotation
-``turnpike.io/health-port``. The operator asks ``http://<podIP>:<port>/ready`` for the key ids the
-pod has loaded.
+How pods are found, in a real cluster and in the emulator alike: every pod in the namespace that
+mounts the keyring Secret as a volume, or carries the label ``turnpike.io/keyring: <secret name>``,
+is a holder; its health port is the container port named ``health`` (or ``metrics``), or the one
+in the annotation ``turnpike.io/health-port``. The operator asks ``http://<podIP>:<port>/ready``
+for the key ids the pod has loaded.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import asyncio
 import base64
 import contextlib
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -143,6 +143,19 @@ def health_port(pod: Obj) -> int | None:
     return None
 
 
+def holds_keyring(pod: Obj, secret: str) -> bool:
+    """A pod labelled as a holder of ``secret``, or one that mounts it (directly or projected)."""
+    if (pod.get("metadata", {}).get("labels") or {}).get(CONSUMER_LABEL) == secret:
+        return True
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        if (volume.get("secret") or {}).get("secretName") == secret:
+            return True
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if (source.get("secret") or {}).get("name") == secret:
+                return True
+    return False
+
+
 def consumer_of(pod: Obj) -> Consumer | None:
     if not _ready(pod):
         return None
@@ -159,9 +172,16 @@ def consumer_of(pod: Obj) -> Consumer | None:
 class KubeCluster:
     """`Cluster` over the operator's REST client."""
 
-    def __init__(self, kube: Kube, http: aiohttp.ClientSession | None = None) -> None:
-        self.kube = kube
+    def __init__(
+        self, kube: Kube | Callable[[], Kube], http: aiohttp.ClientSession | None = None
+    ) -> None:
+        # The operator's client may only exist once it has logged in: accept a getter too.
+        self._kube = kube
         self._http = http
+
+    @property
+    def kube(self) -> Kube:
+        return self._kube if isinstance(self._kube, Kube) else self._kube()
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -244,8 +264,8 @@ class KubeCluster:
             raise
 
     async def consumers(self, namespace: str, secret: str) -> list[Consumer]:
-        pods = await self.kube.list(PODS, namespace, labels={CONSUMER_LABEL: secret})
-        found = (consumer_of(p) for p in pods)
+        pods = await self.kube.list(PODS, namespace)
+        found = (consumer_of(p) for p in pods if holds_keyring(p, secret))
         return sorted((c for c in found if c is not None), key=lambda c: c.pod)
 
     async def probe(self, consumer: Consumer) -> PodReport:

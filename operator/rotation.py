@@ -1,9 +1,9 @@
 """Fleet-wide TURN keyring rotation: the engine, its metrics and its kopf handlers.
 
-Importing this module registers the handlers with kopf's default registry:
+`register` adds the handlers to an operator's kopf registry:
 
-* a daemon per keyring Secret (label ``app.kubernetes.io/component=keyring``) that calls
-  `Rotator.tick` every ``check_interval`` seconds. kopf stops daemons while another operator
+* a daemon per keyring Secret (any Secret named ``--keyring-secret`` in a watched namespace) that
+  calls `Rotator.tick` every ``check_interval`` seconds. kopf stops daemons while another operator
   replica holds priority (peering), so only the active replica rotates;
 * on RelayEdge create/resume, `Rotator.ensure` creates the namespace's keyring Secret if missing.
 
@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -27,7 +25,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from turnpike.core.keyring import Keyring, KeyringError
 from turnpike.operator.keyring_secret import (
-    SECRET_LABELS,
     Cluster,
     Conflict,
     KeyringSummary,
@@ -262,123 +259,70 @@ def settings_from_env() -> RotationSettings:
 # -- kopf wiring ---------------------------------------------------------------------------------
 
 
-@dataclass
-class _Runtime:
-    settings: RotationSettings | None = None
-    kube: Kube | None = None
-    clock: Clock = time.time
-    registry: CollectorRegistry | None = None
-    rotator: Rotator | None = None
-    own_kube: bool = False
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-
-
-_runtime = _Runtime()
-
-
-def configure(
+def register(
+    registry: kopf.OperatorRegistry,
     settings: RotationSettings,
-    kube: Kube | None = None,
+    kube: Kube | Callable[[], Kube],
     *,
     clock: Clock = time.time,
-    registry: CollectorRegistry | None = None,
-) -> None:
-    """Call before kopf starts: the rotation settings, the operator's REST client (else one is
-    made from the same kubeconfig/service account kopf uses), a clock and a metrics registry."""
-    global _runtime
-    _runtime = _Runtime(settings=settings, kube=kube, clock=clock, registry=registry)
+    metrics_registry: CollectorRegistry | None = None,
+) -> Rotator:
+    """Add the rotation handlers to ``registry``. ``kube`` is the operator's REST client, or a
+    function returning it once the operator has logged in. Returns the engine (for tests and
+    for `ensure_keyring_secret`)."""
+    metrics = RotationMetrics(metrics_registry)
+    cluster = KubeCluster(kube)
+    engine = Rotator(cluster, settings, clock, metrics)
+    locks: dict[str, asyncio.Lock] = {}
+
+    def is_keyring(name: str | None, **_: Any) -> bool:
+        return name == settings.secret_name
+
+    async def keyring_daemon(
+        name: str, namespace: str | None, stopped: kopf.DaemonStopped, logger: Any, **_: Any
+    ) -> None:
+        if namespace is None:
+            return
+        lock = locks.setdefault(f"{namespace}/{name}", asyncio.Lock())
+        while not stopped:
+            async with lock:
+                try:
+                    await engine.tick(namespace, name)
+                except Exception:  # keep going; the next tick starts from the Secret again
+                    logger.exception("keyring rotation step failed; retrying")
+            await stopped.wait(settings.check_interval)
+
+    async def edge_needs_keyring(namespace: str | None, **_: Any) -> None:
+        if namespace is not None:
+            await ensure_keyring_secret(engine, namespace)
+
+    async def close(**_: Any) -> None:
+        await cluster.close()
+
+    kopf.daemon(
+        "v1",
+        "secrets",
+        when=is_keyring,
+        id="keyring-rotation",
+        cancellation_timeout=5,
+        registry=registry,
+    )(keyring_daemon)
+    for on in (kopf.on.create, kopf.on.resume):
+        on(
+            RELAY_EDGES.group,
+            RELAY_EDGES.version,
+            RELAY_EDGES.plural,
+            id="keyring-secret",
+            registry=registry,
+        )(edge_needs_keyring)
+    kopf.on.cleanup(id="keyring-rotation-cleanup", registry=registry)(close)
+    return engine
 
 
-def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
-    if not info.server.startswith("https"):
-        return False
-    ctx = ssl.create_default_context(
-        cafile=str(info.ca_path) if info.ca_path else None,
-        cadata=info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data,
-    )
-    if info.insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if info.certificate_path and info.private_key_path:
-        ctx.load_cert_chain(str(info.certificate_path), str(info.private_key_path))
-    return ctx
-
-
-def _kube_from_login(settings: kopf.OperatorSettings, logger: Any) -> Kube:
-    info = kopf.login_with_service_account(settings=settings, logger=logger)
-    if info is None:
-        info = kopf.login_with_kubeconfig(settings=settings, logger=logger)
-    if info is None:
-        raise kopf.PermanentError("no Kubernetes credentials for keyring rotation")
-    headers = {}
-    if info.token:
-        headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
-    return Kube.connect(info.server, headers, ssl=_ssl_context(info))
-
-
-def rotator() -> Rotator:
-    if _runtime.rotator is None:
-        raise RuntimeError("keyring rotation used before the operator started")
-    return _runtime.rotator
-
-
-@kopf.on.startup(id="keyring-rotation")
-async def _startup(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
-    if _runtime.settings is None:
-        _runtime.settings = settings_from_env()
-    if _runtime.kube is None:
-        _runtime.kube = _kube_from_login(settings, logger)
-        _runtime.own_kube = True
-    metrics = RotationMetrics(_runtime.registry)
-    _runtime.rotator = Rotator(
-        KubeCluster(_runtime.kube), _runtime.settings, _runtime.clock, metrics
-    )
-
-
-@kopf.on.cleanup(id="keyring-rotation")
-async def _cleanup(**_: Any) -> None:
-    r, _runtime.rotator = _runtime.rotator, None
-    if r is not None and isinstance(r.cluster, KubeCluster):
-        await r.cluster.close()
-    if _runtime.own_kube and _runtime.kube is not None:
-        await _runtime.kube.close()
-        _runtime.kube = None
-    if r is not None and r.metrics is not None:
-        # Unregister so a restarted in-process operator can register the metrics again.
-        registry = REGISTRY if _runtime.registry is None else _runtime.registry
-        for metric in (r.metrics.key_age, r.metrics.version, r.metrics.keys, r.metrics.rotations):
-            registry.unregister(metric)
-
-
-@kopf.on.resume(RELAY_EDGES.group, RELAY_EDGES.version, RELAY_EDGES.plural, id="keyring-secret")
-@kopf.on.create(RELAY_EDGES.group, RELAY_EDGES.version, RELAY_EDGES.plural, id="keyring-secret")
-async def _edge_needs_keyring(namespace: str | None, **_: Any) -> None:
-    if namespace is None:
-        return
-    await ensure_keyring_secret(namespace)
-
-
-async def ensure_keyring_secret(namespace: str) -> bool:
-    """Create the namespace's keyring Secret if it does not exist (call when an edge or a token
-    API appears there); True if it was created."""
+async def ensure_keyring_secret(engine: Rotator, namespace: str) -> bool:
+    """Create the namespace's keyring Secret if it does not exist (when an edge or a token API
+    appears there); True if it was created. API errors become kopf retries."""
     try:
-        return await rotator().ensure(namespace)
-    except Exception as exc:  # the API may be briefly unreachable: let kopf retry
+        return await engine.ensure(namespace)
+    except Exception as exc:
         raise kopf.TemporaryError(f"cannot ensure the keyring Secret: {exc}", delay=5) from exc
-
-
-@kopf.daemon("v1", "secrets", labels=SECRET_LABELS, id="keyring-rotation", cancellation_timeout=5)
-async def _rotation_daemon(
-    name: str, namespace: str | None, stopped: kopf.DaemonStopped, logger: Any, **_: Any
-) -> None:
-    r = rotator()
-    if namespace is None or name != r.settings.secret_name:
-        return
-    lock = _runtime.locks.setdefault(f"{namespace}/{name}", asyncio.Lock())
-    while not stopped:
-        async with lock:
-            try:
-                await r.tick(namespace, name)
-            except Exception:  # keep the daemon alive; the next tick starts from the Secret again
-                logger.exception("keyring rotation step failed; retrying")
-        await stopped.wait(r.settings.check_interval)

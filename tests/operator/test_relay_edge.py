@@ -70,7 +70,7 @@ async def test_edge_create_update_delete(cluster: Cluster, kube: k8s.Kube, ns: s
     cm = await kube.get(k8s.CONFIGMAPS, ns, labels.IP_RANGES)
     assert cm is not None and "ashburn" in cm["data"]["ranges.txt"]
     assert "198.51.100.0/24" in cm["data"]["ranges.txt"]
-    directory = await directory_doc(kube, ns)
+    directory = await eventually(lambda: directory_doc(kube, ns), what="edge directory")
     assert directory == {
         "global": {"host": "global.turn.example.com"},
         "edges": [

@@ -86,9 +86,18 @@ class KubeAPI:
 
     def stop(self) -> None:
         if self._runner is not None:
-            self.call(self._runner.cleanup)
+            self.call(self._shutdown)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+    async def _shutdown(self) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+        # Open watches wait for changes; end them rather than leave them pending at exit.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` (a coroutine function or a plain function) on the emulator's loop."""

@@ -234,12 +234,13 @@ class Routes:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                async with store.changed:
-                    if not store.events_since(rt, since):
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(store.changed.wait(), min(remaining, 5.0))
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+                changed = store.changed
+                if not store.events_since(rt, since):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), min(remaining, 5.0))
+        except ConnectionResetError:
+            return response
+        await response.write_eof()
         return response
 
     def _bookmark(self, rt: ResourceType, rv: int) -> Obj:

@@ -125,9 +125,8 @@ class Store:
         self.objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
         self.history: dict[tuple[str, str], list[Event]] = {}
         self.rv = 0
-        self.changed = asyncio.Condition()
+        self.changed = asyncio.Event()  # replaced by a fresh one after every change
         self.hooks: list[Callable[[ResourceType, str, Obj], None]] = []
-        self._notify_pending = False
 
     # -- types ---------------------------------------------------------------------------------
 
@@ -245,16 +244,8 @@ class Store:
         return self._with_type(rt, obj)
 
     def _wake(self) -> None:
-        if self._notify_pending:
-            return
-        self._notify_pending = True
-
-        async def notify() -> None:
-            self._notify_pending = False
-            async with self.changed:
-                self.changed.notify_all()
-
-        asyncio.get_running_loop().create_task(notify())
+        self.changed.set()
+        self.changed = asyncio.Event()
 
     def _check_namespace(self, rt: ResourceType, ns: str | None) -> None:
         if not rt.namespaced:

@@ -1,0 +1,247 @@
+"""Several edges, invalid specs, drift repair, discovered addresses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from support.kube_e2e import (
+    Cluster,
+    condition,
+    directory_doc,
+    edge,
+    emulator_only,
+    events_for,
+    eventually,
+    node_body,
+    published,
+    put_node,
+    ranges_doc,
+)
+
+from turnpike.operator import kube as k8s
+from turnpike.operator import labels
+
+pytestmark = pytest.mark.e2e
+
+RELAY = labels.relay_name
+
+
+async def test_two_edges_and_unchanged_content_is_not_rewritten(kube: k8s.Kube, ns: str) -> None:
+    await kube.create(
+        k8s.RELAY_EDGES,
+        ns,
+        edge("dublin", "Ireland", addresses={"static": ["52.215.127.0/24"]}),
+    )
+    await kube.create(
+        k8s.RELAY_EDGES,
+        ns,
+        edge(
+            "ashburn",
+            "US East Coast (Virginia)",
+            addresses={"static": ["54.172.61.0/24", "54.172.60.0/24", "34.203.254.0/24"]},
+            tlsSecretName="ashburn-tls",
+        ),
+    )
+
+    async def both() -> dict[str, Any] | None:
+        doc = await ranges_doc(kube, ns)
+        return doc if set(published(doc)) == {"ashburn", "dublin"} else None
+
+    doc = await eventually(both, what="two edges published")
+    assert [e["edge"] for e in doc["edges"]] == ["ashburn", "dublin"]
+    ashburn = published(doc)["ashburn"]["relay"]
+    assert ashburn["cidrs"] == ["34.203.254.0/24", "54.172.60.0/23"]
+    assert {"port": 443, "protocol": "tcp"} in ashburn["ports"]
+    directory = await directory_doc(kube, ns)
+    assert directory is not None
+    assert [e["ports"]["tls"] for e in directory["edges"]] == [443, None]
+    text = (await kube.get(k8s.CONFIGMAPS, ns, labels.IP_RANGES) or {})["data"]["ranges.txt"]
+    assert text.splitlines()[1].split()[:5] == ["EDGE", "LOCATION", "SERVICE", "CIDR", "PORTS"]
+
+    # A change that does not change any address leaves the ConfigMap alone.
+    before = await kube.get(k8s.CONFIGMAPS, ns, labels.IP_RANGES)
+    assert before is not None
+    await kube.patch(k8s.RELAY_EDGES, ns, "dublin", {"spec": {"replicas": 3}})
+
+    async def rolled() -> bool:
+        dep = await kube.get(k8s.DEPLOYMENTS, ns, RELAY("dublin"))
+        return bool(dep and dep["spec"]["replicas"] == 3)
+
+    await eventually(rolled, what="dublin scaled")
+    after = await kube.get(k8s.CONFIGMAPS, ns, labels.IP_RANGES)
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+    # Deleting one edge leaves the other published.
+    await kube.delete(k8s.RELAY_EDGES, ns, "dublin")
+
+    async def one() -> bool:
+        return set(published(await ranges_doc(kube, ns))) == {"ashburn"}
+
+    await eventually(one, what="dublin unpublished")
+    directory = await directory_doc(kube, ns)
+    assert directory is not None and [e["name"] for e in directory["edges"]] == ["ashburn"]
+
+
+async def test_invalid_specs_are_rejected_with_clear_messages(kube: k8s.Kube, ns: str) -> None:
+    bad_ports = edge("bad", relayPorts={"min": 50000, "max": 40000})
+    with pytest.raises(k8s.ApiError) as err:
+        await kube.create(k8s.RELAY_EDGES, ns, bad_ports)
+    assert err.value.status == 422
+    assert "spec.relayPorts" in err.value.message
+    assert "min must not be greater than max" in err.value.message
+
+    both = edge("bad", addresses={"static": ["192.0.2.0/24"], "source": "LoadBalancer"})
+    with pytest.raises(k8s.ApiError) as err:
+        await kube.create(k8s.RELAY_EDGES, ns, both)
+    assert "addresses.static and addresses.source are mutually exclusive" in err.value.message
+
+    no_host = {"metadata": {"name": "bad"}, "spec": {"location": "x"}}
+    with pytest.raises(k8s.ApiError) as err:
+        await kube.create(k8s.RELAY_EDGES, ns, no_host)
+    assert "spec.publicHostname" in err.value.message
+
+    # Past the schema but still nonsense: the operator says so on the object.
+    await kube.create(k8s.RELAY_EDGES, ns, edge("odd", addresses={"static": ["999.1.2.3/8"]}))
+
+    async def degraded() -> dict[str, Any] | None:
+        obj = await kube.get(k8s.RELAY_EDGES, ns, "odd")
+        cond = condition(obj, "Degraded")
+        return cond if cond.get("status") == "True" else None
+
+    cond = await eventually(degraded, what="InvalidSpec condition")
+    assert cond["reason"] == "InvalidSpec"
+    assert "spec.addresses.static: '999.1.2.3/8' is not an IP address or CIDR" in cond["message"]
+    reasons = {e["reason"] for e in await events_for(kube, ns, "odd")}
+    assert "InvalidSpec" in reasons
+    assert await kube.get(k8s.DEPLOYMENTS, ns, RELAY("odd")) is None
+
+    # Fixing the spec brings it up.
+    await kube.patch(k8s.RELAY_EDGES, ns, "odd", {"spec": {"addresses": {"static": ["192.0.2.9"]}}})
+
+    async def fixed() -> bool:
+        obj = await kube.get(k8s.RELAY_EDGES, ns, "odd")
+        return condition(obj, "Degraded").get("status") == "False"
+
+    await eventually(fixed, what="recovered after the fix")
+
+
+async def test_drift_is_repaired(kube: k8s.Kube, ns: str) -> None:
+    await kube.create(k8s.RELAY_EDGES, ns, edge("drift", addresses={"static": ["192.0.2.0/28"]}))
+
+    async def deployment() -> dict[str, Any] | None:
+        return await kube.get(k8s.DEPLOYMENTS, ns, RELAY("drift"))
+
+    original = await eventually(deployment, what="deployment")
+    await eventually(lambda: ranges_doc(kube, ns), what="ranges")
+
+    # Deleted child comes back.
+    await kube.delete(k8s.DEPLOYMENTS, ns, RELAY("drift"))
+
+    async def recreated() -> bool:
+        dep = await deployment()
+        return bool(dep and dep["metadata"]["uid"] != original["metadata"]["uid"])
+
+    await eventually(recreated, what="deleted Deployment recreated")
+
+    # Hand edits are reverted.
+    await kube.patch(k8s.DEPLOYMENTS, ns, RELAY("drift"), {"spec": {"replicas": 7}})
+    await kube.patch(
+        k8s.CONFIGMAPS, ns, RELAY("drift"), {"data": {"TURNPIKE_ALLOW_PEER": "0.0.0.0/0"}}
+    )
+    await kube.delete(k8s.SERVICES, ns, RELAY("drift"))
+    await kube.delete(k8s.CONFIGMAPS, ns, labels.IP_RANGES)
+
+    async def restored() -> bool:
+        dep = await deployment()
+        config = await kube.get(k8s.CONFIGMAPS, ns, RELAY("drift"))
+        return bool(
+            dep
+            and dep["spec"]["replicas"] == 2
+            and config
+            and "TURNPIKE_ALLOW_PEER" not in config["data"]
+            and await kube.get(k8s.SERVICES, ns, RELAY("drift"))
+            and await ranges_doc(kube, ns)
+        )
+
+    await eventually(restored, what="hand edits reverted")
+
+
+async def test_discovered_node_addresses_follow_the_nodes(
+    cluster: Cluster, kube: k8s.Kube, ns: str
+) -> None:
+    emulator_only(cluster)
+    pool = ns
+    await put_node(kube, node_body(f"{ns}-1", "198.51.100.7", "10.9.0.7", pool))
+    await put_node(kube, node_body(f"{ns}-2", "198.51.100.8", "10.9.0.8", pool))
+    await kube.create(
+        k8s.RELAY_EDGES,
+        ns,
+        edge(
+            "nodes",
+            mode="DaemonSet",
+            hostNetwork=True,
+            nodeSelector={"turnpike.test/pool": pool},
+        ),
+    )
+
+    async def relay_cidrs(expected: list[str]) -> bool:
+        entry = published(await ranges_doc(kube, ns)).get("nodes")
+        return bool(entry) and entry["relay"]["cidrs"] == expected
+
+    async def both_nodes() -> bool:
+        return await relay_cidrs(["198.51.100.7/32", "198.51.100.8/32"])
+
+    await eventually(both_nodes, what="node addresses published")
+    daemonset = await kube.get(k8s.DAEMONSETS, ns, RELAY("nodes"))
+    assert daemonset is not None and daemonset["spec"]["template"]["spec"]["hostNetwork"] is True
+    assert await kube.get(k8s.SERVICES, ns, RELAY("nodes")) is None
+    config = await kube.get(k8s.CONFIGMAPS, ns, RELAY("nodes"))
+    assert config is not None
+    deny = config["data"]["TURNPIKE_DENY_PEER"].split(",")
+    assert "10.9.0.7/32" in deny and "198.51.100.7/32" not in deny
+
+    # A node's ExternalIP changes: the published ranges follow.
+    await put_node(kube, node_body(f"{ns}-2", "192.0.2.200", "10.9.0.8", pool))
+
+    async def moved() -> bool:
+        return await relay_cidrs(["192.0.2.200/32", "198.51.100.7/32"])
+
+    await eventually(moved, what="changed ExternalIP published")
+    edge_obj = await kube.get(k8s.RELAY_EDGES, ns, "nodes")
+    assert edge_obj is not None
+    assert edge_obj["status"]["addresses"] == ["192.0.2.200/32", "198.51.100.7/32"]
+    reasons = [e["reason"] for e in await events_for(kube, ns, "nodes")]
+    assert "AddressesChanged" in reasons
+    for name in (f"{ns}-1", f"{ns}-2"):
+        await kube.delete(k8s.NODES, None, name)
+
+
+async def test_load_balancer_address_is_discovered(
+    cluster: Cluster, kube: k8s.Kube, ns: str
+) -> None:
+    emulator_only(cluster)
+    await kube.create(k8s.RELAY_EDGES, ns, edge("lb"))
+
+    async def waiting() -> dict[str, Any] | None:
+        obj = await kube.get(k8s.RELAY_EDGES, ns, "lb")
+        cond = condition(obj, "Ready")
+        return cond if "LoadBalancer" in cond.get("message", "") else None
+
+    await eventually(waiting, what="waiting for the load balancer")
+    # What a cloud controller does once the load balancer exists.
+    ingress = {"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.99"}]}}}
+    await kube.patch(k8s.SERVICES, ns, RELAY("lb"), ingress, sub="status")
+
+    async def discovered() -> bool:
+        entry = published(await ranges_doc(kube, ns)).get("lb")
+        config = await kube.get(k8s.CONFIGMAPS, ns, RELAY("lb"))
+        return bool(
+            entry
+            and entry["relay"]["cidrs"] == ["192.0.2.99/32"]
+            and config
+            and config["data"].get("TURNPIKE_EXTERNAL_IP") == "192.0.2.99"
+        )
+
+    await eventually(discovered, what="load balancer address published")
