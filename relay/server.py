@@ -81,6 +81,7 @@ class RelayServer:
         self.table.on_removed = self._removed
         self.stats = RelayStats()
         self.limiter = RateLimiter(config.unauthorized_rate, burst=max(config.unauthorized_rate, 1))
+        self._log_limiter = RateLimiter(rate=5, burst=20)
         self.relay_ip = {_family(ip): ip for ip in config.relay_ips}
         self.advertised_ip = dict(self.relay_ip)
         self.advertised_ip.update({_family(ip): ip for ip in config.external_ips})
@@ -143,13 +144,24 @@ class RelayServer:
         alloc.client.closed = True
         self.stats.allocations_removed[reason] += 1
         t = alloc.traffic
+        seconds = round(time.monotonic() - alloc.created, 1)
         log.info(
             "allocation %s:%d ended (%s) after %.0fs: %d/%d packets to peer/client",
             *alloc.relayed,
             reason,
-            time.monotonic() - alloc.created,
+            seconds,
             t.to_peer_packets,
             t.to_client_packets,
+            extra={
+                "event": "allocation_ended",
+                "relayed": f"{alloc.relayed[0]}:{alloc.relayed[1]}",
+                "reason": reason,
+                "seconds": seconds,
+                "packets_to_peer": t.to_peer_packets,
+                "packets_to_client": t.to_client_packets,
+                "bytes_to_peer": t.to_peer_bytes,
+                "bytes_to_client": t.to_client_bytes,
+            },
         )
 
     # ---------------------------------------------------------------- entry points
@@ -438,6 +450,14 @@ class RelayServer:
             identity.user,
             endpoint.name,
             lifetime,
+            extra={
+                "event": "allocation_created",
+                "relayed": f"{advertised[0]}:{advertised[1]}",
+                "client": f"{addr[0]}:{addr[1]}",
+                "user": identity.user,
+                "transport": endpoint.name,
+                "lifetime": lifetime,
+            },
         )
 
     def _refresh(
@@ -473,8 +493,15 @@ class RelayServer:
         whatever family the allocation has.
         """
         if not self.policy.permits(peer[0]):
-            self.stats.peer_denied[Method(msg.method).name.lower()] += 1
-            log.info("refused peer address for %s (peer filter)", Method(msg.method).name)
+            method = Method(msg.method).name.lower()
+            self.stats.peer_denied[method] += 1
+            if self._log_limiter.allow("peer_denied"):  # authenticated, but still no log flood
+                log.info(
+                    "refused peer %s for %s (peer filter)",
+                    peer[0],
+                    method,
+                    extra={"event": "peer_denied", "peer": peer[0], "method": method},
+                )
             self._error(msg, endpoint, addr, 403, key=alloc.key)
             return False
         if _family(peer[0]) != alloc.family:
