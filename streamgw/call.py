@@ -336,9 +336,9 @@ class Call:
         forks = self._outbound_forks
         if forks:
             payload = base64.b64encode(frame).decode("ascii")
-            now = time.monotonic()
             for fork in forks:
-                fork.push_media("outbound", index, payload, now)
+                # No arrival time: the latency histogram measures RTP in → WebSocket out only.
+                fork.push_media("outbound", index, payload, 0.0)
 
     # ---- the 20 ms clock -------------------------------------------------------------------
 

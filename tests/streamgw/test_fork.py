@@ -6,11 +6,13 @@ import asyncio
 import base64
 import itertools
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support.media import RtpPeer, WsServer, reference_signature
-from support.streamgw import ACCOUNT, TOKEN, Harness
+from support.streamgw import ACCOUNT, TOKEN, Harness, MakeGateway
 
 FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "twilio-real-stream1.txt"
 
@@ -148,3 +150,68 @@ async def test_query_string_is_dropped_from_stream_url(
     assert conn.path == "/q"
     assert conn.headers["X-Twilio-Signature"] == reference_signature(TOKEN, ws.url("/q"), {})
     await gw.hangup(created["sid"])
+
+
+async def test_reordered_duplicated_and_lost_packets(
+    gw: Harness, ws: WsServer, peer: RtpPeer
+) -> None:
+    created = await gw.create_call(peer, twiml=stream_doc(ws.url("/jitter")))
+    conn = await ws.accept()
+    await conn.next("start")
+    frames = [bytes([n]) * 160 for n in range(1, 31)]  # distinct, never silence
+    packets = peer.packets(b"".join(frames))
+    order = list(range(30))
+    for i in range(2, 28, 4):  # swap neighbours: jitter
+        order[i], order[i + 1] = order[i + 1], order[i]
+    order.remove(17)  # lost
+    order.insert(10, 3)  # a late duplicate
+    await peer.send([packets[i] for i in order], gw.rtp_target(created), interval=0.002)
+    got: list[bytes] = []
+    async with asyncio.timeout(10):
+        while frames[-1] not in got:
+            msg = await conn.next("media")
+            got.append(base64.b64decode(msg["media"]["payload"]))
+    audio = [f for f in got if f != b"\xff" * 160]
+    assert audio == [f for n, f in enumerate(frames) if n != 17]  # in order, each once
+    # The lost packet's time is kept as a silence frame, so media time stays right.
+    at = got.index(frames[16])
+    assert got[at + 1] == b"\xff" * 160 and got[at + 2] == frames[18]
+    await gw.hangup(created["sid"])
+
+
+async def test_pcma_calls_are_converted_both_ways(gw: Harness, ws: WsServer, peer: RtpPeer) -> None:
+    created = await gw.create_call(peer, twiml=stream_doc(ws.url("/pcma")), codec="PCMA")
+    conn = await ws.accept()
+    await conn.next("start")
+    alaw = bytes(range(0x80, 0x80 + 80)) * 2  # A-law codes, none of them silence
+    await peer.send(peer.packets(alaw, pt=8), gw.rtp_target(created))
+    msg = await conn.next("media")
+    while base64.b64decode(msg["media"]["payload"]) == b"\xff" * 160:
+        msg = await conn.next("media")
+    ulaw = base64.b64decode(msg["media"]["payload"])
+    assert len(ulaw) == 160 and 0xFF not in ulaw
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        audioop = pytest.importorskip("audioop")  # the reference codec, where Python still has it
+    assert ulaw == audioop.lin2ulaw(audioop.alaw2lin(alaw, 2), 2)
+    async with asyncio.timeout(5):
+        packet = await peer.arrivals.get()
+    assert packet.payload_type == 8 and packet.payload == b"\xd5" * 160  # A-law silence
+    await gw.hangup(created["sid"])
+
+
+async def test_silent_caller_gets_silence_frames_then_a_hangup(
+    make_gateway: MakeGateway, ws: WsServer, peer: RtpPeer
+) -> None:
+    gw = await make_gateway(rtp_fill_after=0.2, rtp_timeout=0.4, rtp_idle_hangup=1.0)
+    created = await gw.create_call(peer, twiml=stream_doc(ws.url("/silent")))
+    conn = await ws.accept()
+    await conn.next("start")
+    await conn.wait_closed()
+    call = await gw.wait_status(created["sid"])
+    assert 31953 in [e["code"] for e in call["errors"]]
+    media = conn.of("media")
+    assert media and all(base64.b64decode(m["media"]["payload"]) == b"\xff" * 160 for m in media)
+    stamps = [int(m["media"]["timestamp"]) for m in media]
+    assert all(b - a == 20 for a, b in itertools.pairwise(stamps))
+    assert conn.messages[-1]["event"] == "stop"
