@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 import time
@@ -571,7 +570,3 @@ class RelayServer:
             return  # indications are never answered (RFC 8656 §11.2)
         if not alloc.to_peer_send(data, peer) and not self.policy.permits(peer[0]):
             self.stats.peer_denied["send"] += 1
-
-
-def canonical_ip(text: str) -> str:
-    return str(ipaddress.ip_address(text))

@@ -116,7 +116,10 @@ async def test_relay_process_metrics_reload_and_drain(tmp_path: Path) -> None:
         transport.close()
         code = await asyncio.wait_for(proc.proc.wait(), 10)
         assert code == 0
-    # Logs never carry secrets or passwords.
+    # One JSON object per line, with event fields; never secrets or passwords.
+    events = [json.loads(line) for line in proc.text.splitlines() if line.startswith("{")]
+    created = [e for e in events if e.get("event") == "allocation_created"]
+    assert created and created[0]["transport"] == "udp" and created[0]["user"] == "alice"
     for secret in (FIRST, SECOND, password):
         assert secret not in proc.text
 

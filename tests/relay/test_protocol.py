@@ -111,6 +111,9 @@ async def test_allocate_errors(keyring: Path) -> None:
             assert (await client.request(Method.CREATE_PERMISSION, peers=peers)).error_code == 437
             # DONT-FRAGMENT is accepted (coturn's uclient -g sends it).
             await client.allocate({Attr.DONT_FRAGMENT: True, Attr.LIFETIME: 30})
+            # Lifetimes are capped at the maximum (3600 s).
+            reply = await client.request(Method.REFRESH, {Attr.LIFETIME: 999_999})
+            assert reply.get(Attr.LIFETIME) == 3600
             # A retransmitted Allocate gets the same answer; a new one is a mismatch.
             again = await client.request(Method.ALLOCATE, {Attr.REQUESTED_TRANSPORT: 17})
             assert again.error_code == 437
