@@ -27,9 +27,12 @@ _KOPF_VERBS = {"list", "watch", "patch"}
 _KUBE_CALL = re.compile(
     r"\bkube\.(get|list|watch|create|replace|patch|delete)\(\s*([A-Z][A-Z0-9_]*)\b"
 )
-_KOPF_DECORATOR = re.compile(
-    r"@kopf\.(?:on\.\w+|daemon|timer|index)\(\s*(?P<args>[^)]*)\)", re.MULTILINE
+# kopf handlers, as decorators or registered by calling the decorator: kopf.daemon("v1", …)(fn)
+_KOPF_HANDLER = re.compile(
+    r"\bkopf\.(?P<kind>on\.\w+|daemon|timer|index)\(\s*(?P<args>[^)]*)\)", re.MULTILINE
 )
+# Event handlers only watch; the others also patch (finalizers, progress annotations).
+_KOPF_WATCH_ONLY = {"on.event", "index"}
 
 
 def _merge(into: Grants, more: Grants) -> Grants:
@@ -58,18 +61,19 @@ def scanned_grants(sources: dict[str, str]) -> Grants:
         for method, constant in _KUBE_CALL.findall(text):
             resource = getattr(kube, constant)
             _merge(grants, {(resource.group, resource.plural): set(_METHOD_VERBS[method])})
-        for match in _KOPF_DECORATOR.finditer(text):
-            _merge(grants, _kopf_target(match["args"]))
+        for match in _KOPF_HANDLER.finditer(text):
+            verbs = {"list", "watch"} if match["kind"] in _KOPF_WATCH_ONLY else set(_KOPF_VERBS)
+            _merge(grants, _kopf_target(match["args"], verbs))
     return grants
 
 
-def _kopf_target(args: str) -> Grants:
+def _kopf_target(args: str, verbs: set[str]) -> Grants:
     from turnpike.operator import kube
 
     constant = re.match(r"\s*([A-Z][A-Z0-9_]*)\.group\b", args)
     if constant:
         resource = getattr(kube, constant[1])
-        return {(resource.group, resource.plural): set(_KOPF_VERBS)}
+        return {(resource.group, resource.plural): set(verbs)}
     strings = re.findall(r"^\s*((?:\"[^\"]*\"\s*,\s*)+)", args)
     if not strings:
         return {}  # startup/cleanup/login handlers: no resource
@@ -81,7 +85,7 @@ def _kopf_target(args: str) -> Grants:
         plural = parts[1]
     else:
         return {}
-    return {(group, plural): set(_KOPF_VERBS)}
+    return {(group, plural): set(verbs)}
 
 
 def operator_sources() -> dict[str, str]:
@@ -119,14 +123,15 @@ def test_the_scan_finds_the_calls_it_should() -> None:
         "x.py": (
             "await self.kube.replace(SECRETS, ns, name, obj)\n"
             "pods = await kube.list(PODS, ns)\n"
-            '@kopf.daemon("v1", "secrets", labels=L, id="r")\n'
+            'kopf.daemon(\n    "v1",\n    "secrets",\n    labels=L, id="r")(tick)\n'
+            'kopf.on.event("", "v1", "pods", registry=r, id="p")(placed)\n'
             "@kopf.on.create(RELAY_EDGES.group, RELAY_EDGES.version, RELAY_EDGES.plural)\n"
             '@kopf.on.startup(id="s")\n'
         )
     }
     assert scanned_grants(sample) == {
         ("", "secrets"): {"update", "list", "watch", "patch"},
-        ("", "pods"): {"list"},
+        ("", "pods"): {"list", "watch"},
         ("turnpike.io", "relayedges"): {"list", "watch", "patch"},
     }
     # ...and the real operator does make calls (an empty scan would prove nothing).
