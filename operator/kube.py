@@ -16,7 +16,10 @@ from urllib.parse import quote
 
 import aiohttp
 
+from turnpike import __version__
+
 Obj = dict[str, Any]
+USER_AGENT = f"turnpike-operator/{__version__}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +127,14 @@ class Kube:
         server: str,
         headers: Mapping[str, str] | None = None,
         ssl: Any = None,
+        user_agent: str = USER_AGENT,
     ) -> Kube:
         connector = aiohttp.TCPConnector(limit=20, ssl=ssl if ssl is not None else True)
         timeout = aiohttp.ClientTimeout(total=60, sock_connect=10)
         session = aiohttp.ClientSession(
-            connector=connector, headers=dict(headers or {}), timeout=timeout
+            connector=connector,
+            headers={**dict(headers or {}), "User-Agent": user_agent},
+            timeout=timeout,
         )
         return cls(session, server)
 

@@ -98,6 +98,7 @@ async def run_operator(
 
     ready = asyncio.Event()
     health: HealthServer | None = None
+    drainer: asyncio.Task[None] | None = None
     try:
         if not config.standalone and not any(set(p) & set("*?[") for p in config.namespaces):
             await ensure_peering(kube, config)
@@ -105,6 +106,14 @@ async def run_operator(
             health = HealthServer(metrics.registry, ready=ready.is_set)
             host, port = await health.start(metrics_address.host, metrics_address.port)
             log.info("metrics on http://%s:%d/metrics", host, port)
+
+        async def drain() -> None:
+            # Stop scheduled reconciles as soon as the operator is asked to stop, so kopf does
+            # not wait on them as hung tasks.
+            await stop.wait()
+            await reconciler.close()
+
+        drainer = asyncio.create_task(drain())
         liveness = None
         if liveness_address is not None:
             liveness = f"http://{liveness_address}/healthz"
@@ -120,6 +129,8 @@ async def run_operator(
             ready_flag=ready,
         )
     finally:
+        if drainer is not None:
+            drainer.cancel()
         await reconciler.close()
         if health is not None:
             await health.stop()

@@ -55,7 +55,7 @@ class Cluster:
         return self.emulated or bool(IMAGE)
 
     def client(self) -> k8s.Kube:
-        return k8s.Kube.connect(self.server, self.headers, self.ssl)
+        return k8s.Kube.connect(self.server, self.headers, self.ssl, user_agent="turnpike-tests")
 
 
 def _connection(kubeconfig: Path) -> tuple[str, dict[str, str], Any]:

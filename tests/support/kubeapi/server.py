@@ -60,7 +60,8 @@ def _error(exc: ApiError) -> web.Response:
 class Routes:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.requests: list[tuple[str, str]] = []  # (method, path) of every request, for tests
+        # (method, path, query, user agent) of every request, for tests that audit API usage.
+        self.requests: list[tuple[str, str, str, str]] = []
 
     # -- discovery -----------------------------------------------------------------------------
 
@@ -94,7 +95,8 @@ class Routes:
     # -- dispatch ------------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.method, request.path))
+        agent = request.headers.get("User-Agent", "")
+        self.requests.append((request.method, request.path, request.query_string, agent))
         try:
             return await self._handle(request)
         except ApiError as exc:

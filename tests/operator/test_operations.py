@@ -1,0 +1,232 @@
+"""Running the operator: many edges, a kill mid-way, two peered replicas, metrics, RBAC."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.parse
+from pathlib import Path
+
+import aiohttp
+import pytest
+from support.kube_e2e import (
+    Cluster,
+    Operator,
+    condition,
+    edge,
+    eventually,
+    new_namespace,
+    published,
+    ranges_doc,
+)
+
+from turnpike.operator import kube as k8s
+from turnpike.operator import labels
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _address(n: int) -> str:
+    return f"198.18.{n // 200}.{n % 200 + 1}"
+
+
+async def test_fifty_edges(cluster: Cluster, kube: k8s.Kube, ns: str) -> None:
+    count = 50
+    await asyncio.gather(
+        *(
+            kube.create(
+                k8s.RELAY_EDGES,
+                ns,
+                edge(f"edge-{n:02d}", f"Site {n}", replicas=1, addresses={"static": [_address(n)]}),
+            )
+            for n in range(count)
+        )
+    )
+
+    async def all_published() -> bool:
+        entries = published(await ranges_doc(kube, ns))
+        return len(entries) == count and all(e["relay"]["cidrs"] for e in entries.values())
+
+    await eventually(all_published, timeout=90, what="50 edges published")
+    doc = await ranges_doc(kube, ns)
+    assert doc is not None
+    assert [e["edge"] for e in doc["edges"]] == [f"edge-{n:02d}" for n in range(count)]
+    assert published(doc)["edge-07"]["relay"]["cidrs"] == [f"{_address(7)}/32"]
+    if cluster.runs_pods:
+
+        async def all_ready() -> bool:
+            edges = await kube.list(k8s.RELAY_EDGES, ns)
+            return len(edges) == count and all(
+                condition(e, "Ready").get("status") == "True" for e in edges
+            )
+
+        await eventually(all_ready, timeout=90, what="50 edges Ready")
+
+
+async def test_restart_mid_way_loses_nothing(
+    cluster: Cluster, kube: k8s.Kube, tmp_path: Path
+) -> None:
+    ns = await new_namespace(kube, "rs")
+    log = tmp_path / "operator.log"
+    first = Operator(cluster, log, "--standalone", "--namespace", ns)
+    try:
+        first.wait_live()
+        count = 12
+        for n in range(count):
+            await kube.create(
+                k8s.RELAY_EDGES, ns, edge(f"e{n}", replicas=1, addresses={"static": [_address(n)]})
+            )
+
+        async def some_done() -> bool:
+            edges = await kube.list(k8s.RELAY_EDGES, ns)
+            return any((e.get("status") or {}).get("observedGeneration") for e in edges)
+
+        await eventually(some_done, what="first edge reconciled")
+        first.kill()  # mid-way: no clean shutdown, no chance to finish anything
+
+        # Meanwhile, with no operator running: a delete, an update and a new edge.
+        await kube.delete(k8s.RELAY_EDGES, ns, "e0")
+        await kube.patch(k8s.RELAY_EDGES, ns, "e1", {"spec": {"replicas": 3}})
+        await kube.create(
+            k8s.RELAY_EDGES, ns, edge("late", replicas=1, addresses={"static": ["192.0.2.77"]})
+        )
+        held = await kube.get(k8s.RELAY_EDGES, ns, "e0")
+        assert held is not None and held["metadata"].get("deletionTimestamp"), (
+            "the finalizer must hold a deleted edge until the operator has unpublished it"
+        )
+
+        second = Operator(cluster, log, "--standalone", "--namespace", ns)
+        try:
+            second.wait_live()
+            expected = {f"e{n}" for n in range(1, count)} | {"late"}
+
+            async def converged() -> bool:
+                names = set(published(await ranges_doc(kube, ns)))
+                dep = await kube.get(k8s.DEPLOYMENTS, ns, labels.relay_name("e1"))
+                gone = await kube.get(k8s.RELAY_EDGES, ns, "e0") is None
+                return names == expected and gone and bool(dep and dep["spec"]["replicas"] == 3)
+
+            await eventually(converged, timeout=60, what="state after restart")
+            for name in expected:
+                assert await kube.get(k8s.DEPLOYMENTS, ns, labels.relay_name(name)), name
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+        await kube.delete(k8s.NAMESPACES, None, ns)
+
+
+async def test_two_replicas_peer_and_only_one_acts(
+    cluster: Cluster, kube: k8s.Kube, tmp_path: Path
+) -> None:
+    ns = await new_namespace(kube, "pr")
+    args = ("--namespace", ns, "--peering-lifetime", "4")
+    high = Operator(cluster, tmp_path / "high.log", *args, "--priority", "200")
+    low = Operator(cluster, tmp_path / "low.log", *args, "--priority", "100")
+    try:
+        high.wait_live()
+        low.wait_live()
+
+        async def low_paused() -> bool:
+            return "Pausing operations in favour of" in low.output
+
+        await eventually(low_paused, what="the lower-priority replica pausing")
+        await kube.create(k8s.RELAY_EDGES, ns, edge("a", addresses={"static": ["192.0.2.1"]}))
+        await eventually(lambda: ranges_doc(kube, ns), what="edge a published")
+        assert re.search(r"Handler 'reconcile' succeeded", high.output)
+        assert "Handler 'reconcile'" not in low.output
+
+        high.kill()
+
+        async def low_resumed() -> bool:
+            return "Resuming operations after the pause" in low.output
+
+        await eventually(low_resumed, timeout=30, what="the survivor resuming")
+        await kube.create(k8s.RELAY_EDGES, ns, edge("b", addresses={"static": ["192.0.2.2"]}))
+
+        async def b_published() -> bool:
+            return "b" in published(await ranges_doc(kube, ns))
+
+        await eventually(b_published, what="edge b published by the survivor")
+        peering = await kube.get(k8s.PEERINGS, ns, "turnpike-operator")
+        assert peering is not None
+    finally:
+        high.stop()
+        low.stop()
+        await kube.delete(k8s.NAMESPACES, None, ns)
+
+
+async def test_metrics_and_liveness(operator: Operator, kube: k8s.Kube, ns: str) -> None:
+    await kube.create(k8s.RELAY_EDGES, ns, edge("metered", addresses={"static": ["192.0.2.5"]}))
+    await eventually(lambda: ranges_doc(kube, ns), what="edge published")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{operator.liveness_port}/healthz") as resp:
+            assert resp.status == 200
+        async with session.get(f"http://127.0.0.1:{operator.metrics_port}/metrics") as resp:
+            text = await resp.text()
+    success = re.search(
+        r'turnpike_operator_reconciles_total\{kind="RelayEdge",result="success"\} (\d+)', text
+    )
+    assert success and float(success.group(1)) >= 1, text
+    assert 'turnpike_operator_reconcile_duration_seconds_count{kind="RelayEdge"}' in text
+    assert "turnpike_operator_published_writes_total" in text
+
+
+def _verb(method: str, name: str, query: str) -> str:
+    params = urllib.parse.parse_qs(query)
+    if method == "GET":
+        if name:
+            return "get"
+        return "watch" if params.get("watch") == ["true"] else "list"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+
+
+def _resource(path: str) -> tuple[str, str, str] | None:
+    """(group, resource[/subresource], name) of a resource URL; None for discovery URLs."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["api"] and len(parts) > 2:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) > 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    if rest[0] == "namespaces" and len(rest) > 2:
+        rest = rest[2:]
+    name = rest[1] if len(rest) > 1 else ""
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    return group, resource, name
+
+
+async def test_every_api_call_is_covered_by_the_rbac_list(
+    cluster: Cluster, operator: Operator, kube: k8s.Kube, ns: str
+) -> None:
+    """Audit the requests the operator (and kopf inside it) sent to the emulator during the
+    suite against kube.RESOURCES, which the Helm chart's RBAC is built from."""
+    if cluster.api is None or cluster.api.routes is None:
+        pytest.skip("request audit needs the emulator")
+    await kube.create(k8s.RELAY_EDGES, ns, edge("audit", addresses={"static": ["192.0.2.3"]}))
+    await eventually(lambda: ranges_doc(kube, ns), what="edge published")
+    await kube.delete(k8s.RELAY_EDGES, ns, "audit")
+
+    async def unpublished() -> bool:
+        return await ranges_doc(kube, ns) is None
+
+    await eventually(unpublished, what="edge unpublished")
+    allowed = {(res.group, res.plural, verb) for res, verbs, _ in k8s.RESOURCES for verb in verbs}
+    used = set()
+    for method, path, query, agent in list(cluster.api.routes.requests):
+        if agent.startswith(("turnpike-tests", "Python-urllib")):
+            continue
+        found = _resource(path)
+        if found is not None:
+            group, resource, name = found
+            used.add((group, resource, _verb(method, name, query)))
+    assert used, "no operator requests were recorded"
+    assert used <= allowed, f"not in kube.RESOURCES: {sorted(used - allowed)}"
+    for needed in [
+        ("turnpike.io", "relayedges", "watch"),
+        ("turnpike.io", "relayedges/status", "patch"),
+        ("apps", "deployments", "create"),
+        ("", "configmaps", "update"),
+    ]:
+        assert needed in used, needed
