@@ -35,6 +35,7 @@ CLUSTER_SCOPED = {
 }
 OTHER_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
     ("kopf.dev/v1", "ClusterKopfPeering"),
     ("kopf.dev/v1", "KopfPeering"),
     ("turnpike.io/v1alpha1", "RelayEdge"),
@@ -438,6 +439,31 @@ def test_network_policies(render: Render) -> None:
         if o["kind"] == "NetworkPolicy"
     }
     assert closed["turnpike-operator"]["ingress"] == []
+
+
+def test_monitoring_covers_every_component(render: Render) -> None:
+    values = load_yaml(CHART / "ci" / "hardened-values.yaml")
+    objects = render(values)
+    monitors = [o for o in objects if o["kind"] in ("ServiceMonitor", "PodMonitor")]
+    assert sorted(o["metadata"]["name"] for o in monitors) == [
+        "turnpike-edges",
+        "turnpike-operator",
+        "turnpike-tokens",
+    ]
+    (pods,) = [o for o in monitors if o["kind"] == "PodMonitor"]
+    # The labels the operator gives relay and gateway pods.
+    from turnpike.operator import labels
+
+    relay = labels.relay_labels("ashburn")
+    gateway = labels.gateway_labels("ashburn", "ashburn")
+    selector = pods["spec"]["selector"]
+    for pod_labels in (relay, gateway):
+        assert _matches(selector["matchLabels"], pod_labels)
+        assert (
+            pod_labels["app.kubernetes.io/component"] in selector["matchExpressions"][0]["values"]
+        )
+    assert pods["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert pods["spec"]["podMetricsEndpoints"][0]["interval"] == "15s"
 
 
 def test_contradictory_values_fail_with_a_reason(chart: helm_python.Chart) -> None:
