@@ -1,6 +1,7 @@
 """`turnpike dev` end to end: the real fleet as child processes, used the way a newcomer would."""
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -17,6 +18,11 @@ from aioice import turn
 from support import TurnpikeProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def basic_auth(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
 
 
 def ports_in_state(state: dict[str, Any]) -> list[int]:
@@ -34,11 +40,19 @@ def ports_in_state(state: dict[str, Any]) -> list[int]:
 
 
 def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
+    """Nothing listens on the TCP port and nothing is bound to the UDP port.
+
+    SO_REUSEADDR lets the TCP bind succeed over TIME_WAIT leftovers of closed connections,
+    but never over a socket that is still listening.
+    """
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
     return True
 
 
@@ -60,8 +74,7 @@ async def wait_state(path: Path, proc: TurnpikeProcess) -> dict[str, Any]:
 
 class Echo(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.transport.sendto(data, addr)
@@ -91,8 +104,8 @@ async def test_dev_fleet_end_to_end(tmp_path: Path) -> None:
             async with http.get(state["tokens"]["checkPage"]) as resp:
                 assert resp.status == 200
                 assert "<html" in (await resp.text()).lower()
-            auth = aiohttp.BasicAuth(state["accountSid"], state["authToken"])
-            async with http.post(state["tokens"]["tokensUrl"], auth=auth) as resp:
+            auth = basic_auth(state["accountSid"], state["authToken"])
+            async with http.post(state["tokens"]["tokensUrl"], headers=auth) as resp:
                 assert resp.status == 201
                 token = await resp.json()
 

@@ -8,6 +8,7 @@ audio has been sent, and compares what the consumer recorded with what was sent.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import random
@@ -105,7 +106,8 @@ def _host_port(text: str) -> tuple[str, int]:
 
 async def place_call(state: dict[str, Any], audio: bytes, twiml: str | None) -> CallResult:
     host = state["host"]
-    auth = aiohttp.BasicAuth(state["accountSid"], state["authToken"])
+    credentials = f"{state['accountSid']}:{state['authToken']}".encode()
+    auth = {"Authorization": "Basic " + base64.b64encode(credentials).decode()}
     consumer_ssl = ssl.create_default_context(cafile=state["consumer"]["caFile"])
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -113,6 +115,7 @@ async def place_call(state: dict[str, Any], audio: bytes, twiml: str | None) -> 
         _RtpSink, local_addr=(host, 0), family=family
     )
     local = transport.get_extra_info("sockname")
+    default_twiml = twiml is None
     if twiml is None:
         url = quoteattr(state["consumer"]["record"])
         twiml = (
@@ -131,12 +134,16 @@ async def place_call(state: dict[str, Any], audio: bytes, twiml: str | None) -> 
         },
     }
     try:
-        async with aiohttp.ClientSession(auth=auth) as http:
+        async with aiohttp.ClientSession(headers=auth) as http:
             async with http.post(state["streamgw"]["callsUrl"], json=body) as resp:
                 answer = await resp.json()
                 if resp.status != 201:
                     raise RuntimeError(f"the gateway refused the call: {resp.status} {answer}")
             call_sid = answer["sid"]
+            if default_twiml:
+                # <Start><Stream> forks asynchronously: audio from before the consumer's socket
+                # is up is not streamed (as with the hosted service), so wait for it first.
+                await _wait_recording(http, state, call_sid, consumer_ssl, complete=False)
             await send_rtp(transport, _host_port(answer["rtp"]["local"]), audio)
             await asyncio.sleep(0.3)  # let the last frames clear the gateway's jitter buffer
             async with http.delete(f"{state['streamgw']['callsUrl']}/{call_sid}") as resp:
@@ -155,14 +162,19 @@ async def place_call(state: dict[str, Any], audio: bytes, twiml: str | None) -> 
 
 
 async def _wait_recording(
-    http: aiohttp.ClientSession, state: dict[str, Any], call_sid: str, context: ssl.SSLContext
+    http: aiohttp.ClientSession,
+    state: dict[str, Any],
+    call_sid: str,
+    context: ssl.SSLContext,
+    complete: bool = True,
 ) -> dict[str, Any]:
+    """The consumer's record of the call's stream once it has started (or completed)."""
     deadline = time.monotonic() + 10
     url = state["consumer"]["recordings"]
     while time.monotonic() < deadline:
         async with http.get(url, params={"callSid": call_sid}, ssl=context) as resp:
             items = (await resp.json())["recordings"]
-        done = [r for r in items if r["complete"]]
+        done = [r for r in items if r["complete"] or not complete]
         if done:
             result: dict[str, Any] = done[0]
             return result

@@ -5,15 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from turnpike.core.config import ip_address
+from turnpike.core.config import apply_env_defaults, ip_address
 
 NAME = "dev"
 HELP = "run a relay, the token API, the stream gateway and a sample consumer on this machine"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_state_file(parser: argparse.ArgumentParser, help_text: str) -> None:
     from turnpike.dev.fleet import default_state_file
 
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=default_state_file(),
+        help=f"{help_text} (default: %(default)s)",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host",
         type=ip_address,
@@ -21,13 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="address every service listens on; peers and destinations are allowed only on its "
         "network (default 127.0.0.1; a LAN address lets other devices use the fleet)",
     )
-    parser.add_argument(
-        "--state-file",
-        type=Path,
-        default=default_state_file(),
-        help="where the running fleet's URLs and dev account are written as JSON "
-        "(default: %(default)s)",
-    )
+    _add_state_file(parser, "where the running fleet's URLs and dev account are written as JSON")
     parser.add_argument(
         "--free-ports",
         action="store_true",
@@ -37,8 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     call = sub.add_parser(
         "call", help="place a call into the running fleet's gateway and check the audio"
     )
+    _add_state_file(call, "the state file of the running `turnpike dev`")
     call.add_argument("--wav", type=Path, help="8 kHz mono µ-law WAV to play (default: a clip)")
     call.add_argument("--twiml", type=Path, help="TwiML document to run instead of the default")
+    apply_env_defaults(call)
 
 
 def run(args: argparse.Namespace) -> int:
