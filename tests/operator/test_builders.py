@@ -1,0 +1,224 @@
+"""The pure parts of the operator: spec parsing, child builders, ranges, directory, discovery."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from turnpike.operator import apply, directory, gateway, labels, networks, ranges, relay
+from turnpike.operator.model import RelayEdge, SpecError, StreamGateway
+
+OWNER = {
+    "apiVersion": "turnpike.io/v1alpha1",
+    "kind": "RelayEdge",
+    "metadata": {"name": "ashburn", "namespace": "ns", "uid": "u-1"},
+}
+
+
+def _edge(**spec: Any) -> RelayEdge:
+    body = {
+        "metadata": {"name": "ashburn", "namespace": "ns"},
+        "spec": {"location": "US East", "publicHostname": "ashburn.turn.example.com", **spec},
+    }
+    return RelayEdge.parse(body, "turnpike:test")
+
+
+def _kinds(children: list[dict[str, Any]]) -> list[str]:
+    return [c["kind"] for c in children]
+
+
+def test_collapse_merges_and_sorts_ipv4_before_ipv6() -> None:
+    cidrs = ["2001:db8::/33", "10.0.1.0/24", "10.0.0.0/24", "10.0.0.7", "2001:db8:8000::/33"]
+    assert ranges.collapse(cidrs) == ["10.0.0.0/23", "2001:db8::/32"]
+    assert ranges.collapse([]) == []
+
+
+def test_ranges_document_and_text() -> None:
+    entry = ranges.EdgeRanges(
+        edge="dublin",
+        location="Ireland",
+        relay_cidrs=("52.215.127.0/25", "52.215.127.128/25"),
+        relay_ports=((3478, "udp"), (3478, "tcp")),
+        relay_port_range=(49152, 65535),
+        stream_cidrs=("3.249.63.128/25",),
+    )
+    pending = ranges.EdgeRanges("ashburn", "US East", (), ((3478, "udp"),), (10000, 60000), ())
+    doc = ranges.document([entry, pending])
+    assert [e["edge"] for e in doc["edges"]] == ["ashburn", "dublin"]
+    assert doc["edges"][1]["relay"] == {
+        "cidrs": ["52.215.127.0/24"],
+        "ports": [{"port": 3478, "protocol": "udp"}, {"port": 3478, "protocol": "tcp"}],
+        "relayPorts": "49152-65535",
+    }
+    data = ranges.configmap_data(doc, "2026-01-01T00:00:00Z")
+    assert json.loads(data["ranges.json"])["generated"] == "2026-01-01T00:00:00Z"
+    lines = data["ranges.txt"].splitlines()
+    assert lines[0] == "# Turnpike edge IP ranges, generated 2026-01-01T00:00:00Z"
+    assert lines[1].split() == ["EDGE", "LOCATION", "SERVICE", "CIDR", "PORTS"]
+    assert "(pending)" in lines[2] and "52.215.127.0/24" in data["ranges.txt"]
+    assert "3.249.63.128/25" in data["ranges.txt"] and "streams (outbound)" in data["ranges.txt"]
+    # Same content at another time is the same content.
+    assert ranges.same_content(data, doc)
+    assert not ranges.same_content(data, ranges.document([entry]))
+    assert not ranges.same_content(None, doc)
+
+
+def test_edge_defaults_and_validation() -> None:
+    edge = _edge()
+    assert (edge.udp_port, edge.tcp_port, edge.relay_ports) == (3478, 3478, (49152, 65535))
+    assert edge.address_source == "LoadBalancer" and edge.realm == "ashburn.turn.example.com"
+    assert not edge.tls and edge.client_ports() == [(3478, "udp"), (3478, "tcp")]
+    assert _edge(hostNetwork=True).address_source == "NodeExternalIP"
+    tls = _edge(tlsSecretName="cert")
+    assert tls.client_ports() == [(3478, "udp"), (3478, "tcp"), (443, "tcp"), (5349, "tcp")]
+    with pytest.raises(SpecError, match=r"spec.addresses.static: 'nope' is not"):
+        _edge(addresses={"static": ["nope"]})
+    with pytest.raises(SpecError, match="spec.relayPorts"):
+        _edge(relayPorts={"min": 9, "max": 8})
+    with pytest.raises(SpecError, match="hostNetwork"):
+        _edge(hostNetwork=True, addresses={"source": "LoadBalancer"})
+
+
+def test_relay_children_load_balancer_mode() -> None:
+    edge = _edge(
+        peers={"deny": ["203.0.113.0/24"], "allow": ["10.1.0.0/16"]}, quotas={"perUser": 5}
+    )
+    children = relay.children(edge, OWNER, ["10.96.0.0/12"], "192.0.2.1", "keys")
+    assert _kinds(children) == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"]
+    config, deployment, pdb, service = children
+    assert config["data"]["TURNPIKE_DENY_PEER"] == "203.0.113.0/24,10.96.0.0/12"
+    assert config["data"]["TURNPIKE_ALLOW_PEER"] == "10.1.0.0/16"
+    assert config["data"]["TURNPIKE_USER_QUOTA"] == "5"
+    assert config["data"]["TURNPIKE_EXTERNAL_IP"] == "192.0.2.1"
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["secret"]["secretName"] == "keys"
+    assert pod["containers"][0]["envFrom"] == [{"configMapRef": {"name": "turnpike-relay-ashburn"}}]
+    assert "NET_BIND_SERVICE" not in json.dumps(pod)
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    assert pdb["spec"]["maxUnavailable"] == 1
+    for child in children:
+        assert child["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+        assert child["metadata"]["labels"][labels.MANAGED_BY] == labels.MANAGER
+    # A config change changes the pod template (so the relays roll).
+    other = relay.children(edge, OWNER, ["10.96.0.0/12"], None, "keys")[1]
+    annotations = other["spec"]["template"]["metadata"]["annotations"]
+    assert annotations != deployment["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_relay_children_host_network_daemonset_with_tls() -> None:
+    edge = _edge(
+        mode="DaemonSet",
+        hostNetwork=True,
+        tlsSecretName="cert",
+        peers={"denyClusterNetworks": False},
+    )
+    children = relay.children(edge, OWNER, ["10.96.0.0/12"], None, "keys")
+    assert _kinds(children) == ["ConfigMap", "DaemonSet", "PodDisruptionBudget"]
+    config, daemonset, _ = children
+    assert "TURNPIKE_DENY_PEER" not in config["data"]
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    args = pod["containers"][0]["args"]
+    assert args == [
+        "relay",
+        "--listen",
+        "0.0.0.0:3478",
+        "--tls-listen",
+        "0.0.0.0:443",
+        "--tls-listen",
+        "0.0.0.0:5349",
+    ]
+    assert pod["containers"][0]["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
+
+
+def test_gateway_children() -> None:
+    body = {
+        "metadata": {"name": "media", "namespace": "ns"},
+        "spec": {"edge": "ashburn", "allowedDestinations": ["10.0.0.0/8"]},
+    }
+    gw = StreamGateway.parse(body, "turnpike:test")
+    assert gw.rtp_ports == (20000, 29999) and gw.replicas == 2 and gw.port == 8080
+    children = gateway.children(gw, {**OWNER, "kind": "StreamGateway"})
+    assert _kinds(children) == ["ConfigMap", "Deployment", "Service"]
+    config, deployment, _ = children
+    assert config["data"]["TURNPIKE_ALLOW_DESTINATION"] == "10.0.0.0/8"
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[0]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    with pytest.raises(SpecError, match="spec.edge"):
+        StreamGateway.parse({"metadata": body["metadata"], "spec": {}}, "x")
+
+
+def test_directory_document() -> None:
+    edges = [
+        _edge(tlsSecretName="cert"),
+        RelayEdge.parse(
+            {
+                "metadata": {"name": "dublin", "namespace": "ns"},
+                "spec": {"location": "Ireland", "publicHostname": "dublin.turn.example.com"},
+            },
+            "x",
+        ),
+    ]
+    doc = directory.document(edges, "")
+    assert doc["global"] == {"host": "global.turn.example.com"}
+    assert [e["name"] for e in doc["edges"]] == ["ashburn", "dublin"]
+    assert doc["edges"][0]["ports"] == {"udp": 3478, "tcp": 3478, "tls": 443}
+    assert doc["edges"][1]["ports"]["tls"] is None
+    assert directory.document(edges, "turn.example.org")["global"]["host"] == "turn.example.org"
+
+
+def test_discovery_from_nodes_pods_and_load_balancers() -> None:
+    nodes = [
+        {
+            "metadata": {"name": "a"},
+            "spec": {"podCIDRs": ["10.244.1.0/24"]},
+            "status": {
+                "addresses": [
+                    {"type": "InternalIP", "address": "10.0.0.1"},
+                    {"type": "ExternalIP", "address": "198.51.100.1"},
+                ]
+            },
+        },
+        {
+            "metadata": {"name": "b"},
+            "spec": {"podCIDR": "10.244.2.0/24"},
+            "status": {"addresses": [{"type": "ExternalIP", "address": "198.51.100.2"}]},
+        },
+    ]
+    pods = [
+        {"metadata": {}, "spec": {"nodeName": "a"}, "status": {"phase": "Running"}},
+        {"metadata": {"deletionTimestamp": "x"}, "spec": {"nodeName": "b"}, "status": {}},
+        {"metadata": {}, "spec": {}, "status": {"phase": "Pending"}},
+    ]
+    assert networks.nodes_running(pods) == {"a"}
+    assert networks.external_ips(nodes, {"a", "b"}) == ["198.51.100.1/32", "198.51.100.2/32"]
+    deny = networks.cluster_deny(nodes, ["10.96.0.0/12"], [])
+    assert deny == ["10.0.0.1/32", "10.96.0.0/12", "10.244.1.0/24", "10.244.2.0/24"]
+    service = {
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.5"}, {"hostname": "lb.example"}]}}
+    }
+    assert networks.load_balancer_ips(service) == ["192.0.2.5/32"]
+    assert networks.load_balancer_ips(None) == []
+
+
+def test_subset_tolerates_defaults_but_not_edits() -> None:
+    desired = {"spec": {"replicas": 2, "template": {"containers": [{"name": "c", "args": ["a"]}]}}}
+    defaulted = {
+        "spec": {
+            "replicas": 2,
+            "paused": False,
+            "template": {"containers": [{"name": "c", "args": ["a"], "tty": False}]},
+        }
+    }
+    assert apply.is_subset(desired, defaulted)
+    edited = {"spec": {"replicas": 7, "template": {"containers": [{"name": "c", "args": ["a"]}]}}}
+    assert not apply.is_subset(desired, edited)
+    extra = {
+        "spec": {
+            "replicas": 2,
+            "template": {"containers": [{"name": "c", "args": ["a"]}, {"name": "x"}]},
+        }
+    }
+    assert not apply.is_subset(desired, extra)
