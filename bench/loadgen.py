@@ -24,23 +24,22 @@ loop is bounded by a deadline.
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
-import os
 import select
 import socket
 import struct
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench import stun
+from bench.workers import WorkerPool, serve_commands
 
 BUFFER_BYTES = 4 * 1024 * 1024
 MAX_BURST = 64
+# a packet arriving more than this long after the generator stopped sending counts as lost:
+# a backlog the server works off later is not a rate it held
+IN_TIME_S = 0.1
 _TS = struct.Struct("!Q")
 
 
@@ -176,6 +175,11 @@ class Worker:
             "tcp_error": tcp_error,
         }
 
+    def release(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        del cmd
+        self.close_flows()
+        return {"ok": True}
+
     # --- data path ---------------------------------------------------------------------------
 
     def load(self, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +223,7 @@ class Worker:
         buf = bytearray(4096)
         view = memoryview(buf)
         received = 0
+        in_time: int | None = None
         send_errors = 0
         sent = 0
         probes_sent = 0
@@ -239,6 +244,8 @@ class Worker:
                 now = monotonic()
                 if now >= drain_until:
                     break
+                if in_time is None and not sending and now >= finished_at + IN_TIME_S:
+                    in_time = received
                 if sending and (sent >= total or now >= late_limit):
                     sending = False
                     finished_at = now
@@ -337,7 +344,8 @@ class Worker:
             "offered": total,
             "sent": sent - tcp_dropped,
             "late_s": max(0.0, finished_at - end),
-            "received": received,
+            "received": received if in_time is None else in_time,
+            "received_total": received,
             "send_errors": send_errors,
             "probes_sent": probes_sent,
             "probes_received": probes_received,
@@ -509,92 +517,27 @@ class Worker:
 
 
 def serve(index: int) -> None:
-    """Child process entry point: JSON commands on stdin, one JSON reply per line on stdout."""
+    """Child process entry point."""
     worker = Worker(index)
-    out = sys.stdout
-    try:
-        for line in sys.stdin:
-            cmd: dict[str, Any] = json.loads(line)
-            op = cmd.get("op")
-            try:
-                if op == "setup":
-                    reply: dict[str, Any] = worker.setup(cmd)
-                elif op == "load":
-                    reply = worker.load(cmd)
-                elif op == "alloc":
-                    reply = worker.alloc_rate(cmd)
-                elif op in ("release", "close"):
-                    worker.close_flows()
-                    reply = {"ok": True}
-                else:
-                    reply = {"error": f"unknown op {op!r}"}
-            except OSError as exc:
-                if exc.errno == errno.EMFILE:
-                    reply = {"error": "too many open files"}
-                else:
-                    reply = {"error": f"{type(exc).__name__}: {exc}"}
-            except Exception as exc:  # reported to the parent, which fails the run
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
-            out.write(json.dumps(reply) + "\n")
-            out.flush()
-            if op == "close":
-                break
-    finally:
-        worker.close_flows()
+    serve_commands(
+        {
+            "setup": worker.setup,
+            "load": worker.load,
+            "alloc": worker.alloc_rate,
+            "release": worker.release,
+        },
+        worker.close_flows,
+    )
 
 
-class Generator:
-    """The parent's handle on the worker processes; every call waits with a deadline."""
+class Generator(WorkerPool):
+    """The parent's handle on the load-generator processes."""
 
     def __init__(self, workers: int) -> None:
-        root = str(Path(__file__).resolve().parent.parent)
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-        }
-        self.procs: list[subprocess.Popen[str]] = []
-        try:
-            for index in range(workers):
-                self.procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "bench.loadgen", str(index)],
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        text=True,
-                        env=env,
-                        cwd=root,
-                    )
-                )
-        except BaseException:
-            self.close()
-            raise
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        super().__init__("bench.loadgen", workers)
 
     def _all(self, cmds: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
-        for proc, cmd in zip(self.procs, cmds, strict=True):
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(cmd) + "\n")
-            proc.stdin.flush()
-        deadline = time.monotonic() + timeout
-        replies: list[dict[str, Any]] = []
-        for proc in self.procs:  # read every reply first so the pipes stay in step
-            assert proc.stdout is not None
-            left = max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([proc.stdout], [], [], left)
-            if not ready:
-                self.close()  # out of step for good: stop the workers
-                raise TimeoutError(f"load generator worker did not answer {cmds[0]['op']!r}")
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError("load generator worker exited")
-            replies.append(json.loads(line))
-        for reply in replies:
-            if "error" in reply:
-                raise RuntimeError(f"load generator worker: {reply['error']}")
-        return replies
+        return self.call(cmds, timeout)
 
     def setup(
         self,
@@ -631,7 +574,7 @@ class Generator:
         }
         replies = self._all([cmd] * n, timeout=duration + drain + 30.0)
         total: dict[str, Any] = {"kind": kind, "rate": rate, "duration": duration}
-        for key in ("offered", "sent", "received", "send_errors", "probes_sent"):
+        for key in ("offered", "sent", "received", "received_total", "send_errors", "probes_sent"):
             total[key] = sum(int(r[key]) for r in replies)
         total["probes_received"] = sum(int(r["probes_received"]) for r in replies)
         total["late_s"] = max(float(r["late_s"]) for r in replies)
@@ -670,22 +613,6 @@ class Generator:
     def release(self) -> None:
         """Delete the allocations (before the server under test stops)."""
         self._all([{"op": "release"}] * len(self.procs), timeout=30.0)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            with contextlib.suppress(Exception):
-                assert proc.stdin is not None
-                proc.stdin.write(json.dumps({"op": "close"}) + "\n")
-                proc.stdin.close()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=5.0)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5.0)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        self.procs = []
 
     def __enter__(self) -> Generator:
         return self

@@ -145,6 +145,7 @@ def _trial_record(res: dict[str, Any], params: RelayParams, cpu_s: float | None)
         "offered": res["offered"],
         "sent": res["sent"],
         "received": res["received"],
+        "received_late": res["received_total"] - res["received"],
         "loss": res["loss"],
         "late_s": round(res["late_s"], 4),
         "send_errors": res["send_errors"],
