@@ -228,3 +228,30 @@ async def read_until_start(conn: Conn) -> None:
         conn.messages.append(body)
         if body["event"] == "start":
             return
+
+
+async def test_rest_redirect_ends_a_bidirectional_stream(
+    gw: Harness, ws: WsServer, peer: RtpPeer
+) -> None:
+    doc = (
+        f'<Response><Start><Stream url="{ws.url("/fork")}"/></Start>'
+        f'<Connect><Stream url="{ws.url("/agent")}"/></Connect></Response>'
+    )
+    created = await gw.create_call(peer, twiml=doc)
+    conns = {}
+    for _ in range(2):
+        conn = await ws.accept()
+        conns[conn.path] = conn
+        await conn.next("start")
+    sid = conns["/agent"].stream_sid
+    status, _ = await gw.rest(f"/Calls/{created['sid']}/Streams/{sid}.json", {"Status": "stopped"})
+    assert status == 400  # a <Connect><Stream> cannot be stopped over REST…
+    status, _ = await gw.rest(
+        f"/Calls/{created['sid']}.json", {"Twiml": '<Response><Pause length="60"/></Response>'}
+    )
+    assert status == 200  # …but redirecting the call ends it
+    await conns["/agent"].wait_closed()
+    assert conns["/agent"].messages[-1]["event"] == "stop"
+    assert not conns["/fork"].closed.is_set()  # the <Start> fork goes on
+    assert (await gw.call(created["sid"]))["status"] == "in-progress"
+    await gw.hangup(created["sid"])
