@@ -32,6 +32,7 @@ PERMISSION_LIFETIME = 300
 CHANNEL_LIFETIME = 600
 RESERVATION_LIFETIME = 30
 UDP_BUFFER = 1 << 20
+STREAM_WRITE_LIMIT = 1 << 20  # bytes queued for one TCP/TLS client before we drop
 
 
 class ClientSink:
@@ -45,12 +46,19 @@ class ClientSink:
         self.stream = stream
         self.closed = False
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> bool:
+        """Queue ``data`` for the client; False when it was dropped."""
         if self.stream:
+            transport: asyncio.WriteTransport = self.transport  # type: ignore[assignment]
+            # A client that reads slower than its peers send must not make us buffer without
+            # bound: beyond the limit we drop, as UDP would.
+            if transport.get_write_buffer_size() > STREAM_WRITE_LIMIT:
+                return False
             pad = -len(data) % 4  # RFC 8656 §12.5: ChannelData over TCP is padded to 4 bytes
-            self.transport.write(data + bytes(pad) if pad else data)  # type: ignore[attr-defined]
+            transport.write(data + bytes(pad) if pad else data)
         else:
             self.transport.sendto(data, self.addr)  # type: ignore[attr-defined]
+        return True
 
 
 @dataclass(slots=True)
@@ -209,13 +217,15 @@ class Allocation:
             return
         prefix = self.peer_channels.get(peer)
         if prefix is not None:
-            self.client.send(prefix + len(data).to_bytes(2, "big") + data)
+            sent = self.client.send(prefix + len(data).to_bytes(2, "big") + data)
         elif peer[0] in self.permissions:
             indication = stun.Message(stun.Method.DATA, stun.Class.INDICATION)
             indication.attributes[Attr.XOR_PEER_ADDRESS] = peer
             indication.attributes[Attr.DATA] = data
-            self.client.send(indication.encode())
+            sent = self.client.send(indication.encode())
         else:  # RFC 8656 §10: no permission, silently discard
+            sent = False
+        if not sent:
             self.traffic.dropped += 1
             return
         self.traffic.to_client_packets += 1

@@ -278,7 +278,7 @@ class RelayServer:
         unknown: tuple[int, ...] = (),
     ) -> None:
         self.stats.request(msg.method, code)
-        if code == 401 and endpoint.name == "udp" and not self.limiter.allow(addr[0]):
+        if code in (401, 438) and endpoint.name == "udp" and not self.limiter.allow(addr[0]):
             # A 401 is several times larger than the request that caused it; do not let a
             # spoofed source turn us into an amplifier.
             self.stats.unauthorized_dropped += 1

@@ -18,6 +18,7 @@ from turnpike.relay.server import RelayServer
 # A STUN message over TCP is at most this large; anything claiming more is garbage.
 MAX_STUN_LENGTH = 8192
 MAX_BUFFER = 2 * 65536
+ALLOCATE_TIMEOUT = 60.0  # seconds a TCP/TLS connection may stay open without an allocation
 
 
 def _family_of(host: str) -> int:
@@ -74,12 +75,23 @@ class StreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.addr: Any = None
         self.buffer = bytearray()
+        self._idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.addr = transport.get_extra_info("peername")
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(ALLOCATE_TIMEOUT, self._close_if_unallocated)
+
+    def _close_if_unallocated(self) -> None:
+        # A connection that never got an allocation only holds a socket and a buffer:
+        # close it, as coturn does after its allocate timeout.
+        if not self.allocations:
+            self._abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
         self.server.endpoint_closed(self)
         self.transport = None
 
@@ -174,21 +186,31 @@ class Listeners:
         """
         loop = asyncio.get_running_loop()
         family = _family_of(host)
-        if tls is None:
-            sock = _udp_socket(host, port, reuse_port)
-            port = sock.getsockname()[1]
-            listener = UdpListener(self.server, family)
-            transport, _ = await loop.create_datagram_endpoint(lambda: listener, sock=sock)
-            self.udp.append((listener, transport))
         name = "tls" if tls is not None else "tcp"
-        server = await loop.create_server(
-            lambda: StreamConnection(self.server, name, family),
-            host,
-            port,
-            reuse_port=reuse_port or None,
-            ssl=tls,
-            backlog=1024,
-        )
+        # With port 0 the UDP port may be taken for TCP by someone else: try a few numbers.
+        for attempt in range(20 if port == 0 else 1):
+            udp_sock = None if tls is not None else _udp_socket(host, port, reuse_port)
+            chosen = port if udp_sock is None else int(udp_sock.getsockname()[1])
+            try:
+                server = await loop.create_server(
+                    lambda: StreamConnection(self.server, name, family),
+                    host,
+                    chosen,
+                    reuse_port=reuse_port or None,
+                    ssl=tls,
+                    backlog=1024,
+                )
+            except OSError:
+                if udp_sock is not None:
+                    udp_sock.close()
+                if attempt == 19 or port != 0:
+                    raise
+                continue
+            break
+        if udp_sock is not None:
+            listener = UdpListener(self.server, family)
+            transport, _ = await loop.create_datagram_endpoint(lambda: listener, sock=udp_sock)
+            self.udp.append((listener, transport))
         self.streams.append(server)
         bound = server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
