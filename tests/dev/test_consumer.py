@@ -8,9 +8,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from turnpike.dev.call import read_mulaw_wav
 from turnpike.dev.consumer import consumer_app
 from turnpike.dev.tlsgen import make_dev_tls
+from turnpike.streamgw.wav import wav_to_ulaw
 
 STREAM = "MZ" + "1" * 32
 CALL = "CA" + "2" * 32
@@ -81,9 +81,9 @@ async def test_record_writes_mulaw_wav_per_track(tmp_path: Path) -> None:
         assert rec["complete"]
         assert rec["bytes"] == {"inbound": 800, "outbound": 800}
         assert rec["customParameters"] == {"k": "v"}
-        inbound = read_mulaw_wav(Path(rec["files"]["inbound"]).read_bytes())
+        inbound = wav_to_ulaw(Path(rec["files"]["inbound"]).read_bytes())
         assert inbound == b"".join(frames)
-        assert read_mulaw_wav(Path(rec["files"]["outbound"]).read_bytes()) == b"\x7f" * 800
+        assert wav_to_ulaw(Path(rec["files"]["outbound"]).read_bytes()) == b"\x7f" * 800
     finally:
         await runner.cleanup()
 

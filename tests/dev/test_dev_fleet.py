@@ -15,7 +15,7 @@ from typing import Any, cast
 import aiohttp
 import pytest
 from aioice import turn
-from support import TurnpikeProcess
+from support import TurnpikeProcess, require_tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -137,6 +137,18 @@ async def test_dev_fleet_end_to_end(tmp_path: Path) -> None:
         assert "matches byte for byte" in text
         wav = next(line.split(": ", 1)[1] for line in text.splitlines() if "inbound:" in line)
         assert Path(wav).exists()
+
+        # any WAV a user has: espeak-ng writes 22.05 kHz 16-bit PCM, the call converts it
+        espeak = require_tool("espeak-ng", "apt-get install espeak-ng")
+        speech = tmp_path / "speech.wav"
+        subprocess.run([espeak, "-w", str(speech), "Testing one two."], check=True)
+        call = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "turnpike", "dev", "call", "--state-file", str(state_file),
+            "--wav", str(speech), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(call.communicate(), 60)
+        assert call.returncode == 0, out.decode()
+        assert "matches byte for byte" in out.decode()
     finally:
         code = await dev.stop(signal.SIGTERM)
     assert code == 0, dev.text

@@ -25,35 +25,14 @@ from xml.sax.saxutils import quoteattr
 
 import aiohttp
 
+from turnpike.streamgw.wav import wav_to_ulaw
+
 FRAME = 160  # 20 ms of 8 kHz µ-law
 SILENCE = 0xFF
 
 
-def read_mulaw_wav(data: bytes) -> bytes:
-    """The samples of an 8 kHz mono µ-law WAV file (what ``sox … -e u-law`` writes)."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("not a WAV file")
-    pos, fmt, audio = 12, None, None
-    while pos + 8 <= len(data):
-        chunk, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-        body = data[pos + 8 : pos + 8 + size]
-        if chunk == b"fmt ":
-            fmt = struct.unpack_from("<HHI", body)
-        elif chunk == b"data":
-            audio = body
-        pos += 8 + size + (size & 1)
-    if fmt is None or audio is None:
-        raise ValueError("WAV file has no fmt or data chunk")
-    tag, channels, rate = fmt
-    if (tag, channels, rate) != (7, 1, 8000):
-        raise ValueError(
-            "expected 8 kHz mono µ-law; convert with: sox IN.wav -r 8000 -c 1 -e u-law OUT.wav"
-        )
-    return bytes(audio)
-
-
 def default_clip() -> bytes:
-    return read_mulaw_wav(resources.files("turnpike.dev").joinpath("hello.wav").read_bytes())
+    return wav_to_ulaw(resources.files("turnpike.dev").joinpath("hello.wav").read_bytes())
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +133,7 @@ async def place_call(state: dict[str, Any], audio: bytes, twiml: str | None) -> 
         transport.close()
     files = recording.get("files", {})
     received = (
-        read_mulaw_wav(await asyncio.to_thread(Path(files["inbound"]).read_bytes))
+        wav_to_ulaw(await asyncio.to_thread(Path(files["inbound"]).read_bytes))
         if ("inbound" in files)
         else b""
     )
@@ -192,7 +171,7 @@ def run_call(state_file: Path, wav: Path | None, twiml_file: Path | None) -> int
         print(f"the `turnpike dev` that wrote {state_file} is not running", file=sys.stderr)
         return 1
     try:
-        audio = read_mulaw_wav(wav.read_bytes()) if wav else default_clip()
+        audio = wav_to_ulaw(wav.read_bytes()) if wav else default_clip()
     except (OSError, ValueError) as exc:
         print(f"cannot use {wav}: {exc}", file=sys.stderr)
         return 1

@@ -41,7 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "call", help="place a call into the running fleet's gateway and check the audio"
     )
     _add_state_file(call, "the state file of the running `turnpike dev`")
-    call.add_argument("--wav", type=Path, help="8 kHz mono µ-law WAV to play (default: a clip)")
+    call.add_argument(
+        "--wav",
+        type=Path,
+        help="WAV file to play: µ-law, A-law or 16-bit PCM at any rate (default: a speech clip)",
+    )
     call.add_argument("--twiml", type=Path, help="TwiML document to run instead of the default")
     apply_env_defaults(call)
 
