@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -98,9 +99,20 @@ async def test_dev_fleet_end_to_end(tmp_path: Path) -> None:
         assert state["accountSid"].startswith("AC")
 
         async with aiohttp.ClientSession() as http:
-            for url in (state["relay"]["metrics"], state["tokens"]["metrics"]):
+            for url in (
+                state["relay"]["metrics"],
+                state["tokens"]["metrics"],
+                state["streamgw"]["metrics"],
+            ):
                 async with http.get(url) as resp:
                     assert resp.status == 200
+                    assert "# TYPE" in await resp.text()
+            consumer_ctx = ssl.create_default_context(cafile=state["consumer"]["caFile"])
+            async with http.get(state["consumer"]["recordings"], ssl=consumer_ctx) as resp:
+                assert resp.status == 200
+                assert await resp.json() == {"recordings": []}
+            async with http.get(state["streamgw"]["callsUrl"] + "/CA" + "0" * 32) as resp:
+                assert resp.status == 401  # the gateway's API requires the account's credentials
             async with http.get(state["tokens"]["checkPage"]) as resp:
                 assert resp.status == 200
                 assert "<html" in (await resp.text()).lower()
