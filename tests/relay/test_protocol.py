@@ -380,7 +380,7 @@ async def test_relay_to_relay_on_the_same_server(keyring: Path) -> None:
 
 async def test_lifetimes_expire(keyring: Path) -> None:
     async with (
-        relay_server(keyring, permission_lifetime=1, sweep_interval=0.2) as relay,
+        relay_server(keyring, permission_lifetime=2, sweep_interval=0.2) as relay,
         echo_peer() as peer,
         raw_client(relay.address, credentials=credentials()) as client,
         raw_client(relay.address, credentials=credentials()) as short,
@@ -394,7 +394,7 @@ async def test_lifetimes_expire(keyring: Path) -> None:
         send.attributes.update({Attr.XOR_PEER_ADDRESS: peer.address, Attr.DATA: b"x"})
         client.send_raw(send.encode())
         await client.receive()
-        await asyncio.sleep(1.6)
+        await asyncio.sleep(2.6)
         # The short allocation is gone and its port is free again.
         assert len(relay.server.table) == 1
         assert relay.server.stats.allocations_removed["expired"] == 1
@@ -483,3 +483,45 @@ async def test_bandwidth_limit_drops_the_excess(keyring: Path) -> None:
         assert 5 <= len(peer.received) < 25
         alloc = next(iter(relay.server.table.by_tuple.values()))
         assert alloc.traffic.dropped == 50 - len(peer.received)
+
+
+async def test_tcp_connection_without_allocation_is_closed(
+    keyring: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from turnpike.relay import transports
+
+    monkeypatch.setattr(transports, "ALLOCATE_TIMEOUT", 0.3)
+    async with relay_server(keyring) as relay:
+        async with raw_client(relay.address, tcp=True) as idle:
+            await asyncio.wait_for(idle.proto.closed.wait(), 3)
+        async with raw_client(relay.address, tcp=True, credentials=credentials()) as client:
+            await client.allocate()
+            await asyncio.sleep(0.6)
+            assert not client.proto.closed.is_set()  # an allocation keeps it open
+
+
+async def test_slow_tcp_reader_does_not_make_the_relay_buffer_without_bound(keyring: Path) -> None:
+    from turnpike.relay.allocation import STREAM_WRITE_LIMIT
+
+    async with (
+        relay_server(keyring) as relay,
+        echo_peer() as peer,
+        raw_client(relay.address, tcp=True, credentials=credentials()) as client,
+    ):
+        peer.echo = False
+        relayed = await client.allocate()
+        bind = {Attr.CHANNEL_NUMBER: 0x4000, Attr.XOR_PEER_ADDRESS: peer.address}
+        assert (await client.request(Method.CHANNEL_BIND, bind)).cls == Class.SUCCESS
+        client.transport.pause_reading()  # type: ignore[attr-defined]
+        assert peer.transport is not None
+        alloc = next(iter(relay.server.table.by_tuple.values()))
+        payload = bytes(1200)
+        for round_ in range(200):
+            for _ in range(100):
+                peer.transport.sendto(payload, relayed)
+            await asyncio.sleep(0.005)
+            if alloc.traffic.dropped and round_ > 10:
+                break
+        sink = alloc.client.transport
+        assert sink.get_write_buffer_size() <= STREAM_WRITE_LIMIT + 1300  # type: ignore[attr-defined]
+        assert alloc.traffic.dropped > 0
