@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-TARGETS = ("relay",)
+TARGETS = ("relay", "tokens")
 
 
 def _csv(text: str) -> list[str]:
@@ -33,7 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--generator-procs", type=int)
     relay.add_argument("--cpu-rate", type=float, help="fixed offered load for the CPU figure")
     relay.add_argument("--payload", type=int, help="payload bytes per packet")
+    tokens = sub.add_parser("tokens", help="token API: tokens/s per core, p50/p99 latency")
+    tokens.add_argument("--smoke", action="store_true", help="a few seconds; checks the harness")
+    tokens.add_argument("--out", type=Path, help="output directory (default bench/results)")
+    tokens.add_argument("--no-plots", action="store_true", help="write JSON only")
+    tokens.add_argument("--concurrency", type=lambda t: [int(x) for x in _csv(t)])
+    tokens.add_argument("--duration", type=float, help="seconds per step")
+    tokens.add_argument("--rounds", type=int)
     return parser
+
+
+def _override(params: object, args: argparse.Namespace, names: Sequence[str]) -> None:
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(params, name, value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,19 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.relay import main as relay_main
 
         params = RelayParams.smoke_preset() if args.smoke else RelayParams()
-        for name in (
-            "servers",
-            "rounds",
-            "modes",
-            "duration",
-            "generator_procs",
-            "cpu_rate",
-            "payload",
-        ):
-            value = getattr(args, name)
-            if value is not None:
-                setattr(params, name, value)
+        names = ("servers", "rounds", "modes", "duration", "generator_procs", "cpu_rate", "payload")
+        _override(params, args, names)
         return relay_main(params, args.out, plots=not args.no_plots)
+    if args.target == "tokens":
+        from bench.tokens import TokensParams
+        from bench.tokens import main as tokens_main
+
+        tparams = TokensParams.smoke_preset() if args.smoke else TokensParams()
+        _override(tparams, args, ("concurrency", "duration", "rounds"))
+        return tokens_main(tparams, args.out, plots=not args.no_plots)
     return 2
 
 

@@ -158,3 +158,28 @@ def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_tokens(result: dict[str, Any], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by = result["summary"]["by_concurrency"]
+    concs = sorted(int(c) for c in by)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
+    tps = [by[str(c)]["tokens_per_s"]["median"] or 0 for c in concs]
+    per_cpu = [by[str(c)]["tokens_per_cpu_s"]["median"] or 0 for c in concs]
+    ax1.plot(concs, tps, "o-", label="tokens/s")
+    ax1.plot(concs, per_cpu, "s--", label="tokens per server CPU s")
+    ax1.set_xscale("log", base=2)
+    ax1.set_xlabel("requests in flight")
+    ax1.set_title("Token API throughput", fontsize=10)
+    ax1.legend(fontsize=8)
+    for key, style in (("p50_ms", "o-"), ("p99_ms", "s--")):
+        ax2.plot(concs, [by[str(c)][key]["median"] or 0 for c in concs], style, label=key[:3])
+    ax2.set_xscale("log", base=2)
+    ax2.set_xlabel("requests in flight")
+    ax2.set_ylabel("ms")
+    ax2.set_title("Token API latency", fontsize=10)
+    ax2.legend(fontsize=8)
+    fig.text(0.5, 0.01, _subtitle(result), ha="center", fontsize=7, color="dimgray")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return _save(fig, out_dir / "tokens.png")

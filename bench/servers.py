@@ -227,3 +227,84 @@ def redact(cmd: list[str], secret: str) -> list[str]:
         else:
             out.append(arg)
     return out
+
+
+@dataclass
+class Service:
+    """A ``turnpike <command>`` child process (token API, gateway, operator) under test."""
+
+    name: str
+    command: list[str]
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes] = field(repr=False)
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        self._log.close()
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll ``url`` until it answers 200."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServerError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback URL
+                if resp.status == 200:
+                    return
+                last = resp.status
+        except (urllib.error.URLError, OSError) as exc:
+            last = exc
+        time.sleep(0.1)
+    raise ServerError(f"{url} did not answer 200 within {timeout}s (last: {last})")
+
+
+def start_turnpike(
+    name: str, args: list[str], tmp: Path, ready_url: str | None, timeout: float = 30.0
+) -> Service:
+    cmd = [sys.executable, "-m", "turnpike", *args]
+    log_path = tmp / f"{name}.log"
+    log_file = log_path.open("ab")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=str(tmp),
+        env=env,
+        start_new_session=True,
+    )
+    service = Service(name, cmd, proc, log_path, log_file)
+    try:
+        if ready_url is not None:
+            try:
+                wait_http(ready_url, timeout, proc)
+            except ServerError as exc:
+                raise ServerError(f"{name}: {exc}\n{service.log_tail()}") from None
+    except BaseException:
+        service.stop()
+        raise
+    return service
