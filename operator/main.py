@@ -96,6 +96,13 @@ async def run_operator(
 
     kopf.on.login(registry=registry)(login)
 
+    def cleanup(**_: Any) -> None:
+        # kopf takes SIGTERM over from turnpike.core.service; mirror it into our stop flag, or
+        # kopf would wait out its hung-task timeout on the flag it was given.
+        stop.set()
+
+    kopf.on.cleanup(registry=registry)(cleanup)
+
     ready = asyncio.Event()
     health: HealthServer | None = None
     drainer: asyncio.Task[None] | None = None
