@@ -1,6 +1,7 @@
-"""Rotation end to end: the real kopf runner with the rotation handlers, the Kubernetes API emulator,
-real `turnpike relay` and `turnpike tokens` processes reading keyring files a kubelet stand-in
-writes from the Secret with per-pod delays, and aioice allocating with the API's tokens.
+"""Rotation end to end: the real kopf runner with the rotation handlers, the Kubernetes API
+emulator, real `turnpike relay` and `turnpike tokens` processes reading keyring files that a
+kubelet stand-in writes from the Secret with per-pod delays, and aioice allocating with the API's
+tokens.
 
 Time is real but shrunk: a token lives 3 s, an allocation counts 1 s, a rotation is due 4 s after
 the last one, so many rotations pass in well under a minute. The engine is the same one the
@@ -101,25 +102,29 @@ class Checker:
     tokens: list[Token] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     allocations: int = 0
-    paused: bool = False
+    inconclusive: int = 0
 
     async def run(self) -> None:
         async with aiohttp.ClientSession() as session:
             while True:
-                if self.paused:
-                    await asyncio.sleep(0.05)
-                    continue
                 self.tokens.append(await get_token(session, self.tokens_api, TOKEN_TTL))
                 now = time.time()
                 # Until just before expiry: the relay refuses a token once its second has passed.
                 live = [t for t in self.tokens if now < t.expiry - 0.3]
                 pairs = [(r, t) for t in live for r in self.relays]
                 results = await asyncio.gather(*(allocate(r.turn, t) for r, t in pairs))  # type: ignore[arg-type]
+                done = time.time()
                 for (member, tok), error in zip(pairs, results, strict=True):
                     self.allocations += 1
-                    if error is not None:
-                        age = time.time() - tok.issued
-                        self.failures.append(f"{member.name}: token {age:.1f}s old: {error}")
+                    if error is None:
+                        continue
+                    if done > tok.expiry:
+                        # On a busy machine the attempt outlasted the token: expiry, not
+                        # rotation, may be why. Only refusals of a surely valid token count.
+                        self.inconclusive += 1
+                        continue
+                    age = done - tok.issued
+                    self.failures.append(f"{member.name}: token {age:.1f}s old: {error}")
                 await asyncio.sleep(0.1)
 
 
@@ -154,6 +159,7 @@ async def test_rotations_never_break_a_live_token_even_when_the_operator_is_kill
                         await task
                 assert not checker.failures, "\n".join(checker.failures[:20])
                 assert checker.allocations > 100
+                assert checker.inconclusive < checker.allocations / 20
                 assert len(checker.tokens) > 30
                 assert steps["promoted"] >= 5 and steps["removed"] >= 3, steps
                 assert operator.starts >= 5

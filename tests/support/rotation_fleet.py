@@ -297,7 +297,7 @@ class Operator:
             "--namespace",
             self.namespace,
             "-m",
-            "turnpike.operator.rotation",
+            "turnpike.operator.rotation_standalone",
         ]
         await proc.start()
         self.process = proc
