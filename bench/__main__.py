@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-TARGETS = ("relay", "tokens")
+TARGETS = ("relay", "tokens", "streamgw")
 
 
 def _csv(text: str) -> list[str]:
@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_argument("--concurrency", type=lambda t: [int(x) for x in _csv(t)])
     tokens.add_argument("--duration", type=float, help="seconds per step")
     tokens.add_argument("--rounds", type=int)
+    gw = sub.add_parser("streamgw", help="stream gateway: clean real-time streams per process")
+    gw.add_argument("--smoke", action="store_true", help="a few seconds; checks the harness")
+    gw.add_argument("--out", type=Path, help="output directory (default bench/results)")
+    gw.add_argument("--no-plots", action="store_true", help="write JSON only")
+    gw.add_argument("--fork-streams", type=lambda t: [int(x) for x in _csv(t)])
+    gw.add_argument("--echo-streams", type=lambda t: [int(x) for x in _csv(t)])
+    gw.add_argument("--duration", type=float, help="seconds of RTP per step")
     return parser
 
 
@@ -67,6 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         tparams = TokensParams.smoke_preset() if args.smoke else TokensParams()
         _override(tparams, args, ("concurrency", "duration", "rounds"))
         return tokens_main(tparams, args.out, plots=not args.no_plots)
+    if args.target == "streamgw":
+        from bench.streamgw import StreamgwParams
+        from bench.streamgw import main as streamgw_main
+
+        gparams = StreamgwParams.smoke_preset() if args.smoke else StreamgwParams()
+        _override(gparams, args, ("fork_streams", "echo_streams", "duration"))
+        return streamgw_main(gparams, args.out, plots=not args.no_plots)
     return 2
 
 

@@ -183,3 +183,40 @@ def plot_tokens(result: dict[str, Any], out_dir: Path) -> Path:
     fig.text(0.5, 0.01, _subtitle(result), ha="center", fontsize=7, color="dimgray")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return _save(fig, out_dir / "tokens.png")
+
+
+def plot_streamgw(result: dict[str, Any], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    limit = result["params"]["p99_limit_ms"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 4))
+    for kind, color in (("fork", "#4c72b0"), ("echo", "#c44e52")):
+        mine = [s for s in result["steps"] if s["kind"] == kind and "latency_p99_ms" in s]
+        if not mine:
+            continue
+        xs = [s["streams"] for s in mine]
+        ax1.plot(
+            xs, [s["latency_p99_ms"] or 0 for s in mine], "o-", color=color, label=f"{kind} p99"
+        )
+        ax1.plot(
+            xs, [s["latency_p50_ms"] or 0 for s in mine], ":", color=color, label=f"{kind} p50"
+        )
+        ax2.plot(xs, [s["cpu_per_stream_pct"] or 0 for s in mine], "o-", color=color, label=kind)
+        for s in mine:
+            if s["dropped_frames"]:
+                ax1.annotate(
+                    f"{s['dropped_frames']} dropped",
+                    (s["streams"], s["latency_p99_ms"]),
+                    fontsize=7,
+                )
+    ax1.axhline(limit, color="gray", ls="--", lw=1)
+    ax1.set_xlabel("concurrent streams (50 frames/s each)")
+    ax1.set_ylabel("RTP in → WebSocket out, ms")
+    ax1.set_title("Gateway latency", fontsize=10)
+    ax1.legend(fontsize=7)
+    ax2.set_xlabel("concurrent streams")
+    ax2.set_ylabel("% of one core per stream")
+    ax2.set_title("Gateway CPU per stream", fontsize=10)
+    ax2.legend(fontsize=7)
+    fig.text(0.5, 0.01, _subtitle(result), ha="center", fontsize=7, color="dimgray")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return _save(fig, out_dir / "streamgw.png")
