@@ -247,3 +247,23 @@ async def test_workers_share_the_ports(tmp_path: Path) -> None:
         assert proc.proc is not None
         code = await proc.stop(signal.SIGTERM, timeout=15)
         assert code == 0
+
+
+def test_options_from_flags() -> None:
+    from turnpike.cli import build_parser
+    from turnpike.relay.app import Options
+
+    def options(*argv: str) -> Options:
+        return Options.from_args(build_parser().parse_args(["relay", "--keyring", "k", *argv]))
+
+    plain = options("--listen", "192.0.2.10:3478", "--listen", "[2001:db8::5]:3478")
+    assert plain.config.relay_ips == ("192.0.2.10", "2001:db8::5")
+    assert plain.config.relay_ports == (49152, 65535)
+    assert plain.config.user_quota == 12
+    nat = options("--listen", "0.0.0.0:3478", "--external-ip", "203.0.113.9")
+    assert nat.config.relay_ips == ("0.0.0.0",)
+    assert nat.config.external_ips == ("203.0.113.9",)
+    explicit = options("--listen", "0.0.0.0:3478", "--relay-ip", "10.1.2.3")
+    assert explicit.config.relay_ips == ("10.1.2.3",)
+    with pytest.raises(ValueError, match="one --relay-ip per address family"):
+        options("--relay-ip", "10.0.0.1", "--relay-ip", "10.0.0.2")

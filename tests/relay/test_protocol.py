@@ -525,3 +525,14 @@ async def test_slow_tcp_reader_does_not_make_the_relay_buffer_without_bound(keyr
         sink = alloc.client.transport
         assert sink.get_write_buffer_size() <= STREAM_WRITE_LIMIT + 1300  # type: ignore[attr-defined]
         assert alloc.traffic.dropped > 0
+
+
+async def test_external_ip_is_advertised(keyring: Path) -> None:
+    async with (
+        relay_server(keyring, external_ips=("198.51.100.7",)) as relay,
+        raw_client(relay.address, credentials=credentials()) as client,
+    ):
+        relayed = await client.allocate()
+        assert relayed[0] == "198.51.100.7"
+        alloc = next(iter(relay.server.table.by_tuple.values()))
+        assert alloc.relayed == ("127.0.0.1", relayed[1])  # bound locally, advertised outside
