@@ -77,6 +77,8 @@ class KeyringSummary:
             "keyringVersion": self.version,
             "keyringSigningKey": self.signing,
             "lastKeyRotation": self.last_rotation,
+            # Why rotation cannot go on (None: it can); the Degraded condition says the same.
+            "keyringRotationBlocked": self.blocked,
         }
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import kopf
 
 from turnpike.operator.kube import Kube
-from turnpike.operator.rotation import register, settings_from_env
+from turnpike.operator.rotation import register
+from turnpike.operator.rotation_state import settings_from_env
 
 _kube: Kube | None = None
 

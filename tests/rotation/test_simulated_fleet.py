@@ -214,3 +214,38 @@ async def test_emergency_revoke_drops_the_key_at_once() -> None:
     fleet.last_signed.clear()
     await fleet.run(2 * 3600.0)
     assert fleet.reasons("KeyPromoted") >= 2
+
+
+async def test_a_secret_made_elsewhere_is_adopted_and_metrics_follow_the_rotation() -> None:
+    """The operator's reconciler (or a person) may create the Secret with just a keyring in it."""
+    from prometheus_client import CollectorRegistry
+
+    from turnpike.core.keyring import Keyring
+    from turnpike.operator.rotation import RotationMetrics
+
+    fleet = Fleet(RotationSettings(interval=3600.0, check_interval=10.0), DELAYS)
+    assert await fleet.cluster.create_secret(
+        NS, "turnpike-keyring", Keyring.generate().to_json(), {}
+    )
+    for name, delay in DELAYS.items():
+        fleet.cluster.add_pod(name, delay, relay=name.startswith("relay"))
+    registry = CollectorRegistry()
+    fleet.rotator = Rotator(fleet.cluster, fleet.settings, fleet.clock, RotationMetrics(registry))
+    await fleet.rotator.tick(NS)
+    assert fleet.cluster.annotations[A_PHASE] == "stable"
+    assert fleet.cluster.annotations["rotation.turnpike.io/version"] == "1"
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"namespace": NS, **labels})
+
+    await fleet.run(1800.0)
+    age = sample("turnpike_keyring_signing_key_age_seconds")
+    assert age is not None and 1700 <= age <= 1800
+    await fleet.run(3600.0)
+    assert sample("turnpike_keyring_rotations_total", outcome="started") == 1
+    assert sample("turnpike_keyring_rotations_total", outcome="promoted") == 1
+    assert sample("turnpike_keyring_rotations_total", outcome="completed") == 1
+    assert sample("turnpike_keyring_rotations_total", outcome="blocked") is None
+    age = sample("turnpike_keyring_signing_key_age_seconds")
+    assert age is not None and age < 1800
+    assert sample("turnpike_keyring_keys") == 2
