@@ -99,7 +99,7 @@ async def test_gathers_relay_candidates_from_a_real_relay(
     async with run_relay(api.keyring_file) as relay:
         write_json(api.edges_file, relay.edges_doc())
         assert api.edges.check()
-        outcome = await asyncio.to_thread(run_check, browser, api.base + "/")
+        outcome = await asyncio.to_thread(run_check, browser, api.base + "/?timeout=5")
     assert outcome.summary == "All 6 relay paths work from this browser.", outcome.console
     assert [row[:3] for row in outcome.rows] == [
         [edge, transport, "Gathered"]
