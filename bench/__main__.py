@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-TARGETS = ("relay", "tokens", "streamgw")
+TARGETS = ("relay", "tokens", "streamgw", "operator")
 
 
 def _csv(text: str) -> list[str]:
@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--fork-streams", type=lambda t: [int(x) for x in _csv(t)])
     gw.add_argument("--echo-streams", type=lambda t: [int(x) for x in _csv(t)])
     gw.add_argument("--duration", type=float, help="seconds of RTP per step")
+    op = sub.add_parser("operator", help="operator: time to reconcile N RelayEdges")
+    op.add_argument("--smoke", action="store_true", help="a few seconds; checks the harness")
+    op.add_argument("--out", type=Path, help="output directory (default bench/results)")
+    op.add_argument("--no-plots", action="store_true", help="write JSON only")
+    op.add_argument("--counts", type=lambda t: [int(x) for x in _csv(t)])
+    op.add_argument("--rounds", type=int)
     return parser
 
 
@@ -81,6 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         gparams = StreamgwParams.smoke_preset() if args.smoke else StreamgwParams()
         _override(gparams, args, ("fork_streams", "echo_streams", "duration"))
         return streamgw_main(gparams, args.out, plots=not args.no_plots)
+    if args.target == "operator":
+        from bench.operatorbench import OperatorParams
+        from bench.operatorbench import main as operator_main
+
+        oparams = OperatorParams.smoke_preset() if args.smoke else OperatorParams()
+        _override(oparams, args, ("counts", "rounds"))
+        return operator_main(oparams, args.out, plots=not args.no_plots)
     return 2
 
 

@@ -220,3 +220,25 @@ def plot_streamgw(result: dict[str, Any], out_dir: Path) -> Path:
     fig.text(0.5, 0.01, _subtitle(result), ha="center", fontsize=7, color="dimgray")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return _save(fig, out_dir / "streamgw.png")
+
+
+def plot_operator(result: dict[str, Any], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by = result["summary"]["by_count"]
+    counts = sorted(int(c) for c in by)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for key, style, label in (
+        ("in_place_s", "o-", "children + IP-ranges ConfigMap in place"),
+        ("all_ready_s", "s--", "all edges Ready"),
+    ):
+        pts = [(c, by[str(c)][key]) for c in counts if by[str(c)][key] is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("RelayEdges applied at once")
+    ax.set_ylabel("seconds after the create calls started")
+    ax.set_title("Operator reconcile time (Kubernetes API emulator)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.text(0.5, 0.01, _subtitle(result), ha="center", fontsize=7, color="dimgray")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return _save(fig, out_dir / "operator.png")
