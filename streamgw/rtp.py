@@ -102,13 +102,22 @@ class ReorderBuffer:
 
     def push(self, packet: RtpPacket) -> list[tuple[int, RtpPacket]]:
         """Packets now deliverable, in order, each with the number of packets lost before it."""
-        if self._next is None:
-            self._next = packet.sequence
-        ahead = (packet.sequence - self._next) & 0xFFFF
-        if ahead >= 0x8000 or packet.sequence in self._held:
-            self.duplicates += 1  # already delivered, skipped as lost, or a duplicate
+        seq = packet.sequence
+        if seq in self._held:
+            self.duplicates += 1
             return []
-        self._held[packet.sequence] = packet
+        if self._next is None:
+            # The very first packet waits for a second one, so a swapped first pair still comes
+            # out in order; start from whichever is earlier (in 16-bit wrap-around order).
+            self._held[seq] = packet
+            if len(self._held) < 2:
+                return []
+            self._next = min(self._held, key=lambda s: (s - seq + 0x8000) & 0xFFFF)
+        else:
+            if (seq - self._next) & 0xFFFF >= 0x8000:
+                self.duplicates += 1  # already delivered, or skipped as lost
+                return []
+            self._held[seq] = packet
         out: list[tuple[int, RtpPacket]] = []
         self._drain(out, 0)
         while len(self._held) > self.depth:
@@ -123,6 +132,8 @@ class ReorderBuffer:
     def flush(self) -> list[tuple[int, RtpPacket]]:
         """Deliver everything held (the sender went quiet, so the gap will not fill)."""
         out: list[tuple[int, RtpPacket]] = []
+        if self._next is None and self._held:
+            self._next = next(iter(self._held))
         while self._held and self._next is not None:
             nearest = min(self._held, key=lambda s: (s - self._next) & 0xFFFF)  # type: ignore[operator]
             skipped = (nearest - self._next) & 0xFFFF

@@ -159,6 +159,10 @@ class Fork:
         self.url = url
         self.egress = egress
         self._on_finished = on_finished
+        # Customers validate against the URL they wrote, so sign that text (minus the query we
+        # drop) rather than a normalised form of it.
+        written = spec.url.split("#", 1)[0].split("?", 1)[0]
+        self.signed_url = written if written.lower().startswith("wss://") else str(url)
         self.tracks = ("inbound",) if spec.bidirectional else TRACK_NAMES[spec.track]
         self.wants_inbound = "inbound" in self.tracks
         self.wants_outbound = "outbound" in self.tracks
@@ -247,10 +251,9 @@ class Fork:
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         check_url(self.egress.policy, self.url)
-        url = str(self.url)
         headers = {
             "User-Agent": USER_AGENT,
-            signature.HEADER: signature.compute(self.call.account.auth_token, url),
+            signature.HEADER: signature.compute(self.call.account.auth_token, self.signed_url),
         }
         async with asyncio.timeout(self.egress.settings.connect_timeout):
             return await self.egress.session.ws_connect(

@@ -179,8 +179,18 @@ async def test_31921_server_closes_a_fork(scene: Scene) -> None:
 async def test_31922_31923_bad_urls(scene: Scene) -> None:
     await scene.open("ws://127.0.0.1:9/plain")
     await scene.error(31922)
-    status, out = await scene.gw.rest(f"/Calls/{scene.sid}/Streams.json", {"Url": "wss://"})
-    assert status == 400 and out["code"] == 31923
+    for bad in ("wss://", "wss://[bad/x", "wss://host:99999/x"):
+        status, out = await scene.gw.rest(f"/Calls/{scene.sid}/Streams.json", {"Url": bad})
+        assert status == 400 and out["code"] == 31923, bad
+    status, _ = await scene.gw.rest(
+        f"/Calls/{scene.sid}.json",
+        {
+            "Twiml": '<Response><Start><Stream url="wss://[::1/x"/></Start><Pause length="60"/>'
+            "</Response>"
+        },
+    )
+    assert status == 200
+    await scene.error(31923)
     status, out = await scene.gw.rest(f"/Calls/{scene.sid}/Streams.json", {"Url": "https://x/"})
     assert status == 400 and out["code"] == 31922
     await scene.still_alive()

@@ -72,6 +72,18 @@ def test_reorder_buffer_restores_order_across_wrap() -> None:
     assert buf.duplicates == 1
 
 
+def test_reorder_buffer_handles_a_swapped_first_pair_and_flush() -> None:
+    buf = rtp.ReorderBuffer()
+    assert buf.push(rtp.RtpPacket(0, 8, 0, 1, b"")) == []  # waits for a second packet
+    got = [p.sequence for _, p in buf.push(rtp.RtpPacket(0, 7, 0, 1, b""))]
+    got += [p.sequence for _, p in buf.push(rtp.RtpPacket(0, 10, 0, 1, b""))]
+    assert got == [7, 8]
+    assert [(lost, p.sequence) for lost, p in buf.flush()] == [(1, 10)]
+    lone = rtp.ReorderBuffer()
+    lone.push(rtp.RtpPacket(0, 3, 0, 1, b""))
+    assert [p.sequence for _, p in lone.flush()] == [3]
+
+
 def test_reorder_buffer_gives_up_on_lost_packets() -> None:
     buf = rtp.ReorderBuffer(depth=2)
     got = []
