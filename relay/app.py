@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,13 +55,20 @@ class Options:
                     (":" in ip) != (":" in hp.host) for ip in relay_ips
                 ):
                     relay_ips.append(hp.host)
-        if not relay_ips:
-            if not args.external_ip:
-                raise ValueError(
-                    "listening only on wildcard addresses: give --relay-ip (the address relay "
-                    "sockets bind) or --external-ip (the address clients see)"
-                )
+        if not relay_ips and args.external_ip:
+            # 1:1 NAT: bind the wildcard, advertise the external address.
             relay_ips = ["::" if ":" in ip else "0.0.0.0" for ip in args.external_ip]
+        if not relay_ips:
+            detected = primary_address()
+            if detected is None:
+                raise ValueError(
+                    "listening only on wildcard addresses and no default route: give "
+                    "--relay-ip (where relay sockets bind) or --external-ip (what clients see)"
+                )
+            log.info(
+                "relay address %s (the default route's source; --relay-ip overrides)", detected
+            )
+            relay_ips = [detected]
         families = [":" in ip for ip in relay_ips]
         if len(set(families)) != len(families):
             raise ValueError("give at most one --relay-ip per address family")
@@ -99,6 +107,20 @@ class Options:
             reuse_port=args.reuse_port,
             argv=tuple(argv),
         )
+
+
+def primary_address() -> str | None:
+    """The IPv4 address this host sends from by default (a pod's IP in Kubernetes).
+
+    Connecting a UDP socket only asks the kernel for a route; no packet is sent.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: any routable address would do
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith(("0.", "127.")) else address
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:

@@ -142,7 +142,6 @@ def test_refuses_bad_flags(tmp_path: Path) -> None:
     keyring = write_keyring(tmp_path / "keyring.json")
     env = {**os.environ}
     cases = [
-        (["--listen", "0.0.0.0:3478"], "--relay-ip"),
         (["--listen", "127.0.0.1:3478", "--tls-listen", "127.0.0.1:5349"], "--tls-cert"),
         (["--listen", "127.0.0.1:0", "--workers", "2"], "fixed ports"),
     ]
@@ -263,6 +262,14 @@ def test_options_from_flags() -> None:
     nat = options("--listen", "0.0.0.0:3478", "--external-ip", "203.0.113.9")
     assert nat.config.relay_ips == ("0.0.0.0",)
     assert nat.config.external_ips == ("203.0.113.9",)
+    from turnpike.relay.app import primary_address
+
+    if primary_address() is None:  # a host without a default route must be told
+        with pytest.raises(ValueError, match="--relay-ip"):
+            options("--listen", "0.0.0.0:3478")
+    else:  # the default route's source address, like a pod IP
+        detected = options("--listen", "0.0.0.0:3478")
+        assert detected.config.relay_ips == (primary_address(),)
     explicit = options("--listen", "0.0.0.0:3478", "--relay-ip", "10.1.2.3")
     assert explicit.config.relay_ips == ("10.1.2.3",)
     with pytest.raises(ValueError, match="one --relay-ip per address family"):
