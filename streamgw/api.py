@@ -41,7 +41,7 @@ def _principal(request: web.Request) -> Principal:
     gateway = request.app[GATEWAY]
     principal = gateway.accounts().authenticate(request.headers.get("Authorization"))
     if principal is None:
-        raise _error(401, 20003, "Authenticate", {"WWW-Authenticate": 'Basic realm="Turnpike"'})
+        raise ApiError(401, 20003, "Authenticate", {"WWW-Authenticate": 'Basic realm="Turnpike"'})
     return principal
 
 
@@ -57,9 +57,6 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-_error = ApiError
-
-
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
@@ -73,7 +70,7 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
 def _call_for(request: web.Request, principal: Principal, sid: str) -> Call:
     call = request.app[GATEWAY].get(sid)
     if call is None or call.account.sid != principal.account.sid:
-        raise _error(404, 20404, f"The requested resource /Calls/{sid} was not found")
+        raise ApiError(404, 20404, f"The requested resource /Calls/{sid} was not found")
     return call
 
 
@@ -99,51 +96,53 @@ async def create_call(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _error(400, 20001, "the request body must be a JSON object") from None
+        raise ApiError(400, 20001, "the request body must be a JSON object") from None
     if not isinstance(body, dict):
-        raise _error(400, 20001, "the request body must be a JSON object")
+        raise ApiError(400, 20001, "the request body must be a JSON object")
 
     def text(key: str, default: str | None = None) -> str | None:
         value = body.get(key, default)
         if value is not None and not isinstance(value, str):
-            raise _error(400, 20001, f"{key} must be a string")
+            raise ApiError(400, 20001, f"{key} must be a string")
         return value
 
     account_sid = text("accountSid", principal.account.sid)
     if account_sid != principal.account.sid:
-        raise _error(403, 20003, "accountSid does not match the credentials")
+        raise ApiError(403, 20003, "accountSid does not match the credentials")
     from_, to = text("from", "") or "", text("to", "") or ""
     document, url = text("twiml"), text("url")
     if (document is None) == (url is None):
-        raise _error(400, 20001, "give exactly one of twiml (a document) or url (a voice webhook)")
+        raise ApiError(
+            400, 20001, "give exactly one of twiml (a document) or url (a voice webhook)"
+        )
     method = (text("method", "POST") or "POST").upper()
     if method not in ("GET", "POST"):
-        raise _error(400, 20001, "method must be GET or POST")
+        raise ApiError(400, 20001, "method must be GET or POST")
     codec = (text("codec", "PCMU") or "PCMU").upper()
     if codec not in ("PCMU", "PCMA"):
-        raise _error(400, 20001, "codec must be PCMU or PCMA")
+        raise ApiError(400, 20001, "codec must be PCMU or PCMA")
     dtmf_pt = body.get("dtmfPayloadType", 101)
     if not isinstance(dtmf_pt, int) or isinstance(dtmf_pt, bool) or not 96 <= dtmf_pt <= 127:
-        raise _error(400, 20001, "dtmfPayloadType must be a dynamic payload type (96-127)")
+        raise ApiError(400, 20001, "dtmfPayloadType must be a dynamic payload type (96-127)")
     remote: tuple[str, int] | None = None
     rtp = body.get("rtp")
     if rtp is not None:
         if not isinstance(rtp, dict) or not isinstance(rtp.get("remote", ""), str):
-            raise _error(400, 20001, 'rtp must be an object like {"remote": "IP:PORT"}')
+            raise ApiError(400, 20001, 'rtp must be an object like {"remote": "IP:PORT"}')
         if rtp.get("remote"):
             try:
                 remote = _host_port(rtp["remote"])
             except ValueError as exc:
-                raise _error(400, 20001, str(exc)) from None
+                raise ApiError(400, 20001, str(exc)) from None
     status_callback = text("statusCallback")
     cb_method = (text("statusCallbackMethod", "POST") or "POST").upper()
     if cb_method not in ("GET", "POST"):
-        raise _error(400, 20001, "statusCallbackMethod must be GET or POST")
+        raise ApiError(400, 20001, "statusCallbackMethod must be GET or POST")
     if document is not None:
         try:
             source = Source(document=twiml.parse(document))
         except twiml.TwimlError as exc:
-            raise _error(400, exc.code, str(exc)) from None
+            raise ApiError(400, exc.code, str(exc)) from None
     else:
         assert url is not None
         source = Source(url=url, method=method)
@@ -160,9 +159,9 @@ async def create_call(request: web.Request) -> web.Response:
             status_callback_method=cb_method,
         )
     except Draining as exc:
-        raise _error(503, 20503, str(exc)) from None
+        raise ApiError(503, 20503, str(exc)) from None
     except OSError as exc:
-        raise _error(503, 20503, f"cannot open an RTP port: {exc}") from None
+        raise ApiError(503, 20503, f"cannot open an RTP port: {exc}") from None
     resource = call.resource()
     body_out = {"sid": call.sid, "status": call.status, "rtp": {"local": resource["rtp"]["local"]}}
     return web.json_response(body_out, status=201)
@@ -187,7 +186,7 @@ async def delete_call(request: web.Request) -> web.Response:
 def _account_path(request: web.Request) -> Principal:
     principal = _principal(request)
     if request.match_info["account"] != principal.account.sid:
-        raise _error(403, 20003, "the AccountSid in the URL does not match the credentials")
+        raise ApiError(403, 20003, "the AccountSid in the URL does not match the credentials")
     return principal
 
 
@@ -236,11 +235,11 @@ async def update_call(request: web.Request) -> web.Response:
     form = await request.post()
     status, doc, url = form.get("Status"), form.get("Twiml"), form.get("Url")
     if status is not None and status not in ("completed", "canceled"):
-        raise _error(400, 21220, "Status can only be completed (or canceled) on this gateway")
+        raise ApiError(400, 21220, "Status can only be completed (or canceled) on this gateway")
     if call.status != "in-progress":
         if status is not None:
             return web.json_response(call_json(call))
-        raise _error(400, 21220, "Call is not in-progress. Cannot redirect.")
+        raise ApiError(400, 21220, "Call is not in-progress. Cannot redirect.")
     if status is not None:
         await call.end("completed through the API")
         return web.json_response(call_json(call))
@@ -248,15 +247,15 @@ async def update_call(request: web.Request) -> web.Response:
         try:
             call.redirect(Source(document=twiml.parse(doc)))
         except twiml.TwimlError as exc:
-            raise _error(400, exc.code, str(exc)) from None
+            raise ApiError(400, exc.code, str(exc)) from None
     elif isinstance(url, str):
         method = str(form.get("Method", "POST")).upper()
         if method not in ("GET", "POST"):
-            raise _error(400, 20001, "Method must be GET or POST")
+            raise ApiError(400, 20001, "Method must be GET or POST")
         call.doc_url = None
         call.redirect(Source(url=url, method=method))
     else:
-        raise _error(400, 20001, "give Twiml, Url or Status")
+        raise ApiError(400, 20001, "give Twiml, Url or Status")
     return web.json_response(call_json(call))
 
 
@@ -268,7 +267,7 @@ def _parameters(form: MultiDictProxy[Any]) -> tuple[tuple[str, str], ...]:
             continue
         value = str(form.get(f"Parameter{n}.Value", ""))
         if len(str(name)) + len(value) >= twiml.MAX_PARAMETER_CHARS:
-            raise _error(400, 20001, f"Parameter{n}: name and value must be under 500 characters")
+            raise ApiError(400, 20001, f"Parameter{n}: name and value must be under 500 characters")
         out.append((str(name), value))
     return tuple(out)
 
@@ -279,10 +278,10 @@ async def create_stream(request: web.Request) -> web.Response:
     form = await request.post()
     url = form.get("Url")
     if not isinstance(url, str) or not url:
-        raise _error(400, 31923, "Url is required")
+        raise ApiError(400, 31923, "Url is required")
     method = str(form.get("StatusCallbackMethod", "POST")).upper()
     if method not in ("GET", "POST"):
-        raise _error(400, 20001, "StatusCallbackMethod must be GET or POST")
+        raise ApiError(400, 20001, "StatusCallbackMethod must be GET or POST")
     callback = form.get("StatusCallback")
     spec = StreamSpec(
         url=url,
@@ -295,7 +294,7 @@ async def create_stream(request: web.Request) -> web.Response:
     try:
         target = call.check_stream(spec)
     except StreamFailure as exc:
-        raise _error(400, exc.code, str(exc)) from None
+        raise ApiError(400, exc.code, str(exc)) from None
     fork = call.start_stream(spec, target)
     return web.json_response(stream_json(call, fork))
 
@@ -305,13 +304,15 @@ async def update_stream(request: web.Request) -> web.Response:
     call = _call_for(request, principal, request.match_info["sid"])
     form = await request.post()
     if form.get("Status") != "stopped":
-        raise _error(400, 20001, "Status must be stopped")
+        raise ApiError(400, 20001, "Status must be stopped")
     key = request.match_info["stream"]
     fork = call.find_fork(key)
     if fork is None:
-        raise _error(404, 20404, f"The requested resource /Streams/{key} was not found")
+        raise ApiError(404, 20404, f"The requested resource /Streams/{key} was not found")
     if fork.spec.bidirectional:
-        raise _error(400, 20001, "a <Connect><Stream> cannot be stopped; redirect the call instead")
+        raise ApiError(
+            400, 20001, "a <Connect><Stream> cannot be stopped; redirect the call instead"
+        )
     await fork.stop_and_wait()
     return web.json_response(stream_json(call, fork))
 

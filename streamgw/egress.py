@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -78,7 +77,7 @@ def new_session(policy: AddressPolicy, ca_file: str | None) -> aiohttp.ClientSes
         ttl_dns_cache=30,
         enable_cleanup_closed=True,
     )
-    kwargs: dict[str, Any] = {"connector": connector, "trust_env": False}
+    # Webhooks and callbacks identify themselves like the hosted service's; WebSockets override it.
     return aiohttp.ClientSession(
-        **kwargs, headers={"User-Agent": "TwilioProxy/1.1"}, auto_decompress=True
+        connector=connector, trust_env=False, headers={"User-Agent": "TwilioProxy/1.1"}
     )

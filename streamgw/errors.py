@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 TITLES = {
@@ -40,10 +38,6 @@ class StreamFailure(Exception):
         super().__init__(f"{code} {TITLES.get(code, 'Error')}: {detail}")
         self.code = code
         self.detail = detail
-
-
-def describe(code: int, detail: str) -> dict[str, Any]:
-    return {"code": code, "message": f"{TITLES.get(code, 'Error')}: {detail}"}
 
 
 def rest_error(status: int, code: int, message: str) -> web.Response:
