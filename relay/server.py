@@ -62,6 +62,7 @@ class RelayConfig:
     permission_lifetime: int = allocs.PERMISSION_LIFETIME
     channel_lifetime: int = allocs.CHANNEL_LIFETIME
     nonce_lifetime: float = 600.0
+    max_permissions: int = 1000  # peer IPs per allocation; beyond → 508
     unauthorized_rate: float = 10.0  # UDP 401 replies per second per source IP; 0 = no limit
     sweep_interval: float = 1.0
 
@@ -525,6 +526,10 @@ class RelayServer:
         for peer in msg.peer_addresses:  # all or nothing (RFC 8656 §9.2)
             if not self._check_peer(msg, endpoint, addr, alloc, peer):
                 return
+        new = {peer[0] for peer in msg.peer_addresses} - alloc.permissions.keys()
+        if len(alloc.permissions) + len(new) > self.config.max_permissions:
+            self._error(msg, endpoint, addr, 508, key=alloc.key)  # bound one client's memory
+            return
         for peer in msg.peer_addresses:
             alloc.permit(peer[0], self.config.permission_lifetime)
         self._success(msg, endpoint, addr, {}, alloc.key)
@@ -558,6 +563,12 @@ class RelayServer:
             self._error(msg, endpoint, addr, 400, key=alloc.key)
             return
         if not self._check_peer(msg, endpoint, addr, alloc, peer):
+            return
+        if (
+            peer[0] not in alloc.permissions
+            and len(alloc.permissions) >= self.config.max_permissions
+        ):
+            self._error(msg, endpoint, addr, 508, key=alloc.key)
             return
         alloc.bind_channel(channel, peer, self.config.channel_lifetime)
         self._success(msg, endpoint, addr, {}, alloc.key)

@@ -536,3 +536,19 @@ async def test_external_ip_is_advertised(keyring: Path) -> None:
         assert relayed[0] == "198.51.100.7"
         alloc = next(iter(relay.server.table.by_tuple.values()))
         assert alloc.relayed == ("127.0.0.1", relayed[1])  # bound locally, advertised outside
+
+
+async def test_permissions_per_allocation_are_bounded(keyring: Path) -> None:
+    async with (
+        relay_server(keyring, max_permissions=3) as relay,
+        raw_client(relay.address, credentials=credentials()) as client,
+    ):
+        await client.allocate()
+        peers = [(f"127.0.0.{n}", 9) for n in range(1, 4)]
+        assert (await client.request(Method.CREATE_PERMISSION, peers=peers)).cls == Class.SUCCESS
+        # Refreshing existing permissions is fine; a fourth peer is not.
+        assert (await client.request(Method.CREATE_PERMISSION, peers=peers)).cls == Class.SUCCESS
+        fourth = [("127.0.0.4", 9)]
+        assert (await client.request(Method.CREATE_PERMISSION, peers=fourth)).error_code == 508
+        bind = {Attr.CHANNEL_NUMBER: 0x4000, Attr.XOR_PEER_ADDRESS: fourth[0]}
+        assert (await client.request(Method.CHANNEL_BIND, bind)).error_code == 508
