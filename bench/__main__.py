@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--no-plots", action="store_true", help="write JSON only")
     op.add_argument("--counts", type=lambda t: [int(x) for x in _csv(t)])
     op.add_argument("--rounds", type=int)
+    report = sub.add_parser("report", help="print (or --write into bench/README.md) the figures")
+    report.add_argument("--write", action="store_true", help="update bench/README.md in place")
     return parser
 
 
@@ -87,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         gparams = StreamgwParams.smoke_preset() if args.smoke else StreamgwParams()
         _override(gparams, args, ("fork_streams", "echo_streams", "duration"))
         return streamgw_main(gparams, args.out, plots=not args.no_plots)
+    if args.target == "report":
+        from bench.report import main as report_main
+
+        return report_main(args.write)
     if args.target == "operator":
         from bench.operatorbench import OperatorParams
         from bench.operatorbench import main as operator_main

@@ -389,7 +389,10 @@ class Worker:
             # moment (coturn answers 437 for about a second), so rotate the loopback source
             nonlocal source_seq
             source_seq += 1
-            sock.bind((f"127.0.{100 + self.index % 100}.{1 + source_seq % 254}", 0))
+            # 127.<100+worker>.x.y: 64516 client addresses per worker, so no source address is
+            # reused often enough to meet a per-address limit (Turnpike rate-limits UDP 401s)
+            third, fourth = divmod(source_seq % (254 * 254), 254)
+            sock.bind((f"127.{100 + self.index % 100}.{third + 1}.{fourth + 1}", 0))
             sock.connect(server)
             sock.setblocking(False)
             creds = stun.rest_credentials(secret, f"alloc-{self.index}-{n}")

@@ -61,7 +61,7 @@ class RelayParams:
     payload: int = 172  # bytes: a 20 ms G.711 RTP packet
     duration: float = 1.0  # seconds of load per rate trial
     drain: float = 0.3
-    start_rate: float = 10000.0
+    start_rate: float = 20000.0
     max_rate: float = 400000.0
     resolution: float = 1.1
     max_trials: int = 9
