@@ -38,7 +38,7 @@ from support.rotation_fleet import (
 from turnpike.core.keyring import Keyring
 from turnpike.operator import crds
 from turnpike.operator.keyring_secret import DATA_KEY
-from turnpike.operator.kube import CRDS, EVENTS, NAMESPACES, RELAY_EDGES, SECRETS, Kube
+from turnpike.operator.kube import CRDS, EVENTS, NAMESPACES, PEERINGS, RELAY_EDGES, SECRETS, Kube
 from turnpike.operator.rotation_state import A_PHASE, A_REVOKE, A_ROTATE_NOW, A_VERSION
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(150)]
@@ -327,3 +327,53 @@ async def blocked_then_released(
         return any(c["type"] == "Degraded" and c["status"] == "False" for c in conds)
 
     await wait_for(recovered, "Degraded to clear", timeout=10)
+
+
+async def test_with_two_replicas_only_the_active_one_rotates(
+    api: KubeAPI, kube: Kube, tmp_path: Path
+) -> None:
+    ns = "rotation-peers"
+    with contextlib.suppress(Exception):
+        await kube.create(CRDS, None, crds.all_crds()["kopf.dev_kopfpeerings.yaml"])
+    await new_namespace(kube, ns)
+    await kube.create(PEERINGS, ns, {"metadata": {"name": "rotation-peers"}})
+    # No pods hold the keyring here, so every step goes as fast as the checks come.
+    env = settings_env(rotation_interval=1.0, max_token_lifetime=1.0, max_allocation_lifetime=0.5)
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+
+    def replica(priority: int) -> Operator:
+        peering = ("--peering", "rotation-peers", "--priority", str(priority))
+        return Operator(kubeconfig, ns, env, peering=peering)
+
+    high, low = replica(200), replica(100)
+    await high.start()
+    await low.start()
+    try:
+        await wait_for(
+            lambda: "Pausing operations in favour of" in low.output, "the low replica to pause"
+        )
+        await wait_for(lambda: phase_is(kube, ns, "stable"), "a keyring", timeout=20)
+        _, ann = await secret(kube, ns)
+        start = int(ann[A_VERSION])
+
+        async def advanced_by(n: int) -> bool:
+            _, ann = await secret(kube, ns)
+            return int(ann[A_VERSION]) >= start + n
+
+        await wait_for(lambda: advanced_by(6), "rotations by the active replica", timeout=30)
+        assert "signs new credentials" in high.output
+        assert "added key" not in low.output and "signs new credentials" not in low.output
+
+        await high.stop()  # a graceful exit hands over at once
+        await wait_for(
+            lambda: "Resuming operations after the pause" in low.output,
+            "the other replica to take over",
+            timeout=30,
+        )
+        _, ann = await secret(kube, ns)
+        start = int(ann[A_VERSION])
+        await wait_for(lambda: advanced_by(4), "rotations by the new active replica", timeout=30)
+        assert "signs new credentials" in low.output
+    finally:
+        await high.stop()
+        await low.stop()

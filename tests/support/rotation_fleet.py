@@ -278,8 +278,15 @@ async def wait_for(probe: Callable[[], Any], what: str, timeout: float = 30.0) -
 class Operator:
     """The rotation handlers under the real kopf runner, as a child process that can be killed."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, settings: dict[str, str]) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespace: str,
+        settings: dict[str, str],
+        peering: tuple[str, ...] = ("--standalone",),
+    ) -> None:
         env = {"KUBECONFIG": str(kubeconfig), **settings}
+        self.peering = peering
         self.namespace = namespace
         self.env = env
         self.process: TurnpikeProcess | None = None
@@ -293,7 +300,7 @@ class Operator:
             "-m",
             "kopf",
             "run",
-            "--standalone",
+            *self.peering,
             "--namespace",
             self.namespace,
             "-m",
@@ -302,6 +309,10 @@ class Operator:
         await proc.start()
         self.process = proc
         self.starts += 1
+
+    @property
+    def output(self) -> str:
+        return self.log + (self.process.text if self.process is not None else "")
 
     async def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, like a node dying."""
