@@ -568,5 +568,9 @@ def stream_resource(fork: Fork) -> dict[str, Any]:
         "status": fork.status,
     }
     if fork.error is not None:
-        out["error"] = {"code": fork.error.code, "message": str(fork.error)}
+        code = fork.error.code
+        out["error"] = {
+            "code": code,
+            "message": f"{TITLES.get(code, 'Error')}: {fork.error.detail}",
+        }
     return out

@@ -142,17 +142,23 @@ def run(args: argparse.Namespace) -> int:
         gateway = Gateway(config, lambda: watcher.current, metrics)
         await gateway.start()
         runner = web.AppRunner(create_app(gateway, health=args.metrics is None), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, args.listen.host, args.listen.port)
-        await site.start()
         health: HealthServer | None = None
-        if args.metrics is not None:
-            health = HealthServer(
-                metrics.registry,
-                ready=lambda: not gateway.draining,
-                status=lambda: {"calls": len(gateway.calls)},
-            )
-            await health.start(args.metrics.host, args.metrics.port)
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, args.listen.host, args.listen.port)
+            await site.start()
+            if args.metrics is not None:
+                health = HealthServer(
+                    metrics.registry,
+                    ready=lambda: not gateway.draining,
+                    status=lambda: {"calls": len(gateway.calls)},
+                )
+                await health.start(args.metrics.host, args.metrics.port)
+        except OSError as exc:
+            log.error("cannot listen: %s", exc)
+            await gateway.close()
+            await runner.cleanup()
+            return 1
         log.info(
             "streamgw listening on %s, RTP on %s ports %d-%d",
             args.listen,
