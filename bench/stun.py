@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 import time
+import zlib
 from dataclasses import dataclass, field
 
 MAGIC = 0x2112A442
@@ -48,6 +49,8 @@ NONCE = 0x0015
 XOR_RELAYED_ADDRESS = 0x0016
 REQUESTED_TRANSPORT = 0x0019
 XOR_MAPPED_ADDRESS = 0x0020
+FINGERPRINT = 0x8028
+FINGERPRINT_XOR = 0x5354554E
 
 UDP_TRANSPORT = (17 << 24).to_bytes(4, "big")
 
@@ -122,7 +125,12 @@ def build(
         head = HEADER.pack(message_type(method, klass), len(body) + 24, MAGIC, tid)
         mac = hmac.new(creds.key, head + body, hashlib.sha1).digest()
         body += _attr(MESSAGE_INTEGRITY, mac)
-    return HEADER.pack(message_type(method, klass), len(body), MAGIC, tid) + body
+    if klass == INDICATION:  # kept minimal: ChannelData's alternative on the data path
+        return HEADER.pack(message_type(method, klass), len(body), MAGIC, tid) + body
+    # FINGERPRINT, as browsers and most TURN clients send it (RFC 8489 §14.7)
+    head = HEADER.pack(message_type(method, klass), len(body) + 8, MAGIC, tid)
+    crc = (zlib.crc32(head + body) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
+    return head + body + _attr(FINGERPRINT, crc.to_bytes(4, "big"))
 
 
 @dataclass

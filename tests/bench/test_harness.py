@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import zlib
 from typing import Any
 
 from bench import stun
@@ -22,9 +23,14 @@ def test_stun_request_integrity_and_parse() -> None:
     assert (parsed.method, parsed.klass) == (stun.ALLOCATE, stun.REQUEST)
     assert struct.unpack_from("!H", msg, 2)[0] == len(msg) - 20
     assert parsed.attrs[stun.USERNAME] == creds.username.encode()
-    # MESSAGE-INTEGRITY covers everything before it, with the length field including it
-    mac = hmac.new(creds.key, msg[:-24], hashlib.sha1).digest()
+    # MESSAGE-INTEGRITY covers everything before it, with the length field ending after it;
+    # FINGERPRINT follows it and covers the whole message before it
+    mi_at = len(msg) - 8 - 24
+    head = msg[:2] + struct.pack("!H", mi_at + 24 - 20) + msg[4:mi_at]
+    mac = hmac.new(creds.key, head, hashlib.sha1).digest()
     assert parsed.attrs[stun.MESSAGE_INTEGRITY] == mac
+    crc = (zlib.crc32(msg[:-8]) ^ 0x5354554E) & 0xFFFFFFFF
+    assert parsed.attrs[stun.FINGERPRINT] == crc.to_bytes(4, "big")
 
 
 def test_rest_password_matches_the_core_contract() -> None:
