@@ -105,6 +105,7 @@ async def flood(conn: Conn) -> None:
     await asyncio.sleep(10)
 
 
+@pytest.mark.slow
 async def test_hostile_servers_do_not_disturb_a_healthy_stream(
     make_gateway: MakeGateway, ws: WsServer, speech: bytes
 ) -> None:
