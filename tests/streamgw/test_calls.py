@@ -226,3 +226,23 @@ async def test_symmetric_rtp_answers_where_the_caller_sends_from(
     assert first.payload_type == 0 and len(first.payload) == 160
     assert (await gw.call(created["sid"]))["rtp"]["remote"] == peer.address
     await gw.hangup(created["sid"])
+
+
+async def test_hosted_rest_is_scoped_to_the_account(gw: Harness, peer: RtpPeer) -> None:
+    created = await gw.create_call(peer, twiml=f"<Response>{PAUSE}</Response>")
+    sid = created["sid"]
+    other = basic(OTHER, OTHER_TOKEN)
+    status, out = await gw.request(
+        "POST", f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{sid}.json", data={"Status": "completed"},
+        auth=other,
+    )  # fmt: skip
+    assert status == 403 and out["code"] == 20003
+    status, out = await gw.request(
+        "POST", f"/2010-04-01/Accounts/{OTHER}/Calls/{sid}.json", data={"Status": "completed"},
+        auth=other,
+    )  # fmt: skip
+    assert status == 404 and out["code"] == 20404
+    status, out = await gw.request("GET", f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{sid}.json")
+    assert status == 200 and out["status"] == "in-progress" and out["sid"] == sid
+    assert out["subresource_uris"]["streams"].endswith(f"/Calls/{sid}/Streams.json")
+    await gw.hangup(sid)
