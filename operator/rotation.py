@@ -31,10 +31,10 @@ from turnpike.operator.keyring_secret import (
     probe_all,
 )
 from turnpike.operator.kube import RELAY_EDGES, Kube
+from turnpike.operator.rotation_settings import RotationSettings
 from turnpike.operator.rotation_state import (
     A_REVOKE,
     A_ROTATE_NOW,
-    RotationSettings,
     RotationState,
     Step,
     decide,

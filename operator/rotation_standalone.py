@@ -15,7 +15,7 @@ import kopf
 
 from turnpike.operator.kube import Kube
 from turnpike.operator.rotation import register
-from turnpike.operator.rotation_state import settings_from_env
+from turnpike.operator.rotation_settings import settings_from_env
 
 _kube: Kube | None = None
 

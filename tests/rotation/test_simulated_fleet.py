@@ -11,11 +11,11 @@ import pytest
 from support.rotation_sim import Crash, FakeClock, SimCluster, dump
 
 from turnpike.operator.rotation import Rotator
+from turnpike.operator.rotation_settings import RotationSettings
 from turnpike.operator.rotation_state import (
     A_PHASE,
     A_REVOKE,
     A_ROTATE_NOW,
-    RotationSettings,
 )
 
 NS = "edge-ns"

@@ -6,13 +6,13 @@ import pytest
 
 from turnpike.core.keyring import Key, Keyring
 from turnpike.operator.keyring_secret import consumer_of, merge_condition
+from turnpike.operator.rotation_settings import RotationSettings
 from turnpike.operator.rotation_state import (
     A_CANDIDATE,
     A_PHASE,
     A_RETIRED,
     A_VERSION,
     Phase,
-    RotationSettings,
     RotationState,
     decide,
     format_time,
