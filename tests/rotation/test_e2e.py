@@ -118,9 +118,10 @@ class Checker:
                     self.allocations += 1
                     if error is None:
                         continue
-                    if done > tok.expiry:
-                        # On a busy machine the attempt outlasted the token: expiry, not
-                        # rotation, may be why. Only refusals of a surely valid token count.
+                    if done > tok.expiry or not error.startswith("refused"):
+                        # On a busy machine the attempt outlasted the token (expiry, not
+                        # rotation, may be why) or timed out: only a relay refusing a token
+                        # that was surely still valid counts as broken.
                         self.inconclusive += 1
                         continue
                     age = done - tok.issued
