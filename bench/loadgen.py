@@ -229,6 +229,7 @@ class Worker:
         probes_sent = 0
         probes_received = 0
         rtts: list[int] = []
+        forward: list[int] = []
         tcp_dropped = 0
         counts = [0] * nflows
         index = 0
@@ -326,6 +327,9 @@ class Worker:
                                 break
                             with contextlib.suppress(OSError):
                                 echo.peer.send(view[:n])
+                            if n >= 8:  # the forward half: client → (relay →) peer
+                                (sent_ns,) = _TS.unpack_from(buf, 0)
+                                forward.append(perf_ns() - sent_ns)
                     elif fd == probe_fd:
                         while True:
                             try:
@@ -350,6 +354,7 @@ class Worker:
             "probes_sent": probes_sent,
             "probes_received": probes_received,
             "rtt_us": [r / 1000.0 for r in rtts],
+            "forward_us": [r / 1000.0 for r in forward],
         }
 
     # --- allocation rate ---------------------------------------------------------------------
@@ -582,6 +587,7 @@ class Generator(WorkerPool):
         total["probes_received"] = sum(int(r["probes_received"]) for r in replies)
         total["late_s"] = max(float(r["late_s"]) for r in replies)
         total["rtt_us"] = [x for r in replies for x in r["rtt_us"]]
+        total["forward_us"] = [x for r in replies for x in r["forward_us"]]
         offered = max(1, total["offered"])
         total["loss"] = max(0.0, 1.0 - total["received"] / offered)
         return total

@@ -228,6 +228,11 @@ class RelayBench:
         direct = gen.load("direct", rate, p.latency_duration, p.probe_rate, drain=p.drain)
         r = _rtt_summary(relay["rtt_us"], relay["probes_sent"], relay["probes_received"])
         d = _rtt_summary(direct["rtt_us"], direct["probes_sent"], direct["probes_received"])
+        # the forward half alone (client → relay → peer), timed at the peer
+        r["forward_p50_us"] = percentile(relay["forward_us"], 50)
+        r["forward_p99_us"] = percentile(relay["forward_us"], 99)
+        d["forward_p50_us"] = percentile(direct["forward_us"], 50)
+        d["forward_p99_us"] = percentile(direct["forward_us"], 99)
 
         def added(q: str) -> float | None:
             a, b = r[q], d[q]
@@ -315,6 +320,10 @@ class RelayBench:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         info["load_average_at_end"] = load_average()
+        for record in rounds[:-1]:  # raw RTT samples of the last round only (for the plot)
+            for got in record["servers"].values():
+                for key in ("relay_rtt_us", "direct_rtt_us"):
+                    got.get("latency", {}).pop(key, None)
         result: dict[str, Any] = {
             "benchmark": "relay",
             "date": utc_now(),
