@@ -22,7 +22,7 @@ from turnpike.relay import allocation as allocs
 from turnpike.relay import stun
 from turnpike.relay.allocation import Allocation, AllocationTable, ClientSink, PortPool
 from turnpike.relay.auth import Authenticator, Failure, Identity, RateLimiter
-from turnpike.relay.metrics import RelayStats
+from turnpike.relay.metrics import METHOD_NAMES, RelayStats
 from turnpike.relay.stun import Attr, Class, Method
 
 log = logging.getLogger("turnpike.relay")
@@ -180,7 +180,8 @@ class RelayServer:
                 self._send_indication(msg, endpoint, addr)
             # Responses and other indications from clients mean nothing to a server: ignore.
         except Exception:  # a handler bug must cost one request, never the listener
-            log.exception("error handling %s from %s", Method(msg.method).name, endpoint.name)
+            name = METHOD_NAMES.get(msg.method, hex(msg.method))
+            log.exception("error handling %s over %s", name, endpoint.name)
             if msg.cls == Class.REQUEST:
                 self._error(msg, endpoint, addr, 500)
         return True
@@ -285,6 +286,7 @@ class RelayServer:
             self.stats.unauthorized_dropped += 1
             return
         response = stun.Message(msg.method, Class.ERROR, msg.transaction_id)
+        response.magic_cookie = msg.magic_cookie
         response.attributes[Attr.ERROR_CODE] = (code, stun.ERROR_REASONS.get(code, "Error"))
         if unknown:
             response.attributes[Attr.UNKNOWN_ATTRIBUTES] = unknown
@@ -385,7 +387,14 @@ class RelayServer:
         self._pending.add(five)
         task = asyncio.get_running_loop().create_task(
             self._finish_allocate(
-                msg, endpoint, addr, identity, sock, ip, self._lifetime(msg), reservation_token
+                msg,
+                endpoint,
+                addr,
+                identity,
+                sock,
+                ip,
+                self._lifetime(msg) or self.config.default_lifetime,  # LIFETIME 0 is no request
+                reservation_token,
             )
         )
         self._tasks.add(task)

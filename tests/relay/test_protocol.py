@@ -51,6 +51,11 @@ async def test_classic_binding_and_garbage_on_udp(keyring: Path) -> None:
         reply = stun.parse(await client.receive())
         assert reply.transaction_id == bytes(range(16))
         assert reply.get(Attr.MAPPED_ADDRESS) == client.local_address
+        classic.attributes[0x0003] = b"\x00\x00\x00\x00"  # CHANGE-REQUEST: not supported
+        client.send_raw(classic.encode())
+        reply = stun.parse(await client.receive())
+        assert reply.transaction_id == bytes(range(16))
+        assert reply.error_code == 420
 
 
 async def test_challenge_and_credential_failures(keyring: Path) -> None:
