@@ -199,7 +199,9 @@ async def serve(options: Options, stop: asyncio.Event) -> int:
 
         if options.metrics is not None:
             health = HealthServer(
-                registry_for(server.stats, server.table), lambda: not server.draining, status
+                registry_for(server.stats, server.table, keyring),
+                lambda: not server.draining,
+                status,
             )
             address = await health.start(options.metrics.host, options.metrics.port)
             log.info("metrics on http://%s:%d/metrics", *address)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from turnpike.core.keyring import Keyring
 from turnpike.relay.stun import Method
 
 if TYPE_CHECKING:
@@ -40,13 +41,42 @@ class RelayStats:
         self.requests[(METHOD_NAMES.get(method, "other"), str(code))] += 1
 
 
+class KeyringState(Protocol):
+    """What the collector reads from the keyring watcher (``FileWatcher[Keyring]``)."""
+
+    reloads: int
+    errors: int
+
+    @property
+    def current(self) -> Keyring: ...
+
+
 class RelayCollector(Collector):
-    def __init__(self, stats: RelayStats, table: AllocationTable) -> None:
+    def __init__(
+        self, stats: RelayStats, table: AllocationTable, keyring: KeyringState | None = None
+    ) -> None:
         self.stats = stats
         self.table = table
+        self.keyring = keyring
 
     def collect(self) -> Iterator[Metric]:
         s, table = self.stats, self.table
+        if self.keyring is not None:
+            yield GaugeMetricFamily(
+                "turnpike_relay_keyring_keys",
+                "Keys in the loaded keyring",
+                value=len(self.keyring.current.keys),
+            )
+            yield CounterMetricFamily(
+                "turnpike_relay_keyring_reloads",
+                "Times the keyring file was reloaded",
+                value=self.keyring.reloads,
+            )
+            yield CounterMetricFamily(
+                "turnpike_relay_keyring_errors",
+                "Broken keyring files ignored (the last good one stayed in force)",
+                value=self.keyring.errors,
+            )
         yield GaugeMetricFamily(
             "turnpike_relay_allocations", "Allocations currently active", value=len(table)
         )
@@ -120,7 +150,9 @@ class RelayCollector(Collector):
         yield malformed
 
 
-def registry_for(stats: RelayStats, table: AllocationTable) -> CollectorRegistry:
+def registry_for(
+    stats: RelayStats, table: AllocationTable, keyring: KeyringState | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(RelayCollector(stats, table))
+    registry.register(RelayCollector(stats, table, keyring))
     return registry

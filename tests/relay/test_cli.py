@@ -93,6 +93,9 @@ async def test_relay_process_metrics_reload_and_drain(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.1)
         assert json.loads((await get(base + "/ready"))[1])["signing"] == "k2"
+        text = (await get(base + "/metrics"))[1]
+        assert "turnpike_relay_keyring_keys 2.0" in text
+        assert "turnpike_relay_keyring_reloads_total 1.0" in text
         async with raw_client(("127.0.0.1", port), credentials=credentials(SECOND)) as client:
             await client.allocate()
             await client.request(Method.REFRESH, {Attr.LIFETIME: 0})
