@@ -557,3 +557,28 @@ async def test_permissions_per_allocation_are_bounded(keyring: Path) -> None:
         assert (await client.request(Method.CREATE_PERMISSION, peers=fourth)).error_code == 508
         bind = {Attr.CHANNEL_NUMBER: 0x4000, Attr.XOR_PEER_ADDRESS: fourth[0]}
         assert (await client.request(Method.CHANNEL_BIND, bind)).error_code == 508
+
+
+async def test_ipv6_listener(keyring: Path) -> None:
+    from turnpike.core.filewatch import FileWatcher
+    from turnpike.core.keyring import parse_keyring
+    from turnpike.relay.server import RelayConfig, RelayServer
+    from turnpike.relay.transports import Listeners
+
+    watcher = FileWatcher(keyring, parse_keyring)
+    config = RelayConfig(
+        realm="v6", relay_ips=("::1",), relay_ports=(20000, 29999), allow_peer=("::1/128",)
+    )
+    server = RelayServer(config, lambda: watcher.current)
+    listeners = Listeners(server)
+    address = await listeners.listen("::1", 0)
+    try:
+        for tcp in (False, True):
+            async with raw_client(address, tcp, credentials=credentials()) as client:
+                reply = await client.transact(stun.Message(Method.BINDING, Class.REQUEST))
+                assert reply.get(Attr.XOR_MAPPED_ADDRESS) == client.local_address
+                relayed = await client.allocate()  # no family requested: the listener's
+                assert relayed[0] == "::1"
+    finally:
+        await listeners.close()
+        await server.close()
