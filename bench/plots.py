@@ -83,7 +83,7 @@ def plot_relay(result: dict[str, Any], out_dir: Path) -> list[Path]:
                 (t["rate"] / 1000, max(t["loss"], 1e-5))
                 for r in result["rounds"]
                 if name in r["servers"]
-                for t in r["servers"][name]["max_rate"].get(mode, {}).get("trials", [])
+                for t in r["servers"][name].get("max_rate", {}).get(mode, {}).get("trials", [])
             ]
             if pts:
                 pts.sort()

@@ -307,10 +307,21 @@ class RelayBench:
                     record["generator_ceiling"] = self._search(gen, "direct", "direct", None)
                     for spec in order:
                         log(f" {spec.name}")
-                        server = servers.start(spec, self.secret, keyring_path, p.relay_ports, tmp)
+                        try:
+                            server = servers.start(
+                                spec, self.secret, keyring_path, p.relay_ports, tmp
+                            )
+                        except servers.ServerError as exc:
+                            # recorded, not hidden; the other servers still run
+                            log(f"  {spec.name} did not start: {exc}")
+                            record["servers"][spec.name] = {"error": str(exc)}
+                            continue
                         commands[spec.name] = servers.redact(server.command, self.secret)
                         try:
                             record["servers"][spec.name] = self._one_server(gen, spec, server)
+                        except RuntimeError as exc:  # a worker's error; the workers are in step
+                            log(f"  {spec.name} failed: {exc}\n{server.log_tail()}")
+                            record["servers"][spec.name] = {"error": str(exc)}
                         finally:
                             try:
                                 gen.release()
@@ -387,8 +398,17 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
     modes: list[str] = result["params"]["modes"]
     per: dict[str, Any] = {}
     for name in result["servers"]:
-        got = [r["servers"][name] for r in rounds if name in r["servers"]]
-        entry: dict[str, Any] = {"max_rate_pps": {}}
+        got = [
+            r["servers"][name]
+            for r in rounds
+            if "error" not in r["servers"].get(name, {"error": 1})
+        ]
+        entry_errors = [
+            r["servers"][name]["error"] for r in rounds if "error" in r["servers"].get(name, {})
+        ]
+        entry: dict[str, Any] = {"max_rate_pps": {}, "rounds_ok": len(got)}
+        if entry_errors:
+            entry["errors"] = entry_errors
         for mode in modes:
             entry["max_rate_pps"][mode] = spread(
                 g["max_rate"][mode]["max_rate_pps"] for g in got if mode in g["max_rate"]

@@ -97,11 +97,14 @@ def relay_section(r: dict[str, Any]) -> list[str]:
         f"{name}/{mode}": entry["error"][0]
         for rnd in r["rounds"]
         for name, got in rnd["servers"].items()
-        for mode, entry in got["max_rate"].items()
+        for mode, entry in got.get("max_rate", {}).items()
         if entry.get("error")
     }
     for key, err in sorted(errors.items()):
         lines += ["", f"Not measured: {key}: {err}."]
+    for name in names:
+        for err in per[name].get("errors", []):
+            lines += ["", f"A round of {name} failed: {err.splitlines()[0]}"]
     if s["near_generator_ceiling"]:
         lines += [
             "",
