@@ -35,3 +35,7 @@ def test_operator_smoke(tmp_path: Path) -> None:
         assert step["in_place_s"] is not None and step["children_s"] is not None
     assert len(result["summary"]["headline"]) == len(result["params"]["counts"])
     assert (tmp_path / "operator.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the README's figures section renders from this result
+    from bench.report import operator_section
+
+    assert "| RelayEdges |" in "\n".join(operator_section(result))

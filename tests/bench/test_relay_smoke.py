@@ -75,3 +75,7 @@ def test_relay_smoke_turnpike_and_coturn(tmp_path: Path) -> None:
     for png in ("relay-rates.png", "relay-loss.png", "relay-latency.png", "relay-cost.png"):
         data = (tmp_path / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    # the README's figures section renders from this result
+    from bench.report import relay_section
+
+    assert "| figure |" in "\n".join(relay_section(result))

@@ -41,3 +41,7 @@ def test_streamgw_smoke(tmp_path: Path) -> None:
             assert step["playout_jitter_p99_ms"] is not None
     assert len(result["summary"]["headline"]) == 2
     assert (tmp_path / "streamgw.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the README's figures section renders from this result
+    from bench.report import streamgw_section
+
+    assert "| kind | streams |" in "\n".join(streamgw_section(result))

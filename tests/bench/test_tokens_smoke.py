@@ -36,3 +36,7 @@ def test_tokens_smoke(tmp_path: Path) -> None:
         assert step["response"]["ice_servers"] >= 1
     assert result["summary"]["headline"]
     assert (tmp_path / "tokens.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the README's figures section renders from this result
+    from bench.report import tokens_section
+
+    assert "| requests in flight |" in "\n".join(tokens_section(result))
