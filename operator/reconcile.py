@@ -300,10 +300,7 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> None:
         return
     for change in changes:
         _event(body, "Reconciled", change)
-    if (
-        conditions.find(previous, "Degraded")
-        and (conditions.find(previous, "Degraded") or {}).get("status") == "True"
-    ):
+    if (conditions.find(previous, "Degraded") or {}).get("status") == "True":
         _event(body, "Recovered", f"bound to RelayEdge {gw.edge}")
 
 
@@ -420,7 +417,13 @@ class Reconciler:
             if body is None or _deleting(body):
                 result = "gone"
             else:
-                await (reconcile_edge if kind == EDGE else reconcile_gateway)(ctx, body)
+                try:
+                    await (reconcile_edge if kind == EDGE else reconcile_gateway)(ctx, body)
+                except SpecError:
+                    raise  # reported on the object already
+                except Exception as exc:
+                    _event(body, "ReconcileFailed", f"{type(exc).__name__}: {exc}", warning=True)
+                    raise
             await self.run(NAMESPACE, namespace, "")
             if kind == EDGE:
                 await self.wake_gateways(namespace, name)

@@ -259,3 +259,41 @@ def test_cel_subset() -> None:
         evaluate("self.missing == 1", {})
     with pytest.raises(CelError):
         evaluate("self.items.all(x, x > 1)", {"items": []})
+
+
+async def test_strategic_merge_patch_merges_containers_by_name(kube: Kube, ns: str) -> None:
+    body = {
+        "metadata": {"name": "smp"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "smp"}},
+            "template": {
+                "metadata": {"labels": {"app": "smp"}},
+                "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]},
+            },
+        },
+    }
+    await kube.create(DEPLOYMENTS, ns, body)
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "z"}]}}}}
+    url = DEPLOYMENTS.path(ns, "smp")
+    result = await kube._request(
+        "PATCH", url, patch, content_type="application/strategic-merge-patch+json"
+    )
+    containers = result["spec"]["template"]["spec"]["containers"]
+    assert [(c["name"], c["image"]) for c in containers] == [("a", "x"), ("b", "z")]
+
+
+async def test_deleting_a_crd_removes_its_resources_from_discovery(
+    api: KubeAPI, kube: Kube
+) -> None:
+    crd = crds.relay_edge_crd()
+    crd["metadata"]["name"] = "widgets.example.test"
+    crd["spec"]["group"] = "example.test"
+    crd["spec"]["names"] = {"kind": "Widget", "plural": "widgets", "singular": "widget"}
+    await kube.create(CRDS, None, crd)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(api.url + "/apis/example.test/v1alpha1") as resp:
+            assert resp.status == 200
+        await kube.delete(CRDS, None, "widgets.example.test")
+        async with session.get(api.url + "/apis/example.test/v1alpha1") as resp:
+            assert resp.status == 404

@@ -127,19 +127,22 @@ async def test_two_replicas_peer_and_only_one_acts(
         high.wait_live()
         low.wait_live()
 
-        async def low_paused() -> bool:
-            return "Pausing operations in favour of" in low.output
+        async def both_registered() -> bool:
+            peering = await kube.get(k8s.PEERINGS, ns, "turnpike-operator")
+            records = [v for v in ((peering or {}).get("status") or {}).values() if v]
+            return len(records) == 2
 
-        await eventually(low_paused, what="the lower-priority replica pausing")
+        await eventually(both_registered, what="both replicas in the peering record")
         await kube.create(k8s.RELAY_EDGES, ns, edge("a", addresses={"static": ["192.0.2.1"]}))
         await eventually(lambda: ranges_doc(kube, ns), what="edge a published")
         assert re.search(r"Handler 'reconcile' succeeded", high.output)
         assert "Handler 'reconcile'" not in low.output
 
+        mark = len(low.output)
         high.kill()
 
         async def low_resumed() -> bool:
-            return "Resuming operations after the pause" in low.output
+            return "Resuming operations after the pause" in low.output[mark:]
 
         await eventually(low_resumed, timeout=30, what="the survivor resuming")
         await kube.create(k8s.RELAY_EDGES, ns, edge("b", addresses={"static": ["192.0.2.2"]}))
@@ -148,8 +151,6 @@ async def test_two_replicas_peer_and_only_one_acts(
             return "b" in published(await ranges_doc(kube, ns))
 
         await eventually(b_published, what="edge b published by the survivor")
-        peering = await kube.get(k8s.PEERINGS, ns, "turnpike-operator")
-        assert peering is not None
     finally:
         high.stop()
         low.stop()
