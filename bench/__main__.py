@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--no-plots", action="store_true", help="write JSON only")
     op.add_argument("--counts", type=lambda t: [int(x) for x in _csv(t)])
     op.add_argument("--rounds", type=int)
+    every = sub.add_parser("all", help="relay, tokens, streamgw, operator, then report --write")
+    every.add_argument("--smoke", action="store_true", help="a few seconds each")
+    every.add_argument("--out", type=Path, help="output directory (default bench/results)")
+    every.add_argument("--no-plots", action="store_true", help="write JSON only")
     report = sub.add_parser("report", help="print (or --write into bench/README.md) the figures")
     report.add_argument("--write", action="store_true", help="update bench/README.md in place")
     return parser
@@ -67,6 +71,8 @@ def _override(params: object, args: argparse.Namespace, names: Sequence[str]) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.target == "all":
+        return _all(args)
     if args.target == "relay":
         from bench.relay import RelayParams
         from bench.relay import main as relay_main
@@ -101,6 +107,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         _override(oparams, args, ("counts", "rounds"))
         return operator_main(oparams, args.out, plots=not args.no_plots)
     return 2
+
+
+def _all(args: argparse.Namespace) -> int:
+    """Every benchmark in turn; one failing does not stop the others."""
+    import traceback
+
+    failed: list[str] = []
+    extra = (["--smoke"] if args.smoke else []) + (["--no-plots"] if args.no_plots else [])
+    if args.out is not None:
+        extra += ["--out", str(args.out)]
+    for target in TARGETS:
+        try:
+            code = main([target, *extra])
+        except Exception:
+            traceback.print_exc()
+            code = 1
+        if code:
+            failed.append(target)
+    if args.out is None and not args.smoke:
+        main(["report", "--write"])
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
