@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -295,6 +296,27 @@ class PortPool:
 
     def release(self, ip: str, port: int) -> None:
         self.in_use.discard((ip, port))
+
+
+# Not exported by Python's socket module; the values are Linux's <linux/in.h> / <linux/in6.h>.
+_IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+_IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+_PMTUDISC_DO = 2
+
+
+def set_dont_fragment(sock: socket.socket) -> bool:
+    """Send with the DF bit set and never fragment locally (DONT-FRAGMENT, RFC 8656 §14.8)."""
+    if sys.platform != "linux":
+        return False
+    if sock.family == socket.AF_INET6:
+        level, option = socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER
+    else:
+        level, option = socket.IPPROTO_IP, _IP_MTU_DISCOVER
+    try:
+        sock.setsockopt(level, option, _PMTUDISC_DO)
+    except OSError:
+        return False
+    return True
 
 
 def _tune(sock: socket.socket) -> None:

@@ -384,6 +384,12 @@ class RelayServer:
             sock = socks[0]
             if reserve:
                 reservation_token = self.table.reserve(socks[1], ip)
+        if Attr.DONT_FRAGMENT in msg and not allocs.set_dont_fragment(sock):
+            # RFC 8656 §7.2: a server that cannot honour DONT-FRAGMENT treats it as unknown.
+            sock.close()
+            self.table.pool.release(ip, int(sock.getsockname()[1]))
+            self._error(msg, endpoint, addr, 420, key=key, unknown=(Attr.DONT_FRAGMENT,))
+            return
         self._pending.add(five)
         task = asyncio.get_running_loop().create_task(
             self._finish_allocate(

@@ -116,6 +116,9 @@ async def test_allocate_errors(keyring: Path) -> None:
             assert (await client.request(Method.CREATE_PERMISSION, peers=peers)).error_code == 437
             # DONT-FRAGMENT is accepted (coturn's uclient -g sends it).
             await client.allocate({Attr.DONT_FRAGMENT: True, Attr.LIFETIME: 30})
+            alloc = next(iter(relay.server.table.by_tuple.values()))
+            relay_socket = alloc.relay.get_extra_info("socket")
+            assert relay_socket.getsockopt(socket.IPPROTO_IP, 10) == 2  # IP_PMTUDISC_DO
             # Lifetimes are capped at the maximum (3600 s).
             reply = await client.request(Method.REFRESH, {Attr.LIFETIME: 999_999})
             assert reply.get(Attr.LIFETIME) == 3600
