@@ -14,6 +14,7 @@ from support.kube_e2e import (
     Operator,
     _connection,
     _prepare,
+    delete_namespace,
     new_namespace,
 )
 from support.kubeapi import KubeAPI
@@ -61,4 +62,4 @@ async def ns(kube: k8s.Kube, operator: Operator) -> AsyncIterator[str]:
     """A fresh namespace served by the shared operator; deleted afterwards."""
     name = await new_namespace(kube, "tp")
     yield name
-    await kube.delete(k8s.NAMESPACES, None, name)
+    await delete_namespace(kube, name)

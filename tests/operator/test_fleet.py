@@ -46,7 +46,9 @@ async def test_two_edges_and_unchanged_content_is_not_rewritten(kube: k8s.Kube, 
 
     async def both() -> dict[str, Any] | None:
         doc = await ranges_doc(kube, ns)
-        return doc if set(published(doc)) == {"ashburn", "dublin"} else None
+        entries = published(doc)
+        done = set(entries) == {"ashburn", "dublin"}
+        return doc if done and all(e["relay"]["cidrs"] for e in entries.values()) else None
 
     doc = await eventually(both, what="two edges published")
     assert [e["edge"] for e in doc["edges"]] == ["ashburn", "dublin"]

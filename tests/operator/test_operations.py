@@ -13,6 +13,7 @@ from support.kube_e2e import (
     Cluster,
     Operator,
     condition,
+    delete_namespace,
     edge,
     eventually,
     new_namespace,
@@ -109,11 +110,11 @@ async def test_restart_mid_way_loses_nothing(
             await eventually(converged, timeout=60, what="state after restart")
             for name in expected:
                 assert await kube.get(k8s.DEPLOYMENTS, ns, labels.relay_name(name)), name
+            await delete_namespace(kube, ns)
         finally:
             second.stop()
     finally:
         first.stop()
-        await kube.delete(k8s.NAMESPACES, None, ns)
 
 
 async def test_two_replicas_peer_and_only_one_acts(
@@ -151,10 +152,10 @@ async def test_two_replicas_peer_and_only_one_acts(
             return "b" in published(await ranges_doc(kube, ns))
 
         await eventually(b_published, what="edge b published by the survivor")
+        await delete_namespace(kube, ns)
     finally:
         high.stop()
         low.stop()
-        await kube.delete(k8s.NAMESPACES, None, ns)
 
 
 async def test_metrics_and_liveness(operator: Operator, kube: k8s.Kube, ns: str) -> None:

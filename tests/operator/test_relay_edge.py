@@ -60,7 +60,11 @@ async def test_edge_create_update_delete(cluster: Cluster, kube: k8s.Kube, ns: s
     assert config["TURNPIKE_RELAY_PORTS"] == "49152-65535"
 
     # Published: collapsed and sorted ranges, the edge directory.
-    doc = await eventually(lambda: ranges_doc(kube, ns), what="ranges ConfigMap")
+    async def with_addresses() -> dict[str, Any] | None:
+        doc = await ranges_doc(kube, ns)
+        return doc if published(doc).get("ashburn", {}).get("relay", {}).get("cidrs") else None
+
+    doc = await eventually(with_addresses, what="ranges ConfigMap")
     entry = published(doc)["ashburn"]
     assert entry["location"] == "US East Coast (Virginia)"
     assert entry["relay"]["cidrs"] == ["192.0.2.7/32", "198.51.100.0/24"]

@@ -196,6 +196,21 @@ async def new_namespace(kube: k8s.Kube, prefix: str) -> str:
     return name
 
 
+async def delete_namespace(kube: k8s.Kube, name: str) -> None:
+    """Delete our resources while an operator still runs (their finalizers need it), then the
+    namespace; on a real cluster this keeps namespaces from hanging in Terminating."""
+    for res in (k8s.STREAM_GATEWAYS, k8s.RELAY_EDGES):
+        for obj in await kube.list(res, name):
+            await kube.delete(res, name, obj["metadata"]["name"])
+
+    async def gone() -> bool:
+        edges = await kube.list(k8s.RELAY_EDGES, name)
+        return not edges and not await kube.list(k8s.STREAM_GATEWAYS, name)
+
+    await eventually(gone, timeout=60, what=f"resources in {name} deleted")
+    await kube.delete(k8s.NAMESPACES, None, name)
+
+
 async def eventually(
     probe: Callable[[], Awaitable[T]], timeout: float = 30, what: str = "condition"
 ) -> T:
