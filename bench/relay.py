@@ -29,6 +29,7 @@ from typing import Any
 from bench import servers
 from bench.common import (
     RESULTS_DIR,
+    cpu_seconds,
     load_average,
     log,
     machine,
@@ -184,9 +185,11 @@ class RelayBench:
 
         def run(rate: float) -> dict[str, Any]:
             before = server.cpu_seconds() if server else None
+            gen_before = cpu_seconds(gen.pids)
             res = gen.load(kind, rate, p.duration, drain=p.drain)
             cpu = server.cpu_seconds() - before if server and before is not None else None
             record = _trial_record(res, p, cpu)
+            record["generator_cpu_s"] = round(cpu_seconds(gen.pids) - gen_before, 3)
             log(
                 f"  {kind:8s} {rate:9.0f} pkt/s  loss {res['loss'] * 100:7.3f} %"
                 f"  {'pass' if record['pass'] else 'FAIL'}"
@@ -208,8 +211,10 @@ class RelayBench:
     def _cpu(self, gen: Generator, server: servers.RunningServer) -> dict[str, Any]:
         p = self.params
         before = server.cpu_seconds()
+        gen_before = cpu_seconds(gen.pids)
         res = gen.load("channel", p.cpu_rate, p.cpu_duration, drain=p.drain)
         cpu = server.cpu_seconds() - before
+        gen_cpu = cpu_seconds(gen.pids) - gen_before
         relayed = res["received"]
         return {
             "offered_rate_pps": p.cpu_rate,
@@ -219,6 +224,8 @@ class RelayBench:
             "server_cpu_s": round(cpu, 3),
             "cpu_s_per_million": round(cpu / relayed * 1e6, 3) if relayed else None,
             "server_cpu_utilisation": round(cpu / p.cpu_duration, 3),
+            "generator_cpu_s": round(gen_cpu, 3),
+            "generator_cpu_s_per_million": round(gen_cpu / relayed * 1e6, 3) if relayed else None,
         }
 
     def _latency(self, gen: Generator, max_rate: float) -> dict[str, Any]:
@@ -415,6 +422,9 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
             )
         entry["cpu_s_per_million"] = spread(g["cpu"]["cpu_s_per_million"] for g in got)
         entry["cpu_load_loss"] = spread(g["cpu"]["loss"] for g in got)
+        entry["generator_cpu_s_per_million"] = spread(
+            g["cpu"].get("generator_cpu_s_per_million") for g in got
+        )
         lat = [g["latency"] for g in got if "latency" in g]
         entry["latency_added_p50_us"] = spread(x["added_p50_us"] for x in lat)
         entry["latency_added_p99_us"] = spread(x["added_p99_us"] for x in lat)

@@ -76,6 +76,11 @@ def relay_section(r: dict[str, Any]) -> list[str]:
         ("added RTT p50 at half the highest rate (µs)", "latency_added_p50_us", 0),
         ("added RTT p99 at half the highest rate (µs)", "latency_added_p99_us", 0),
         ("allocations per second", "allocations_per_s", 0),
+        (
+            "load generator's own CPU s per million packets, same load",
+            "generator_cpu_s_per_million",
+            2,
+        ),
     )
     for label, key, digits in rows:
         lines.append(
