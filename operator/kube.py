@@ -217,3 +217,10 @@ class Kube:
                 return False
             raise
         return True
+
+
+if __name__ == "__main__":
+    # `python -m turnpike.operator.kube` prints the ClusterRole rules, for charts and manifests.
+    import yaml
+
+    print(yaml.safe_dump({"rules": rbac_rules()}, sort_keys=False), end="")

@@ -19,6 +19,7 @@ Obj = dict[str, Any]
 METRICS_PORT = 9641
 KEYRING_DIR = "/etc/turnpike/keyring"
 TLS_DIR = "/etc/turnpike/tls"
+DRAIN_MARGIN = 30
 
 
 def config_hash(data: dict[str, str]) -> str:
@@ -37,6 +38,9 @@ def relay_config(
         "TURNPIKE_KEYRING": f"{KEYRING_DIR}/{labels.KEYRING_KEY}",
         "TURNPIKE_RELAY_PORTS": f"{edge.relay_ports[0]}-{edge.relay_ports[1]}",
         "TURNPIKE_METRICS": f"0.0.0.0:{METRICS_PORT}",
+        # Drain a little shorter than the pod's grace period so the relay exits on its own
+        # terms (final metrics, closed allocations) before the kubelet kills it.
+        "TURNPIKE_DRAIN_GRACE": str(max(edge.grace_seconds - DRAIN_MARGIN, 0)),
     }
     if deny:
         data["TURNPIKE_DENY_PEER"] = ",".join(deny)

@@ -92,6 +92,7 @@ def test_relay_children_load_balancer_mode() -> None:
     assert config["data"]["TURNPIKE_ALLOW_PEER"] == "10.1.0.0/16"
     assert config["data"]["TURNPIKE_USER_QUOTA"] == "5"
     assert config["data"]["TURNPIKE_EXTERNAL_IP"] == "192.0.2.1"
+    assert config["data"]["TURNPIKE_DRAIN_GRACE"] == "3570"  # inside the 3600 s grace period
     pod = deployment["spec"]["template"]["spec"]
     assert pod["volumes"][0]["secret"]["secretName"] == "keys"
     assert pod["containers"][0]["envFrom"] == [{"configMapRef": {"name": "turnpike-relay-ashburn"}}]
@@ -222,3 +223,47 @@ def test_subset_tolerates_defaults_but_not_edits() -> None:
         }
     }
     assert not apply.is_subset(desired, extra)
+
+
+def _parse_as_container(container: dict[str, Any], env: dict[str, str], monkeypatch: Any) -> Any:
+    """Parse a built container's args with the real `turnpike` command line, its ConfigMap
+    and env as the environment: the contract between the operator and the components."""
+    from turnpike.cli import build_parser
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return build_parser().parse_args(container["args"])
+
+
+def test_relay_container_parses_with_the_relay_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    edge = _edge(tlsSecretName="cert", peers={"allow": ["10.1.0.0/16"]}, quotas={"total": 9})
+    config, deployment, *_ = relay.children(edge, OWNER, ["10.96.0.0/12"], "192.0.2.1", "k")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    args = _parse_as_container(container, config["data"], monkeypatch)
+    assert [str(a) for a in args.listen] == ["0.0.0.0:3478"]
+    assert [str(a) for a in args.tls_listen] == ["0.0.0.0:443", "0.0.0.0:5349"]
+    assert args.realm == "ashburn.turn.example.com"
+    assert args.keyring == "/etc/turnpike/keyring/keyring.json"
+    assert args.relay_ports == (49152, 65535)
+    assert args.deny_peer == ["10.96.0.0/12"] and args.allow_peer == ["10.1.0.0/16"]
+    assert args.total_quota == 9 and args.external_ip == ["192.0.2.1"]
+    assert args.tls_cert == "/etc/turnpike/tls/tls.crt"
+    assert args.drain_grace == 3570.0
+
+
+def test_gateway_container_parses_with_the_streamgw_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = {
+        "metadata": {"name": "media", "namespace": "ns"},
+        "spec": {"edge": "ashburn", "allowedDestinations": ["10.0.0.0/8"]},
+    }
+    gw = StreamGateway.parse(body, "turnpike:test")
+    config, deployment, _ = gateway.children(gw, {**OWNER, "kind": "StreamGateway"})
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {**config["data"], "TURNPIKE_RTP_IP": "10.244.0.5"}  # the downward API's pod IP
+    args = _parse_as_container(container, env, monkeypatch)
+    assert str(args.listen) == "0.0.0.0:8080"
+    assert args.accounts == "/etc/turnpike/accounts/accounts.json"
+    assert args.rtp_ports == (20000, 29999)
+    assert args.allow_destination == ["10.0.0.0/8"]
