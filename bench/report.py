@@ -153,17 +153,22 @@ def streamgw_section(r: dict[str, Any]) -> list[str]:
         f"{r['params']['duration']:.0f} s of RTP per step.",
         "",
         "| kind | streams | dropped frames | p50 ms | p99 ms | % of a core per stream | "
-        "playout jitter p99 ms | pass |",
-        "|---|---|---|---|---|---|---|---|",
+        "playout jitter p99 ms | gateway / WS server / RTP sender CPU (cores) | pass |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for st in r["steps"]:
         if "error" in st:
-            lines.append(f"| {st['kind']} | {st['streams']} | error: {st['error']} | | | | | no |")
+            lines.append(
+                f"| {st['kind']} | {st['streams']} | error: {st['error']} | | | | | | no |"
+            )
             continue
         lines.append(
             f"| {st['kind']} | {st['streams']} | {st['dropped_frames']} | "
             f"{_n(st['latency_p50_ms'], 1)} | {_n(st['latency_p99_ms'], 1)} | "
             f"{_n(st['cpu_per_stream_pct'], 2)} | {_n(st.get('playout_jitter_p99_ms'), 1)} | "
+            f"{_n(st.get('server_cpu_utilisation'), 2)} / "
+            f"{_n(st.get('consumer_cpu_utilisation'), 2)} / "
+            f"{_n(st.get('caller_cpu_utilisation'), 2)} | "
             f"{'yes' if st['pass'] else 'no'} |"
         )
     lines += [""] + [f"- {h}" for h in r["summary"]["headline"]]

@@ -31,6 +31,7 @@ from typing import Any
 from bench import servers
 from bench.common import (
     RESULTS_DIR,
+    cpu_seconds,
     load_average,
     log,
     machine,
@@ -152,11 +153,14 @@ def _step(
         targets = [list(_host_port(c["rtp"]["local"])) for c in calls]
         start = time.monotonic() + 0.2
         cpu0 = service.cpu_seconds()
+        helpers0 = cpu_seconds(consumers.pids), cpu_seconds(callers.pids)
         (sent,) = callers.broadcast(
             {"op": "run", "targets": targets, "frames": frames, "start": start, "drain": 0.5},
             timeout=params.duration + 60,
         )
         cpu = service.cpu_seconds() - cpu0
+        consumer_cpu = cpu_seconds(consumers.pids) - helpers0[0]
+        caller_cpu = cpu_seconds(callers.pids) - helpers0[1]
         span = time.monotonic() - start
         (st,) = consumers.broadcast({"op": "stats", "reset": True}, timeout=10)
     finally:
@@ -182,6 +186,10 @@ def _step(
         "latency_max_ms": max(lat) if lat else None,
         "server_cpu_s": round(cpu, 3),
         "cpu_per_stream_pct": round(cpu / span / n * 100, 3) if n else None,
+        # the harness shares the cores: the WebSocket server's and the RTP sender's CPU
+        "consumer_cpu_utilisation": round(consumer_cpu / span, 3),
+        "caller_cpu_utilisation": round(caller_cpu / span, 3),
+        "server_cpu_utilisation": round(cpu / span, 3),
         "load_average": load_average(),
     }
     if kind == "echo":
