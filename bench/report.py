@@ -133,13 +133,15 @@ def tokens_section(r: dict[str, Any]) -> list[str]:
         "",
         f"Measured {r['date']} on: {r['machine_line']}.",
         "",
-        "| requests in flight | tokens/s | tokens per server CPU s | p50 ms | p99 ms | non-201 |",
-        "|---|---|---|---|---|---|",
+        "| requests in flight | tokens/s | tokens per server CPU s | p50 ms | p99 ms | non-201 "
+        "| server / client CPU (cores) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for conc, e in sorted(r["summary"]["by_concurrency"].items(), key=lambda kv: int(kv[0])):
         lines.append(
             f"| {conc} | {_range(e['tokens_per_s'])} | {_range(e['tokens_per_cpu_s'])} | "
-            f"{_range(e['p50_ms'], 2)} | {_range(e['p99_ms'], 2)} | {e['non_201']} |"
+            f"{_range(e['p50_ms'], 2)} | {_range(e['p99_ms'], 2)} | {e['non_201']} | "
+            f"{_n(e.get('server_cpu_utilisation'), 2)} / {_n(e.get('client_cpu_utilisation'), 2)} |"
         )
     lines += ["", "![tokens](results/tokens.png)"]
     return lines

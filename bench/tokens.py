@@ -23,10 +23,12 @@ from typing import Any
 from bench import servers
 from bench.common import (
     RESULTS_DIR,
+    cpu_seconds,
     load_average,
     log,
     machine,
     machine_line,
+    median,
     percentile,
     spread,
     utc_now,
@@ -100,8 +102,10 @@ def run(params: TokensParams, out_dir: Path, plots: bool = True) -> dict[str, An
                 for rnd in range(params.rounds):
                     for conc in params.concurrency:
                         before = service.cpu_seconds()
+                        clients_before = cpu_seconds(load.pids)
                         res = load.run(url, headers, f"Ttl={params.ttl}", conc, params.duration)
                         cpu = service.cpu_seconds() - before
+                        clients_cpu = cpu_seconds(load.pids) - clients_before
                         shape = _check_token(res.pop("first_body"))
                         lat = res.pop("latency_ms")
                         ok = res["statuses"].get("201", 0)
@@ -113,6 +117,7 @@ def run(params: TokensParams, out_dir: Path, plots: bool = True) -> dict[str, An
                             "server_cpu_s": round(cpu, 3),
                             "tokens_per_cpu_s": round(ok / cpu, 1) if cpu > 0 else None,
                             "server_cpu_utilisation": round(cpu / params.duration, 3),
+                            "client_cpu_utilisation": round(clients_cpu / params.duration, 3),
                             "p50_ms": percentile(lat, 50),
                             "p90_ms": percentile(lat, 90),
                             "p99_ms": percentile(lat, 99),
@@ -139,6 +144,8 @@ def run(params: TokensParams, out_dir: Path, plots: bool = True) -> dict[str, An
             "p50_ms": spread(s["p50_ms"] for s in mine),
             "p99_ms": spread(s["p99_ms"] for s in mine),
             "non_201": sum(sum(v for k, v in s["statuses"].items() if k != "201") for s in mine),
+            "server_cpu_utilisation": median(s["server_cpu_utilisation"] for s in mine),
+            "client_cpu_utilisation": median(s["client_cpu_utilisation"] for s in mine),
         }
     best = max(summary.values(), key=lambda e: e["tokens_per_s"]["median"] or 0)
     one = summary.get(str(min(params.concurrency)), {})
