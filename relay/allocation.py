@@ -129,6 +129,7 @@ class Bandwidth:
 
 class Allocation:
     __slots__ = (
+        "advertised",
         "bandwidth",
         "channel_expiry",
         "channels",
@@ -137,6 +138,7 @@ class Allocation:
         "expires",
         "family",
         "five_tuple",
+        "hairpin",
         "key",
         "peer_channels",
         "permissions",
@@ -181,6 +183,12 @@ class Allocation:
         self.peer_channels: dict[Address, bytes] = {}  # peer -> its 2-byte channel number
         self.traffic = Traffic()
         self.bandwidth = Bandwidth(max_bps / 8) if max_bps > 0 else None
+        # Behind 1:1 NAT (--external-ip) clients name each other's relays by their external
+        # addresses; sending there relies on the NAT hairpinning our own packets back, which
+        # many do not. ``hairpin`` maps this process's advertised relay addresses to their
+        # allocations so such packets are handed over in process instead (empty without NAT).
+        self.advertised = relayed
+        self.hairpin: dict[Address, Allocation] = {}
 
     # ---------------------------------------------------------------- data path
 
@@ -194,7 +202,10 @@ class Allocation:
         ):
             self.traffic.dropped += 1
             return
-        self.relay.sendto(data[4 : 4 + length], peer)
+        if self.hairpin and (target := self.hairpin.get(peer)) is not None:
+            target.from_peer(data[4 : 4 + length], self.advertised)
+        else:
+            self.relay.sendto(data[4 : 4 + length], peer)
         traffic = self.traffic
         traffic.to_peer_packets += 1
         traffic.to_peer_bytes += length
@@ -207,7 +218,10 @@ class Allocation:
         if self.bandwidth is not None and not self.bandwidth.allow(len(payload)):
             self.traffic.dropped += 1
             return True
-        self.relay.sendto(payload, peer)
+        if self.hairpin and (target := self.hairpin.get(peer)) is not None:
+            target.from_peer(payload, self.advertised)
+        else:
+            self.relay.sendto(payload, peer)
         self.traffic.to_peer_packets += 1
         self.traffic.to_peer_bytes += len(payload)
         return True

@@ -86,6 +86,7 @@ class RelayServer:
         self.advertised_ip = dict(self.relay_ip)
         self.advertised_ip.update({_family(ip): ip for ip in config.external_ips})
         self.draining = False
+        self.hairpin: dict[Any, Allocation] = {}  # advertised relay address → allocation (NAT)
         self._pending: set[tuple[int, Any]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -141,6 +142,8 @@ class RelayServer:
     def _removed(self, alloc: Allocation, reason: str) -> None:
         endpoint: Endpoint = alloc.five_tuple[0]
         endpoint.allocations.pop(alloc.five_tuple[1], None)
+        if self.hairpin.get(alloc.advertised) is alloc:
+            del self.hairpin[alloc.advertised]
         alloc.client.closed = True
         self.stats.allocations_removed[reason] += 1
         t = alloc.traffic
@@ -451,6 +454,10 @@ class RelayServer:
         endpoint.allocations[addr] = alloc
         self.stats.allocations_created += 1
         advertised = (self.advertised_ip.get(alloc.family, ip), bound[1])
+        alloc.advertised = advertised
+        alloc.hairpin = self.hairpin
+        if advertised != bound:
+            self.hairpin[advertised] = alloc
         attributes: dict[int, Any] = {
             Attr.XOR_RELAYED_ADDRESS: advertised,
             Attr.LIFETIME: lifetime,

@@ -585,3 +585,31 @@ async def test_ipv6_listener(keyring: Path) -> None:
     finally:
         await listeners.close()
         await server.close()
+
+
+async def test_relay_to_relay_behind_nat_does_not_need_hairpinning(keyring: Path) -> None:
+    """With --external-ip, clients know each other's relays by the external address. The relay
+    binds 127.0.0.1 and advertises 127.0.0.2 here: nothing listens on 127.0.0.2, so only the
+    in-process hand-over can deliver, like a NAT that does not hairpin."""
+    async with (
+        relay_server(keyring, external_ips=("127.0.0.2",)) as relay,
+        raw_client(relay.address, credentials=credentials(user="a")) as a,
+        raw_client(relay.address, tcp=True, credentials=credentials(user="b")) as b,
+    ):
+        relay_a = await a.allocate()
+        relay_b = await b.allocate()
+        assert relay_a[0] == relay_b[0] == "127.0.0.2"
+        bind_a = {Attr.CHANNEL_NUMBER: 0x4000, Attr.XOR_PEER_ADDRESS: relay_b}
+        assert (await a.request(Method.CHANNEL_BIND, bind_a)).cls == Class.SUCCESS
+        assert (await b.request(Method.CREATE_PERMISSION, peers=[relay_a])).cls == Class.SUCCESS
+        a.send_channel(0x4000, b"via channel")
+        data = stun.parse(await b.receive())  # b has no channel: a Data indication
+        assert data.get(Attr.XOR_PEER_ADDRESS) == relay_a
+        assert data.get(Attr.DATA) == b"via channel"
+        send = stun.Message(Method.SEND, Class.INDICATION)
+        send.attributes.update({Attr.XOR_PEER_ADDRESS: relay_a, Attr.DATA: b"via send"})
+        b.send_raw(send.encode())
+        assert await a.receive() == stun.channel_header(0x4000, 8) + b"via send"
+        # Once b's allocation ends, the hand-over entry goes with it.
+        await b.request(Method.REFRESH, {Attr.LIFETIME: 0})
+        assert list(relay.server.hairpin) == [relay_a]
