@@ -29,10 +29,10 @@ def _subcommand_flags(command: str) -> set[str]:
     if command == "operator":
         # The keyring rotation settings (flags of `turnpike operator`, each also TURNPIKE_<FLAG>;
         # read with settings_from_env while the rotation is not yet behind the command's parser).
-        from turnpike.operator import rotation
+        from turnpike.operator import rotation_settings
 
         rotation_parser = argparse.ArgumentParser(add_help=False)
-        rotation.add_arguments(rotation_parser)
+        rotation_settings.add_arguments(rotation_parser)
         flags |= _flags(rotation_parser)
     return flags
 
@@ -97,9 +97,9 @@ def test_operator_settings_reach_the_operator(
     assert args.service_cidr == ["10.100.0.0/16"]
     assert args.global_host == "turn.example.com"
     assert args.image.startswith("ghcr.io/turnpike/turnpike:")
-    from turnpike.operator import rotation
+    from turnpike.operator import rotation_settings
 
-    settings = rotation.settings_from_env()
+    settings = rotation_settings.settings_from_env()
     assert (settings.interval, settings.max_token_lifetime, settings.wait_timeout) == (
         43200,
         3600,
