@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import tables
 from .selectors import Selector
 from .store import ApiError, Event, Obj, ResourceType, Store
 
@@ -159,6 +160,8 @@ class Routes:
                 if query.get("watch") in ("true", "1"):
                     return await self._watch(request, rt, ns, labels, fields)
                 items, rv = store.list(rt, ns, labels, fields)
+                if "as=Table" in request.headers.get("Accept", ""):
+                    return _json(tables.table(rt, items, rv))
                 return _json(
                     {
                         "kind": f"{rt.kind}List",
@@ -175,6 +178,8 @@ class Routes:
             raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed here")
         if method == "GET":
             obj = store.get(rt, ns, name)
+            if "as=Table" in request.headers.get("Accept", ""):
+                return _json(tables.table(rt, [obj], store.rv))
             return _json(obj)
         if method == "PUT":
             body = await self._body(request)

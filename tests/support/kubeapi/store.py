@@ -57,6 +57,7 @@ class ResourceType:
     status_subresource: bool = False
     schema: Obj | None = None  # openAPIV3Schema of a custom resource
     categories: list[str] = field(default_factory=list)
+    columns: list[Obj] = field(default_factory=list)  # additionalPrinterColumns of a CRD
 
     @property
     def key(self) -> tuple[str, str]:
@@ -154,6 +155,7 @@ class Store:
                     categories=list(names.get("categories", [])),
                     status_subresource="status" in subresources,
                     schema=(version.get("schema") or {}).get("openAPIV3Schema"),
+                    columns=list(version.get("additionalPrinterColumns") or []),
                 )
             )
 
