@@ -55,7 +55,8 @@ def relay_section(r: dict[str, Any]) -> list[str]:
         f"alternated ({', '.join(names)}), {p['generator_procs']} load-generator processes, "
         f"{p['payload']}-byte payloads, {p['duration']:.1f} s per rate trial. Median over rounds, "
         "(min to max) when rounds differ. Load average at start/end: "
-        f"{r['machine'].get('load_average_at_start')} / {r['machine'].get('load_average_at_end')}.",
+        f"{r['machine'].get('load_average_at_start')} / {r['machine'].get('load_average_at_end')}."
+        f" The run took {r['wall_time_s']:.0f} s.",
         "",
         f"Load-generator ceiling (same sockets, client → peer, no relay): "
         f"**{_range(s['generator_ceiling_pps'])} packets/s**.",
