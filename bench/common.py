@@ -67,6 +67,12 @@ def load_average() -> list[float]:
 def machine() -> dict[str, Any]:
     """The facts every report states: cores, CPU model, kernel, Python, uvloop, date."""
     uvloop_version = _package_version("uvloop")
+    try:  # what Turnpike's services actually pick (turnpike.core.service)
+        from turnpike.core.service import uvloop_enabled
+
+        used = uvloop_enabled()
+    except ImportError:
+        used = uvloop_version is not None
     return {
         "date": utc_now(),
         "cores": os.cpu_count(),
@@ -77,14 +83,15 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "uvloop": uvloop_version,
-        "uvloop_used_by_turnpike": uvloop_version is not None,
+        "uvloop_used_by_turnpike": used,
         "turnpike_commit": _git_commit(),
         "load_average_at_start": load_average(),
     }
 
 
 def machine_line(m: dict[str, Any]) -> str:
-    uv = f"uvloop {m['uvloop']} on" if m.get("uvloop") else "uvloop off"
+    on = m.get("uvloop") and m.get("uvloop_used_by_turnpike", True)
+    uv = f"uvloop {m['uvloop']} on" if on else "uvloop off"
     return (
         f"{m['cores']} cores ({m['cpu_model']}), Linux {m['kernel']}, "
         f"Python {m['python']}, {uv}, {m['date']}"
