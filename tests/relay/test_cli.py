@@ -277,3 +277,25 @@ def test_options_from_flags() -> None:
     assert explicit.config.relay_ips == ("10.1.2.3",)
     with pytest.raises(ValueError, match="one --relay-ip per address family"):
         options("--relay-ip", "10.0.0.1", "--relay-ip", "10.0.0.2")
+
+
+def test_merge_metrics_sums_samples_across_workers() -> None:
+    from turnpike.relay.workers import merge_metrics
+
+    one = (
+        "# HELP turnpike_relay_allocations Allocations currently active\n"
+        "# TYPE turnpike_relay_allocations gauge\n"
+        "turnpike_relay_allocations 2.0\n"
+        "# HELP turnpike_relay_packets_total Packets relayed\n"
+        "# TYPE turnpike_relay_packets_total counter\n"
+        'turnpike_relay_packets_total{direction="to_peer"} 10.0\n'
+    )
+    two = one.replace(" 2.0", " 3.0").replace(" 10.0", " 5.0")
+    merged = merge_metrics([one, two])
+    assert "turnpike_relay_allocations 5.0" in merged
+    assert 'turnpike_relay_packets_total{direction="to_peer"} 15.0' in merged
+    assert merged.count("# TYPE turnpike_relay_allocations gauge") == 1
+    lines = merged.splitlines()
+    assert lines.index("turnpike_relay_allocations 5.0") > lines.index(
+        "# TYPE turnpike_relay_allocations gauge"
+    )
