@@ -28,6 +28,8 @@ from turnpike.relay.app import Options
 
 log = logging.getLogger("turnpike.relay")
 
+# The sample names one family may expose (counters, histograms, summaries, info).
+_SAMPLE_SUFFIXES = ("", "_total", "_created", "_bucket", "_sum", "_count", "_info")
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{.*\})?)\s+(\S+)$")
 
 
@@ -63,7 +65,7 @@ def merge_metrics(texts: list[str]) -> str:
         if comment.startswith("# TYPE"):
             for key, value in totals.items():
                 base = key.split("{", 1)[0]
-                if key not in emitted and (base == name or base.startswith(name + "_")):
+                if key not in emitted and any(base == name + sfx for sfx in _SAMPLE_SUFFIXES):
                     out.append(f"{key} {value!r}")
                     emitted.add(key)
     out.extend(f"{k} {v!r}" for k, v in totals.items() if k not in emitted)

@@ -286,6 +286,9 @@ def test_merge_metrics_sums_samples_across_workers() -> None:
         "# HELP turnpike_relay_allocations Allocations currently active\n"
         "# TYPE turnpike_relay_allocations gauge\n"
         "turnpike_relay_allocations 2.0\n"
+        "# HELP turnpike_relay_allocations_created_total Allocations created\n"
+        "# TYPE turnpike_relay_allocations_created_total counter\n"
+        "turnpike_relay_allocations_created_total 7.0\n"
         "# HELP turnpike_relay_packets_total Packets relayed\n"
         "# TYPE turnpike_relay_packets_total counter\n"
         'turnpike_relay_packets_total{direction="to_peer"} 10.0\n'
@@ -299,3 +302,6 @@ def test_merge_metrics_sums_samples_across_workers() -> None:
     assert lines.index("turnpike_relay_allocations 5.0") > lines.index(
         "# TYPE turnpike_relay_allocations gauge"
     )
+    # Each sample stays under its own family, not under one whose name is a prefix of it.
+    created = lines.index("turnpike_relay_allocations_created_total 14.0")
+    assert created == lines.index("# TYPE turnpike_relay_allocations_created_total counter") + 1
