@@ -29,11 +29,28 @@ def connection_info() -> kopf.ConnectionInfo:
     info: kopf.ConnectionInfo | None = None
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         info = kopf.login_with_service_account(settings=settings)
+    if info is None and _needs_plugin():
+        # Cloud kubeconfigs get tokens from an exec plugin, which only the kubernetes client
+        # library runs; it reads KUBECONFIG when first imported, which happens here.
+        info = kopf.login_via_client(settings=settings, logger=log)
     if info is None:
         info = kopf.login_with_kubeconfig(settings=settings)
     if info is None:
         raise kopf.LoginError("no in-cluster service account and no KUBECONFIG")
     return info
+
+
+def _needs_plugin() -> bool:
+    paths = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    for path in paths.split(os.pathsep):
+        try:
+            with open(os.path.expanduser(path), encoding="utf-8") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if "exec:" in text or "auth-provider:" in text:
+            return True
+    return False
 
 
 def client_for(info: kopf.ConnectionInfo) -> k8s.Kube:
