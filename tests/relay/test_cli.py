@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aioice import turn
+from prometheus_client.parser import text_string_to_metric_families
 from support import free_dual_port, free_port, turnpike
 from support.relay import (
     REALM,
@@ -239,6 +240,8 @@ async def test_workers_share_the_ports(tmp_path: Path) -> None:
             assert await asyncio.wait_for(protocol.received.get(), 3) == b"worker test %d" % i
         text = (await get(base + "/metrics"))[1]
         assert "turnpike_relay_allocations 8.0" in text
+        families = {f.name for f in text_string_to_metric_families(text)}  # well-formed
+        assert {"turnpike_relay_allocations", "turnpike_relay_packets"} <= families
         assert 'turnpike_relay_packets_total{direction="to_peer"} 8.0' in text
         body = json.loads((await get(base + "/ready"))[1])
         assert body["allocations"] == 8
