@@ -60,3 +60,13 @@ def test_port_range_rejects(bad: str) -> None:
 def test_every_subcommand_builds() -> None:
     parser = build_parser()
     assert parser.prog == "turnpike"
+
+
+def test_env_note_appears_once_per_flag() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "turnpike", "relay", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.count("TURNPIKE_LOG_LEVEL") == 1

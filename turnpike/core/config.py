@@ -84,7 +84,8 @@ def apply_env_defaults(
         if not longs or longs[0] in ("--help", "--version"):
             continue
         name = env_name(longs[0])
-        if action.help is not argparse.SUPPRESS:
+        # Parent parsers share their action objects between subcommands: note the variable once.
+        if action.help is not argparse.SUPPRESS and name not in (action.help or ""):
             action.help = f"{action.help or ''} [env {name}]".strip()
         if name not in env:
             continue
