@@ -113,11 +113,18 @@ async def ensure_keyring(ctx: Context, namespace: str) -> None:
             raise
 
 
-def _readiness(workload: Obj, daemonset: bool) -> tuple[int, int]:
+def readiness(workload: Obj, daemonset: bool) -> tuple[int, int, bool]:
+    """(ready pods, desired pods, whether the current template has fully rolled out)."""
     status = workload.get("status") or {}
+    seen = int(status.get("observedGeneration") or 0)
+    current = seen >= int((workload.get("metadata") or {}).get("generation") or 0)
     if daemonset:
-        return int(status.get("numberReady") or 0), int(status.get("desiredNumberScheduled") or 0)
-    return int(status.get("readyReplicas") or 0), int(workload["spec"].get("replicas") or 0)
+        desired = int(status.get("desiredNumberScheduled") or 0)
+        updated = int(status.get("updatedNumberScheduled") or 0)
+        return int(status.get("numberReady") or 0), desired, current and updated >= desired
+    desired = int((workload.get("spec") or {}).get("replicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    return int(status.get("readyReplicas") or 0), desired, current and updated >= desired
 
 
 def _single_ip(cidrs: list[str]) -> str | None:
@@ -165,11 +172,8 @@ async def reconcile_edge(ctx: Context, body: Obj) -> None:
         if await apply.remove_owned(kube, res, ns, stale_name, uid):
             changes.append(f"deleted {res.kind} {stale_name}")
 
-    ready, desired = _readiness(workload, edge.daemonset)
+    ready, desired, rolled_out = readiness(workload, edge.daemonset)
     generation = body["metadata"].get("generation", 1)
-    rolled_out = (workload.get("status") or {}).get("observedGeneration", 0) >= workload.get(
-        "metadata", {}
-    ).get("generation", 0)
     is_ready = desired > 0 and ready >= desired and bool(addresses) and rolled_out
     if not addresses:
         waiting = (
@@ -177,6 +181,8 @@ async def reconcile_edge(ctx: Context, body: Obj) -> None:
             if edge.address_source == "LoadBalancer"
             else "waiting for relay pods on nodes with an ExternalIP"
         )
+    elif not rolled_out:
+        waiting = f"rolling out: {ready}/{desired} relays ready"
     else:
         waiting = f"{ready}/{desired} relays ready"
     previous = body.get("status") or {}
@@ -273,8 +279,8 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> None:
         nodes = await kube.list(k8s.NODES)
         pods = await kube.list(k8s.PODS, gw.namespace, labels.gateway_selector(gw.name))
         addresses = networks.external_ips(nodes, networks.nodes_running(pods))
-    ready, desired = _readiness(deployment, False)
-    is_ready = desired > 0 and ready >= desired
+    ready, desired, rolled_out = readiness(deployment, False)
+    is_ready = desired > 0 and ready >= desired and rolled_out
     message = f"{ready}/{desired} gateways ready"
     status = {
         "observedGeneration": generation,

@@ -267,3 +267,29 @@ def test_gateway_container_parses_with_the_streamgw_command(
     assert args.accounts == "/etc/turnpike/accounts/accounts.json"
     assert args.rtp_ports == (20000, 29999)
     assert args.allow_destination == ["10.0.0.0/8"]
+
+
+def test_readiness_waits_for_the_rollout() -> None:
+    from turnpike.operator.reconcile import readiness
+
+    deployment = {
+        "metadata": {"generation": 3},
+        "spec": {"replicas": 2},
+        "status": {"observedGeneration": 3, "readyReplicas": 2, "updatedReplicas": 2},
+    }
+    assert readiness(deployment, False) == (2, 2, True)
+    rolling = {**deployment, "status": {**deployment["status"], "updatedReplicas": 1}}
+    assert readiness(rolling, False) == (2, 2, False)
+    stale = {**deployment, "metadata": {"generation": 4}}
+    assert readiness(stale, False)[2] is False
+    daemonset = {
+        "metadata": {"generation": 1},
+        "spec": {},
+        "status": {
+            "observedGeneration": 1,
+            "numberReady": 3,
+            "desiredNumberScheduled": 3,
+            "updatedNumberScheduled": 3,
+        },
+    }
+    assert readiness(daemonset, True) == (3, 3, True)
