@@ -252,8 +252,9 @@ async def check_revoke(kube: Kube, ns: str, relays: list[Member], tokens: Member
 
 
 async def phase_is(kube: Kube, ns: str, phase: str) -> bool:
-    _, ann = await secret(kube, ns)
-    return ann.get(A_PHASE) == phase
+    obj = await kube.get(SECRETS, ns, SECRET)
+    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+    return bool(annotations.get(A_PHASE) == phase)
 
 
 async def signs_with(member: Member, key: str) -> bool:
@@ -343,17 +344,23 @@ async def test_with_two_replicas_only_the_active_one_rotates(
     kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
 
     def replica(priority: int) -> Operator:
-        peering = ("--peering", "rotation-peers", "--priority", str(priority))
+        peering = ("--verbose", "--peering", "rotation-peers", "--priority", str(priority))
         return Operator(kubeconfig, ns, env, peering=peering)
 
     high, low = replica(200), replica(100)
     await high.start()
-    await low.start()
     try:
+        await wait_for(lambda: phase_is(kube, ns, "stable"), "the first replica's keyring")
+        await low.start()
+        # A replica that finds a higher-priority peer already there starts paused (kopf logs the
+        # paused watch at debug level, and logs "Pausing operations" only for a running one).
         await wait_for(
-            lambda: "Pausing operations in favour of" in low.output, "the low replica to pause"
+            lambda: (
+                "Keep-alive in 'rotation-peers'" in low.output
+                and "Pausing the watch-stream for secrets.v1" in low.output
+            ),
+            "the low replica to join the peering, paused",
         )
-        await wait_for(lambda: phase_is(kube, ns, "stable"), "a keyring", timeout=20)
         _, ann = await secret(kube, ns)
         start = int(ann[A_VERSION])
 
