@@ -38,7 +38,16 @@ from support.rotation_fleet import (
 from turnpike.core.keyring import Keyring
 from turnpike.operator import crds
 from turnpike.operator.keyring_secret import DATA_KEY
-from turnpike.operator.kube import CRDS, EVENTS, NAMESPACES, PEERINGS, RELAY_EDGES, SECRETS, Kube
+from turnpike.operator.kube import (
+    CRDS,
+    EVENTS,
+    NAMESPACES,
+    PEERINGS,
+    PODS,
+    RELAY_EDGES,
+    SECRETS,
+    Kube,
+)
 from turnpike.operator.rotation_state import A_PHASE, A_REVOKE, A_ROTATE_NOW, A_VERSION
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(150)]
@@ -147,8 +156,23 @@ async def test_rotations_never_break_a_live_token_even_when_the_operator_is_kill
                 relay("relay-2", vols["relay-2"]) as r2,
                 token_api("tokens-0", vols["tokens-0"], tmp_path) as tokens,
             ):
-                for member in (r0, r1, r2, tokens):
+                for member in (r0, r1, r2):
                     await add_pod(kube, ns, SECRET, member)
+                await add_pod(kube, ns, SECRET, tokens, labelled=True)
+                # A pod that mounts some other Secret is none of the rotation's business.
+                await kube.create(
+                    PODS,
+                    ns,
+                    {
+                        "metadata": {"name": "bystander"},
+                        "spec": {
+                            "containers": [{"name": "c", "image": "x"}],
+                            "volumes": [{"name": "v", "secret": {"secretName": "other"}}],
+                        },
+                    },
+                )
+                ready = {"podIP": "127.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}
+                await kube.patch(PODS, ns, "bystander", {"status": ready}, sub="status")
                 assert tokens.api is not None
                 checker = Checker(tokens.api, [r0, r1, r2])
                 task = asyncio.create_task(checker.run())
@@ -278,8 +302,9 @@ async def test_a_relay_that_never_loads_the_new_key_blocks_promotion(
                 relay("relay-1", vols["relay-1"]) as r1,
                 token_api("tokens-0", vols["tok"], tmp_path) as tokens,
             ):
-                for member in (r0, r1, tokens):
+                for member in (r0, r1):
                     await add_pod(kube, ns, SECRET, member)
+                await add_pod(kube, ns, SECRET, tokens, labelled=True)
                 await blocked_then_released(kube, ns, [r0, r1], tokens, vols["relay-1"])
     finally:
         await operator.stop()

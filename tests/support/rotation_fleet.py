@@ -196,26 +196,29 @@ async def token_api(name: str, volume: Volume, workdir: Path) -> AsyncIterator[M
         yield Member(name, proc, volume, health, api=f"http://127.0.0.1:{port}")
 
 
-async def add_pod(kube: Kube, namespace: str, secret: str, member: Member) -> None:
+async def add_pod(
+    kube: Kube, namespace: str, secret: str, member: Member, *, labelled: bool = False
+) -> None:
     """The Pod object a Deployment would have made for ``member``: ready, on 127.0.0.1, with its
-    real health port declared, labelled as a holder of the keyring Secret."""
+    real health port declared and the keyring Secret mounted as a volume (as the operator's relay
+    pods do), or, with ``labelled``, marked by the holder label instead (as the chart's token API
+    pods are)."""
     port = int(member.health.rsplit(":", 1)[1])
-    await kube.create(
-        PODS,
-        namespace,
-        {
-            "metadata": {"name": member.name, "labels": {CONSUMER_LABEL: secret}},
-            "spec": {
-                "containers": [
-                    {
-                        "name": "main",
-                        "image": "turnpike",
-                        "ports": [{"name": "metrics", "containerPort": port}],
-                    }
-                ]
-            },
-        },
-    )
+    meta: dict[str, Any] = {"name": member.name}
+    spec: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "main",
+                "image": "turnpike",
+                "ports": [{"name": "metrics", "containerPort": port}],
+            }
+        ]
+    }
+    if labelled:
+        meta["labels"] = {CONSUMER_LABEL: secret}
+    else:
+        spec["volumes"] = [{"name": "keyring", "secret": {"secretName": secret}}]
+    await kube.create(PODS, namespace, {"metadata": meta, "spec": spec})
     status = {
         "phase": "Running",
         "podIP": "127.0.0.1",
