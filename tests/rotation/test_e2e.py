@@ -14,7 +14,6 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,21 +65,6 @@ def settings_env(**overrides: float) -> dict[str, str]:
     }
     values.update({k.upper(): v for k, v in overrides.items()})
     return {f"TURNPIKE_{k}": str(v) for k, v in values.items()}
-
-
-@pytest.fixture(scope="module")
-def api() -> Iterator[KubeAPI]:
-    with KubeAPI(simulate=False) as server:
-        yield server
-
-
-@pytest.fixture
-async def kube(api: KubeAPI) -> AsyncIterator[Kube]:
-    client = Kube.connect(api.url)
-    with contextlib.suppress(Exception):
-        await client.create(CRDS, None, crds.relay_edge_crd())
-    yield client
-    await client.close()
 
 
 async def new_namespace(kube: Kube, name: str) -> None:
@@ -311,7 +295,7 @@ async def test_a_relay_that_never_loads_the_new_key_blocks_promotion(
 
 
 async def blocked_then_released(
-    kube: Kube, ns: str, relays: list[Member], tokens: Member, stuck: Any
+    kube: Kube, ns: str, relays: list[Member], tokens: Member, stuck: Any, hold: float = 1.0
 ) -> None:
     assert tokens.api is not None
     before, _ = await secret(kube, ns)
@@ -334,8 +318,12 @@ async def blocked_then_released(
         if e["reason"] == "KeyRotationBlocked" and e["type"] == "Warning"
     ]
     assert {e["involvedObject"]["kind"] for e in warnings} == {"Secret", "RelayEdge"}
-    # Held where it is: the old key still signs, and the token API's tokens still work everywhere.
-    await asyncio.sleep(1.0)
+    # Held where it is: the old key still signs, and the token API's tokens still work everywhere;
+    # the condition stays (nothing else writing the edge's status flips it back).
+    until = time.monotonic() + hold
+    while time.monotonic() < until:
+        assert await degraded() is not None, "the Degraded condition did not stay"
+        await asyncio.sleep(0.05)
     ring, ann = await secret(kube, ns)
     assert ann[A_PHASE] == "adding" and ring.signing_key.id == before.signing_key.id
     async with aiohttp.ClientSession() as session:

@@ -287,9 +287,12 @@ class Operator:
         namespace: str,
         settings: dict[str, str],
         peering: tuple[str, ...] = ("--standalone",),
+        command: list[str] | None = None,
     ) -> None:
+        """``command`` replaces the plain kopf runner (e.g. ``turnpike operator …``)."""
         env = {"KUBECONFIG": str(kubeconfig), **settings}
         self.peering = peering
+        self.command = command
         self.namespace = namespace
         self.env = env
         self.process: TurnpikeProcess | None = None
@@ -298,7 +301,7 @@ class Operator:
 
     async def start(self) -> None:
         proc = TurnpikeProcess([], self.env)
-        proc.args = [
+        proc.args = self.command or [
             sys.executable,
             "-m",
             "kopf",
