@@ -294,7 +294,7 @@ class KubeCluster:
             }
         ]
         if on_edges:
-            for edge in await self.kube.list(RELAY_EDGES, view.namespace):
+            for edge in await self._edges(view.namespace):
                 meta = edge.get("metadata") or {}
                 targets.append(
                     {
@@ -323,9 +323,17 @@ class KubeCluster:
             with contextlib.suppress(ApiError):
                 await self.kube.create(EVENTS, view.namespace, body)
 
+    async def _edges(self, namespace: str) -> list[Obj]:
+        try:
+            return await self.kube.list(RELAY_EDGES, namespace)
+        except ApiError as exc:
+            if exc.status == 404:  # RelayEdge CRD not installed: a token-API-only cluster
+                return []
+            raise
+
     async def publish(self, namespace: str, summary: KeyringSummary) -> None:
         """Keyring fields and the rotation's Degraded condition on every RelayEdge's status."""
-        for edge in await self.kube.list(RELAY_EDGES, namespace):
+        for edge in await self._edges(namespace):
             status = edge.get("status") or {}
             want = summary.status()
             conditions = list(status.get("conditions") or [])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from typing import Any
 
 import kopf
+from kopf._cogs.structs.references import Insights  # not re-exported; see _kick_orchestrator
 
 from turnpike.core.config import HostPort
 from turnpike.core.health import HealthServer
@@ -95,6 +97,19 @@ async def ensure_peering(kube: k8s.Kube, config: OperatorConfig) -> None:
                     raise
 
 
+async def _kick_orchestrator(insights: Insights) -> None:
+    """Work around a start-up race in kopf: its orchestrator starts watch streams only when the
+    cluster insights are revised, and a revision that lands before the orchestrator waits for one
+    is lost; on a busy machine the operator then watches nothing until some namespace or CRD
+    changes. Extra notifications are harmless (the orchestrator only adds what is missing): a
+    burst right after start closes the window, a slow beat afterwards makes it self-healing."""
+    for delay in itertools.chain((0.2, 0.5, 1, 2, 3, 5, 10), itertools.repeat(30)):
+        await asyncio.sleep(delay)
+        async with insights.revised:
+            insights.revised.notify_all()
+        log.debug("nudged kopf's orchestrator (%d namespaces)", len(insights.namespaces))
+
+
 async def run_operator(
     config: OperatorConfig,
     stop: asyncio.Event,
@@ -121,8 +136,10 @@ async def run_operator(
     kopf.on.cleanup(registry=registry)(cleanup)
 
     ready = asyncio.Event()
+    insights = Insights()
     health: HealthServer | None = None
     drainer: asyncio.Task[None] | None = None
+    kicker: asyncio.Task[None] | None = None
     try:
         if not config.standalone and not any(set(p) & set("*?[") for p in config.namespaces):
             await ensure_peering(kube, config)
@@ -138,11 +155,13 @@ async def run_operator(
             await reconciler.close()
 
         drainer = asyncio.create_task(drain())
+        kicker = asyncio.create_task(_kick_orchestrator(insights))
         liveness = None
         if liveness_address is not None:
             liveness = f"http://{liveness_address}/healthz"
         await kopf.operator(
             registry=registry,
+            insights=insights,
             settings=settings_for(config),
             # Peering is set in settings_for(): kopf's peering_name= argument would make peering
             # mandatory even for a standalone operator.
@@ -153,8 +172,9 @@ async def run_operator(
             ready_flag=ready,
         )
     finally:
-        if drainer is not None:
-            drainer.cancel()
+        for task in (drainer, kicker):
+            if task is not None:
+                task.cancel()
         await reconciler.close()
         if health is not None:
             await health.stop()

@@ -102,14 +102,21 @@ async def test_restart_mid_way_loses_nothing(
             expected = {f"e{n}" for n in range(1, count)} | {"late"}
 
             async def converged() -> bool:
-                names = set(published(await ranges_doc(kube, ns)))
-                dep = await kube.get(k8s.DEPLOYMENTS, ns, labels.relay_name("e1"))
+                entries = published(await ranges_doc(kube, ns))
+                addressed = {name for name, e in entries.items() if e["relay"]["cidrs"]}
+                relays = {
+                    d["metadata"]["name"]: d["spec"]["replicas"]
+                    for d in await kube.list(k8s.DEPLOYMENTS, ns)
+                }
                 gone = await kube.get(k8s.RELAY_EDGES, ns, "e0") is None
-                return names == expected and gone and bool(dep and dep["spec"]["replicas"] == 3)
+                return (
+                    set(entries) == addressed == expected
+                    and gone
+                    and set(relays) == {labels.relay_name(n) for n in expected}
+                    and relays[labels.relay_name("e1")] == 3
+                )
 
             await eventually(converged, timeout=60, what="state after restart")
-            for name in expected:
-                assert await kube.get(k8s.DEPLOYMENTS, ns, labels.relay_name(name)), name
             await delete_namespace(kube, ns)
         finally:
             second.stop()
