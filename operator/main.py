@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 from typing import Any
 
 import kopf
-from kopf._cogs.structs.references import Insights  # not re-exported; see _kick_orchestrator
+from kopf._cogs.structs.references import Insights  # not re-exported; see namespaces.py
 
 from turnpike.core.config import HostPort
 from turnpike.core.health import HealthServer
-from turnpike.operator import handlers
+from turnpike.operator import handlers, namespaces
 from turnpike.operator import kube as k8s
 from turnpike.operator.config import OperatorConfig
 from turnpike.operator.metrics import Metrics
@@ -97,19 +96,6 @@ async def ensure_peering(kube: k8s.Kube, config: OperatorConfig) -> None:
                     raise
 
 
-async def _kick_orchestrator(insights: Insights) -> None:
-    """Work around a start-up race in kopf: its orchestrator starts watch streams only when the
-    cluster insights are revised, and a revision that lands before the orchestrator waits for one
-    is lost; on a busy machine the operator then watches nothing until some namespace or CRD
-    changes. Extra notifications are harmless (the orchestrator only adds what is missing): a
-    burst right after start closes the window, a slow beat afterwards makes it self-healing."""
-    for delay in itertools.chain((0.2, 0.5, 1, 2, 3, 5, 10), itertools.repeat(30)):
-        await asyncio.sleep(delay)
-        async with insights.revised:
-            insights.revised.notify_all()
-        log.debug("nudged kopf's orchestrator (%d namespaces)", len(insights.namespaces))
-
-
 async def run_operator(
     config: OperatorConfig,
     stop: asyncio.Event,
@@ -155,7 +141,7 @@ async def run_operator(
             await reconciler.close()
 
         drainer = asyncio.create_task(drain())
-        kicker = asyncio.create_task(_kick_orchestrator(insights))
+        kicker = asyncio.create_task(namespaces.keep_complete(kube, insights, config.namespaces))
         liveness = None
         if liveness_address is not None:
             liveness = f"http://{liveness_address}/healthz"

@@ -1,0 +1,57 @@
+"""Keeping kopf's list of served namespaces complete.
+
+kopf learns which namespaces match ``--namespace`` patterns from an initial listing and then a
+watch. The watch starts with a listing of its own whose events kopf ignores, so a namespace
+created between the two listings is never served until the operator restarts (seen on a busy
+machine with a namespace created right as the operator starts). This re-lists the namespaces on a
+slow beat, with a burst at start-up, and adds any matching one kopf missed.
+
+It uses kopf's ``Insights`` (the structure ``kopf.operator(insights=…)`` accepts), which kopf does
+not re-export; the kopf version range in pyproject.toml bounds that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Collection
+
+from kopf._cogs.structs.references import Insights, NamespaceName, match_namespace
+
+from turnpike.operator import kube as k8s
+
+log = logging.getLogger("turnpike.operator")
+
+SCHEDULE = (0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+BEAT = 30.0
+
+
+async def add_missing(kube: k8s.Kube, insights: Insights, patterns: Collection[str]) -> list[str]:
+    """Add matching, live namespaces kopf does not serve yet; returns the names added."""
+    added: list[str] = []
+    for namespace in await kube.list(k8s.NAMESPACES):
+        meta = namespace["metadata"]
+        name = NamespaceName(meta["name"])
+        if meta.get("deletionTimestamp") or name in insights.namespaces:
+            continue
+        if any(match_namespace(name, pattern) for pattern in patterns):
+            added.append(str(name))
+    if added:
+        async with insights.revised:
+            insights.namespaces.update(NamespaceName(n) for n in added)
+            insights.revised.notify_all()  # kopf's orchestrator starts the missing watches
+        log.info("serving namespaces kopf had missed: %s", ", ".join(added))
+    return added
+
+
+async def keep_complete(kube: k8s.Kube, insights: Insights, patterns: Collection[str]) -> None:
+    if not patterns:
+        return  # cluster-wide: kopf watches without per-namespace bookkeeping
+    await insights.ready_namespaces.wait()
+    for delay in itertools.chain(SCHEDULE, itertools.repeat(BEAT)):
+        await asyncio.sleep(delay)
+        try:
+            await add_missing(kube, insights, patterns)
+        except k8s.ApiError as exc:
+            log.warning("could not list namespaces: %s", exc)
