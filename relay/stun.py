@@ -401,6 +401,9 @@ class Message:
         if integrity_key is not None:
             data += _ATTR.pack(Attr.MESSAGE_INTEGRITY, 20) + bytes(20)
             offset = len(data) - 24
+            # The length field covers MESSAGE-INTEGRITY on the wire too, not only in the HMAC
+            # input: strict parsers (libwebrtc) drop a message whose length stops short of it.
+            struct.pack_into("!H", data, 2, len(data) - HEADER_LENGTH)
             data[offset + 4 :] = _integrity(bytes(data), offset, integrity_key)
         if fingerprint:
             struct.pack_into("!H", data, 2, len(data) - HEADER_LENGTH + 8)

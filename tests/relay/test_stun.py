@@ -69,6 +69,17 @@ def test_aioice_parses_our_response(peer: tuple[str, int]) -> None:
     assert again.verify_integrity(KEY)
 
 
+@pytest.mark.parametrize("fingerprint", [False, True])
+def test_length_field_covers_integrity_with_or_without_fingerprint(fingerprint: bool) -> None:
+    msg = stun.Message(Method.ALLOCATE, Class.SUCCESS)
+    msg.attributes[Attr.LIFETIME] = 600
+    data = msg.encode(KEY, fingerprint=fingerprint)
+    assert int.from_bytes(data[2:4], "big") == len(data) - stun.HEADER_LENGTH
+    theirs = aioice_stun.parse_message(data)
+    assert theirs.check_message_integrity(KEY)
+    assert stun.parse(data).verify_integrity(KEY)
+
+
 def test_repeated_peer_addresses_and_unknown_attributes() -> None:
     msg = stun.Message(Method.CREATE_PERMISSION, Class.REQUEST)
     msg.peer_addresses = [("203.0.113.1", 1), ("203.0.113.2", 2)]

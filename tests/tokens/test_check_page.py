@@ -20,14 +20,6 @@ from tokens.relay import run_relay
 
 pytestmark = [pytest.mark.interop]
 
-# Known relay bug (relay/stun.py, Message.encode): a response with MESSAGE-INTEGRITY but no
-# FINGERPRINT keeps a STUN length that leaves MESSAGE-INTEGRITY out, so Chromium (which sends no
-# FINGERPRINT) drops the Allocate success and gathers nothing. aioice tolerates it. Strict: once
-# the relay is fixed these tests pass, the xfail turns into a failure, and the marker must go.
-RELAY_LENGTH_BUG = pytest.mark.xfail(
-    strict=True, reason="relay: STUN length excludes MESSAGE-INTEGRITY when there is no FINGERPRINT"
-)
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
@@ -90,7 +82,6 @@ async def test_nothing_works_is_said_plainly(make_api: ApiFactory, browser: Any)
 
 
 @pytest.mark.e2e
-@RELAY_LENGTH_BUG
 async def test_gathers_relay_candidates_from_a_real_relay(
     make_api: ApiFactory, browser: Any
 ) -> None:
@@ -114,7 +105,6 @@ async def test_gathers_relay_candidates_from_a_real_relay(
 
 
 @pytest.mark.e2e
-@RELAY_LENGTH_BUG
 async def test_some_paths_work_and_the_page_says_which(make_api: ApiFactory, browser: Any) -> None:
     """A person types the SID and token; one edge's relay is down, the other is fine."""
     api = await make_api(clock=time.time)
