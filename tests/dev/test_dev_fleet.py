@@ -17,6 +17,8 @@ import aiohttp
 import pytest
 from aioice import turn
 from support import TurnpikeProcess, require_tool
+from support.browser import chromium
+from tokens.page import run_check
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -113,6 +115,9 @@ async def test_dev_fleet_end_to_end(tmp_path: Path) -> None:
                 assert await resp.json() == {"recordings": []}
             async with http.get(state["streamgw"]["callsUrl"] + "/CA" + "0" * 32) as resp:
                 assert resp.status == 401  # the gateway's API requires the account's credentials
+            async with http.get(state["tokens"]["url"] + "/check/config") as resp:
+                assert (await resp.json())["dev"] is True  # the page offers the dev account
+
             async with http.get(state["tokens"]["checkPage"]) as resp:
                 assert resp.status == 200
                 assert "<html" in (await resp.text()).lower()
@@ -137,6 +142,14 @@ async def test_dev_fleet_end_to_end(tmp_path: Path) -> None:
         finally:
             client.close()
             peer.close()
+
+        # a newcomer opens the ICE servers check page and presses the dev account button
+        with chromium() as browser:
+            outcome = await asyncio.to_thread(run_check, browser, state["tokens"]["checkPage"])
+        assert outcome.summary.startswith("All "), outcome
+        assert outcome.summary.endswith("relay paths work from this browser."), outcome
+        assert outcome.rows
+        assert all(row[2] == "Gathered" for row in outcome.rows), outcome.rows
 
         # dev call: audio through the gateway to the sample consumer, byte for byte
         call = await asyncio.create_subprocess_exec(

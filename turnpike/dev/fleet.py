@@ -157,19 +157,13 @@ class Fleet:
         keyring = self.work / "keyring.json"
         keyring.touch(mode=0o600)
         keyring.write_text(Keyring.generate("dev1").to_json())
+        # One relay serves every entry; its plain TCP listener also answers the "443" entry,
+        # which the hosted format writes as turn:…?transport=tcp.
+        ports = {"udp": self.ports.relay, "tcp": self.ports.relay, "tls": self.ports.relay}
         edges = {
-            "global": {"host": self.host},
+            "global": {"host": self.host, "ports": ports},
             "edges": [
-                {
-                    "name": "local",
-                    "location": "This machine",
-                    "host": self.host,
-                    "ports": {
-                        "udp": self.ports.relay,
-                        "tcp": self.ports.relay,
-                        "tls": self.ports.relay,
-                    },
-                }
+                {"name": "local", "location": "This machine", "host": self.host, "ports": ports}
             ],
         }
         (self.work / "edges.json").write_text(json.dumps(edges, indent=2) + "\n")
@@ -200,6 +194,7 @@ class Fleet:
                     "--keyring", str(keyring),
                     "--accounts", str(self.work / "accounts.json"),
                     "--edges", str(self.work / "edges.json"),
+                    "--dev-account", self.account["sid"],
                     "--metrics", f"{hp}:{p.tokens_metrics}",
                 ],
                 f"http://{hp}:{p.tokens_metrics}/ready",
