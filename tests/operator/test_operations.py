@@ -143,7 +143,11 @@ async def test_two_replicas_peer_and_only_one_acts(
         await eventually(both_registered, what="both replicas in the peering record")
         await kube.create(k8s.RELAY_EDGES, ns, edge("a", addresses={"static": ["192.0.2.1"]}))
         await eventually(lambda: ranges_doc(kube, ns), what="edge a published")
-        assert re.search(r"Handler 'reconcile' succeeded", high.output)
+
+        async def high_handled() -> bool:
+            return "Handler 'reconcile' succeeded" in high.output
+
+        await eventually(high_handled, what="the active replica's handler log")
         assert "Handler 'reconcile'" not in low.output
 
         mark = len(low.output)

@@ -110,17 +110,17 @@ async def test_edge_create_update_delete(cluster: Cluster, kube: k8s.Kube, ns: s
 
     async def updated() -> bool:
         dep = await kube.get(k8s.DEPLOYMENTS, ns, RELAY("ashburn"))
+        config_map = await kube.get(k8s.CONFIGMAPS, ns, RELAY("ashburn"))
         doc = await ranges_doc(kube, ns)
         return bool(
             dep
             and dep["spec"]["replicas"] == 3
+            and config_map
+            and config_map["data"]["TURNPIKE_RELAY_PORTS"] == "40000-40999"
             and published(doc)["ashburn"]["relay"]["relayPorts"] == "40000-40999"
         )
 
     await eventually(updated, what="update rolled out")
-    config_map = await kube.get(k8s.CONFIGMAPS, ns, RELAY("ashburn"))
-    assert config_map is not None
-    assert config_map["data"]["TURNPIKE_RELAY_PORTS"] == "40000-40999"
     if cluster.runs_pods:
 
         async def observed() -> bool:

@@ -129,9 +129,16 @@ class Operator:
     """`turnpike operator` as a child process, its output in a file for failure messages."""
 
     def __init__(self, cluster: Cluster, log: Path, *args: str) -> None:
+        self.log = log
+        self._args = args
+        self._env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+        self._out = log.open("ab")
+        self._spawn()
+
+    def _spawn(self) -> None:
         self.metrics_port = free_port()
         self.liveness_port = free_port()
-        self.log = log
+        self._start_offset = self.log.stat().st_size
         command = [
             sys.executable,
             "-m",
@@ -145,24 +152,32 @@ class Operator:
             f"127.0.0.1:{self.metrics_port}",
             "--liveness",
             f"127.0.0.1:{self.liveness_port}",
-            *args,
+            *self._args,
         ]
         if IMAGE:
             command += ["--image", IMAGE]
-        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
-        self._out = log.open("ab")
-        self.proc = subprocess.Popen(command, stdout=self._out, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            command, stdout=self._out, stderr=subprocess.STDOUT, env=self._env
+        )
 
     @property
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
     def wait_live(self, timeout: float = 30) -> None:
+        """Wait for kopf's liveness endpoint; a port taken meanwhile by another process (free
+        ports are only free when asked) means a retry on fresh ports."""
         import urllib.request
 
         deadline = time.monotonic() + timeout
+        attempts = 0
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                recent = self.output[self._start_offset :]
+                if "address already in use" in recent and attempts < 3:
+                    attempts += 1
+                    self._spawn()
+                    continue
                 raise AssertionError(f"operator exited:\n{self.output}")
             try:
                 url = f"http://127.0.0.1:{self.liveness_port}/healthz"
