@@ -297,3 +297,18 @@ async def test_deleting_a_crd_removes_its_resources_from_discovery(
         await kube.delete(CRDS, None, "widgets.example.test")
         async with session.get(api.url + "/apis/example.test/v1alpha1") as resp:
             assert resp.status == 404
+
+
+async def test_watch_from_a_forgotten_resource_version_is_gone() -> None:
+    with KubeAPI(history_size=5) as small:
+        client = Kube.connect(small.url)
+        try:
+            first = await client.create(CONFIGMAPS, "default", {"metadata": {"name": "c0"}})
+            for n in range(1, 10):
+                await client.create(CONFIGMAPS, "default", {"metadata": {"name": f"c{n}"}})
+            url = small.url + CONFIGMAPS.path("default")
+            params = {"watch": "true", "resourceVersion": first["metadata"]["resourceVersion"]}
+            events = await _watch(url, params, 1)
+        finally:
+            await client.close()
+    assert events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410

@@ -47,8 +47,9 @@ def kubeconfig_text(server: str) -> str:
 
 
 class KubeAPI:
-    def __init__(self, simulate: bool = True) -> None:
+    def __init__(self, simulate: bool = True, history_size: int = 20000) -> None:
         self._simulate = simulate
+        self._history_size = history_size
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="kubeapi", daemon=True)
         self._runner: web.AppRunner | None = None
@@ -68,7 +69,7 @@ class KubeAPI:
         self.call(self._start)
 
     async def _start(self) -> None:
-        self.store = new_store()
+        self.store = new_store(self._history_size)
         if self._simulate:
             Simulator(self.store)
         for name in ("default", "kube-system"):

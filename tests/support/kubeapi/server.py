@@ -43,8 +43,8 @@ BUILTIN = [
 ]
 
 
-def new_store() -> Store:
-    store = Store()
+def new_store(history_size: int = 20000) -> Store:
+    store = Store(history_size)
     for rt in BUILTIN:
         store.register(ResourceType(**rt.__dict__))
     return store

@@ -121,7 +121,8 @@ def _spec_part(obj: Obj) -> Obj:
 
 
 class Store:
-    def __init__(self) -> None:
+    def __init__(self, history_size: int = HISTORY) -> None:
+        self.history_size = history_size
         self.types: dict[tuple[str, str, str], ResourceType] = {}
         self.objects: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
         self.history: dict[tuple[str, str], list[Event]] = {}
@@ -213,7 +214,7 @@ class Store:
 
     def events_since(self, rt: ResourceType, since: int) -> list[Event]:
         events = self.history.get(rt.key, [])
-        if events and since < events[0].rv - 1 and len(events) >= HISTORY:
+        if events and since < events[0].rv - 1 and len(events) >= self.history_size:
             raise ApiError(
                 410, "Expired", f"too old resource version: {since} ({events[0].rv - 1})"
             )
@@ -236,8 +237,8 @@ class Store:
         history.append(
             Event(self.rv, kind, copy.deepcopy(obj), copy.deepcopy(old) if old else None)
         )
-        if len(history) > HISTORY:
-            del history[: len(history) - HISTORY]
+        if len(history) > self.history_size:
+            del history[: len(history) - self.history_size]
         self._wake()
         if rt.key == ("apiextensions.k8s.io", "customresourcedefinitions") and kind != "DELETED":
             self.register_crd(obj)
