@@ -35,3 +35,32 @@ async def test_missing_matching_namespaces_are_added_and_announced(kube: k8s.Kub
     finally:
         await kube.delete(k8s.NAMESPACES, None, other)
         await delete_namespace(kube, served)
+
+
+async def test_apply_objects_resolves_kinds_through_discovery(kube: k8s.Kube) -> None:
+    from support.kube_e2e import apply_objects
+
+    ns = await new_namespace(kube, "apply")
+    try:
+        objects = [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "a"},
+                "data": {"k": "1"},
+            },
+            {
+                "apiVersion": "policy/v1",
+                "kind": "PodDisruptionBudget",
+                "metadata": {"name": "b"},
+                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"x": "y"}}},
+            },
+        ]
+        await apply_objects(kube, objects, ns)
+        objects[0]["data"] = {"k": "2"}
+        await apply_objects(kube, objects, ns)
+        cm = await kube.get(k8s.CONFIGMAPS, ns, "a")
+        assert cm is not None and cm["data"] == {"k": "2"}
+        assert await kube.get(k8s.PDBS, ns, "b") is not None
+    finally:
+        await delete_namespace(kube, ns)

@@ -295,3 +295,34 @@ async def events_for(kube: k8s.Kube, ns: str, name: str) -> list[dict[str, Any]]
         for e in await kube.list(k8s.EVENTS, ns)
         if (e.get("involvedObject") or {}).get("name") == name
     ]
+
+
+async def resource_for(kube: k8s.Kube, api_version: str, kind: str) -> k8s.Resource:
+    """The REST resource of ``kind`` from the server's discovery (any cluster, any kind)."""
+    group, _, version = api_version.rpartition("/")
+    path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    listing = await kube._request("GET", path)
+    for entry in listing.get("resources", []):
+        if entry.get("kind") == kind and "/" not in entry["name"]:
+            return k8s.Resource(group, version, entry["name"], kind, entry["namespaced"])
+    raise LookupError(f"{api_version} {kind} is not served")
+
+
+async def apply_objects(
+    kube: k8s.Kube, objects: list[dict[str, Any]], namespace: str | None = None
+) -> list[dict[str, Any]]:
+    """Create or replace rendered manifests (as `kubectl apply` would, minus the three-way merge);
+    CRDs first, so custom resources in the same batch are served when their turn comes."""
+    ordered = sorted(objects, key=lambda o: o["kind"] != "CustomResourceDefinition")
+    applied = []
+    for obj in ordered:
+        res = await resource_for(kube, obj["apiVersion"], obj["kind"])
+        ns = (obj["metadata"].get("namespace") or namespace) if res.namespaced else None
+        name = obj["metadata"]["name"]
+        current = await kube.get(res, ns, name)
+        if current is None:
+            applied.append(await kube.create(res, ns, obj))
+        else:
+            body = {**obj, "metadata": {**obj["metadata"], **_rv(current)}}
+            applied.append(await kube.replace(res, ns, name, body))
+    return applied
