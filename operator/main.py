@@ -58,6 +58,20 @@ def client_for(info: kopf.ConnectionInfo) -> k8s.Kube:
     return k8s.Kube.connect(info.server, info.as_http_headers(), info.as_ssl_context())
 
 
+class _QuietWatchHandlers(logging.Filter):
+    """Drop kopf's per-event success lines of the watch handlers (one per pod or child change);
+    their failures and everything about RelayEdges and StreamGateways still get through."""
+
+    _chatter = tuple(
+        f"Handler '{name}' {what}"
+        for name in ("drift", "placement", "addresses")
+        for what in ("succeeded", "is invoked")
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self._chatter)
+
+
 def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     settings.persistence.finalizer = FINALIZER
@@ -102,6 +116,7 @@ async def run_operator(
     metrics_address: HostPort | None = None,
     liveness_address: HostPort | None = None,
 ) -> int:
+    logging.getLogger("kopf.objects").addFilter(_QuietWatchHandlers())
     info = connection_info()
     kube = client_for(info)
     metrics = Metrics()
