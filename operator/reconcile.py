@@ -134,6 +134,20 @@ def _single_ip(cidrs: list[str]) -> str | None:
     return None
 
 
+async def _apply(ctx: Context, owner: Obj, child: Obj, changes: list[str]) -> Obj:
+    """Ensure one child; a write is an "update" when the owner's spec changed since the last
+    reconcile, a "repair" (drift: someone edited or deleted it) when it did not."""
+    action, current = await apply.ensure(ctx.kube, child)
+    if action == "unchanged":
+        return current
+    seen = (owner.get("status") or {}).get("observedGeneration")
+    if action == "repaired" and seen != owner["metadata"].get("generation"):
+        action = "updated"
+    ctx.metrics.repairs.labels(child["kind"], action).inc()
+    changes.append(f"{action} {child['kind']} {child['metadata']['name']}")
+    return current
+
+
 async def reconcile_edge(ctx: Context, body: Obj) -> None:
     kube, cfg = ctx.kube, ctx.config
     try:
@@ -155,13 +169,10 @@ async def reconcile_edge(ctx: Context, body: Obj) -> None:
         pods = await kube.list(k8s.PODS, ns, labels.relay_selector(edge.name))
         addresses = networks.external_ips(nodes, networks.nodes_running(pods))
 
-    changes = []
+    changes: list[str] = []
     workload: Obj = {}
     for child in relay.children(edge, body, deny, _single_ip(addresses), cfg.keyring_secret):
-        action, current = await apply.ensure(kube, child)
-        if action != "unchanged":
-            ctx.metrics.repairs.labels(child["kind"], action).inc()
-            changes.append(f"{action} {child['kind']} {child['metadata']['name']}")
+        current = await _apply(ctx, body, child, changes)
         if child["kind"] in ("Deployment", "DaemonSet"):
             workload = current
     uid = body["metadata"]["uid"]
@@ -264,13 +275,10 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> None:
     except SpecError:
         location = str((edge_body.get("spec") or {}).get("location", gw.edge))
 
-    changes = []
+    changes: list[str] = []
     deployment: Obj = {}
     for child in gateway.children(gw, body):
-        action, current = await apply.ensure(kube, child)
-        if action != "unchanged":
-            ctx.metrics.repairs.labels(child["kind"], action).inc()
-            changes.append(f"{action} {child['kind']} {child['metadata']['name']}")
+        current = await _apply(ctx, body, child, changes)
         if child["kind"] == "Deployment":
             deployment = current
     if gw.static_egress:

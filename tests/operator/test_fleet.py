@@ -173,6 +173,12 @@ async def test_drift_is_repaired(kube: k8s.Kube, ns: str) -> None:
 
     await eventually(restored, what="hand edits reverted")
 
+    async def reported() -> bool:
+        messages = [e["message"] for e in await events_for(kube, ns, "drift")]
+        return f"repaired Deployment {RELAY('drift')}" in messages
+
+    await eventually(reported, what="a repair Event")
+
 
 async def test_discovered_node_addresses_follow_the_nodes(
     cluster: Cluster, kube: k8s.Kube, ns: str

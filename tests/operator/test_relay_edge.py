@@ -121,6 +121,12 @@ async def test_edge_create_update_delete(cluster: Cluster, kube: k8s.Kube, ns: s
         )
 
     await eventually(updated, what="update rolled out")
+
+    async def announced() -> bool:
+        messages = [e["message"] for e in await events_for(kube, ns, "ashburn")]
+        return f"updated Deployment {RELAY('ashburn')}" in messages
+
+    await eventually(announced, what="an update Event")
     if cluster.runs_pods:
 
         async def observed() -> bool:
