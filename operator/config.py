@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from turnpike import __version__
 
@@ -35,4 +35,3 @@ class OperatorConfig:
     """How often every resource is reconciled even without a change (discovery, drift)."""
     retry_delay: float = 10.0
     """Delay before retrying a reconcile that failed for a temporary reason."""
-    extra_labels: dict[str, str] = field(default_factory=dict)
