@@ -175,6 +175,8 @@ async def test_metrics_and_liveness(operator: Operator, kube: k8s.Kube, ns: str)
     async with aiohttp.ClientSession() as session:
         async with session.get(f"http://127.0.0.1:{operator.liveness_port}/healthz") as resp:
             assert resp.status == 200
+        async with session.get(f"http://127.0.0.1:{operator.metrics_port}/ready") as resp:
+            assert resp.status == 200
         async with session.get(f"http://127.0.0.1:{operator.metrics_port}/metrics") as resp:
             text = await resp.text()
     success = re.search(
