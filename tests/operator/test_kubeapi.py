@@ -312,3 +312,26 @@ async def test_watch_from_a_forgotten_resource_version_is_gone() -> None:
         finally:
             await client.close()
     assert events[0]["type"] == "ERROR" and events[0]["object"]["code"] == 410
+
+
+def test_selectors_and_patch_formats() -> None:
+    from support.kubeapi.patches import PatchError, json_patch, merge_patch
+    from support.kubeapi.selectors import Selector
+
+    obj = {"metadata": {"name": "n", "labels": {"app": "relay", "tier": "edge"}}}
+    assert Selector("app=relay,tier in (edge, core)").matches_labels(obj)
+    assert not Selector("app!=relay").matches_labels(obj)
+    assert Selector("!missing,tier").matches_labels(obj)
+    assert not Selector("tier notin (edge)").matches_labels(obj)
+    assert Selector("metadata.name=n").matches_fields(obj)
+    assert merge_patch({"a": {"b": 1, "c": 2}}, {"a": {"b": None, "d": 3}}) == {
+        "a": {"c": 2, "d": 3}
+    }
+    doc = {"list": [1, 2], "x": {"y": "z"}}
+    patched = json_patch(
+        doc, [{"op": "add", "path": "/list/-", "value": 3}, {"op": "remove", "path": "/x/y"}]
+    )
+    assert patched == {"list": [1, 2, 3], "x": {}} and doc["list"] == [1, 2]
+    with pytest.raises(PatchError) as err:
+        json_patch(doc, [{"op": "test", "path": "/x/y", "value": "other"}])
+    assert err.value.test_failed
