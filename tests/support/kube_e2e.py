@@ -18,7 +18,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -326,3 +326,49 @@ async def apply_objects(
             body = {**obj, "metadata": {**obj["metadata"], **_rv(current)}}
             applied.append(await kube.replace(res, ns, name, body))
     return applied
+
+
+# -- fixtures: import them into a conftest.py (`from support.kube_e2e import cluster, …`) -------
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if REAL_KUBECONFIG:
+        path = Path(REAL_KUBECONFIG)
+        server, headers, ssl = _connection(path)
+        found = Cluster(path, None, server, headers, ssl)
+        asyncio.run(_prepare(found))
+        yield found
+        return
+    with KubeAPI() as api:
+        path = api.write_kubeconfig(tmp_path_factory.mktemp("kube") / "kubeconfig")
+        found = Cluster(path, api, api.url)
+        asyncio.run(_prepare(found))
+        yield found
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    """One operator for most tests: standalone, serving the ``tp-*`` namespaces."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = Operator(cluster, log, "--standalone", "--namespace", SHARED_PATTERN)
+    try:
+        process.wait_live()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+async def kube(cluster: Cluster) -> AsyncIterator[k8s.Kube]:
+    client = cluster.client()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def ns(kube: k8s.Kube, operator: Operator) -> AsyncIterator[str]:
+    """A fresh namespace served by the shared operator; deleted afterwards."""
+    name = await new_namespace(kube, "tp")
+    yield name
+    await delete_namespace(kube, name)
