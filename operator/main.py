@@ -93,11 +93,20 @@ def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
     return settings
 
 
-async def ensure_peering(kube: k8s.Kube, config: OperatorConfig) -> None:
-    """The peering record kopf's replicas meet at; kopf only uses it if it exists."""
+def _is_pattern(namespace: str) -> bool:
+    return bool(set(namespace) & set("*?[!"))
+
+
+async def ensure_peering(
+    kube: k8s.Kube, config: OperatorConfig, namespaces: list[str] | None = None
+) -> None:
+    """The peering records kopf's replicas meet at (kopf does not create them): one cluster-wide,
+    or one per served namespace; namespaces matched by a pattern get theirs as they are found."""
     body = {"metadata": {"name": config.peering_name}}
+    if namespaces is None:
+        namespaces = [ns for ns in config.namespaces if not _is_pattern(ns)]
     targets: list[tuple[k8s.Resource, str | None]] = (
-        [(k8s.PEERINGS, ns) for ns in config.namespaces]
+        [(k8s.PEERINGS, ns) for ns in namespaces]
         if config.namespaces
         else [(k8s.CLUSTER_PEERINGS, None)]
     )
@@ -140,9 +149,9 @@ async def run_operator(
     insights = Insights()
     health: HealthServer | None = None
     drainer: asyncio.Task[None] | None = None
-    kicker: asyncio.Task[None] | None = None
+    keeper: asyncio.Task[None] | None = None
     try:
-        if not config.standalone and not any(set(p) & set("*?[") for p in config.namespaces):
+        if not config.standalone:
             await ensure_peering(kube, config)
         if metrics_address is not None:
             health = HealthServer(metrics.registry, ready=ready.is_set)
@@ -156,7 +165,14 @@ async def run_operator(
             await reconciler.close()
 
         drainer = asyncio.create_task(drain())
-        kicker = asyncio.create_task(namespaces.keep_complete(kube, insights, config.namespaces))
+
+        async def peering_in(namespace: str) -> None:
+            if not config.standalone:
+                await ensure_peering(kube, config, [namespace])
+
+        keeper = asyncio.create_task(
+            namespaces.keep_complete(kube, insights, config.namespaces, peering_in)
+        )
         liveness = None
         if liveness_address is not None:
             liveness = f"http://{liveness_address}/healthz"
@@ -173,7 +189,7 @@ async def run_operator(
             ready_flag=ready,
         )
     finally:
-        for task in (drainer, kicker):
+        for task in (drainer, keeper):
             if task is not None:
                 task.cancel()
         await reconciler.close()

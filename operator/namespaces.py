@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 
 from kopf._cogs.structs.references import Insights, NamespaceName, match_namespace
 
@@ -27,15 +27,28 @@ SCHEDULE = (0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 BEAT = 30.0
 
 
-async def add_missing(kube: k8s.Kube, insights: Insights, patterns: Collection[str]) -> list[str]:
-    """Add matching, live namespaces kopf does not serve yet; returns the names added."""
+Served = Callable[[str], Awaitable[None]]
+
+
+async def _no_op(namespace: str) -> None:
+    del namespace
+
+
+async def add_missing(
+    kube: k8s.Kube, insights: Insights, patterns: Collection[str], each: Served = _no_op
+) -> list[str]:
+    """Add matching, live namespaces kopf does not serve yet; returns the names added. ``each``
+    runs for every matching namespace (the operator uses it to keep peering records there)."""
     added: list[str] = []
     for namespace in await kube.list(k8s.NAMESPACES):
         meta = namespace["metadata"]
         name = NamespaceName(meta["name"])
-        if meta.get("deletionTimestamp") or name in insights.namespaces:
+        if meta.get("deletionTimestamp") or not any(
+            match_namespace(name, pattern) for pattern in patterns
+        ):
             continue
-        if any(match_namespace(name, pattern) for pattern in patterns):
+        await each(str(name))
+        if name not in insights.namespaces:
             added.append(str(name))
     if added:
         async with insights.revised:
@@ -45,13 +58,15 @@ async def add_missing(kube: k8s.Kube, insights: Insights, patterns: Collection[s
     return added
 
 
-async def keep_complete(kube: k8s.Kube, insights: Insights, patterns: Collection[str]) -> None:
+async def keep_complete(
+    kube: k8s.Kube, insights: Insights, patterns: Collection[str], each: Served = _no_op
+) -> None:
     if not patterns:
         return  # cluster-wide: kopf watches without per-namespace bookkeeping
     await insights.ready_namespaces.wait()
     for delay in itertools.chain(SCHEDULE, itertools.repeat(BEAT)):
         await asyncio.sleep(delay)
         try:
-            await add_missing(kube, insights, patterns)
+            await add_missing(kube, insights, patterns, each)
         except k8s.ApiError as exc:
             log.warning("could not list namespaces: %s", exc)

@@ -25,7 +25,13 @@ async def test_missing_matching_namespaces_are_added_and_announced(kube: k8s.Kub
 
         waiter = asyncio.create_task(orchestrator())
         await asyncio.sleep(0)
-        added = await add_missing(kube, insights, ["nsfix-*"])
+        seen: list[str] = []
+
+        async def each(namespace: str) -> None:
+            seen.append(namespace)
+
+        added = await add_missing(kube, insights, ["nsfix-*"], each)
+        assert served in seen and other not in seen
         assert served in added and other not in added
         assert served in insights.namespaces and other not in insights.namespaces
         await asyncio.wait_for(woken.wait(), 5)

@@ -128,7 +128,8 @@ async def test_two_replicas_peer_and_only_one_acts(
     cluster: Cluster, kube: k8s.Kube, tmp_path: Path
 ) -> None:
     ns = await new_namespace(kube, "pr")
-    args = ("--namespace", ns, "--peering-lifetime", "4")
+    # A pattern, so the peering record is created as the namespace is found, not at start-up.
+    args = ("--namespace", f"{ns}*", "--peering-lifetime", "4")
     high = Operator(cluster, tmp_path / "high.log", *args, "--priority", "200")
     low = Operator(cluster, tmp_path / "low.log", *args, "--priority", "100")
     try:
