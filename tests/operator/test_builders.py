@@ -166,7 +166,7 @@ def test_directory_document() -> None:
     assert doc["global"] == {"host": "global.turn.example.com"}
     assert [e["name"] for e in doc["edges"]] == ["ashburn", "dublin"]
     assert doc["edges"][0]["ports"] == {"udp": 3478, "tcp": 3478, "tls": 443}
-    assert doc["edges"][1]["ports"]["tls"] is None
+    assert doc["edges"][1]["ports"]["tls"] == 3478  # no certificate: the TCP listener
     assert directory.document(edges, "turn.example.org")["global"]["host"] == "turn.example.org"
 
 
@@ -293,3 +293,29 @@ def test_readiness_waits_for_the_rollout() -> None:
         },
     }
     assert readiness(daemonset, True) == (3, 3, True)
+
+
+def test_directory_is_what_the_token_api_reads() -> None:
+    from turnpike.tokens.edges import EdgeDirectory
+
+    edges = [_edge(tlsSecretName="cert"), _edge(ports={"udp": 3479, "tcp": 3480})]
+    parsed = EdgeDirectory.parse(directory.render(directory.document(edges[:1], "")), "edges")
+    assert parsed.global_edge.host == "global.turn.example.com"
+    ashburn = parsed.get("ashburn")
+    assert ashburn is not None and ashburn.ports.tls == 443
+    assert ashburn.location == "US East" and ashburn.host == "ashburn.turn.example.com"
+    plain = EdgeDirectory.parse(directory.render(directory.document(edges[1:], "")), "edges")
+    edge = plain.get("ashburn")
+    assert edge is not None and (edge.ports.udp, edge.ports.tcp, edge.ports.tls) == (
+        3479,
+        3480,
+        3480,
+    )
+    bare = RelayEdge.parse(
+        {
+            "metadata": {"name": "lab", "namespace": "ns"},
+            "spec": {"location": "Lab", "publicHostname": "localhost"},
+        },
+        "x",
+    )
+    assert EdgeDirectory.parse(directory.render(directory.document([bare], "")), "edges")

@@ -62,7 +62,7 @@ async def test_two_edges_and_unchanged_content_is_not_rewritten(kube: k8s.Kube, 
         return directory if found == names else None
 
     directory = await eventually(lambda: listed(["ashburn", "dublin"]), what="directory")
-    assert [e["ports"]["tls"] for e in directory["edges"]] == [443, None]
+    assert [e["ports"]["tls"] for e in directory["edges"]] == [443, 3478]
     text = (await kube.get(k8s.CONFIGMAPS, ns, labels.IP_RANGES) or {})["data"]["ranges.txt"]
     assert text.splitlines()[1].split()[:5] == ["EDGE", "LOCATION", "SERVICE", "CIDR", "PORTS"]
 

@@ -82,7 +82,7 @@ async def test_edge_create_update_delete(cluster: Cluster, kube: k8s.Kube, ns: s
                 "name": "ashburn",
                 "location": "US East Coast (Virginia)",
                 "host": "ashburn.turn.example.com",
-                "ports": {"udp": 3478, "tcp": 3478, "tls": None},
+                "ports": {"udp": 3478, "tcp": 3478, "tls": 3478},
             }
         ],
     }
