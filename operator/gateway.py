@@ -6,7 +6,7 @@ from typing import Any
 
 from turnpike.operator import labels
 from turnpike.operator.model import StreamGateway
-from turnpike.operator.relay import config_hash
+from turnpike.operator.relay import config_hash, pod_security
 
 Obj = dict[str, Any]
 
@@ -73,6 +73,7 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
         ],
         "terminationGracePeriodSeconds": 60,
         "enableServiceLinks": False,
+        "securityContext": pod_security(),
     }
     if gateway.workload.node_selector:
         pod_spec["nodeSelector"] = gateway.workload.node_selector

@@ -100,6 +100,21 @@ def _container_ports(edge: RelayEdge) -> list[Obj]:
     return ports
 
 
+RUN_AS = 65532
+
+
+def pod_security() -> Obj:
+    """Non-root with a fixed numeric user (the kubelet can only verify runAsNonRoot for numeric
+    users); fsGroup makes the 0440 keyring and account Secrets readable to that user."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "fsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def pod_template(edge: RelayEdge, config: dict[str, str], keyring_secret: str) -> Obj:
     name = labels.relay_name(edge.name)
     low_port = min(p for p, _ in edge.client_ports()) < 1024
@@ -144,10 +159,17 @@ def pod_template(edge: RelayEdge, config: dict[str, str], keyring_secret: str) -
         "volumes": volumes,
         "terminationGracePeriodSeconds": edge.grace_seconds,
         "enableServiceLinks": False,
+        "securityContext": pod_security(),
     }
     if edge.host_network:
         spec["hostNetwork"] = True
         spec["dnsPolicy"] = "ClusterFirstWithHostNet"
+    elif low_port:
+        # A non-root process may bind 443 once the pod's own network namespace allows it (a
+        # namespaced, "safe" sysctl); on the host network only the capability can help.
+        spec["securityContext"]["sysctls"] = [
+            {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
+        ]
     if edge.workload.node_selector:
         spec["nodeSelector"] = edge.workload.node_selector
     if edge.workload.affinity:

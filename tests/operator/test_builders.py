@@ -96,7 +96,8 @@ def test_relay_children_load_balancer_mode() -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert pod["volumes"][0]["secret"]["secretName"] == "keys"
     assert pod["containers"][0]["envFrom"] == [{"configMapRef": {"name": "turnpike-relay-ashburn"}}]
-    assert "NET_BIND_SERVICE" not in json.dumps(pod)
+    assert "NET_BIND_SERVICE" not in json.dumps(pod) and "sysctls" not in pod["securityContext"]
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] != 0
     assert service["spec"]["externalTrafficPolicy"] == "Local"
     assert pdb["spec"]["maxUnavailable"] == 1
     for child in children:
@@ -132,6 +133,11 @@ def test_relay_children_host_network_daemonset_with_tls() -> None:
         "0.0.0.0:5349",
     ]
     assert pod["containers"][0]["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
+    # Off the host network, 443 is opened by the pod's own sysctl instead.
+    pod = relay.children(_edge(tlsSecretName="cert"), OWNER, [], None, "k")[1]["spec"]["template"][
+        "spec"
+    ]
+    assert pod["securityContext"]["sysctls"][0]["name"] == "net.ipv4.ip_unprivileged_port_start"
 
 
 def test_gateway_children() -> None:
