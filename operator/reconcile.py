@@ -184,6 +184,11 @@ async def reconcile_edge(ctx: Context, body: Obj) -> None:
             changes.append(f"deleted {res.kind} {stale_name}")
 
     ready, desired, rolled_out = readiness(workload, edge.daemonset)
+    degraded = Condition("Degraded", False, "AsExpected", "no errors")
+    if edge.tls and await kube.get(k8s.SECRETS, ns, edge.tls_secret) is None:
+        # The pods cannot start without it; say why here rather than leave it to pod events.
+        message = f'TLS Secret "{edge.tls_secret}" does not exist in namespace "{ns}"'
+        degraded = Condition("Degraded", True, "TLSSecretNotFound", message)
     generation = body["metadata"].get("generation", 1)
     is_ready = desired > 0 and ready >= desired and bool(addresses) and rolled_out
     if not addresses:
@@ -222,13 +227,16 @@ async def reconcile_edge(ctx: Context, body: Obj) -> None:
                     "RollingOut" if not is_ready else "Stable",
                     waiting if not is_ready else "nothing to roll out",
                 ),
-                Condition("Degraded", False, "AsExpected", "no errors"),
+                degraded,
             ],
             generation,
         ),
     }
+    was = conditions.find(previous, "Degraded") or {}
     if not await _write_status(ctx, k8s.RELAY_EDGES, body, status):
         return
+    if degraded.status and (was.get("status") != "True" or was.get("reason") != degraded.reason):
+        _event(body, degraded.reason, degraded.message, warning=True)
     for change in changes:
         _event(body, "Reconciled", change)
     if addresses != (previous.get("addresses") or []):

@@ -66,6 +66,28 @@ async def test_two_edges_and_unchanged_content_is_not_rewritten(kube: k8s.Kube, 
     text = (await kube.get(k8s.CONFIGMAPS, ns, labels.IP_RANGES) or {})["data"]["ranges.txt"]
     assert text.splitlines()[1].split()[:5] == ["EDGE", "LOCATION", "SERVICE", "CIDR", "PORTS"]
 
+    # ashburn names a TLS Secret that does not exist: Degraded says so until it does.
+    async def tls_missing() -> bool:
+        cond = condition(await kube.get(k8s.RELAY_EDGES, ns, "ashburn"), "Degraded")
+        return cond.get("reason") == "TLSSecretNotFound" and cond.get("status") == "True"
+
+    await eventually(tls_missing, what="TLSSecretNotFound")
+    tls = {"tls.crt": "Y2VydA==", "tls.key": "a2V5"}
+    await kube.create(
+        k8s.SECRETS,
+        ns,
+        {"metadata": {"name": "ashburn-tls"}, "type": "kubernetes.io/tls", "data": tls},
+    )
+    await kube.patch(
+        k8s.RELAY_EDGES, ns, "ashburn", {"metadata": {"annotations": {"example/touched": "1"}}}
+    )
+
+    async def tls_found() -> bool:
+        cond = condition(await kube.get(k8s.RELAY_EDGES, ns, "ashburn"), "Degraded")
+        return cond.get("status") == "False"
+
+    await eventually(tls_found, what="Degraded cleared once the Secret exists")
+
     # A change that does not change any address leaves the ConfigMap alone.
     before = await kube.get(k8s.CONFIGMAPS, ns, labels.IP_RANGES)
     assert before is not None
