@@ -74,6 +74,9 @@ async def test_create_sets_server_fields_and_rejects_duplicates(kube: Kube, ns: 
     with pytest.raises(ApiError) as err:
         await kube.create(CONFIGMAPS, "no-such-namespace", {"metadata": {"name": "a"}})
     assert err.value.status == 404
+    with pytest.raises(ApiError) as err:
+        await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "Not_Valid"}})
+    assert err.value.status == 422 and "RFC 1123" in err.value.message
 
 
 async def test_generate_name_and_secret_string_data(kube: Kube, ns: str) -> None:

@@ -14,6 +14,7 @@ import base64
 import bisect
 import copy
 import datetime
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from . import patches, schema
 from .selectors import Selector
 
 Obj = dict[str, Any]
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 HISTORY = 20000  # events kept per resource type; older resourceVersions get 410 Gone
 
 
@@ -309,6 +311,15 @@ class Store:
                     422, "Invalid", f"{rt.kind} is invalid: metadata.name: Required value"
                 )
             meta["name"] = prefix + secrets.token_hex(3)[:5]
+        if not _DNS_SUBDOMAIN.fullmatch(meta["name"]) or len(meta["name"]) > 253:
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{rt.kind} "{meta["name"]}" is invalid: metadata.name: Invalid value: '
+                f'"{meta["name"]}": a lowercase RFC 1123 subdomain must consist of lower case '
+                "alphanumeric characters, '-' or '.', and must start and end with an "
+                "alphanumeric character",
+            )
         if (ns or "", meta["name"]) in self._bucket(rt):
             raise ApiError(
                 409,
