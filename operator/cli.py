@@ -6,6 +6,7 @@ import argparse
 import secrets
 
 from turnpike.core.config import HostPort, cidr, host_port
+from turnpike.operator import rotation_settings  # light: no kopf import
 
 NAME = "operator"
 HELP = "run the Kubernetes operator"
@@ -66,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--peering-lifetime", type=int, default=60, help="seconds a silent peer counts as alive"
     )
+    rotation_settings.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         global_host=args.global_host,
         resync_interval=args.resync_interval,
         retry_delay=args.retry_delay,
+        rotation=rotation_settings.settings_from_args(args),
     )
     metrics: HostPort | None = args.metrics
     liveness: HostPort | None = args.liveness

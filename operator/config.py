@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from turnpike import __version__
+from turnpike.operator.rotation_settings import RotationSettings
 
 DEFAULT_IMAGE = f"turnpike:{__version__}"
 
@@ -35,3 +36,5 @@ class OperatorConfig:
     """How often every resource is reconciled even without a change (discovery, drift)."""
     retry_delay: float = 10.0
     """Delay before retrying a reconcile that failed for a temporary reason."""
+    rotation: RotationSettings = field(default_factory=RotationSettings)
+    """Keyring rotation: interval, the token and allocation lifetimes to honour, wait timeout."""

@@ -88,7 +88,11 @@ RESOURCES: tuple[tuple[Resource, tuple[str, ...], str], ...] = (
     (SERVICES, (*_READ, *_WRITE), "relay and gateway Services"),
     (PDBS, (*_READ, *_WRITE), "relay PodDisruptionBudgets"),
     (CONFIGMAPS, (*_READ, *_WRITE), "component config, turnpike-ip-ranges, turnpike-edges"),
-    (SECRETS, ("get", "create"), "the keyring Secret, created when missing"),
+    (
+        SECRETS,
+        (*_READ, "create", "update", "patch"),
+        "the keyring Secret: created when missing, watched and rotated (guarded replaces)",
+    ),
     (PODS, _READ, "which nodes run an edge's pods"),
     (NODES, _READ, "node addresses: discovery and the relay peer deny list"),
     (NAMESPACES, _READ, "kopf's namespace scanning"),

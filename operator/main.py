@@ -12,7 +12,7 @@ from kopf._cogs.structs.references import Insights  # not re-exported; see names
 
 from turnpike.core.config import HostPort
 from turnpike.core.health import HealthServer
-from turnpike.operator import handlers, namespaces
+from turnpike.operator import handlers, namespaces, rotation
 from turnpike.operator import kube as k8s
 from turnpike.operator.config import OperatorConfig
 from turnpike.operator.metrics import Metrics
@@ -132,6 +132,7 @@ async def run_operator(
     reconciler = Reconciler(Context(kube, config, metrics))
     registry = kopf.OperatorRegistry()
     handlers.register(registry, reconciler, config.resync_interval)
+    rotation.register(registry, config.rotation, kube, metrics_registry=metrics.registry)
 
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info()

@@ -184,7 +184,14 @@ async def reconcile_edge(ctx: Context, body: Obj) -> None:
             changes.append(f"deleted {res.kind} {stale_name}")
 
     ready, desired, rolled_out = readiness(workload, edge.daemonset)
-    degraded = Condition("Degraded", False, "AsExpected", "no errors")
+    # Keyring rotation writes its own verdict into the status; fold it in here, since this
+    # rewrites the whole conditions list and the two writers would otherwise flip Degraded.
+    blocked = (body.get("status") or {}).get("keyringRotationBlocked")
+    degraded = (
+        Condition("Degraded", True, "KeyRotationBlocked", blocked)
+        if blocked
+        else Condition("Degraded", False, "AsExpected", "no errors")
+    )
     if edge.tls and await kube.get(k8s.SECRETS, ns, edge.tls_secret) is None:
         # The pods cannot start without it; say why here rather than leave it to pod events.
         message = f'TLS Secret "{edge.tls_secret}" does not exist in namespace "{ns}"'
