@@ -1,6 +1,6 @@
 """The rotation handlers alone, for plain ``kopf run -m turnpike.operator.rotation_standalone``.
 
-``turnpike operator`` registers rotation with its other handlers (see ROTATION-INTEGRATION.md);
+``turnpike operator`` registers rotation with its other handlers (``operator/main.py``);
 this module exists for running and testing rotation by itself, with its settings read from the
 same ``TURNPIKE_*`` variables as the operator's flags and credentials found the way kopf finds
 them (service account in a pod, else ``KUBECONFIG``).

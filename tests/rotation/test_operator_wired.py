@@ -1,8 +1,7 @@
 """Rotation inside the real ``turnpike operator``, next to its RelayEdge reconciler.
 
 This is where the two could fight: the reconciler rewrites each RelayEdge's conditions on every
-resync, rotation sets Degraded while it is blocked. Runs once the operator registers rotation
-(operator/ROTATION-INTEGRATION.md); until then it is skipped and says so.
+resync, rotation sets Degraded while it is blocked.
 """
 
 from __future__ import annotations
@@ -38,8 +37,7 @@ async def test_turnpike_operator_rotates_and_keeps_the_degraded_condition(
     kube: Kube,
     tmp_path: Path,
 ) -> None:
-    if not _wired():
-        pytest.skip("rotation is not registered in `turnpike operator` yet")
+    assert _wired(), "turnpike operator must offer the rotation flags"
     ns = "rotation-wired"
     await new_namespace(kube, ns)
     await kube.patch(RELAY_EDGES, ns, "east", {"spec": {"addresses": {"static": ["192.0.2.1"]}}})
