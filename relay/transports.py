@@ -19,6 +19,24 @@ from turnpike.relay.server import RelayServer
 MAX_STUN_LENGTH = 8192
 MAX_BUFFER = 2 * 65536
 ALLOCATE_TIMEOUT = 60.0  # seconds a TCP/TLS connection may stay open without an allocation
+SNIFF_TIMEOUT = 10.0  # seconds a TLS-port connection has to send its first byte and handshake
+
+
+async def _peek(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> bytes:
+    """The first byte the client sent, left in the socket for whoever reads it next."""
+    conn.setblocking(False)
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    loop.add_reader(conn.fileno(), wake)
+    try:
+        await readable
+    finally:
+        loop.remove_reader(conn.fileno())
+    return conn.recv(1, socket.MSG_PEEK)
 
 
 def _family_of(host: str) -> int:
@@ -170,6 +188,8 @@ class Listeners:
         self.server = server
         self.udp: list[tuple[UdpListener, asyncio.DatagramTransport]] = []
         self.streams: list[asyncio.Server] = []
+        self.accepting: list[tuple[socket.socket, asyncio.Task[None]]] = []
+        self._sniffing: set[asyncio.Task[None]] = set()
 
     async def listen(
         self,
@@ -179,17 +199,19 @@ class Listeners:
         reuse_port: bool = False,
         tls: ssl.SSLContext | None = None,
     ) -> tuple[str, int]:
-        """UDP and TCP on ``host:port`` (only TLS over TCP when ``tls``); returns the address.
+        """UDP and TCP on ``host:port`` (TLS or plain TCP when ``tls``); returns the address.
 
         With port 0 the UDP port is chosen first and TCP takes the same number, so tests can
         listen on a free port for both.
         """
         loop = asyncio.get_running_loop()
         family = _family_of(host)
-        name = "tls" if tls is not None else "tcp"
+        if tls is not None:
+            return await self._listen_tls_or_plain(host, port, reuse_port, tls, family)
+        name = "tcp"
         # With port 0 the UDP port may be taken for TCP by someone else: try a few numbers.
         for attempt in range(20 if port == 0 else 1):
-            udp_sock = None if tls is not None else _udp_socket(host, port, reuse_port)
+            udp_sock = _udp_socket(host, port, reuse_port)
             chosen = port if udp_sock is None else int(udp_sock.getsockname()[1])
             try:
                 server = await loop.create_server(
@@ -197,7 +219,6 @@ class Listeners:
                     host,
                     chosen,
                     reuse_port=reuse_port or None,
-                    ssl=tls,
                     backlog=1024,
                 )
             except OSError:
@@ -215,7 +236,70 @@ class Listeners:
         bound = server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
 
+    async def _listen_tls_or_plain(
+        self, host: str, port: int, reuse_port: bool, tls: ssl.SSLContext, family: int
+    ) -> tuple[str, int]:
+        """A TLS listener that also speaks plain TURN over TCP.
+
+        The hosted token format lists ``turn:host:443?transport=tcp`` (plain TURN) for the port
+        that ``turns:`` clients reach with TLS, so one port must serve both. The first byte tells
+        them apart: a TLS record starts with 0x16, STUN with 0x00/0x01, ChannelData 0x40-0x7F.
+        """
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == 6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self.accepting.append((sock, loop.create_task(self._accept(sock, tls, family))))
+        bound = sock.getsockname()
+        return str(bound[0]), int(bound[1])
+
+    async def _accept(self, listener: socket.socket, tls: ssl.SSLContext, family: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError:  # EMFILE and friends: back off instead of spinning
+                await asyncio.sleep(0.1)
+                continue
+            # One task per new connection (not per packet) until it has said which protocol.
+            task = loop.create_task(self._sniff(conn, tls, family))
+            self._sniffing.add(task)
+            task.add_done_callback(self._sniffing.discard)
+
+    async def _sniff(self, conn: socket.socket, tls: ssl.SSLContext, family: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(SNIFF_TIMEOUT):
+                first = await _peek(loop, conn)
+                if not first:
+                    conn.close()
+                    return
+                use_tls = first[0] == 0x16
+                name = "tls" if use_tls else "tcp"
+                await loop.connect_accepted_socket(
+                    lambda: StreamConnection(self.server, name, family),
+                    conn,
+                    ssl=tls if use_tls else None,
+                )
+        except (OSError, TimeoutError, ssl.SSLError):
+            conn.close()
+
     async def close(self) -> None:
+        for listener, task in self.accepting:
+            task.cancel()
+            listener.close()
+        for task in list(self._sniffing):
+            task.cancel()
         for _, transport in self.udp:
             transport.close()
         for server in self.streams:

@@ -207,6 +207,25 @@ async def test_tls_listener_and_certificate_reload(tmp_path: Path) -> None:
                 assert await asyncio.wait_for(protocol.received.get(), 2) == b"tls %d" % i
         finally:
             transport.close()
+        # The same port also speaks plain TURN over TCP: the hosted token format lists
+        # turn:host:443?transport=tcp for the port turns: clients reach with TLS.
+        transport, protocol = await turn.create_turn_endpoint(
+            Collector,
+            server_addr=("127.0.0.1", tls_port),
+            username=username,
+            password=password,
+            transport="tcp",
+        )
+        try:
+            transport.sendto(b"plain", peer.address)
+            assert await asyncio.wait_for(protocol.received.get(), 2) == b"plain"
+        finally:
+            transport.close()
+        # A client that connects and says nothing is dropped, not kept forever (checked by
+        # opening one and seeing the relay still serve others meanwhile).
+        _, silent = await asyncio.open_connection("127.0.0.1", tls_port)
+        assert await _server_cert(tls_port) == first
+        silent.close()
         # Replace the pair on disk; new handshakes get the new certificate, no restart.
         (tmp_path / "new").mkdir()
         new_cert, new_key = write_self_signed(tmp_path / "new", "second.relay.test")
