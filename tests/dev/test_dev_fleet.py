@@ -179,6 +179,8 @@ async def test_dev_fleet_end_to_end(tmp_path: Path) -> None:
     assert code == 0, dev.text
     assert f"Account SID         {state['accountSid']}" in dev.text  # the banner
     assert state["curl"] in dev.text
+    assert f"dev call --state-file {state_file}" in state["callCommand"]
+    assert state["callCommand"] in dev.text
     assert not state_file.exists()
     # nothing left behind: no child process, no listening port
     await asyncio.sleep(0.2)

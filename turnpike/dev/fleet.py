@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import signal
 import ssl
 import sys
@@ -254,7 +255,19 @@ class Fleet:
                 "edges": str(self.work / "edges.json"),
             },
             "curl": f"curl -s -X POST -u {sid}:{token} {tokens_url}",
+            "callCommand": self._call_command(),
         }
+
+    def _call_command(self) -> str:
+        """How to run `turnpike dev call` against this fleet, spelled the way we were started."""
+        program = sys.argv[0]
+        words = (
+            [program] if Path(program).name == "turnpike" else [sys.executable, "-m", "turnpike"]
+        )
+        words += ["dev", "call"]
+        if self.state_file != default_state_file():
+            words += ["--state-file", str(self.state_file)]
+        return shlex.join(words)
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -372,7 +385,7 @@ Turnpike dev fleet is running on {state["host"]}
 Get ICE servers:
   {state["curl"]}
 Place a test call through the gateway (in another terminal):
-  turnpike dev call
+  {state["callCommand"]}
 
 Ctrl-C stops everything.
 """
