@@ -173,6 +173,16 @@ async def _run_async(params: OperatorParams, tmp: Path) -> tuple[list[dict[str, 
     return steps, cpu_total
 
 
+def _headline(count: int, entry: dict[str, Any], n: int) -> str:
+    def sec(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f} s"
+
+    return (
+        f"{count} RelayEdges: children and IP ranges in place after {sec(entry['in_place_s'])}, "
+        f"all Ready after {sec(entry['all_ready_s'])} (median of {n})"
+    )
+
+
 def run(params: OperatorParams, out_dir: Path, plots: bool = True) -> dict[str, Any]:
     info = machine()
     log(machine_line(info))
@@ -196,12 +206,7 @@ def run(params: OperatorParams, out_dir: Path, plots: bool = True) -> dict[str, 
             "timed_out": sum(1 for s in mine if s["timed_out"]),
         }
         summary[str(count)] = entry
-        headline.append(
-            f"{count} RelayEdges: children and IP ranges in place after "
-            f"{entry['in_place_s'] if entry['in_place_s'] is not None else 'n/a'} s, "
-            f"all Ready after {entry['all_ready_s'] if entry['all_ready_s'] is not None else 'n/a'}"
-            f" s (median of {len(mine)})"
-        )
+        headline.append(_headline(count, entry, len(mine)))
     result: dict[str, Any] = {
         "benchmark": "operator",
         "date": utc_now(),

@@ -59,7 +59,12 @@ def relay_section(r: dict[str, Any]) -> list[str]:
         f" The run took {r['wall_time_s']:.0f} s.",
         "",
         f"Load-generator ceiling (same sockets, client → peer, no relay): "
-        f"**{_range(s['generator_ceiling_pps'])} packets/s**.",
+        f"**{_range(s['generator_ceiling_pps'])} packets/s**"
+        + (
+            f" (the search stops at {p['max_rate']:,.0f}: the ceiling is at least that)."
+            if (s["generator_ceiling_pps"].get("max") or 0) >= p["max_rate"]
+            else "."
+        ),
         "",
         "| figure | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
