@@ -26,13 +26,14 @@ class Component(Protocol):
 
 
 def _components() -> list[Component]:
+    from turnpike import bench_cli as bench
     from turnpike.dev import cli as dev
     from turnpike.operator import cli as operator
     from turnpike.relay import cli as relay
     from turnpike.streamgw import cli as streamgw
     from turnpike.tokens import cli as tokens
 
-    return [relay, tokens, streamgw, operator, dev]
+    return [relay, tokens, streamgw, operator, dev, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

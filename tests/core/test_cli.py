@@ -70,3 +70,15 @@ def test_env_note_appears_once_per_flag() -> None:
         check=True,
     ).stdout
     assert out.count("TURNPIKE_LOG_LEVEL") == 1
+
+
+def test_bench_subcommand_runs_the_source_tree_benchmarks() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "turnpike", "bench", "report"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd="/",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "relay" in result.stdout.lower()
