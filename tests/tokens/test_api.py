@@ -7,6 +7,7 @@ import re
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import aiohttp
 import pytest
 from tokens.helpers import (
     ACCOUNT,
@@ -341,3 +342,49 @@ async def test_no_secret_reaches_logs_or_errors(
     for secret in (TOKEN, KEY_SECRET, SECRET_K1, password):
         assert secret not in logged
         assert all(secret not in b for b in bodies)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "data"),
+    [
+        ("application/x-www-form-urlencoded; charset=bogus", b"Ttl=60"),
+        ("application/x-www-form-urlencoded", b"Ttl=\xff"),
+        ("application/x-www-form-urlencoded; charset=utf-16", b"Ttl=600"),
+        ("multipart/form-data", b"Ttl=60"),
+        ("multipart/form-data; boundary=zz", b"--zz\r\ngarbage\r\n\r\n60\r\n--zz--\r\n"),
+    ],
+    ids=["unknown-charset", "not-utf8", "odd-utf16", "no-boundary", "broken-part"],
+)
+async def test_unreadable_body_is_400_not_500(
+    make_api: ApiFactory, caplog: pytest.LogCaptureFixture, content_type: str, data: bytes
+) -> None:
+    api = await make_api()
+    headers = {"Authorization": AUTH, "Content-Type": content_type}
+    async with api.session.post(api.tokens_url(), data=data, headers=headers) as resp:
+        assert resp.status == 400
+        assert_error(await resp.json(), 400, 20001)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert api.metric("turnpike_tokens_failures_total", reason="bad_request") == 1
+    assert api.metric("turnpike_tokens_failures_total", reason="error") == 0
+
+
+async def test_edge_sent_as_a_file_is_400(make_api: ApiFactory) -> None:
+    api = await make_api()
+    form = aiohttp.FormData()
+    form.add_field("Edge", b"ashburn", filename="edge.txt")
+    async with api.session.post(
+        api.tokens_url(), data=form, headers={"Authorization": AUTH}
+    ) as resp:
+        assert resp.status == 400
+        assert_error(await resp.json(), 400, 20001)
+    # a plain multipart field is an ordinary parameter
+    form = aiohttp.FormData()
+    form.add_field("Edge", "ashburn")
+    form.add_field("Ttl", "60")
+    async with api.session.post(
+        api.tokens_url(), data=form, headers={"Authorization": AUTH}
+    ) as resp:
+        assert resp.status == 201
+        body = await resp.json()
+    assert body["ttl"] == "60"
+    assert body["ice_servers"][1]["urls"] == "turn:ashburn.turn.example.org:3478?transport=udp"

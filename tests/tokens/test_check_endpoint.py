@@ -12,7 +12,8 @@ from turnpike.core.credentials import parse_username, turn_password
 
 
 async def check(api: Api, body: Any, content_type: str = "application/json") -> tuple[int, Any]:
-    data = json.dumps(body) if content_type == "application/json" else body
+    raw = isinstance(body, bytes) or content_type != "application/json"
+    data = body if raw else json.dumps(body)
     async with api.session.post(
         f"{api.base}/check/ice-servers", data=data, headers={"Content-Type": content_type}
     ) as resp:
@@ -122,3 +123,16 @@ async def test_page_and_assets_are_self_contained(make_api: ApiFactory) -> None:
             assert "localStorage" not in text and "sessionStorage" not in text
     async with api.session.get(f"{api.base}/favicon.ico") as resp:
         assert resp.status == 204
+
+
+async def test_unreadable_json_body_is_400(make_api: ApiFactory) -> None:
+    api = await make_api()
+    for content_type, data in (
+        ("application/json; charset=bogus", b"{}"),
+        ("application/json", b'{"accountSid": "\xff"}'),
+        ("application/json", b"{not json"),
+    ):
+        status, body = await check(api, data, content_type)
+        assert status == 400
+        assert body["code"] == 20001
+    assert api.metric("turnpike_tokens_failures_total", reason="error") == 0

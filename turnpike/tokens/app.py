@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from turnpike.core import sids
@@ -42,6 +43,8 @@ CHECK_TTL = 600
 TOKENS_PATH = "/2010-04-01/Accounts/{account_sid}/Tokens.json"
 CHECK_PATH = "/check/ice-servers"
 _DIGITS = re.compile(r"[0-9]{1,9}")
+_BODY_ERRORS = (ValueError, LookupError, HttpProcessingError)
+"""What reading a malformed body raises: bad encoding or charset, broken multipart."""
 
 
 class Current(Protocol[T_co]):
@@ -215,10 +218,13 @@ async def _tokens(request: web.Request) -> web.Response:
             config, principal.account, request.match_info["account_sid"], request.path
         )
         _rate_limit(config, account.sid)
-        form = await request.post()
+        try:
+            form = await request.post()
+        except _BODY_ERRORS:
+            raise errors.bad_parameter("The body is not a readable form-encoded body") from None
         ttl = _ttl(form, DEFAULT_TTL)
-        edge_name = form.get("Edge")
-        edge = config.edges.current.get(edge_name if isinstance(edge_name, str) else GLOBAL)
+        edge_name = form.get("Edge", GLOBAL)
+        edge = config.edges.current.get(edge_name) if isinstance(edge_name, str) else None
         if edge is None:
             raise errors.bad_parameter("Edge is not one of this service's edges")
         now = config.clock()
@@ -251,7 +257,7 @@ async def _check_ice_servers(request: web.Request) -> web.Response:
             raise errors.bad_parameter("Send a JSON body with accountSid and authToken")
         try:
             doc = await request.json()
-        except ValueError:
+        except _BODY_ERRORS:
             raise errors.bad_parameter("The body is not valid JSON") from None
         if not isinstance(doc, dict):
             raise errors.bad_parameter("Send a JSON body with accountSid and authToken")
