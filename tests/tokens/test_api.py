@@ -197,9 +197,12 @@ async def test_other_methods_are_405(make_api: ApiFactory, method: str) -> None:
         assert_error(await resp.json(), 405, 20004)
 
 
-async def test_unknown_path_is_404_in_hosted_shape(make_api: ApiFactory) -> None:
+@pytest.mark.parametrize("resource", ["Calls.json", "Tokens", "Tokens.xml"])
+async def test_unknown_path_is_404_in_hosted_shape(make_api: ApiFactory, resource: str) -> None:
+    """Only the JSON form of the token resource exists; the legacy XML forms are 404."""
     api = await make_api()
-    async with api.session.post(f"{api.base}/2010-04-01/Accounts/{ACCOUNT}/Calls.json") as resp:
+    url = f"{api.base}/2010-04-01/Accounts/{ACCOUNT}/{resource}"
+    async with api.session.post(url, headers={"Authorization": AUTH}) as resp:
         assert resp.status == 404
         assert_error(await resp.json(), 404, 20404)
 
