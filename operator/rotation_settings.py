@@ -40,20 +40,43 @@ class RotationSettings:
 # -- settings as operator flags ----------------------------------------------------------------
 
 
+def _seconds(text: str, *, allow_zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        need = "zero or more" if allow_zero else "more than zero"
+        raise argparse.ArgumentTypeError(f"expected {need} seconds, got {text!r}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """Flag type: a duration in seconds, more than zero (a clear usage error otherwise)."""
+    return _seconds(text, allow_zero=False)
+
+
+def nonnegative_seconds(text: str) -> float:
+    """Flag type: a duration in seconds, zero or more."""
+    return _seconds(text, allow_zero=True)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The rotation flags, for ``turnpike operator`` (each also settable as TURNPIKE_<FLAG>)."""
     d = RotationSettings()
     group = parser.add_argument_group("keyring rotation")
     group.add_argument(
         "--rotation-interval",
-        type=float,
+        type=positive_seconds,
         default=d.interval,
         metavar="SECONDS",
         help=f"rotate the TURN keyring this often (default {d.interval:.0f})",
     )
     group.add_argument(
         "--max-token-lifetime",
-        type=float,
+        type=positive_seconds,
         default=d.max_token_lifetime,
         metavar="SECONDS",
         help="the longest token lifetime to honour: a retired key stays this long plus the "
@@ -61,14 +84,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-allocation-lifetime",
-        type=float,
+        type=nonnegative_seconds,
         default=d.max_allocation_lifetime,
         metavar="SECONDS",
         help=f"the longest TURN allocation lifetime (default {d.max_allocation_lifetime:.0f})",
     )
     group.add_argument(
         "--rotation-wait-timeout",
-        type=float,
+        type=positive_seconds,
         default=d.wait_timeout,
         metavar="SECONDS",
         help="wait this long for every relay and token pod to load a new key before reporting "
@@ -76,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--rotation-check-interval",
-        type=float,
+        type=positive_seconds,
         default=d.check_interval,
         metavar="SECONDS",
         help=f"how often to look at keyring Secrets and pods (default {d.check_interval:.0f})",
@@ -104,9 +127,18 @@ def settings_from_args(args: argparse.Namespace) -> RotationSettings:
 def settings_from_env() -> RotationSettings:
     """The flags' defaults with TURNPIKE_* overrides, for running these handlers under plain
     ``kopf run`` (the operator's own command passes parsed flags to `configure` instead)."""
-    from turnpike.core.config import apply_env_defaults
+    import os
 
-    parser = argparse.ArgumentParser(add_help=False)
+    from turnpike.core.config import apply_env_defaults, env_name
+
+    parser = argparse.ArgumentParser(prog="keyring rotation", add_help=False)
     add_arguments(parser)
+    for action in parser._actions:
+        name = env_name(action.option_strings[0]) if action.option_strings else ""
+        if name in os.environ and callable(action.type):
+            try:
+                action.type(os.environ[name])
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                parser.error(f"{name}: {exc}")  # a clear usage error (exit 2), no traceback
     apply_env_defaults(parser)
     return settings_from_args(parser.parse_args([]))
