@@ -5,8 +5,10 @@ the examples are applied as a user would (`kubectl apply -f deploy/examples/…`
 workloads, the keyring and edge directory the token API mounts, and the `turnpike-ip-ranges`
 ConfigMap appear.
 
-The emulator does not enforce RBAC (test_rbac.py checks the rules against the operator's code),
-and its stand-in kubelet makes pods Ready at once; nothing here needs a container image."""
+The emulator does not enforce RBAC, so every request the operator replicas sent during the run is
+audited against the rendered ClusterRole afterwards (test_rbac.py also checks the rules against the
+operator's code); its stand-in kubelet makes pods Ready at once; nothing here needs a container
+image."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +61,8 @@ HELM_ORDER = [
     "Deployment",
 ]
 LOAD_BALANCER_IP = "198.51.100.20"
+# The test's own client plays helm and kubectl; only the operator's requests are audited.
+INSTALLER_AGENT = "kubectl/chart-install-test"
 DUBLIN_NODE = ("tp-dublin-1", "203.0.113.77", "10.0.1.77")
 
 
@@ -135,6 +140,52 @@ def _operator_pods(
     return pods
 
 
+def _request_grant(method: str, path: str, query: str) -> tuple[str, str, str] | None:
+    """(API group, resource[/subresource], RBAC verb) of a request URL; None for discovery."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["api"] and len(parts) > 2:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) > 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    if rest[0] == "namespaces" and len(rest) > 2:
+        rest = rest[2:]
+    name = rest[1] if len(rest) > 1 else ""
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    if method == "GET":
+        watch = urllib.parse.parse_qs(query).get("watch") == ["true"]
+        verb = "get" if name else "watch" if watch else "list"
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+    return group, resource, verb
+
+
+def _operator_requests(api: KubeAPI) -> set[tuple[str, str, str]]:
+    assert api.routes is not None
+    return {
+        grant
+        for method, path, query, agent in list(api.routes.requests)
+        if agent.startswith((k8s.USER_AGENT, "kopf/"))
+        and (grant := _request_grant(method, path, query)) is not None
+    }
+
+
+def test_request_grant_reads_urls() -> None:
+    assert _request_grant("GET", "/apis/turnpike.io/v1alpha1/relayedges", "watch=true") == (
+        "turnpike.io",
+        "relayedges",
+        "watch",
+    )
+    assert _request_grant("PATCH", "/api/v1/namespaces/t/services/x/status", "") == (
+        "",
+        "services/status",
+        "patch",
+    )
+    assert _request_grant("PUT", "/api/v1/namespaces/t/secrets/k", "") == ("", "secrets", "update")
+    assert _request_grant("GET", "/apis/apps/v1", "") is None
+
+
 def _component(obj: Obj) -> str:
     return str(obj["metadata"]["labels"].get("app.kubernetes.io/component", ""))
 
@@ -165,7 +216,7 @@ async def test_helm_install_then_kubectl_apply_edges(
     api: KubeAPI, render: Render, tmp_path: Path
 ) -> None:
     objects = render({})  # helm install turnpike charts/turnpike -n turnpike --create-namespace
-    kube = k8s.Kube.connect(api.url)
+    kube = k8s.Kube.connect(api.url, user_agent=INSTALLER_AGENT)
     procs: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
 
@@ -290,6 +341,28 @@ async def test_helm_install_then_kubectl_apply_edges(
             return len([p for p in ((peering or {}).get("status") or {}).values() if p])
 
         assert await eventually(peers, what="two peering records") == 2
+
+        # Every request the operator made is one the chart's ClusterRole grants: on a cluster
+        # that enforces RBAC, none of the above would have been refused.
+        granted = {
+            (group, resource, verb)
+            for obj in objects
+            if obj["kind"] == "ClusterRole"
+            for rule in obj["rules"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+            for verb in rule["verbs"]
+        }
+        used = _operator_requests(api)
+        assert used - granted == set(), f"the chart's RBAC refuses: {sorted(used - granted)}"
+        for needed in (
+            ("turnpike.io", "relayedges", "watch"),
+            ("kopf.dev", "clusterkopfpeerings", "patch"),
+            ("", "secrets", "create"),
+            ("", "configmaps", "create"),
+            ("apps", "daemonsets", "create"),
+        ):
+            assert needed in used, f"{needed} was never requested: the audit saw too little"
     finally:
         for proc in procs:
             proc.terminate()
