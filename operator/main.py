@@ -54,6 +54,19 @@ def _needs_plugin() -> bool:
     return False
 
 
+def describe_login_failure(exc: BaseException) -> str:
+    """One line saying why no credentials could be loaded. kopf's own errors and OS errors name
+    only a path or a missing setting; anything else (a kubeconfig that is not valid YAML) may
+    quote the file, and a kubeconfig holds tokens and keys, so only its kind is named."""
+    where = "the service account in a pod, else KUBECONFIG or ~/.kube/config"
+    if isinstance(exc, kopf.LoginError | OSError):
+        return f"no Kubernetes credentials ({where}): {exc}"
+    return (
+        f"no Kubernetes credentials ({where}): the kubeconfig could not be read "
+        f"({type(exc).__name__}; its contents are not shown, they may hold credentials)"
+    )
+
+
 def client_for(info: kopf.ConnectionInfo) -> k8s.Kube:
     return k8s.Kube.connect(info.server, info.as_http_headers(), info.as_ssl_context())
 
@@ -126,7 +139,11 @@ async def run_operator(
     liveness_address: HostPort | None = None,
 ) -> int:
     logging.getLogger("kopf.objects").addFilter(_QuietWatchHandlers())
-    info = connection_info()
+    try:
+        info = connection_info()
+    except Exception as exc:
+        log.error("cannot start: %s", describe_login_failure(exc))
+        return 2
     kube = client_for(info)
     metrics = Metrics()
     reconciler = Reconciler(Context(kube, config, metrics))
