@@ -24,6 +24,11 @@ pytestmark = pytest.mark.e2e
 RELAY = labels.relay_name
 
 
+def pod_annotations(workload: dict[str, Any]) -> dict[str, str]:
+    annotations: dict[str, str] = workload["spec"]["template"]["metadata"]["annotations"]
+    return annotations
+
+
 async def test_edge_create_update_delete(cluster: Cluster, kube: k8s.Kube, ns: str) -> None:
     static = ["198.51.100.0/25", "198.51.100.128/25", "192.0.2.7"]
     await kube.create(
@@ -100,7 +105,9 @@ async def test_edge_create_update_delete(cluster: Cluster, kube: k8s.Kube, ns: s
     reasons = {e["reason"] for e in await events_for(kube, ns, "ashburn")}
     assert "Reconciled" in reasons
 
-    # Update: replicas and relay ports roll out; the published ranges follow.
+    # Update: replicas and relay ports roll out (the pod template carries the config's hash, so
+    # the relays restart with the new config); the published ranges follow.
+    first_hash = pod_annotations(deployment)[labels.CONFIG_HASH]
     await kube.patch(
         k8s.RELAY_EDGES,
         ns,
@@ -118,6 +125,7 @@ async def test_edge_create_update_delete(cluster: Cluster, kube: k8s.Kube, ns: s
             and config_map
             and config_map["data"]["TURNPIKE_RELAY_PORTS"] == "40000-40999"
             and published(doc)["ashburn"]["relay"]["relayPorts"] == "40000-40999"
+            and pod_annotations(dep)[labels.CONFIG_HASH] != first_hash
         )
 
     await eventually(updated, what="update rolled out")
