@@ -1,4 +1,5 @@
 import argparse
+import os
 import subprocess
 import sys
 
@@ -82,3 +83,36 @@ def test_bench_subcommand_runs_the_source_tree_benchmarks() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "relay" in result.stdout.lower()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("TURNPIKE_RELAY_PORTS", "bogus", "TURNPIKE_RELAY_PORTS: expected MIN-MAX, got 'bogus'"),
+        ("TURNPIKE_LOG_LEVEL", "loud", "TURNPIKE_LOG_LEVEL: 'loud' is not one of debug"),
+        ("TURNPIKE_LISTEN", "127.0.0.1:1,nope", "TURNPIKE_LISTEN: expected HOST:PORT"),
+        ("TURNPIKE_LOG_JSON", "maybe", "TURNPIKE_LOG_JSON: expected true or false"),
+    ],
+)
+def test_bad_environment_value_is_a_usage_error(variable: str, value: str, problem: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "turnpike", "relay", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, variable: value},
+    )
+    assert result.returncode == 2, result.stderr
+    assert problem in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_env_value_of_a_plain_type_is_checked() -> None:
+    parser = argparse.ArgumentParser(prog="p")
+    parser.add_argument("--count", type=int, default=1)
+    with pytest.raises(SystemExit):
+        apply_env_defaults(parser, {"TURNPIKE_COUNT": "many"})
+    parser = argparse.ArgumentParser(prog="p")
+    parser.add_argument("--count", type=int, default=1)
+    apply_env_defaults(parser, {"TURNPIKE_COUNT": "7"})
+    assert parser.parse_args([]).count == 7

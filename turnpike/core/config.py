@@ -90,15 +90,31 @@ def apply_env_defaults(
         if name not in env:
             continue
         raw = env[name]
-        convert = action.type if callable(action.type) else str
         if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
             word = raw.strip().lower()
             if word not in _TRUE | _FALSE:
                 parser.error(f"{name}: expected true or false, got {raw!r}")
             value: object = (word in _TRUE) == isinstance(action, argparse._StoreTrueAction)
         elif isinstance(action, argparse._AppendAction):
-            value = [convert(part.strip()) for part in raw.split(",") if part.strip()]
+            parts = [part.strip() for part in raw.split(",") if part.strip()]
+            value = [_env_value(parser, action, name, part) for part in parts]
         else:
-            value = convert(raw)
+            value = _env_value(parser, action, name, raw)
         action.default = value
         action.required = False
+
+
+def _env_value(
+    parser: argparse.ArgumentParser, action: argparse.Action, name: str, raw: str
+) -> object:
+    """``raw`` converted as the flag would convert it; a usage error naming ``name`` if bad."""
+    convert = action.type if callable(action.type) else str
+    try:
+        value = convert(raw)
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+        detail = str(exc) if isinstance(exc, argparse.ArgumentTypeError) else f"bad value {raw!r}"
+        parser.error(f"{name}: {detail}")
+    if action.choices is not None and value not in action.choices:
+        choices = ", ".join(map(str, action.choices))
+        parser.error(f"{name}: {raw!r} is not one of {choices}")
+    return value
