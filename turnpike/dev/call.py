@@ -167,7 +167,13 @@ def run_call(state_file: Path, wav: Path | None, twiml_file: Path | None) -> int
     except FileNotFoundError:
         print(f"no running `turnpike dev` found ({state_file} does not exist)", file=sys.stderr)
         return 1
-    if not _alive(int(state.get("pid", 0))):
+    except (OSError, ValueError) as exc:
+        print(f"cannot read the state file {state_file}: {exc}", file=sys.stderr)
+        return 1
+    if not isinstance(state, dict) or not isinstance(state.get("pid", 0), int):
+        print(f"{state_file} is not a `turnpike dev` state file", file=sys.stderr)
+        return 1
+    if not _alive(state.get("pid", 0)):
         print(f"the `turnpike dev` that wrote {state_file} is not running", file=sys.stderr)
         return 1
     try:
@@ -175,12 +181,19 @@ def run_call(state_file: Path, wav: Path | None, twiml_file: Path | None) -> int
     except (OSError, ValueError) as exc:
         print(f"cannot use {wav}: {exc}", file=sys.stderr)
         return 1
-    twiml = twiml_file.read_text() if twiml_file else None
+    try:
+        twiml = twiml_file.read_text() if twiml_file else None
+    except (OSError, ValueError) as exc:
+        print(f"cannot use {twiml_file}: {exc}", file=sys.stderr)
+        return 1
     print(f"calling the gateway with {len(audio) / 8000:.2f} s of audio…", flush=True)
     try:
         result = asyncio.run(place_call(state, audio, twiml))
     except (RuntimeError, aiohttp.ClientError, OSError) as exc:
         print(f"call failed: {exc}", file=sys.stderr)
+        return 1
+    except (KeyError, TypeError) as exc:
+        print(f"{state_file} is not a complete `turnpike dev` state file ({exc})", file=sys.stderr)
         return 1
     print(f"call {result.call_sid}: sent {result.sent} bytes, consumer recorded {result.received}")
     for track, path in result.files.items():

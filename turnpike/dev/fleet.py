@@ -392,7 +392,12 @@ Ctrl-C stops everything.
 
 
 async def run_fleet(host: str, state_file: Path, free_ports: bool, stop: asyncio.Event) -> int:
-    fleet = Fleet(host, state_file, Ports.free(host) if free_ports else Ports())
+    try:
+        local_network(host)
+        fleet = Fleet(host, state_file, Ports.free(host) if free_ports else Ports())
+    except (ValueError, OSError) as exc:
+        print(f"turnpike dev: cannot serve on {host}: {exc}", file=sys.stderr)
+        return 1
     try:
         await fleet.start()
     except (RuntimeError, OSError) as exc:
