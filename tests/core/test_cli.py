@@ -1,12 +1,13 @@
 import argparse
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from turnpike.cli import build_parser
-from turnpike.core.config import apply_env_defaults, host_port, port_range
+from turnpike.core.config import apply_env_defaults, env_name, host_port, port_range
 
 
 def test_help_lists_subcommands() -> None:
@@ -116,3 +117,26 @@ def test_env_value_of_a_plain_type_is_checked() -> None:
     parser.add_argument("--count", type=int, default=1)
     apply_env_defaults(parser, {"TURNPIKE_COUNT": "7"})
     assert parser.parse_args([]).count == 7
+
+
+def _long_flags(name: str, parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Action]]:
+    found: list[tuple[str, argparse.Action]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child_name, child in action.choices.items():
+                found += _long_flags(f"{name} {child_name}", child)
+            continue
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs and longs[0] not in ("--help", "--version"):
+            found.append((f"{name} {longs[0]}", action))
+    return found
+
+
+def test_every_flag_of_every_subcommand_has_its_variable_and_style() -> None:
+    flags = _long_flags("turnpike", build_parser())
+    assert any(where.startswith("turnpike dev call ") for where, _ in flags)
+    for where, action in flags:
+        flag = where.rsplit(" ", 1)[1]
+        assert re.fullmatch(r"--[a-z0-9]+(-[a-z0-9]+)*", flag), where
+        if action.help is not argparse.SUPPRESS:
+            assert env_name(flag) in (action.help or ""), f"{where} does not name its variable"
