@@ -5,7 +5,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ifaddr
 import pytest
+
+
+def foreign_address() -> str:
+    """An address from the documentation ranges (RFC 5737) that this machine does not have."""
+    mine = {e.ip for a in ifaddr.get_adapters() for e in a.ips if isinstance(e.ip, str)}
+    for candidate in ("198.51.100.254", "203.0.113.254", "192.0.2.254"):
+        if candidate not in mine:
+            return candidate
+    raise AssertionError("this machine has every documentation address")
 
 
 def turnpike(*args: str) -> subprocess.CompletedProcess[str]:
@@ -22,10 +32,10 @@ def turnpike(*args: str) -> subprocess.CompletedProcess[str]:
 def test_host_that_is_not_on_this_machine(tmp_path: Path, free_ports: bool) -> None:
     state_file = tmp_path / "dev.json"
     extra = ["--free-ports"] if free_ports else []
-    # 192.0.2.1 is TEST-NET-1 (RFC 5737): never an address of a real machine
-    result = turnpike("dev", "--host", "192.0.2.1", "--state-file", str(state_file), *extra)
+    host = foreign_address()
+    result = turnpike("dev", "--host", host, "--state-file", str(state_file), *extra)
     assert result.returncode == 1, result.stderr
-    assert "192.0.2.1 is not an address of this machine" in result.stderr
+    assert f"{host} is not an address of this machine" in result.stderr
     assert "Traceback" not in result.stderr
     assert not state_file.exists()
 
