@@ -332,6 +332,8 @@ class Fleet:
         done, _ = await asyncio.wait({*waits, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for task in (*waits, stopper):
             task.cancel()
+        if stop.is_set():  # Ctrl-C reaches the children too: one may exit before we look
+            return None
         for task in done:
             if task in waits:
                 return waits[task]
