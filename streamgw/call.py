@@ -22,7 +22,7 @@ from turnpike.core import sids
 from turnpike.core.accounts import Account
 from turnpike.streamgw import g711, rtp, twiml
 from turnpike.streamgw.callbacks import iso_timestamp, signed_request
-from turnpike.streamgw.egress import DestinationRefused, check_url
+from turnpike.streamgw.egress import DestinationRefused, check_url, redact
 from turnpike.streamgw.errors import TITLES, StreamFailure
 from turnpike.streamgw.media import FRAME, TICK, InboundAssembler, RtpEndpoint, RtpSender
 from turnpike.streamgw.stream import Fork, StreamSpec, validate_url
@@ -441,13 +441,15 @@ class Call:
         try:
             return twiml.parse(text)
         except twiml.TwimlError as exc:
-            raise DocumentError(exc.code, f"{url}: {exc}") from None
+            raise DocumentError(exc.code, f"{redact(url)}: {exc}") from None
 
     async def _fetch(self, url: str, method: str, params: Mapping[str, str]) -> bytes:
         try:
             target, headers, form = signed_request(url, method, params, self.account.auth_token)
             if target.scheme not in ("http", "https"):
-                raise DocumentError(11200, f"{url}: only http and https URLs can be fetched")
+                raise DocumentError(
+                    11200, f"{redact(url)}: only http and https URLs can be fetched"
+                )
             check_url(self.gateway.policy, target)
             async with self.gateway.session.request(
                 method,
@@ -458,16 +460,18 @@ class Call:
             ) as resp:
                 body = await resp.content.read(MAX_DOCUMENT + 1)
                 if resp.status >= 300:
-                    raise DocumentError(11200, f"{url} answered HTTP {resp.status}")
+                    raise DocumentError(11200, f"{redact(url)} answered HTTP {resp.status}")
                 if len(body) > MAX_DOCUMENT:
-                    raise DocumentError(11200, f"{url}: document larger than {MAX_DOCUMENT} bytes")
+                    raise DocumentError(
+                        11200, f"{redact(url)}: document larger than {MAX_DOCUMENT} bytes"
+                    )
                 return body
         except DestinationRefused as exc:
-            raise DocumentError(11200, f"{url}: {exc}") from None
+            raise DocumentError(11200, f"{redact(url)}: {exc}") from None
         except aiohttp.ClientConnectorError as exc:
-            raise DocumentError(11200, f"{url}: {exc.os_error}") from None
+            raise DocumentError(11200, f"{redact(url)}: {exc.os_error}") from None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise DocumentError(11200, f"{url}: {type(exc).__name__}: {exc}") from None
+            raise DocumentError(11200, f"{redact(url)}: {type(exc).__name__}: {exc}") from None
 
     async def _run_document(self, document: twiml.Document) -> Source | None:
         for verb in document.verbs:
@@ -504,28 +508,32 @@ class Call:
         try:
             target = URL(url)
             if target.scheme not in ("http", "https"):
-                raise DocumentError(11200, f"<Play> {url}: only http and https URLs can be played")
+                raise DocumentError(
+                    11200, f"<Play> {redact(url)}: only http and https URLs can be played"
+                )
             check_url(self.gateway.policy, target)
             async with self.gateway.session.get(
                 target, timeout=aiohttp.ClientTimeout(total=30)
             ) as resp:
                 if resp.status >= 300:
-                    raise DocumentError(11200, f"<Play> {url} answered HTTP {resp.status}")
+                    raise DocumentError(11200, f"<Play> {redact(url)} answered HTTP {resp.status}")
                 data = await resp.content.read(MAX_AUDIO + 1)
             if len(data) > MAX_AUDIO:
-                raise DocumentError(11200, f"<Play> {url}: audio larger than {MAX_AUDIO} bytes")
+                raise DocumentError(
+                    11200, f"<Play> {redact(url)}: audio larger than {MAX_AUDIO} bytes"
+                )
             audio = await asyncio.to_thread(wav_to_ulaw, data)
         except DocumentError as exc:
             self.record_issue(exc.code, exc.detail, None)
             log.warning("call %s: %s", self.sid, exc)
             return
         except WavError as exc:
-            self.record_issue(12300, f"<Play> {url}: {exc}", None)
-            log.warning("call %s: <Play> %s: %s", self.sid, url, exc)
+            self.record_issue(12300, f"<Play> {redact(url)}: {exc}", None)
+            log.warning("call %s: <Play> %s: %s", self.sid, redact(url), exc)
             return
         except (DestinationRefused, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            self.record_issue(11200, f"<Play> {url}: {exc}", None)
-            log.warning("call %s: <Play> %s: %s", self.sid, url, exc)
+            self.record_issue(11200, f"<Play> {redact(url)}: {exc}", None)
+            log.warning("call %s: <Play> %s: %s", self.sid, redact(url), exc)
             return
         rounds = 0
         while self.live and (verb.loop == 0 or rounds < verb.loop):

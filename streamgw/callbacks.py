@@ -20,7 +20,7 @@ from yarl import URL
 
 from turnpike.core.addresses import AddressPolicy
 from turnpike.streamgw import signature
-from turnpike.streamgw.egress import DestinationRefused, check_url
+from turnpike.streamgw.egress import DestinationRefused, check_url, redact
 from turnpike.streamgw.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Callbacks:
     ) -> None:
         if self._backlog >= self._max_backlog:
             self._metrics.callbacks.labels("dropped").inc()
-            log.warning("status callback backlog full; dropping %s event for %s", key, url)
+            log.warning("status callback backlog full; dropping %s event for %s", key, redact(url))
             return
         self._backlog += 1
         self._queues.setdefault(key, deque()).append(
@@ -127,12 +127,14 @@ class Callbacks:
                     problem = f"HTTP {resp.status}"
             except DestinationRefused as exc:
                 self._metrics.callbacks.labels("refused").inc()
-                log.warning("status callback to %s refused: %s", event.url, exc)
+                log.warning("status callback to %s refused: %s", redact(event.url), exc)
                 return
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, DestinationRefused):
                     self._metrics.callbacks.labels("refused").inc()
-                    log.warning("status callback to %s refused: %s", event.url, exc.os_error)
+                    log.warning(
+                        "status callback to %s refused: %s", redact(event.url), exc.os_error
+                    )
                     return
                 problem = str(exc)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -143,7 +145,10 @@ class Callbacks:
                 delay *= 2
         self._metrics.callbacks.labels("failed").inc()
         log.warning(
-            "status callback to %s failed after %d attempts: %s", event.url, self._attempts, problem
+            "status callback to %s failed after %d attempts: %s",
+            redact(event.url),
+            self._attempts,
+            problem,
         )
 
     async def close(self, grace: float = 5.0) -> None:

@@ -61,6 +61,21 @@ def check_url(policy: AddressPolicy, url: URL) -> None:
         raise DestinationRefused(f"{host} is not an address this gateway may reach")
 
 
+def redact(url: str | URL) -> str:
+    """``url`` fit for a log line or an error message: no user-info, query string or fragment.
+
+    Customers put credentials there (``wss://host/ws?token=…``, ``https://user:pass@host/cb``).
+    """
+    text = str(url)
+    cuts = [i for i in (text.find("?"), text.find("#")) if i >= 0]
+    head, hidden = (text[: min(cuts)], True) if cuts else (text, False)
+    scheme, sep, rest = head.partition("://")
+    if sep:
+        authority, slash, path = rest.partition("/")
+        head = f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+    return head + ("?[redacted]" if hidden else "")
+
+
 def ssl_context(ca_file: str | None) -> ssl.SSLContext:
     """System trust store (so ``SSL_CERT_FILE`` works) plus the operator's extra CA file."""
     context = ssl.create_default_context()

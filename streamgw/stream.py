@@ -32,7 +32,7 @@ from turnpike.core.accounts import Account
 from turnpike.core.addresses import AddressPolicy
 from turnpike.streamgw import messages, signature
 from turnpike.streamgw.callbacks import Callbacks, iso_timestamp
-from turnpike.streamgw.egress import DestinationRefused, check_url
+from turnpike.streamgw.egress import DestinationRefused, check_url, redact
 from turnpike.streamgw.errors import TITLES, WARNINGS, StreamFailure
 from turnpike.streamgw.g711 import ULAW_SILENCE
 from turnpike.streamgw.metrics import Metrics
@@ -99,14 +99,14 @@ def validate_url(raw: str, base: str | None) -> URL:
         if not url.is_absolute() and base:
             url = URL(base).join(url)
     except (ValueError, TypeError) as exc:
-        raise StreamFailure(31923, f"cannot parse {raw!r}: {exc}") from None
+        raise StreamFailure(31923, f"cannot parse {redact(raw)!r}: {exc}") from None
     if url.scheme != "wss":
-        raise StreamFailure(31922, f"only wss:// is supported, got {raw!r}")
+        raise StreamFailure(31922, f"only wss:// is supported, got {redact(raw)!r}")
     if not url.host:
-        raise StreamFailure(31923, f"{raw!r} has no host")
+        raise StreamFailure(31923, f"{redact(raw)!r} has no host")
     if url.query_string or url.raw_fragment:
         # The hosted service drops query strings; say so instead of silently dropping data.
-        log.info("dropping query string from stream URL %s; use <Parameter> instead", raw)
+        log.info("dropping query string from stream URL %s; use <Parameter> instead", redact(raw))
         url = url.with_query(None).with_fragment(None)
     return url
 
