@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from turnpike.core.config import cidr, host_port, ip_address, port_range
 
@@ -125,13 +126,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from turnpike.core.keyring import parse_keyring
     from turnpike.core.service import run as run_service
-    from turnpike.relay.app import Options, serve
+    from turnpike.relay.app import Options, serve, tls_context
 
     try:
         options = Options.from_args(args, argv=sys.argv[1:])
     except ValueError as exc:
-        print(f"turnpike relay: {exc}")
+        print(f"turnpike relay: {exc}", file=sys.stderr)
+        return 2
+    # Refuse to start on a missing or broken keyring or certificate with one clear line, before
+    # any worker starts (a supervisor would otherwise restart failing workers forever).
+    try:
+        parse_keyring(Path(options.keyring).read_bytes(), options.keyring)
+        if options.tls_cert is not None and options.tls_key is not None:
+            tls_context(options.tls_cert, options.tls_key)
+    except (OSError, ValueError) as exc:
+        print(f"turnpike relay: cannot start: {exc}", file=sys.stderr)
         return 2
     if options.workers > 1:
         from turnpike.relay.workers import supervise

@@ -72,6 +72,40 @@ def merge_metrics(texts: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def combine_ready(results: list[tuple[int, str]]) -> tuple[dict[str, Any], bool]:
+    """Merge the workers' ``/ready`` answers into one: ready only if every worker is.
+
+    The keyring rotation promotes a new signing key once every pod reports it, so the keys
+    reported are those *every* worker has loaded (each reloads the file on its own), ``signing``
+    only when all agree, and neither when any worker did not answer: a half-reloaded pod must
+    never look fully rotated.
+    """
+    reports: list[dict[str, Any]] = []
+    for _status, text in results:
+        with contextlib.suppress(ValueError):
+            report = json.loads(text)
+            if isinstance(report, dict):
+                reports.append(report)
+    ok = len(reports) == len(results) and all(status == 200 for status, _ in results)
+    merged = ("ready", "workers", "keys", "signing", "allocations", "worker_allocations")
+    body: dict[str, Any] = {}
+    for report in reports:  # realm, relay addresses...: the same in every worker
+        for key, value in report.items():
+            if key not in merged:
+                body.setdefault(key, value)
+    body.update(ready=ok, workers=len(results))
+    key_lists: list[list[Any]] = [r["keys"] for r in reports if isinstance(r.get("keys"), list)]
+    if key_lists and len(key_lists) == len(results):
+        common = set.intersection(*(set(k) for k in key_lists))
+        body["keys"] = [k for k in key_lists[0] if k in common]
+        signing = {r.get("signing") for r in reports}
+        if len(signing) == 1 and (agreed := signing.pop()) in common:
+            body["signing"] = agreed
+    body["allocations"] = sum(int(r.get("allocations", 0)) for r in reports)
+    body["worker_allocations"] = [r.get("allocations") for r in reports]
+    return body, ok
+
+
 class Worker:
     def __init__(self, index: int, argv: list[str]) -> None:
         self.index = index
@@ -116,16 +150,9 @@ async def supervise(options: Options, stop: asyncio.Event) -> int:
     async def ready(request: web.Request) -> web.Response:
         del request
         results = await asyncio.gather(*(fetch(w, "/ready") for w in workers))
-        ok = not draining and all(status == 200 for status, _ in results)
-        body: dict[str, object] = {"ready": ok, "workers": len(workers)}
-        reports: list[dict[str, Any]] = []
-        for _status, text in results:
-            with contextlib.suppress(ValueError):
-                reports.append(json.loads(text))
-        if reports:  # keyring ids etc. from the first worker; allocations from all of them
-            body.update({k: v for k, v in reports[0].items() if k not in ("ready", "allocations")})
-            body["allocations"] = sum(int(r.get("allocations", 0)) for r in reports)
-            body["worker_allocations"] = [r.get("allocations") for r in reports]
+        body, ok = combine_ready(results)
+        ok = ok and not draining
+        body["ready"] = ok
         return web.json_response(body, status=200 if ok else 503)
 
     runner: web.AppRunner | None = None

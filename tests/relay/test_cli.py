@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import free_dual_port, free_port, turnpike
 from support.relay import (
     REALM,
+    SECRET,
     credentials,
     echo_peer,
     raw_client,
@@ -145,9 +146,21 @@ def test_refuses_bad_flags(tmp_path: Path) -> None:
 
     keyring = write_keyring(tmp_path / "keyring.json")
     env = {**os.environ}
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"keys": [{"id": "k1", "secret": "hush-hush", "signing": false}]}')
+    missing = tmp_path / "missing.pem"
+    listen = ["--listen", "127.0.0.1:0"]
+    no_pem = ("--tls-cert", str(missing), "--tls-key", str(missing))
     cases = [
         (["--listen", "127.0.0.1:3478", "--tls-listen", "127.0.0.1:5349"], "--tls-cert"),
         (["--listen", "127.0.0.1:0", "--workers", "2"], "fixed ports"),
+        # Files that are missing or broken: one line, no traceback, the secret never quoted.
+        ([*listen, "--keyring", str(tmp_path / "nope.json")], "cannot start"),
+        ([*listen, "--keyring", str(broken)], "no signing key"),
+        (
+            [*listen, "--tls-listen", "127.0.0.1:0", *no_pem],
+            "cannot start",
+        ),
     ]
     for extra, message in cases:
         out = subprocess.run(
@@ -158,7 +171,8 @@ def test_refuses_bad_flags(tmp_path: Path) -> None:
             timeout=30,
         )
         assert out.returncode == 2, out
-        assert message in out.stdout + out.stderr
+        assert message in out.stderr
+        assert "Traceback" not in out.stderr and "hush-hush" not in out.stderr
 
 
 async def _server_cert(port: int) -> bytes:
@@ -247,6 +261,7 @@ async def test_workers_share_the_ports(tmp_path: Path) -> None:
         body = json.loads((await get(base + "/ready"))[1])
         assert body["workers"] == 2
         assert body["keys"] == ["k1"]
+        assert body["signing"] == "k1"
         clients = []
         for n in range(8):  # eight source ports: the kernel spreads them over the workers
             username, password = credentials(user=f"user{n}")
@@ -267,6 +282,16 @@ async def test_workers_share_the_ports(tmp_path: Path) -> None:
         assert len(body["worker_allocations"]) == 2
         for transport, _ in clients:
             transport.close()
+        # A rotation step: every worker reloads the file on its own; the supervisor reports
+        # the new key only once both have it.
+        write_keyring(keyring, (("k2", "s2", True), ("k1", SECRET, False)))
+        for _ in range(100):
+            body = json.loads((await get(base + "/ready"))[1])
+            if body.get("signing") == "k2":
+                break
+            await asyncio.sleep(0.1)
+        assert body["keys"] == ["k2", "k1"]
+        assert body["signing"] == "k2"
         await asyncio.sleep(0.3)
         assert proc.proc is not None
         code = await proc.stop(signal.SIGTERM, timeout=15)
@@ -327,3 +352,28 @@ def test_merge_metrics_sums_samples_across_workers() -> None:
     # Each sample stays under its own family, not under one whose name is a prefix of it.
     created = lines.index("turnpike_relay_allocations_created_total 14.0")
     assert created == lines.index("# TYPE turnpike_relay_allocations_created_total counter") + 1
+
+
+def test_combined_ready_reports_only_what_every_worker_has() -> None:
+    from turnpike.relay.workers import combine_ready
+
+    def report(keys: list[str], signing: str, allocations: int = 0) -> tuple[int, str]:
+        body = {"ready": True, "realm": "r", "keys": keys, "signing": signing}
+        return 200, json.dumps({**body, "allocations": allocations})
+
+    body, ok = combine_ready([report(["k1"], "k1", 2), report(["k1"], "k1", 3)])
+    assert ok and body["keys"] == ["k1"] and body["signing"] == "k1"
+    assert body["realm"] == "r" and body["allocations"] == 5
+    assert body["worker_allocations"] == [2, 3]
+    # Mid-reload: one worker has k2, the other not yet; k2 must not look installed.
+    body, ok = combine_ready([report(["k2", "k1"], "k2"), report(["k1"], "k1")])
+    assert ok and body["keys"] == ["k1"] and "signing" not in body
+    body, _ = combine_ready([report(["k2", "k1"], "k1"), report(["k1", "k2"], "k1")])
+    assert body["keys"] == ["k2", "k1"] and body["signing"] == "k1"
+    # A worker that does not answer (or answers nonsense): not ready, and no keys at all.
+    for silent in [(599, ""), (200, "not json"), (200, "[]")]:
+        body, ok = combine_ready([report(["k1"], "k1"), silent])
+        assert not ok
+        assert "keys" not in body and "signing" not in body
+    body, ok = combine_ready([report(["k1"], "k1"), (503, json.dumps({"ready": False}))])
+    assert not ok and "keys" not in body

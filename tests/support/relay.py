@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -155,12 +156,16 @@ class RawClient:
         self.key: bytes | None = None
 
     @classmethod
-    async def connect(cls, address: tuple[str, int], tcp: bool = False) -> RawClient:
+    async def connect(
+        cls, address: tuple[str, int], tcp: bool = False, tls: ssl.SSLContext | None = None
+    ) -> RawClient:
+        """UDP, or TCP when ``tcp``; TLS over TCP when ``tls`` is given."""
         loop = asyncio.get_running_loop()
         proto = _ClientProtocol()
         transport: asyncio.BaseTransport
+        tcp = tcp or tls is not None
         if tcp:
-            transport, _ = await loop.create_connection(lambda: proto, *address)
+            transport, _ = await loop.create_connection(lambda: proto, *address, ssl=tls)
         else:
             transport, _ = await loop.create_datagram_endpoint(lambda: proto, remote_addr=address)
         return cls(transport, proto, tcp)
@@ -259,8 +264,9 @@ async def raw_client(
     address: tuple[str, int],
     tcp: bool = False,
     credentials: tuple[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[RawClient]:
-    client = await RawClient.connect(address, tcp)
+    client = await RawClient.connect(address, tcp, tls)
     if credentials is not None:
         client.login(*credentials)
     try:
