@@ -221,6 +221,18 @@ def register(
         if namespace is not None:
             await ensure_keyring_secret(engine, namespace)
 
+    async def keyring_deleted(namespace: str | None, type: str | None, **_: Any) -> None:
+        # Relay and token pods mount the Secret as a required volume: deleted while the namespace
+        # still has edges, any pod that restarts would never start. Recreate it (with a new key;
+        # the old keys went with the Secret) rather than wait for the next edge to appear.
+        if type != "DELETED" or namespace is None:
+            return
+        if await cluster.kube.list(RELAY_EDGES, namespace):
+            log.warning(
+                "keyring Secret %s/%s was deleted; recreating it", namespace, settings.secret_name
+            )
+            await engine.ensure(namespace)
+
     async def close(**_: Any) -> None:
         await cluster.close()
 
@@ -240,6 +252,9 @@ def register(
             id="keyring-secret",
             registry=registry,
         )(edge_needs_keyring)
+    kopf.on.event("v1", "secrets", when=is_keyring, id="keyring-recreate", registry=registry)(
+        keyring_deleted
+    )
     kopf.on.cleanup(id="keyring-rotation-cleanup", registry=registry)(close)
     return engine
 

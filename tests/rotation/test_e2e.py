@@ -398,3 +398,42 @@ async def test_with_two_replicas_only_the_active_one_rotates(
     finally:
         await high.stop()
         await low.stop()
+
+
+async def test_a_deleted_keyring_secret_comes_back_while_the_namespace_has_edges(
+    api: KubeAPI, kube: Kube, tmp_path: Path
+) -> None:
+    ns = "rotation-recreate"
+    await new_namespace(kube, ns)
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+    operator = Operator(kubeconfig, ns, settings_env(rotation_interval=3600.0))
+    await operator.start()
+    try:
+        await wait_for(lambda: phase_is(kube, ns, "stable"), "the first keyring")
+        first, _ = await secret(kube, ns)
+        first_uid = (await kube.get(SECRETS, ns, SECRET) or {})["metadata"]["uid"]
+        await kube.delete(SECRETS, ns, SECRET)
+
+        async def recreated() -> bool:
+            obj = await kube.get(SECRETS, ns, SECRET)
+            return obj is not None and obj["metadata"]["uid"] != first_uid
+
+        await wait_for(recreated, "the keyring to be recreated")
+        second, _ = await secret(kube, ns)
+        assert second.ids != first.ids  # a fresh key: the old ones went with the Secret
+        assert "was deleted; recreating it" in operator.output
+        # Without edges nothing needs the keyring: a deleted Secret stays deleted.
+        await kube.delete(RELAY_EDGES, ns, "east")
+        await wait_for(
+            lambda: _gone(kube, RELAY_EDGES, ns, "east"), "the edge to be deleted", timeout=15
+        )
+        await kube.delete(SECRETS, ns, SECRET)
+        await wait_for(lambda: _gone(kube, SECRETS, ns, SECRET), "the Secret to be deleted")
+        await asyncio.sleep(1.0)  # several check intervals: nothing may recreate it
+        assert await kube.get(SECRETS, ns, SECRET) is None
+    finally:
+        await operator.stop()
+
+
+async def _gone(kube: Kube, res: Any, ns: str, name: str) -> bool:
+    return await kube.get(res, ns, name) is None
