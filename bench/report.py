@@ -113,6 +113,8 @@ def relay_section(r: dict[str, Any]) -> list[str]:
     }
     for key, err in sorted(errors.items()):
         lines += ["", f"Not measured: {key}: {err}."]
+    for name, why in sorted(r.get("skipped", {}).items()):
+        lines += ["", f"Not run: {name}: {why}."]
     for name in names:
         for err in per[name].get("errors", []):
             lines += ["", f"A round of {name} failed: {err.splitlines()[0]}"]

@@ -7,6 +7,7 @@ a well-formed result and the plots come out. No assertion is made on any speed f
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +21,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.interop]
 
 
-def _run(out: Path, *extra: str) -> dict[str, Any]:
+def _run(out: Path, *extra: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "relay", "--smoke", "--out", str(out), *extra],
         cwd=REPO_ROOT,
+        env=env,
         capture_output=True,
         text=True,
         timeout=100,
@@ -79,3 +81,30 @@ def test_relay_smoke_turnpike_and_coturn(tmp_path: Path) -> None:
     from bench.report import relay_section
 
     assert "| figure |" in "\n".join(relay_section(result))
+
+
+def test_relay_smoke_workers_2_without_coturn(tmp_path: Path) -> None:
+    """`--workers 2` end to end; with no turnserver on PATH coturn is skipped, not a failure."""
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()  # every process is started by absolute path; only turnserver is looked up
+    result = _run(
+        tmp_path, "--servers", "coturn,turnpike-w2", env={**os.environ, "PATH": str(empty_bin)}
+    )
+
+    assert "turnserver" in result["skipped"]["coturn"]
+    assert set(result["servers"]) == {"turnpike-w2"}
+    assert result["servers"]["turnpike-w2"]["workers"] == 2
+    assert result["servers"]["turnpike-w2"]["command"][-2:] == ["--workers", "2"]
+    (rnd,) = result["rounds"]
+    got = rnd["servers"]["turnpike-w2"]
+    for mode in ("channel", "send", "tcp"):
+        assert "error" not in got["max_rate"][mode], got["max_rate"][mode]
+        _check_number(got["max_rate"][mode]["max_rate_pps"])
+    assert got["cpu"]["relayed_packets"] > 0
+    assert got["alloc"]["allocated"] > 0
+    assert result["summary"]["ratios"] == {}  # no ratio without the reference
+    from bench.report import relay_section
+
+    section = "\n".join(relay_section(result))
+    assert "| figure | turnpike-w2 |" in section
+    assert "Not run: coturn: turnserver" in section  # the figures never hide the missing reference
