@@ -93,6 +93,26 @@ async def _invalid(ctx: Context, res: k8s.Resource, body: Obj, exc: SpecError) -
         _event(body, "InvalidSpec", str(exc), warning=True)
 
 
+async def _failed(ctx: Context, res: k8s.Resource, body: Obj, message: str) -> None:
+    """Say in the object's status why its reconcile failed (it is retried; the next success
+    clears it), with one Warning Event per distinct failure rather than one per retry."""
+    old = conditions.find(body.get("status"), "Degraded") or {}
+    previous = body.get("status") or {}
+    others = [c for c in previous.get("conditions") or [] if c.get("type") != "Degraded"]
+    degraded = Condition("Degraded", True, "ReconcileFailed", message)
+    generation = body["metadata"].get("generation", 1)
+    status = {
+        **{k: v for k, v in previous.items() if k != "kopf"},
+        "conditions": others + conditions.merge(previous.get("conditions"), [degraded], generation),
+    }
+    try:
+        await _write_status(ctx, res, body, status)
+    except Exception as exc:  # the API may be what fails; the retry reports again
+        log.warning("cannot report the failure on %s: %s", body["metadata"]["name"], exc)
+    if old.get("reason") != "ReconcileFailed" or old.get("message") != message:
+        _event(body, "ReconcileFailed", message, warning=True)
+
+
 async def ensure_keyring(ctx: Context, namespace: str) -> None:
     """The keyring Secret relays mount; created with one fresh signing key when missing (its
     rotation belongs to the keyring rotation controller, which owns it from then on)."""
@@ -451,7 +471,7 @@ class Reconciler:
                 except SpecError:
                     raise  # reported on the object already
                 except Exception as exc:
-                    _event(body, "ReconcileFailed", f"{type(exc).__name__}: {exc}", warning=True)
+                    await _failed(ctx, res, body, f"{type(exc).__name__}: {exc}")
                     raise
             await self.run(NAMESPACE, namespace, "")
             if kind == EDGE:

@@ -156,3 +156,47 @@ async def test_edge_create_update_delete(cluster: Cluster, kube: k8s.Kube, ns: s
     await eventually(unpublished, what="edge unpublished")
     if cluster.emulated:  # a real cluster's garbage collector takes its time
         assert await kube.get(k8s.DEPLOYMENTS, ns, RELAY("ashburn")) is None
+
+
+RESOURCE_QUOTAS = k8s.Resource("", "v1", "resourcequotas", "ResourceQuota")
+
+
+async def test_a_refused_child_is_reported_then_retried(
+    cluster: Cluster, kube: k8s.Kube, ns: str
+) -> None:
+    """The API refuses the edge's LoadBalancer Service (a quota): the edge says why in a
+    Degraded condition and one Warning Event, and the retries succeed once the quota goes."""
+    quota = {
+        "metadata": {"name": "no-load-balancers"},
+        "spec": {"hard": {"services.loadbalancers": "0"}},
+    }
+    await kube.create(RESOURCE_QUOTAS, ns, quota)
+    await kube.create(k8s.RELAY_EDGES, ns, edge("quota", addresses={"static": ["192.0.2.7"]}))
+
+    async def degraded() -> dict[str, Any]:
+        cond = condition(await kube.get(k8s.RELAY_EDGES, ns, "quota"), "Degraded")
+        return cond if cond.get("reason") == "ReconcileFailed" else {}
+
+    cond = await eventually(degraded, what="Degraded=True ReconcileFailed")
+    assert cond["status"] == "True"
+    assert "exceeded quota" in cond["message"], cond
+    assert await kube.get(k8s.SERVICES, ns, RELAY("quota")) is None
+
+    async def failures() -> list[dict[str, Any]]:
+        events = await events_for(kube, ns, "quota")
+        return [e for e in events if e.get("reason") == "ReconcileFailed"]
+
+    assert (await eventually(failures, what="a ReconcileFailed Event"))[0]["type"] == "Warning"
+    await kube.delete(RESOURCE_QUOTAS, ns, "no-load-balancers")
+    await eventually(
+        lambda: kube.get(k8s.SERVICES, ns, RELAY("quota")), what="the Service after the retry"
+    )
+
+    async def recovered() -> bool:
+        cond = condition(await kube.get(k8s.RELAY_EDGES, ns, "quota"), "Degraded")
+        return cond.get("status") == "False"
+
+    await eventually(recovered, what="Degraded=False once the retry succeeded")
+    assert "quota" in published(await ranges_doc(kube, ns))
+    # Retried many times (every half second here), reported once.
+    assert len(await failures()) == 1

@@ -23,6 +23,7 @@ BUILTIN = [
     ResourceType("", "v1", "secrets", "Secret", True, "secret"),
     ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ["sa"]),
     ResourceType("", "v1", "events", "Event", True, "event", ["ev"]),
+    ResourceType("", "v1", "resourcequotas", "ResourceQuota", True, "resourcequota", ["quota"]),
     ResourceType("apps", "v1", "deployments", "Deployment", True, "deployment", ["deploy"], True),
     ResourceType("apps", "v1", "daemonsets", "DaemonSet", True, "daemonset", ["ds"], True),
     ResourceType(

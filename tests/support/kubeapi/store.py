@@ -336,7 +336,30 @@ class Store:
             obj.pop("status", None)
         obj = self._prepare(rt, obj)
         obj = self._defaults_on_create(rt, obj)
+        self._admit_quota(rt, obj)
         return self._commit(rt, "ADDED", obj, None)
+
+    def _admit_quota(self, rt: ResourceType, obj: Obj) -> None:
+        """ResourceQuota admission on create, for the one count the operator's failure tests
+        use: ``services.loadbalancers`` (a real quota that real clusters set)."""
+        if rt.key != ("", "services") or obj["spec"].get("type") != "LoadBalancer":
+            return
+        ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        used = sum(
+            1
+            for (other_ns, _), svc in self._bucket(rt).items()
+            if other_ns == ns and (svc.get("spec") or {}).get("type") == "LoadBalancer"
+        )
+        for (quota_ns, quota_name), quota in self.objects.get(("", "resourcequotas"), {}).items():
+            limit = ((quota.get("spec") or {}).get("hard") or {}).get("services.loadbalancers")
+            if quota_ns == ns and limit is not None and used + 1 > int(limit):
+                what = "services.loadbalancers"
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f'services "{name}" is forbidden: exceeded quota: {quota_name}, requested: '
+                    f"{what}=1, used: {what}={used}, limited: {what}={limit}",
+                )
 
     def _defaults_on_create(self, rt: ResourceType, obj: Obj) -> Obj:
         if rt.key == ("", "services"):
