@@ -25,7 +25,8 @@ from support.relay import (
     write_self_signed,
 )
 
-from turnpike.relay.stun import Attr, Method
+from turnpike.relay import stun
+from turnpike.relay.stun import Attr, Class, Method
 
 pytestmark = pytest.mark.e2e
 
@@ -127,6 +128,23 @@ async def test_relay_process_metrics_reload_and_drain(tmp_path: Path) -> None:
     assert created and created[0]["transport"] == "udp" and created[0]["user"] == "alice"
     for secret in (FIRST, SECOND, password):
         assert secret not in proc.text
+
+
+async def test_every_listen_address_serves_udp_and_tcp(tmp_path: Path) -> None:
+    keyring = write_keyring(tmp_path / "keyring.json")
+    port, second, metrics = free_dual_port(), free_dual_port(), free_port()
+    args = relay_args(keyring, port, metrics, "--listen", f"127.0.0.1:{second}")
+    args += ["--drain-grace", "1"]
+    async with turnpike(args, ready_url=f"http://127.0.0.1:{metrics}/ready") as proc:
+        for listen in (port, second):
+            for tcp in (False, True):
+                async with raw_client(("127.0.0.1", listen), tcp, credentials()) as client:
+                    reply = await client.transact(stun.Message(Method.BINDING, Class.REQUEST))
+                    assert reply.get(Attr.XOR_MAPPED_ADDRESS) == client.local_address
+                    relayed = await client.allocate()
+                    assert relayed[0] == "127.0.0.1"
+                    await client.request(Method.REFRESH, {Attr.LIFETIME: 0})
+        assert await proc.stop(signal.SIGTERM, timeout=10) == 0
 
 
 async def test_drain_grace_ends_with_allocations_left(tmp_path: Path) -> None:
@@ -305,6 +323,13 @@ def test_options_from_flags() -> None:
     def options(*argv: str) -> Options:
         return Options.from_args(build_parser().parse_args(["relay", "--keyring", "k", *argv]))
 
+    from turnpike.core.config import HostPort
+
+    # coturn's defaults: TURN on 3478, relay ports 49152-65535, 12 allocations per user.
+    defaults = options("--relay-ip", "10.1.2.3")
+    assert defaults.listen == (HostPort("0.0.0.0", 3478),)
+    assert defaults.config.max_lifetime == 3600
+    assert defaults.config.total_quota == 0
     plain = options("--listen", "192.0.2.10:3478", "--listen", "[2001:db8::5]:3478")
     assert plain.config.relay_ips == ("192.0.2.10", "2001:db8::5")
     assert plain.config.relay_ports == (49152, 65535)

@@ -9,15 +9,19 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from support.relay import RawClient, credentials, echo_peer, raw_client, relay_server, write_keyring
 
 from turnpike.relay import stun
-from turnpike.relay.auth import long_term_key
+from turnpike.relay.auth import Failure, long_term_key
+from turnpike.relay.metrics import METHOD_NAMES, registry_for
 from turnpike.relay.server import RelayServer
 from turnpike.relay.stun import ATTRIBUTES, Attr, Class, Method
 
@@ -49,6 +53,36 @@ def random_value(rng: random.Random, attr: int, peer: tuple[str, int]) -> Any:
         Attr.DATA: rng.randbytes(rng.randrange(0, 300)),
     }
     return choices.get(attr, rng.randbytes(4))
+
+
+def check_metric_labels(server: RelayServer, username: str) -> None:
+    """After thousands of hostile requests every label value is still from a small fixed set:
+    unknown methods fold into "other", and no username, address or port becomes a label."""
+    text = generate_latest(registry_for(server.stats, server.table)).decode()
+    allowed = {
+        "method": {*METHOD_NAMES.values(), "other"},
+        "reason": {f.value for f in Failure}
+        | {"expired", "deleted", "connection_closed", "shutdown"},
+        "direction": {"to_peer", "to_client"},
+        "transport": {"udp", "tcp", "tls"},
+    }
+    seen: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            for label, value in sample.labels.items():
+                seen.setdefault(label, set()).add(value)
+                if label == "code":
+                    assert value.isdigit() and len(value) == 3, value
+                    assert value != "500", sample  # no handler raised on hostile input
+                else:
+                    assert value in allowed[label], (sample.name, label, value)
+    assert set(seen) <= {*allowed, "code"}
+    # The families the issue names are there, with the fuzz's refusals counted.
+    assert re.search(r'^turnpike_relay_auth_failures_total\{reason="\w+"\} [1-9]', text, re.M)
+    assert re.search(r'^turnpike_relay_peer_denied_total\{method="\w+"\} [1-9]', text, re.M)
+    assert re.search(r'^turnpike_relay_requests_total\{code="\d{3}",method="other"\}', text, re.M)
+    for secret in (username, username.split(":")[1], "127.0.0.1", "169.254"):
+        assert secret not in text
 
 
 async def test_fuzz_udp_and_tcp(tmp_path: Path) -> None:
@@ -142,6 +176,7 @@ async def test_fuzz_udp_and_tcp(tmp_path: Path) -> None:
                 await client.allocate()
         assert server.stats.malformed["udp"] > 0
         assert server.stats.malformed["tcp"] > 0
+        check_metric_labels(server, username)
 
         # Expire everything: nothing may remain.
         await asyncio.sleep(0.2)

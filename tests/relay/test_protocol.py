@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,19 @@ async def test_binding(keyring: Path, tcp: bool) -> None:
         assert reply.get(Attr.XOR_MAPPED_ADDRESS) == client.local_address
         assert reply.has_fingerprint  # the request had one
         assert relay.server.stats.requests[("binding", "200")] == 1
+
+
+async def test_binding_without_fingerprint_gets_none(keyring: Path) -> None:
+    async with relay_server(keyring) as relay:
+        for tcp in (False, True):
+            async with raw_client(relay.address, tcp) as client:
+                request = stun.Message(Method.BINDING, Class.REQUEST)
+                client.send_raw(request.encode())  # no FINGERPRINT
+                reply = await client.receive_message()
+                assert reply.transaction_id == request.transaction_id
+                assert reply.cls == Class.SUCCESS
+                assert not reply.has_fingerprint
+                assert reply.get(Attr.XOR_MAPPED_ADDRESS) == client.local_address
 
 
 async def test_classic_binding_and_garbage_on_udp(keyring: Path) -> None:
@@ -82,6 +96,36 @@ async def test_challenge_and_credential_failures(keyring: Path) -> None:
             reply = await client.transact(msg, key=b"k" * 16)
             assert reply.error_code == 400
         assert not relay.server.table
+
+
+async def test_no_secret_password_or_key_in_any_log_record(
+    keyring: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Debug level, success and failure paths: no record, message or extra field carries the
+    keyring secret, a TURN password (the REST HMAC) or the long-term key."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="turnpike")
+    username, password = credentials()
+    wrong = credentials(secret="not-the-secret")
+    async with relay_server(keyring) as relay, echo_peer() as peer:
+        async with raw_client(relay.address, credentials=(username, password)) as client:
+            await client.allocate()
+            bind = {Attr.CHANNEL_NUMBER: 0x4000, Attr.XOR_PEER_ADDRESS: peer.address}
+            assert (await client.request(Method.CHANNEL_BIND, bind)).cls == Class.SUCCESS
+            denied = {Attr.CHANNEL_NUMBER: 0x4001, Attr.XOR_PEER_ADDRESS: ("10.0.0.1", 80)}
+            assert (await client.request(Method.CHANNEL_BIND, denied)).error_code == 403
+            key = client.key
+            await client.request(Method.REFRESH, {Attr.LIFETIME: 0})
+        async with raw_client(relay.address, credentials=wrong) as client:
+            reply = await client.request(Method.ALLOCATE, {Attr.REQUESTED_TRANSPORT: 17})
+            assert reply.error_code == 401
+    assert key is not None and caplog.records
+    forbidden = [SECRET, password, wrong[1], key.hex(), repr(key)]
+    for record in caplog.records:
+        fields = " ".join(f"{k}={v!r}" for k, v in vars(record).items())
+        for secret in forbidden:
+            assert secret not in record.getMessage() and secret not in fields, record
 
 
 async def test_unknown_comprehension_required_attribute_gets_420(keyring: Path) -> None:
@@ -236,6 +280,85 @@ async def test_even_port_and_reservation_token(keyring: Path) -> None:
             assert token is not None
             relayed = await b.allocate({Attr.RESERVATION_TOKEN: token})
             assert relayed[1] == port + 1
+
+
+def _free_even_block(size: int) -> tuple[int, int]:
+    """``size`` adjacent free UDP ports on 127.0.0.1 starting at an even port."""
+    for base in range(32000, 33000, size):
+        socks = []
+        try:
+            for port in range(base, base + size):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+        return base, base + size - 1
+    raise RuntimeError("no free block of ports")
+
+
+async def test_reserved_port_is_held_for_its_token(keyring: Path) -> None:
+    """EVEN-PORT with R reserves port+1: no allocation without the token gets it, the token does,
+    and an unused reservation is released when it expires."""
+    low, high = _free_even_block(4)
+    async with relay_server(keyring, relay_ports=(low, high), user_quota=0) as relay:
+        clients = [await RawClient.connect(relay.address) for _ in range(5)]
+        try:
+            for client in clients:
+                client.login(*credentials())
+            first, second, third, late, holder = clients
+            reply = await first.request(
+                Method.ALLOCATE, {Attr.REQUESTED_TRANSPORT: 17, Attr.EVEN_PORT: 0x80}
+            )
+            assert reply.cls == Class.SUCCESS
+            even = reply.get(Attr.XOR_RELAYED_ADDRESS)[1]
+            token = reply.get(Attr.RESERVATION_TOKEN)
+            assert even % 2 == 0 and token is not None
+            # The two other ports go to allocations without the token; then the range is full,
+            # though port+1 has no allocation on it.
+            others = {(await c.allocate())[1] for c in (second, third)}
+            assert others == set(range(low, high + 1)) - {even, even + 1}
+            reply = await late.request(Method.ALLOCATE, {Attr.REQUESTED_TRANSPORT: 17})
+            assert reply.error_code == 508
+            assert (await holder.allocate({Attr.RESERVATION_TOKEN: token}))[1] == even + 1
+            assert relay.server.table.reservations == {}
+            # A token is good once.
+            reply = await late.request(
+                Method.ALLOCATE, {Attr.REQUESTED_TRANSPORT: 17, Attr.RESERVATION_TOKEN: token}
+            )
+            assert reply.error_code == 508
+
+            # EVEN-PORT without R: an even port and no token. An unused reservation expires.
+            for c in (first, second, third, holder):
+                assert (await c.request(Method.REFRESH, {Attr.LIFETIME: 0})).cls == Class.SUCCESS
+            reply = await second.request(
+                Method.ALLOCATE, {Attr.REQUESTED_TRANSPORT: 17, Attr.EVEN_PORT: 0}
+            )
+            assert reply.cls == Class.SUCCESS
+            assert reply.get(Attr.XOR_RELAYED_ADDRESS)[1] % 2 == 0
+            assert Attr.RESERVATION_TOKEN not in reply
+            reply = await third.request(
+                Method.ALLOCATE, {Attr.REQUESTED_TRANSPORT: 17, Attr.EVEN_PORT: 0x80}
+            )
+            assert reply.cls == Class.SUCCESS
+            stale = reply.get(Attr.RESERVATION_TOKEN)
+            assert stale is not None
+            reserved = reply.get(Attr.XOR_RELAYED_ADDRESS)[1] + 1
+            relay.server.table.sweep(time.monotonic() + 3600)  # allocations and reservation
+            assert relay.server.table.reservations == {}
+            assert relay.server.table.pool.in_use == set()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.bind(("127.0.0.1", reserved))  # really closed
+            reply = await holder.request(
+                Method.ALLOCATE, {Attr.REQUESTED_TRANSPORT: 17, Attr.RESERVATION_TOKEN: stale}
+            )
+            assert reply.error_code == 508
+        finally:
+            for client in clients:
+                client.close()
 
 
 async def test_stale_nonce_438_and_recovery(keyring: Path) -> None:
@@ -437,6 +560,30 @@ async def test_unauthenticated_udp_replies_are_rate_limited(keyring: Path) -> No
                 msg.attributes[Attr.REQUESTED_TRANSPORT] = 17
                 reply = await client.transact(msg)
                 assert reply.error_code == 401
+
+
+async def test_udp_401_rate_limit_is_per_source_address(keyring: Path) -> None:
+    """One flooding source uses up its own budget only: another source IP still gets its 401."""
+    async with relay_server(keyring, unauthorized_rate=2.0) as relay:
+        async with raw_client(relay.address) as flood:
+            for _ in range(30):
+                msg = stun.Message(Method.ALLOCATE, Class.REQUEST)
+                msg.attributes[Attr.REQUESTED_TRANSPORT] = 17
+                flood.send_raw(msg.encode())
+            for _ in range(250):
+                if relay.server.stats.unauthorized_dropped >= 20:
+                    break
+                await asyncio.sleep(0.02)
+            assert relay.server.stats.unauthorized_dropped >= 20
+            async with raw_client(relay.address, local_host="127.0.0.2") as other:
+                assert other.local_address[0] == "127.0.0.2"
+                msg = stun.Message(Method.ALLOCATE, Class.REQUEST)
+                msg.attributes[Attr.REQUESTED_TRANSPORT] = 17
+                other.send_raw(msg.encode())
+                reply = await other.receive_message()
+                assert reply.transaction_id == msg.transaction_id
+                assert reply.error_code == 401
+                assert reply.get(Attr.NONCE)
 
 
 async def test_tcp_connection_close_ends_its_allocation(keyring: Path) -> None:

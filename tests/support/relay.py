@@ -157,17 +157,27 @@ class RawClient:
 
     @classmethod
     async def connect(
-        cls, address: tuple[str, int], tcp: bool = False, tls: ssl.SSLContext | None = None
+        cls,
+        address: tuple[str, int],
+        tcp: bool = False,
+        tls: ssl.SSLContext | None = None,
+        local_host: str | None = None,
     ) -> RawClient:
-        """UDP, or TCP when ``tcp``; TLS over TCP when ``tls`` is given."""
+        """UDP, or TCP when ``tcp``; TLS over TCP when ``tls`` is given; from ``local_host``
+        (another loopback address, say) when given."""
         loop = asyncio.get_running_loop()
         proto = _ClientProtocol()
         transport: asyncio.BaseTransport
         tcp = tcp or tls is not None
+        local = (local_host, 0) if local_host is not None else None
         if tcp:
-            transport, _ = await loop.create_connection(lambda: proto, *address, ssl=tls)
+            transport, _ = await loop.create_connection(
+                lambda: proto, *address, ssl=tls, local_addr=local
+            )
         else:
-            transport, _ = await loop.create_datagram_endpoint(lambda: proto, remote_addr=address)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: proto, local_addr=local, remote_addr=address
+            )
         return cls(transport, proto, tcp)
 
     def login(self, username: str, password: str) -> None:
@@ -265,8 +275,9 @@ async def raw_client(
     tcp: bool = False,
     credentials: tuple[str, str] | None = None,
     tls: ssl.SSLContext | None = None,
+    local_host: str | None = None,
 ) -> AsyncIterator[RawClient]:
-    client = await RawClient.connect(address, tcp, tls)
+    client = await RawClient.connect(address, tcp, tls, local_host)
     if credentials is not None:
         client.login(*credentials)
     try:
