@@ -351,6 +351,34 @@ def test_options_from_flags() -> None:
         options("--relay-ip", "10.0.0.1", "--relay-ip", "10.0.0.2")
 
 
+def test_options_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator configures the relay through TURNPIKE_<FLAG> variables (comma-separated for
+    repeatable flags); a flag on the command line still wins."""
+    from turnpike.cli import build_parser
+    from turnpike.core.config import HostPort
+    from turnpike.relay.app import Options
+
+    env = {
+        "TURNPIKE_LISTEN": "127.0.0.1:3478,127.0.0.1:3479",
+        "TURNPIKE_DENY_PEER": "203.0.113.0/24,10.96.0.0/12",
+        "TURNPIKE_ALLOW_PEER": "10.1.0.0/16",
+        "TURNPIKE_USER_QUOTA": "5",
+        "TURNPIKE_RELAY_PORTS": "40000-40999",
+        "TURNPIKE_KEYRING": "/keys/keyring.json",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    parsed = Options.from_args(build_parser().parse_args(["relay"]))
+    assert parsed.listen == (HostPort("127.0.0.1", 3478), HostPort("127.0.0.1", 3479))
+    assert parsed.keyring == "/keys/keyring.json"
+    assert parsed.config.deny_peer == ("203.0.113.0/24", "10.96.0.0/12")
+    assert parsed.config.allow_peer == ("10.1.0.0/16",)
+    assert parsed.config.user_quota == 5
+    assert parsed.config.relay_ports == (40000, 40999)
+    flagged = build_parser().parse_args(["relay", "--user-quota", "7"])
+    assert Options.from_args(flagged).config.user_quota == 7
+
+
 def test_merge_metrics_sums_samples_across_workers() -> None:
     from turnpike.relay.workers import merge_metrics
 
