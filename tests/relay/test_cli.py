@@ -159,6 +159,26 @@ async def test_drain_grace_ends_with_allocations_left(tmp_path: Path) -> None:
     assert "drain grace ended with 1 allocations left" in proc.text
 
 
+async def test_second_signal_during_drain_exits_at_once(tmp_path: Path) -> None:
+    keyring = write_keyring(tmp_path / "keyring.json")
+    port, metrics = free_dual_port(), free_port()
+    base = f"http://127.0.0.1:{metrics}"
+    args = relay_args(keyring, port, metrics, "--drain-grace", "600")
+    async with turnpike(args, ready_url=base + "/ready") as proc:
+        async with raw_client(("127.0.0.1", port), credentials=credentials()) as client:
+            await client.allocate()
+            assert proc.proc is not None
+            proc.proc.send_signal(signal.SIGTERM)
+            for _ in range(50):
+                if (await get(base + "/ready"))[0] == 503:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await get(base + "/ready"))[0] == 503  # draining, the allocation holds it
+            assert proc.proc.returncode is None
+            # The impatient second signal: out now (1), not after the 600 s grace (nor killed).
+            assert await proc.stop(signal.SIGTERM, timeout=10) == 1
+
+
 def test_refuses_bad_flags(tmp_path: Path) -> None:
     import subprocess
 
