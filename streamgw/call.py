@@ -419,6 +419,10 @@ class Call:
         except asyncio.CancelledError:
             self._stop_connect()
             raise
+        except Exception as exc:  # a fault must end the call visibly, never leave it hanging
+            log.exception("call %s: running TwiML failed", self.sid)
+            self.record_issue(31900, f"running TwiML failed: {type(exc).__name__}", None)
+            self._stop_connect()
         # The document ran out (or failed): the hosted service hangs up here.
         self.end("end of TwiML")
 

@@ -163,7 +163,8 @@ class Fork:
         # drop) rather than a normalised form of it.
         written = spec.url.split("#", 1)[0].split("?", 1)[0]
         self.signed_url = written if written.lower().startswith("wss://") else str(url)
-        self.tracks = ("inbound",) if spec.bidirectional else TRACK_NAMES[spec.track]
+        # An unknown track only reaches here for a stream rejected with 31941: it carries nothing.
+        self.tracks = ("inbound",) if spec.bidirectional else TRACK_NAMES.get(spec.track, ())
         self.wants_inbound = "inbound" in self.tracks
         self.wants_outbound = "outbound" in self.tracks
         self.status = "connecting"
