@@ -185,6 +185,7 @@ async def test_server_close_moves_on_to_action(
     assert call["errors"] == []  # closing a bidirectional stream is its normal end
     conn = ws.connections[0]
     assert [m["event"] for m in conn.messages] == ["connected", "start"]  # no stop after close
+    assert hit.form["StreamSid"] == conn.stream_sid and "StreamError" not in hit.form
 
 
 async def test_connect_without_action_runs_the_next_verb(

@@ -103,6 +103,16 @@ async def quick_scene(
 async def expect_stream_error(scene: Scene, code: int) -> None:
     (hit,) = await scene.http.wait_for("/events", StreamEvent="stream-error")
     assert hit.form["StreamError"].startswith(f"{code} ")
+    assert set(hit.form) == {
+        "AccountSid",
+        "CallSid",
+        "StreamSid",
+        "StreamName",
+        "StreamEvent",
+        "StreamError",
+        "Timestamp",
+    }
+    assert hit.form["StreamName"] == hit.form["StreamSid"] or hit.form["StreamName"] == "failing"
     assert scene.errors_metric(code) >= 1
 
 

@@ -87,6 +87,7 @@ async def test_speech_arrives_byte_exact_in_hosted_format(
     assert msgs[-1]["event"] == "stop"
     assert {m["event"] for m in msgs[2:-1]} == {"media"}
     assert conn.close_code == 1000
+    assert conn.other_frames == []  # text frames only
     assert msgs[0] == {"event": "connected", "protocol": "Call", "version": "1.0.0"}
 
     sid = start["streamSid"]
@@ -134,6 +135,11 @@ async def test_speech_arrives_byte_exact_in_hosted_format(
     ]
     assert start_body == expected_start_body
     assert [k for k, _ in ours] == ["event", "sequenceNumber", "start", "streamSid"]
+    if "start" in shapes:  # the capture has no parameters, so it lacks customParameters
+        captured = [(k, v) for k, v in shapes["start"] if k != "start"]
+        captured_body = [kv for kv in dict(shapes["start"])["start"] if kv[0] != "customParameters"]
+        assert [(k, v) for k, v in ours if k != "start"] == captured
+        assert [kv for kv in start_body if kv[0] != "customParameters"] == captured_body
 
     # The upgrade request looks like the hosted service's and is signed over the wss URL.
     assert conn.headers["User-Agent"] == "Twilio.TmeWs/1.0"

@@ -138,6 +138,7 @@ class Conn:
     inbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None
+    other_frames: list[str] = field(default_factory=list)  # anything but text (must stay empty)
 
     async def next(self, event: str | None = None, timeout: float = 10.0) -> dict[str, Any]:
         """The next message (of type ``event`` if given, skipping others)."""
@@ -173,6 +174,8 @@ async def read_all(conn: Conn) -> None:
             body = json.loads(msg.data)
             conn.messages.append(body)
             conn.inbox.put_nowait(body)
+        else:
+            conn.other_frames.append(msg.type.name)
 
 
 class WsServer:
