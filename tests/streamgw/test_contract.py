@@ -191,3 +191,35 @@ async def test_a_failed_connect_stream_requests_action_with_its_error(
     call = await gw.wait_status(created["sid"])  # the action's <Hangup/> ran
     assert [e["code"] for e in call["errors"]] == [31904]
     assert call["streams"][0]["sid"] == hit.form["StreamSid"]
+
+
+async def test_rest_stream_tracks_methods_and_refusals(
+    gw: Harness, ws: WsServer, http: HttpServer, peer: RtpPeer
+) -> None:
+    created = await gw.create_call(peer, twiml=f"<Response>{PAUSE}</Response>")
+    sid = created["sid"]
+    cb = http.url("/get-cb")
+    form = {"Url": ws.url("/both"), "Track": "both_tracks", "Name": "both"}
+    status, out = await gw.rest(
+        f"/Calls/{sid}/Streams.json", {**form, "StatusCallback": cb, "StatusCallbackMethod": "GET"}
+    )
+    assert status == 200 and out["name"] == "both"
+    conn = await ws.accept()
+    assert (await conn.next("start"))["start"]["tracks"] == ["inbound", "outbound"]
+    (hit,) = await http.wait_for("/get-cb", StreamEvent="stream-started")
+    assert hit.method == "GET" and hit.query["StreamName"] == "both" and hit.form == {}
+
+    status, out = await gw.rest(
+        f"/Calls/{sid}/Streams.json", {"Url": ws.url("/x"), "StatusCallbackMethod": "PUT"}
+    )
+    assert status == 400 and "GET or POST" in out["message"]
+    status, out = await gw.rest(f"/Calls/{sid}/Streams/both.json", {"Status": "in-progress"})
+    assert status == 400 and "stopped" in out["message"]
+    assert not conn.closed.is_set()
+
+    await gw.hangup(sid)
+    await conn.wait_closed()
+    status, out = await gw.rest(f"/Calls/{sid}/Streams.json", {"Url": ws.url("/late")})
+    assert status == 400 and out["code"] == 31900 and "ended" in out["message"]
+    assert out["more_info"] == "https://www.twilio.com/docs/errors/31900" and out["status"] == 400
+    assert [c.path for c in ws.connections] == ["/both"]
