@@ -44,6 +44,10 @@ def test_env_defaults() -> None:
     assert [str(x) for x in args.listen] == ["127.0.0.1:3478", "[::1]:3479"]
     assert args.relay_ports == (1000, 2000) and args.json and args.realm == "example.org"
     assert parser.parse_args(["--realm", "x"]).realm == "x"  # the flag wins
+    # ...also for a repeatable flag: the command line's list replaces the variable's.
+    twice = parser.parse_args(["--listen", "127.0.0.2:1", "--listen", "127.0.0.3:2"])
+    assert [str(x) for x in twice.listen] == ["127.0.0.2:1", "127.0.0.3:2"]
+    assert [str(x) for x in parser.parse_args([]).listen] == ["127.0.0.1:3478", "[::1]:3479"]
     assert "TURNPIKE_REALM" in parser.format_help()
 
 

@@ -1,8 +1,9 @@
 """Command-line conventions shared by every subcommand.
 
 Every long flag ``--some-flag`` can also be set with ``TURNPIKE_SOME_FLAG`` (the flag wins). A
-repeatable flag takes a comma-separated list from its variable. The value types here are the ones
-several commands use: ``HOST:PORT``, ``MIN-MAX`` port ranges and CIDRs.
+repeatable flag takes a comma-separated list from its variable; given on the command line too, the
+command line's list replaces the variable's (it does not add to it). The value types here are
+the ones several commands use: ``HOST:PORT``, ``MIN-MAX`` port ranges and CIDRs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 ENV_PREFIX = "TURNPIKE_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -98,10 +100,27 @@ def apply_env_defaults(
         elif isinstance(action, argparse._AppendAction):
             parts = [part.strip() for part in raw.split(",") if part.strip()]
             value = [_env_value(parser, action, name, part) for part in parts]
+            action.__class__ = _AppendOverEnvironment
         else:
             value = _env_value(parser, action, name, raw)
         action.default = value
         action.required = False
+
+
+class _AppendOverEnvironment(argparse._AppendAction):
+    """A repeatable flag whose default came from the environment: its first use on the command
+    line starts a fresh list, so the flag wins over the variable as every other flag does."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if getattr(namespace, self.dest, None) is self.default:
+            setattr(namespace, self.dest, [])
+        super().__call__(parser, namespace, values, option_string)
 
 
 def _env_value(
