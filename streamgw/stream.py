@@ -97,7 +97,11 @@ def validate_url(raw: str, base: str | None) -> URL:
     try:
         url = URL(raw)
         if not url.is_absolute() and base:
+            # Relative to the TwiML document, which is fetched over https: the same host and
+            # path space over WebSocket TLS (an http document stays ws, refused below).
             url = URL(base).join(url)
+            if url.scheme == "https":
+                url = url.with_scheme("wss")
     except (ValueError, TypeError) as exc:
         raise StreamFailure(31923, f"cannot parse {redact(raw)!r}: {exc}") from None
     if url.scheme != "wss":

@@ -216,3 +216,21 @@ def test_wav_conversion() -> None:
         wav_to_ulaw(wav(3, 1, 8000, 32, b"\x00" * 8))
     with pytest.raises(WavError, match="not a WAV"):
         wav_to_ulaw(b"ID3 mp3 data")
+
+
+def test_stream_urls_relative_to_the_document() -> None:
+    from turnpike.streamgw.errors import StreamFailure
+    from turnpike.streamgw.stream import validate_url
+
+    base = "https://app.example.com/voice/twiml?call=1"
+    assert str(validate_url("/media", base)) == "wss://app.example.com/media"
+    assert str(validate_url("media", base)) == "wss://app.example.com/voice/media"
+    assert str(validate_url("wss://other.example.com/s", base)) == "wss://other.example.com/s"
+    for raw, doc, code in [
+        ("/media", "http://app.example.com/twiml", 31922),  # only wss, also when relative
+        ("https://app.example.com/media", base, 31922),  # an absolute https URL is not wss
+        ("/media", None, 31922),
+    ]:
+        with pytest.raises(StreamFailure) as failure:
+            validate_url(raw, doc)
+        assert failure.value.code == code
