@@ -23,9 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from turnpike.relay import stun
-from turnpike.relay.stun import Address, Attr
+from turnpike.relay.stun import Address
 
 log = logging.getLogger("turnpike.relay")
+
+# Peers whose encoded address an allocation remembers; one peer is the usual case, the bound
+# only stops a peer that sends from many ports from growing it.
+_PEER_ATTRIBUTE_CACHE = 64
 
 DEFAULT_LIFETIME = 600
 MAX_LIFETIME = 3600
@@ -140,6 +144,7 @@ class Allocation:
         "five_tuple",
         "hairpin",
         "key",
+        "peer_attributes",
         "peer_channels",
         "permissions",
         "relay",
@@ -181,6 +186,8 @@ class Allocation:
         self.channels: dict[int, Address] = {}  # channel number -> peer
         self.channel_expiry: dict[int, float] = {}
         self.peer_channels: dict[Address, bytes] = {}  # peer -> its 2-byte channel number
+        # peer -> its encoded XOR-PEER-ADDRESS, for Data indications (IPv4 peers only)
+        self.peer_attributes: dict[Address, bytes] = {}
         self.traffic = Traffic()
         self.bandwidth = Bandwidth(max_bps / 8) if max_bps > 0 else None
         # Behind 1:1 NAT (--external-ip) clients name each other's relays by their external
@@ -234,10 +241,15 @@ class Allocation:
         if prefix is not None:
             sent = self.client.send(prefix + len(data).to_bytes(2, "big") + data)
         elif peer[0] in self.permissions:
-            indication = stun.Message(stun.Method.DATA, stun.Class.INDICATION)
-            indication.attributes[Attr.XOR_PEER_ADDRESS] = peer
-            indication.attributes[Attr.DATA] = data
-            sent = self.client.send(indication.encode())
+            tid = os.urandom(12)
+            attribute = self.peer_attributes.get(peer)
+            if attribute is None:
+                attribute = stun.xor_peer_attribute(peer, tid)
+                if ":" not in peer[0]:  # IPv4: the same bytes for every transaction id
+                    if len(self.peer_attributes) >= _PEER_ATTRIBUTE_CACHE:
+                        self.peer_attributes.clear()
+                    self.peer_attributes[peer] = attribute
+            sent = self.client.send(stun.data_indication(attribute, tid, data))
         else:  # RFC 8656 §10: no permission, silently discard
             sent = False
         if not sent:

@@ -23,7 +23,7 @@ from turnpike.relay import stun
 from turnpike.relay.allocation import Allocation, AllocationTable, ClientSink, PortPool
 from turnpike.relay.auth import Authenticator, Failure, Identity, RateLimiter
 from turnpike.relay.metrics import METHOD_NAMES, RelayStats
-from turnpike.relay.stun import Attr, Class, Method
+from turnpike.relay.stun import Address, Attr, Class, Method
 
 log = logging.getLogger("turnpike.relay")
 
@@ -171,6 +171,13 @@ class RelayServer:
 
     def handle_stun(self, data: bytes, endpoint: Endpoint, addr: Any) -> bool:
         """One STUN message from a client. False when it was malformed (TCP closes then)."""
+        send = stun.parse_send_indication(data)  # the data path first, read lean
+        if send is not None:
+            try:
+                self._relay_send(send[0], send[1], endpoint, addr)
+            except Exception:  # as below: a bug costs the packet, never the listener
+                log.exception("error relaying a Send indication over %s", endpoint.name)
+            return True
         try:
             msg = stun.parse(data)
         except ValueError:
@@ -596,10 +603,17 @@ class RelayServer:
         self._success(msg, endpoint, addr, {}, alloc.key)
 
     def _send_indication(self, msg: stun.Message, endpoint: Endpoint, addr: Any) -> None:
-        alloc = endpoint.allocations.get(addr)
+        """A Send indication the lean reader passed on (an IPv6 peer, extra attributes...)."""
         peer = msg.get(Attr.XOR_PEER_ADDRESS)
         data = msg.get(Attr.DATA)
-        if alloc is None or peer is None or data is None:
-            return  # indications are never answered (RFC 8656 §11.2)
+        # Indications are never answered (RFC 8656 §11.2); one with an unknown
+        # comprehension-required attribute is discarded (RFC 8489 §6.3.3).
+        if peer is not None and data is not None and not msg.unknown_required:
+            self._relay_send(peer, data, endpoint, addr)
+
+    def _relay_send(self, peer: Address, data: bytes, endpoint: Endpoint, addr: Any) -> None:
+        alloc = endpoint.allocations.get(addr)
+        if alloc is None:
+            return
         if not alloc.to_peer_send(data, peer) and not self.policy.permits(peer[0]):
             self.stats.peer_denied["send"] += 1

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import socket
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -482,6 +483,89 @@ def parse(data: bytes) -> Message:
     if pos != end:
         raise ValueError("STUN attribute padding runs past the message")
     return msg
+
+
+# ---------------------------------------------------------------- Send and Data indications
+#
+# The data path for clients that do not use channels: one Send indication in, one datagram out;
+# one datagram in, one Data indication out. Both skip the general codec: no Message object, no
+# attribute table, only the bytes that change.
+
+SEND_INDICATION = message_type(Method.SEND, Class.INDICATION)
+DATA_INDICATION = message_type(Method.DATA, Class.INDICATION)
+_SEND_TYPE = SEND_INDICATION.to_bytes(2, "big")
+_PADS = (b"", b"\0", b"\0\0", b"\0\0\0")  # by -length % 4
+_XOR_PORT = MAGIC_COOKIE >> 16
+_IPV4_VALUE = struct.Struct("!xBHI")  # reserved, family, port, address
+_U32BE = struct.Struct("!I")
+# Plain ints: comparing against IntEnum members costs an attribute lookup per packet.
+_XOR_PEER_ADDRESS, _DATA = int(Attr.XOR_PEER_ADDRESS), int(Attr.DATA)
+_FINGERPRINT, _DONT_FRAGMENT = int(Attr.FINGERPRINT), int(Attr.DONT_FRAGMENT)
+
+
+def parse_send_indication(data: bytes) -> tuple[Address, bytes] | None:
+    """Peer and payload of a plain Send indication: magic cookie, one IPv4 XOR-PEER-ADDRESS, one
+    DATA, optionally DONT-FRAGMENT and a correct FINGERPRINT, which is what clients send.
+
+    Anything else (IPv6 peers, other attributes, repeats, any malformation) gives None and goes
+    to ``parse``, so what this accepts is exactly what ``parse`` would have read the same way.
+    """
+    end = len(data)
+    if data[:2] != _SEND_TYPE or end < HEADER_LENGTH or data[4:8] != _COOKIE_BYTES:
+        return None
+    if end - HEADER_LENGTH != ((data[2] << 8) | data[3]) or end % 4:
+        return None
+    peer: Address | None = None
+    payload: bytes | None = None
+    pos = HEADER_LENGTH
+    while pos < end:
+        if end - pos < 4:
+            return None
+        attr, alen = _ATTR.unpack_from(data, pos)
+        vstart = pos + 4
+        next_pos = vstart + alen + (-alen % 4)
+        if next_pos > end:
+            return None
+        if attr == _XOR_PEER_ADDRESS:
+            if peer is not None or alen != 8:
+                return None
+            family, port, ip = _IPV4_VALUE.unpack_from(data, vstart)
+            if family != 0x01:
+                return None
+            peer = (socket.inet_ntoa(_U32BE.pack(ip ^ MAGIC_COOKIE)), port ^ _XOR_PORT)
+        elif attr == _DATA:
+            if payload is not None:
+                return None
+            payload = data[vstart : vstart + alen]
+        elif attr == _FINGERPRINT:
+            if next_pos != end or alen != 4:
+                return None
+            # Last, so the length field already covers it as the CRC input must (RFC 8489 §14.7).
+            crc = (binascii.crc32(data[:pos]) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
+            if _U32BE.unpack_from(data, vstart)[0] != crc:
+                return None
+        elif attr != _DONT_FRAGMENT or alen:
+            return None
+        pos = next_pos
+    if peer is None or payload is None:
+        return None
+    return peer, payload
+
+
+def xor_peer_attribute(peer: Address, tid: bytes) -> bytes:
+    """The whole XOR-PEER-ADDRESS attribute (type, length, value). For an IPv4 peer it does not
+    depend on ``tid`` (the mask is the magic cookie alone), so callers may reuse it."""
+    value = _encode_xor_address(peer, tid)
+    return _ATTR.pack(Attr.XOR_PEER_ADDRESS, len(value)) + value
+
+
+def data_indication(peer_attribute: bytes, tid: bytes, payload: bytes) -> bytes:
+    """A Data indication carrying ``payload`` from the peer ``peer_attribute`` describes."""
+    size = len(payload)
+    pad = -size % 4
+    length = len(peer_attribute) + 4 + size + pad
+    head = _HEADER.pack(DATA_INDICATION, length, MAGIC_COOKIE, tid)
+    return b"".join((head, peer_attribute, _ATTR.pack(Attr.DATA, size), payload, _PADS[pad]))
 
 
 # ---------------------------------------------------------------- ChannelData

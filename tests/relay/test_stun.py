@@ -169,3 +169,84 @@ def test_random_mutations_never_raise_anything_but_value_error() -> None:
             data = data[: rng.randrange(len(data))]
         with contextlib.suppress(ValueError):
             stun.parse(bytes(data))
+
+
+def _send(peer: tuple[str, int], payload: bytes, *, fingerprint: bool, df: bool) -> bytes:
+    msg = stun.Message(Method.SEND, Class.INDICATION)
+    msg.attributes[Attr.XOR_PEER_ADDRESS] = peer
+    if df:
+        msg.attributes[Attr.DONT_FRAGMENT] = True
+    msg.attributes[Attr.DATA] = payload
+    return msg.encode(fingerprint=fingerprint)
+
+
+@pytest.mark.parametrize("fingerprint", [False, True])
+@pytest.mark.parametrize("df", [False, True])
+def test_lean_send_reader_agrees_with_the_codec(fingerprint: bool, df: bool) -> None:
+    for size in range(6):  # every padding
+        data = _send(("198.51.100.20", 40000 + size), b"x" * size, fingerprint=fingerprint, df=df)
+        assert stun.parse_send_indication(data) == (("198.51.100.20", 40000 + size), b"x" * size)
+    # aioice's Send indications (how its TURN client sends before a channel exists)
+    theirs = aioice_stun.Message(aioice_stun.Method.SEND, aioice_stun.Class.INDICATION)
+    theirs.attributes["XOR-PEER-ADDRESS"] = ("203.0.113.9", 5000)
+    theirs.attributes["DATA"] = b"from aioice"
+    assert stun.parse_send_indication(bytes(theirs)) == (("203.0.113.9", 5000), b"from aioice")
+
+
+def test_lean_send_reader_leaves_everything_unusual_to_the_codec() -> None:
+    plain = _send(("198.51.100.20", 9), b"abc", fingerprint=True, df=False)
+    six = _send(("2001:db8::9", 9), b"abc", fingerprint=False, df=False)
+    software = stun.Message(Method.SEND, Class.INDICATION)
+    software.attributes.update({Attr.XOR_PEER_ADDRESS: ("198.51.100.20", 9), Attr.DATA: b"a"})
+    software.attributes[Attr.SOFTWARE] = "client"
+    unknown = stun.Message(Method.SEND, Class.INDICATION)
+    unknown.attributes.update({Attr.XOR_PEER_ADDRESS: ("198.51.100.20", 9), Attr.DATA: b"a"})
+    unknown.attributes[0x7777] = b"?"
+    request = stun.Message(Method.SEND, Class.REQUEST, attributes=dict(software.attributes))
+    for other in [
+        six,  # IPv6 peer
+        software.encode(),
+        unknown.encode(),  # unknown comprehension-required: the codec path discards it
+        request.encode(),
+        plain[:-1] + bytes([plain[-1] ^ 1]),  # wrong FINGERPRINT
+        plain[:-4],  # shorter than its length field says
+    ]:
+        assert stun.parse_send_indication(other) is None
+    assert stun.parse(six).get(Attr.XOR_PEER_ADDRESS) == ("2001:db8::9", 9)
+    assert stun.parse(unknown.encode()).unknown_required == [0x7777]
+
+
+def test_lean_send_reader_never_accepts_what_the_codec_reads_otherwise() -> None:
+    rng = random.Random(99)
+    base = _send(("198.51.100.20", 3478), b"payload!", fingerprint=True, df=True)
+    accepted = 0
+    for _ in range(20000):
+        data = bytearray(base)
+        for _ in range(rng.randint(0, 3)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            data = data[: rng.randrange(len(data) + 1)]
+        lean = stun.parse_send_indication(bytes(data))
+        if lean is None:
+            continue
+        accepted += 1
+        msg = stun.parse(bytes(data))  # must not raise: the lean reader accepted it
+        assert (msg.method, msg.cls) == (Method.SEND, Class.INDICATION)
+        assert lean == (msg.get(Attr.XOR_PEER_ADDRESS), msg.get(Attr.DATA))
+        assert not msg.unknown_required
+    assert accepted > 100  # unmutated and harmless mutations (payload bytes) do get through
+
+
+@pytest.mark.parametrize("peer", [("192.0.2.1", 3478), ("2001:db8::1", 65535)])
+def test_data_indication_is_what_the_codec_would_build(peer: tuple[str, int]) -> None:
+    for size in range(6):
+        tid = bytes(range(12))
+        payload = bytes(range(size))
+        lean = stun.data_indication(stun.xor_peer_attribute(peer, tid), tid, payload)
+        msg = stun.Message(Method.DATA, Class.INDICATION, transaction_id=tid)
+        msg.attributes[Attr.XOR_PEER_ADDRESS] = peer
+        msg.attributes[Attr.DATA] = payload
+        assert lean == msg.encode()
+        theirs = aioice_stun.parse_message(lean)
+        assert theirs.attributes["XOR-PEER-ADDRESS"] == peer
+        assert theirs.attributes["DATA"] == payload
