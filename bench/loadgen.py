@@ -342,8 +342,11 @@ class Worker:
                                 probes_received += 1
         finally:
             poller.close()
-            for flow in flows:
-                flow.pending = b""
+            for flow, packet in zip(flows, packets, strict=True):
+                # Forget what was never sent, but only whole packets: the rest of one the kernel
+                # took in part goes first next time, or the stream would lose its framing (and a
+                # relay rightly closes a connection that sends garbage).
+                flow.pending = flow.pending[: len(flow.pending) % len(packet)]
         return {
             "offered": total,
             "sent": sent - tcp_dropped,

@@ -21,6 +21,16 @@ from typing import Any
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+def _where(exc: BaseException) -> str:
+    """`` at file:line`` of the innermost frame, so a worker's failure can be found."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return ""
+    return f" at {Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
+
+
 def serve_commands(handlers: dict[str, Handler], on_exit: Callable[[], None]) -> None:
     """Child side: one JSON command per stdin line, one JSON reply per stdout line."""
     out = sys.stdout
@@ -38,11 +48,11 @@ def serve_commands(handlers: dict[str, Handler], on_exit: Callable[[], None]) ->
                     reply = handler(cmd)
             except OSError as exc:
                 if exc.errno == errno.EMFILE:
-                    reply = {"error": "too many open files"}
+                    reply = {"error": f"{op}: too many open files"}
                 else:
-                    reply = {"error": f"{type(exc).__name__}: {exc}"}
+                    reply = {"error": f"{op}: {type(exc).__name__}: {exc}{_where(exc)}"}
             except Exception as exc:  # reported to the parent, which fails the run
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
+                reply = {"error": f"{op}: {type(exc).__name__}: {exc}{_where(exc)}"}
             out.write(json.dumps(reply) + "\n")
             out.flush()
             if op == "close":
