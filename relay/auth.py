@@ -81,7 +81,7 @@ class Authenticator:
 
     @staticmethod
     def _sign(key: bytes, ip: str, stamp: str) -> str:
-        return hmac.new(key, f"{ip}|{stamp}".encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(key, f"{ip}|{stamp}".encode(), "sha256").hex()[:32]
 
     def nonce(self, client_ip: str) -> str:
         """A fresh nonce bound to the client's IP, signed with the signing key's nonce key."""

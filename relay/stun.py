@@ -12,7 +12,6 @@ answer 420 for unknown comprehension-required ones.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import hmac
 import ipaddress
 import os
@@ -213,36 +212,50 @@ def _decode_address(value: bytes, _tid: bytes) -> Address:
     if family == 0x01:
         if len(raw) != 4:
             raise ValueError("STUN address has invalid length for IPv4")
-        return str(ipaddress.IPv4Address(raw)), port
+        return socket.inet_ntoa(raw), port
     if family == 0x02:
         if len(raw) != 16:
             raise ValueError("STUN address has invalid length for IPv6")
+        # ipaddress, not inet_ntop: the peer filter and permissions key on its canonical form
+        # (inet_ntop writes IPv4-mapped addresses differently).
         return str(ipaddress.IPv6Address(raw)), port
     raise ValueError("STUN address has unknown family")
 
 
+def _pack_ip(ip: str) -> tuple[int, bytes]:
+    """(STUN family, packed address) of an address string."""
+    if ":" in ip:  # a link-local client's address may carry its zone ("fe80::1%eth0")
+        return 0x02, socket.inet_pton(socket.AF_INET6, ip.partition("%")[0])
+    return 0x01, socket.inet_pton(socket.AF_INET, ip)
+
+
 def _encode_address(value: Address, _tid: bytes) -> bytes:
-    ip = ipaddress.ip_address(value[0])
-    family = 0x01 if ip.version == 4 else 0x02
-    return bytes((0, family)) + value[1].to_bytes(2, "big") + ip.packed
+    family, packed = _pack_ip(value[0])
+    return bytes((0, family)) + value[1].to_bytes(2, "big") + packed
 
 
 def _xor_mask(length: int, tid: bytes) -> bytes:
     return (_COOKIE_BYTES + tid)[:length]
 
 
+def _xor(data: bytes, mask: bytes) -> bytes:
+    size = len(data)
+    value = int.from_bytes(data, "big") ^ int.from_bytes(mask[:size], "big")
+    return value.to_bytes(size, "big")
+
+
 def _decode_xor_address(value: bytes, tid: bytes) -> Address:
     if len(value) < 4:
         raise ValueError("STUN address is too short")
-    raw = bytes(a ^ b for a, b in zip(value[4:], _xor_mask(len(value) - 4, tid), strict=False))
+    raw = _xor(value[4:], _xor_mask(len(value) - 4, tid))
     port = int.from_bytes(value[2:4], "big") ^ (MAGIC_COOKIE >> 16)
     return _decode_address(value[:2] + port.to_bytes(2, "big") + raw, tid)
 
 
 def _encode_xor_address(value: Address, tid: bytes) -> bytes:
-    plain = _encode_address(value, tid)
-    mask = _COOKIE_BYTES[:2] + _xor_mask(len(plain) - 4, tid)
-    return plain[:2] + bytes(a ^ b for a, b in zip(plain[2:], mask, strict=True))
+    family, packed = _pack_ip(value[0])
+    port = value[1] ^ (MAGIC_COOKIE >> 16)
+    return bytes((0, family)) + port.to_bytes(2, "big") + _xor(packed, _COOKIE_BYTES + tid)
 
 
 Decoder = Callable[[bytes, bytes], Any]
@@ -416,7 +429,7 @@ class Message:
 def _integrity(raw: bytes, offset: int, key: bytes) -> bytes:
     """HMAC-SHA1 over the message up to MESSAGE-INTEGRITY, length field covering it (§14.5)."""
     head = raw[:2] + (offset + 24 - HEADER_LENGTH).to_bytes(2, "big") + raw[4:offset]
-    return hmac.new(key, head, hashlib.sha1).digest()
+    return hmac.digest(key, head, "sha1")
 
 
 def is_stun(data: bytes) -> bool:

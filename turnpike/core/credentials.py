@@ -8,7 +8,6 @@ relay holding the keyring can verify any credential without a shared database.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ class RestUsername:
 def turn_password(secret: str | bytes, username: str) -> str:
     """The password for ``username``: padded base64 of HMAC-SHA1 keyed with the secret's bytes."""
     key = secret.encode() if isinstance(secret, str) else secret
-    digest = hmac.new(key, username.encode(), hashlib.sha1).digest()
+    digest = hmac.digest(key, username.encode(), "sha1")
     return base64.b64encode(digest).decode("ascii")
 
 
