@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ import pytest
 import yaml
 from charts.chartkit import CHART, DEPLOY, NAMESPACE, Obj, Render
 from support import free_port
-from support.kube_e2e import eventually, put_node
+from support.kube_e2e import eventually, operator_requests, put_node, request_grant
 from support.kubeapi import KubeAPI
 from support.kubeapi.store import ResourceType
 
@@ -140,50 +139,19 @@ def _operator_pods(
     return pods
 
 
-def _request_grant(method: str, path: str, query: str) -> tuple[str, str, str] | None:
-    """(API group, resource[/subresource], RBAC verb) of a request URL; None for discovery."""
-    parts = [p for p in path.split("/") if p]
-    if parts[:1] == ["api"] and len(parts) > 2:
-        group, rest = "", parts[2:]
-    elif parts[:1] == ["apis"] and len(parts) > 3:
-        group, rest = parts[1], parts[3:]
-    else:
-        return None
-    if rest[0] == "namespaces" and len(rest) > 2:
-        rest = rest[2:]
-    name = rest[1] if len(rest) > 1 else ""
-    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
-    if method == "GET":
-        watch = urllib.parse.parse_qs(query).get("watch") == ["true"]
-        verb = "get" if name else "watch" if watch else "list"
-    else:
-        verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
-    return group, resource, verb
-
-
-def _operator_requests(api: KubeAPI) -> set[tuple[str, str, str]]:
-    assert api.routes is not None
-    return {
-        grant
-        for method, path, query, agent in list(api.routes.requests)
-        if agent.startswith((k8s.USER_AGENT, "kopf/"))
-        and (grant := _request_grant(method, path, query)) is not None
-    }
-
-
 def test_request_grant_reads_urls() -> None:
-    assert _request_grant("GET", "/apis/turnpike.io/v1alpha1/relayedges", "watch=true") == (
+    assert request_grant("GET", "/apis/turnpike.io/v1alpha1/relayedges", "watch=true") == (
         "turnpike.io",
         "relayedges",
         "watch",
     )
-    assert _request_grant("PATCH", "/api/v1/namespaces/t/services/x/status", "") == (
+    assert request_grant("PATCH", "/api/v1/namespaces/t/services/x/status", "") == (
         "",
         "services/status",
         "patch",
     )
-    assert _request_grant("PUT", "/api/v1/namespaces/t/secrets/k", "") == ("", "secrets", "update")
-    assert _request_grant("GET", "/apis/apps/v1", "") is None
+    assert request_grant("PUT", "/api/v1/namespaces/t/secrets/k", "") == ("", "secrets", "update")
+    assert request_grant("GET", "/apis/apps/v1", "") is None
 
 
 def _component(obj: Obj) -> str:
@@ -353,7 +321,7 @@ async def test_helm_install_then_kubectl_apply_edges(
             for resource in rule["resources"]
             for verb in rule["verbs"]
         }
-        used = _operator_requests(api)
+        used = operator_requests(api)
         assert used - granted == set(), f"the chart's RBAC refuses: {sorted(used - granted)}"
         for needed in (
             ("turnpike.io", "relayedges", "watch"),

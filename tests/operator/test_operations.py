@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import urllib.parse
 from pathlib import Path
 
 import aiohttp
@@ -17,6 +16,7 @@ from support.kube_e2e import (
     edge,
     eventually,
     new_namespace,
+    operator_requests,
     published,
     ranges_doc,
 )
@@ -188,31 +188,6 @@ async def test_metrics_and_liveness(operator: Operator, kube: k8s.Kube, ns: str)
     assert "turnpike_operator_published_writes_total" in text
 
 
-def _verb(method: str, name: str, query: str) -> str:
-    params = urllib.parse.parse_qs(query)
-    if method == "GET":
-        if name:
-            return "get"
-        return "watch" if params.get("watch") == ["true"] else "list"
-    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
-
-
-def _resource(path: str) -> tuple[str, str, str] | None:
-    """(group, resource[/subresource], name) of a resource URL; None for discovery URLs."""
-    parts = [p for p in path.split("/") if p]
-    if parts[:1] == ["api"] and len(parts) > 2:
-        group, rest = "", parts[2:]
-    elif parts[:1] == ["apis"] and len(parts) > 3:
-        group, rest = parts[1], parts[3:]
-    else:
-        return None
-    if rest[0] == "namespaces" and len(rest) > 2:
-        rest = rest[2:]
-    name = rest[1] if len(rest) > 1 else ""
-    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
-    return group, resource, name
-
-
 async def test_every_api_call_is_covered_by_the_rbac_list(
     cluster: Cluster, operator: Operator, kube: k8s.Kube, ns: str
 ) -> None:
@@ -229,14 +204,7 @@ async def test_every_api_call_is_covered_by_the_rbac_list(
 
     await eventually(unpublished, what="edge unpublished")
     allowed = {(res.group, res.plural, verb) for res, verbs, _ in k8s.RESOURCES for verb in verbs}
-    used = set()
-    for method, path, query, agent in list(cluster.api.routes.requests):
-        if not agent.startswith((k8s.USER_AGENT, "kopf/")):
-            continue  # the tests' own client, kubectl, probes
-        found = _resource(path)
-        if found is not None:
-            group, resource, name = found
-            used.add((group, resource, _verb(method, name, query)))
+    used = operator_requests(cluster.api)
     assert used, "no operator requests were recorded"
     assert used <= allowed, f"not in kube.RESOURCES: {sorted(used - allowed)}"
     for needed in [

@@ -18,6 +18,7 @@ import secrets
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,3 +373,36 @@ async def ns(kube: k8s.Kube, operator: Operator) -> AsyncIterator[str]:
     name = await new_namespace(kube, "tp")
     yield name
     await delete_namespace(kube, name)
+
+
+def request_grant(method: str, path: str, query: str) -> tuple[str, str, str] | None:
+    """(API group, resource[/subresource], RBAC verb) of a request URL; None for discovery."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["api"] and len(parts) > 2:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) > 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    if rest[0] == "namespaces" and len(rest) > 2:
+        rest = rest[2:]
+    name = rest[1] if len(rest) > 1 else ""
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    if method == "GET":
+        watch = urllib.parse.parse_qs(query).get("watch") == ["true"]
+        verb = "get" if name else "watch" if watch else "list"
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+    return group, resource, verb
+
+
+def operator_requests(api: KubeAPI) -> set[tuple[str, str, str]]:
+    """The RBAC grants the operator (and kopf inside it) used, from the emulator's request log;
+    the tests' own client, kubectl and probes are left out by their User-Agent."""
+    assert api.routes is not None
+    return {
+        grant
+        for method, path, query, agent in list(api.routes.requests)
+        if agent.startswith((k8s.USER_AGENT, "kopf/"))
+        and (grant := request_grant(method, path, query)) is not None
+    }
