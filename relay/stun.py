@@ -24,6 +24,7 @@ from typing import Any
 
 MAGIC_COOKIE = 0x2112A442
 _COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
+_XOR_PORT = MAGIC_COOKIE >> 16  # X-Port is the port XORed with the cookie's top 16 bits
 HEADER_LENGTH = 20
 FINGERPRINT_XOR = 0x5354554E
 _HEADER = struct.Struct("!HHI12s")
@@ -248,13 +249,13 @@ def _decode_xor_address(value: bytes, tid: bytes) -> Address:
     if len(value) < 4:
         raise ValueError("STUN address is too short")
     raw = _xor(value[4:], _xor_mask(len(value) - 4, tid))
-    port = int.from_bytes(value[2:4], "big") ^ (MAGIC_COOKIE >> 16)
+    port = int.from_bytes(value[2:4], "big") ^ _XOR_PORT
     return _decode_address(value[:2] + port.to_bytes(2, "big") + raw, tid)
 
 
 def _encode_xor_address(value: Address, tid: bytes) -> bytes:
     family, packed = _pack_ip(value[0])
-    port = value[1] ^ (MAGIC_COOKIE >> 16)
+    port = value[1] ^ _XOR_PORT
     return bytes((0, family)) + port.to_bytes(2, "big") + _xor(packed, _COOKIE_BYTES + tid)
 
 
@@ -508,7 +509,6 @@ SEND_INDICATION = message_type(Method.SEND, Class.INDICATION)
 DATA_INDICATION = message_type(Method.DATA, Class.INDICATION)
 _SEND_TYPE = SEND_INDICATION.to_bytes(2, "big")
 _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")  # by -length % 4
-_XOR_PORT = MAGIC_COOKIE >> 16
 _IPV4_VALUE = struct.Struct("!xBHI")  # reserved, family, port, address
 _U32BE = struct.Struct("!I")
 # Plain ints: comparing against IntEnum members costs an attribute lookup per packet.
