@@ -448,12 +448,11 @@ class Call:
             raise DocumentError(exc.code, f"{redact(url)}: {exc}") from None
 
     async def _fetch(self, url: str, method: str, params: Mapping[str, str]) -> bytes:
+        shown = redact(url)  # for messages: customers' URLs may carry credentials
         try:
             target, headers, form = signed_request(url, method, params, self.account.auth_token)
             if target.scheme not in ("http", "https"):
-                raise DocumentError(
-                    11200, f"{redact(url)}: only http and https URLs can be fetched"
-                )
+                raise DocumentError(11200, f"{shown}: only http and https URLs can be fetched")
             check_url(self.gateway.policy, target)
             async with self.gateway.session.request(
                 method,
@@ -464,18 +463,18 @@ class Call:
             ) as resp:
                 body = await resp.content.read(MAX_DOCUMENT + 1)
                 if resp.status >= 300:
-                    raise DocumentError(11200, f"{redact(url)} answered HTTP {resp.status}")
+                    raise DocumentError(11200, f"{shown} answered HTTP {resp.status}")
                 if len(body) > MAX_DOCUMENT:
                     raise DocumentError(
-                        11200, f"{redact(url)}: document larger than {MAX_DOCUMENT} bytes"
+                        11200, f"{shown}: document larger than {MAX_DOCUMENT} bytes"
                     )
                 return body
         except DestinationRefused as exc:
-            raise DocumentError(11200, f"{redact(url)}: {exc}") from None
+            raise DocumentError(11200, f"{shown}: {exc}") from None
         except aiohttp.ClientConnectorError as exc:
-            raise DocumentError(11200, f"{redact(url)}: {exc.os_error}") from None
+            raise DocumentError(11200, f"{shown}: {exc.os_error}") from None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise DocumentError(11200, f"{redact(url)}: {type(exc).__name__}: {exc}") from None
+            raise DocumentError(11200, f"{shown}: {type(exc).__name__}: {exc}") from None
 
     async def _run_document(self, document: twiml.Document) -> Source | None:
         for verb in document.verbs:
@@ -509,35 +508,32 @@ class Call:
     async def _play_url(self, verb: twiml.Play) -> None:
         base = self.doc_url
         url = str(URL(base).join(URL(verb.url))) if base else verb.url
+        shown = f"<Play> {redact(url)}"  # for messages: customers' URLs may carry credentials
         try:
             target = URL(url)
             if target.scheme not in ("http", "https"):
-                raise DocumentError(
-                    11200, f"<Play> {redact(url)}: only http and https URLs can be played"
-                )
+                raise DocumentError(11200, f"{shown}: only http and https URLs can be played")
             check_url(self.gateway.policy, target)
             async with self.gateway.session.get(
                 target, timeout=aiohttp.ClientTimeout(total=30)
             ) as resp:
                 if resp.status >= 300:
-                    raise DocumentError(11200, f"<Play> {redact(url)} answered HTTP {resp.status}")
+                    raise DocumentError(11200, f"{shown} answered HTTP {resp.status}")
                 data = await resp.content.read(MAX_AUDIO + 1)
             if len(data) > MAX_AUDIO:
-                raise DocumentError(
-                    11200, f"<Play> {redact(url)}: audio larger than {MAX_AUDIO} bytes"
-                )
+                raise DocumentError(11200, f"{shown}: audio larger than {MAX_AUDIO} bytes")
             audio = await asyncio.to_thread(wav_to_ulaw, data)
         except DocumentError as exc:
             self.record_issue(exc.code, exc.detail, None)
             log.warning("call %s: %s", self.sid, exc)
             return
         except WavError as exc:
-            self.record_issue(12300, f"<Play> {redact(url)}: {exc}", None)
-            log.warning("call %s: <Play> %s: %s", self.sid, redact(url), exc)
+            self.record_issue(12300, f"{shown}: {exc}", None)
+            log.warning("call %s: %s: %s", self.sid, shown, exc)
             return
         except (DestinationRefused, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            self.record_issue(11200, f"<Play> {redact(url)}: {exc}", None)
-            log.warning("call %s: <Play> %s: %s", self.sid, redact(url), exc)
+            self.record_issue(11200, f"{shown}: {exc}", None)
+            log.warning("call %s: %s: %s", self.sid, shown, exc)
             return
         rounds = 0
         while self.live and (verb.loop == 0 or rounds < verb.loop):
