@@ -127,18 +127,9 @@ def settings_from_args(args: argparse.Namespace) -> RotationSettings:
 def settings_from_env() -> RotationSettings:
     """The flags' defaults with TURNPIKE_* overrides, for running these handlers under plain
     ``kopf run`` (the operator's own command passes parsed flags to `configure` instead)."""
-    import os
-
-    from turnpike.core.config import apply_env_defaults, env_name
+    from turnpike.core.config import apply_env_defaults
 
     parser = argparse.ArgumentParser(prog="keyring rotation", add_help=False)
     add_arguments(parser)
-    for action in parser._actions:
-        name = env_name(action.option_strings[0]) if action.option_strings else ""
-        if name in os.environ and callable(action.type):
-            try:
-                action.type(os.environ[name])
-            except (argparse.ArgumentTypeError, ValueError) as exc:
-                parser.error(f"{name}: {exc}")  # a clear usage error (exit 2), no traceback
-    apply_env_defaults(parser)
+    apply_env_defaults(parser)  # a bad value is a usage error naming its variable (exit 2)
     return settings_from_args(parser.parse_args([]))
