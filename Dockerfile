@@ -13,7 +13,7 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 # Only what the package is built from (see .dockerignore): the metadata, the pins, and the four
-# source folders (turnpike/ holds symlinks to the three component folders beside it).
+# source folders (each component folder holds its portion of the turnpike package).
 COPY pyproject.toml README.md constraints.txt ./
 COPY turnpike ./turnpike
 COPY relay ./relay

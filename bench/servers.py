@@ -111,7 +111,7 @@ def server_version(spec: ServerSpec) -> str | None:
             )
             return (out.stdout or out.stderr).strip().splitlines()[0]
         return None
-    from turnpike import __version__
+    from turnpike.core.version import __version__
 
     return __version__
 

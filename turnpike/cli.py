@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from turnpike import __version__
+from turnpike.core.version import __version__
 from turnpike.core.config import apply_env_defaults
 from turnpike.core.logs import setup_logging
 

@@ -5,6 +5,7 @@ starts `turnpike`; and the build copies every folder the package is made of."""
 from __future__ import annotations
 
 import json
+import tomllib
 import re
 from dataclasses import dataclass, field
 
@@ -98,10 +99,11 @@ def test_the_build_copies_every_folder_the_package_is_made_of() -> None:
     build = _stages()[0]
     copied = {arg.split()[0] for arg in build.all("COPY")}
     copied |= {name for arg in build.all("COPY") for name in arg.split()[:-1]}
-    # turnpike/ and the component folders its symlinks point to (relay/, streamgw/, operator/).
-    needed = {"turnpike"} | {
-        path.resolve().name for path in (ROOT / "turnpike").iterdir() if path.is_symlink()
-    }
+    # turnpike/ and every folder pyproject.toml maps a package from (relay/, streamgw/, operator/).
+    package_dirs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-dir"
+    ]
+    needed = {"turnpike"} | {path.split("/")[0] for path in package_dirs.values()}
     assert needed <= copied
     assert {"pyproject.toml", "README.md", "constraints.txt"} <= copied
     # ...and .dockerignore lets exactly those in.

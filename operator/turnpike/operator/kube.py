@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from turnpike import __version__
+from turnpike.core.version import __version__
 
 Obj = dict[str, Any]
 USER_AGENT = f"turnpike-operator/{__version__}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from turnpike import __version__
+from turnpike.core.version import __version__
 from turnpike.operator.rotation_settings import RotationSettings
 
 DEFAULT_IMAGE = f"turnpike:{__version__}"

@@ -1,4 +1,4 @@
-"""Turnpike: self-hosted STUN/TURN relays, ICE-server tokens and a Media Streams gateway."""
+"""The installed version of Turnpike."""
 
 from importlib.metadata import PackageNotFoundError, version
 

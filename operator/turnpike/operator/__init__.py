@@ -1,0 +1,1 @@
+"""The kopf operator: RelayEdge and StreamGateway reconciliation and keyring rotation."""
