@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from turnpike.core.version import __version__
 from turnpike.core.config import apply_env_defaults
 from turnpike.core.logs import setup_logging
+from turnpike.core.version import __version__
 
 
 class Component(Protocol):
