@@ -89,7 +89,10 @@ def _kopf_target(args: str, verbs: set[str]) -> Grants:
 
 
 def operator_sources() -> dict[str, str]:
-    return {path.name: path.read_text() for path in sorted((ROOT / "operator").glob("*.py"))}
+    return {
+        path.name: path.read_text()
+        for path in sorted((ROOT / "operator" / "turnpike" / "operator").glob("*.py"))
+    }
 
 
 def chart_grants(rules: list[dict[str, Any]]) -> Grants:
