@@ -125,7 +125,7 @@ class RelayEdge:
         hostname = spec.get("publicHostname") or ""
         if not hostname:
             raise SpecError("spec.publicHostname: required")
-        return cls(
+        edge = cls(
             name=meta["name"],
             namespace=meta["namespace"],
             location=str(spec.get("location") or meta["name"]),
@@ -151,6 +151,26 @@ class RelayEdge:
             grace_seconds=int(spec.get("terminationGracePeriodSeconds", 3600)),
             workload=Workload.parse(spec, default_image),
         )
+        edge.check_ports()
+        return edge
+
+    def check_ports(self) -> None:
+        """The CRD's listener rules, repeated for objects stored before they existed: ports
+        that would make every relay fail with "Address already in use"."""
+        if self.tls and self.tcp_port in self.tls_ports:
+            raise SpecError(
+                f"spec.ports.tcp: {self.tcp_port} is also in spec.ports.tls: TURN over TCP and "
+                "TURN over TLS need different ports"
+            )
+        low, high = self.relay_ports
+        listeners = [("udp", self.udp_port), ("tcp", self.tcp_port)]
+        listeners += [("tls", p) for p in self.tls_ports] if self.tls else []
+        for name, port in listeners:
+            if low <= port <= high:
+                raise SpecError(
+                    f"spec.relayPorts: {low}-{high} include the spec.ports.{name} listener port "
+                    f"{port}: relayed ports and listener ports must not overlap"
+                )
 
 
 @dataclass(frozen=True, slots=True)
