@@ -164,8 +164,11 @@ async def test_invalid_specs_are_rejected_with_clear_messages(kube: k8s.Kube, ns
     cond = await eventually(degraded, what="InvalidSpec condition")
     assert cond["reason"] == "InvalidSpec"
     assert "spec.addresses.static: '999.1.2.3/8' is not an IP address or CIDR" in cond["message"]
-    reasons = {e["reason"] for e in await events_for(kube, ns, "odd")}
-    assert "InvalidSpec" in reasons
+
+    async def warned() -> bool:  # kopf posts Events in the background, after the status
+        return "InvalidSpec" in {e["reason"] for e in await events_for(kube, ns, "odd")}
+
+    await eventually(warned, what="an InvalidSpec Event")
     assert await kube.get(k8s.DEPLOYMENTS, ns, RELAY("odd")) is None
 
     # Fixing the spec brings it up.

@@ -295,6 +295,7 @@ class Store:
             for key, value in string_data.items():
                 data[key] = base64.b64encode(str(value).encode()).decode()
             obj["data"] = data
+        self._check_owner_references(rt, obj)
         try:
             quantity.canonicalise(rt.group, rt.plural, obj)
         except quantity.QuantityError as exc:
@@ -315,6 +316,20 @@ class Store:
                     {"name": name, "group": rt.group, "kind": rt.kind, "causes": causes},
                 )
         return obj
+
+    def _check_owner_references(self, rt: ResourceType, obj: Obj) -> None:
+        """At most one owner may be the controller, as the API server insists."""
+        refs = obj.get("metadata", {}).get("ownerReferences") or []
+        controllers = [f"{r.get('kind')}/{r.get('name')}" for r in refs if r.get("controller")]
+        if len(controllers) > 1:
+            name = obj.get("metadata", {}).get("name", "")
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{rt.kind} "{name}" is invalid: metadata.ownerReferences: Invalid value: '
+                f'Only one reference can have Controller set to true. Found "true" in '
+                f"references for {' and '.join(controllers)}",
+            )
 
     def create(self, rt: ResourceType, ns: str | None, body: Obj) -> Obj:
         obj = copy.deepcopy(body)
