@@ -69,7 +69,8 @@ async def test_kubectl_apply_get_and_read_ranges(
 
     table = await eventually(columns, what="printer columns")
     header = table.splitlines()[0].split()
-    assert header == ["NAME", "LOCATION", "HOSTNAME", "READY", "ADDRESSES", "AGE"]
+    assert header == ["NAME", "LOCATION", "HOSTNAME", "READY", "STATUS", "ADDRESSES", "AGE"]
+    assert " AsExpected " in table.splitlines()[1]
 
     # An invalid change is refused with the message the user reads.
     manifest.write_text(EDGE.format(ns=ns, low=60000, high=50000))

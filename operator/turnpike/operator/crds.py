@@ -361,6 +361,16 @@ def _ready_column() -> dict[str, Any]:
     return {"name": "Ready", "type": "string", "jsonPath": ".status.ready"}
 
 
+def _status_column() -> dict[str, Any]:
+    """The Degraded condition's reason: AsExpected, or what is wrong (InvalidSpec, …)."""
+    return {
+        "name": "Status",
+        "type": "string",
+        "description": "reason of the Degraded condition: AsExpected, or what is wrong",
+        "jsonPath": '.status.conditions[?(@.type=="Degraded")].reason',
+    }
+
+
 def _crd(
     kind: str,
     plural: str,
@@ -427,6 +437,7 @@ def relay_edge_crd() -> dict[str, Any]:
             {"name": "Location", "type": "string", "jsonPath": ".spec.location"},
             {"name": "Hostname", "type": "string", "jsonPath": ".spec.publicHostname"},
             _ready_column(),
+            _status_column(),
             {"name": "Addresses", "type": "string", "jsonPath": ".status.addresses"},
         ],
     )
@@ -443,6 +454,7 @@ def stream_gateway_crd() -> dict[str, Any]:
             {"name": "Edge", "type": "string", "jsonPath": ".spec.edge"},
             {"name": "Location", "type": "string", "jsonPath": ".status.location"},
             _ready_column(),
+            _status_column(),
             {"name": "Addresses", "type": "string", "jsonPath": ".status.addresses"},
         ],
     )
