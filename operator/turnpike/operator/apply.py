@@ -84,7 +84,10 @@ def is_subset(desired: Any, actual: Any, quantities: bool = False) -> bool:
 
 def _declared(desired: Obj) -> Obj:
     body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "metadata")}
-    body["metadata"] = {"labels": desired["metadata"].get("labels", {})}
+    meta = desired["metadata"]
+    body["metadata"] = {"labels": meta.get("labels", {})}
+    if meta.get("annotations"):  # e.g. a cloud's load balancer settings on a Service
+        body["metadata"]["annotations"] = meta["annotations"]
     return body
 
 

@@ -114,13 +114,32 @@ def _free_form(description: str, kind: str = "object") -> Schema:
     }
 
 
-def _workload_fields() -> dict[str, Schema]:
+# Starting points, not measured sizing: requests so the scheduler places pods sensibly, a memory
+# limit so a leak cannot take the node, and no CPU limit (throttling a relay adds jitter).
+RELAY_RESOURCES = {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+GATEWAY_RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+
+
+def _workload_fields(resources: dict[str, Any]) -> dict[str, Schema]:
     return {
         "image": _string("container image; the operator's own image when empty", maxLength=512),
         "imagePullPolicy": _string(
             "image pull policy", enum=["Always", "IfNotPresent", "Never"], default="IfNotPresent"
         ),
-        "resources": _free_form("container resources (requests and limits)"),
+        "resources": {
+            **_free_form("container resources (requests and limits); {} for none"),
+            "default": resources,
+        },
+        "priorityClassName": _string(
+            "PriorityClass of the pods (none when empty)",
+            maxLength=253,
+            pattern=_HOSTNAME_PATTERN,
+        ),
+        "topologySpreadConstraints": _free_form(
+            "how the pods spread over failure domains; by default across zones and nodes, as "
+            "far as the cluster allows ([] for none)",
+            "array",
+        ),
         "nodeSelector": {
             "type": "object",
             "description": "node labels the pods must match",
@@ -129,6 +148,55 @@ def _workload_fields() -> dict[str, Schema]:
         "affinity": _free_form("pod affinity rules"),
         "tolerations": _free_form("pod tolerations", "array"),
     }
+
+
+def _service(split: bool) -> Schema:
+    """How the pods are exposed: what clouds need on a Service to give it the right kind of
+    load balancer (annotations, class), who may reach it, and for relays whether UDP and TCP get
+    a Service each (clouds whose load balancers take one protocol only)."""
+    properties: dict[str, Schema] = {
+        "annotations": {
+            "type": "object",
+            "description": "annotations for the Service(s), e.g. a cloud's load balancer type",
+            "additionalProperties": {"type": "string"},
+        },
+        "loadBalancerClass": _string(
+            "load balancer implementation (spec.loadBalancerClass); fixed once the Service "
+            "exists: changing it means deleting the Service",
+            maxLength=253,
+        ),
+        "loadBalancerSourceRanges": _cidrs("client ranges the load balancer admits (all if empty)"),
+    }
+    if split:
+        properties["splitProtocols"] = {
+            "type": "boolean",
+            "description": "one LoadBalancer Service for UDP (-udp) and one for TCP/TLS (-tcp) "
+            "instead of one with both protocols",
+            "default": False,
+        }
+        description = "the relays' LoadBalancer Service(s); unused with hostNetwork"
+    else:
+        properties["type"] = _string(
+            "ClusterIP (in-cluster media servers) or LoadBalancer",
+            enum=["ClusterIP", "LoadBalancer"],
+            default="ClusterIP",
+        )
+        description = "the gateway's Service"
+    schema: Schema = {
+        "type": "object",
+        "description": description,
+        "default": {},
+        "properties": properties,
+    }
+    if not split:
+        schema["x-kubernetes-validations"] = [
+            {
+                "rule": "self.type == 'LoadBalancer' || !(has(self.loadBalancerClass) "
+                "|| has(self.loadBalancerSourceRanges))",
+                "message": "loadBalancerClass and loadBalancerSourceRanges need type LoadBalancer",
+            }
+        ]
+    return schema
 
 
 def _conditions() -> Schema:
@@ -262,7 +330,8 @@ def relay_edge_spec() -> Schema:
                 minimum=0,
                 default=3600,
             ),
-            **_workload_fields(),
+            "service": _service(split=True),
+            **_workload_fields(RELAY_RESOURCES),
         },
         "x-kubernetes-validations": [
             {
@@ -352,7 +421,8 @@ def stream_gateway_spec() -> Schema:
                     }
                 ],
             },
-            **_workload_fields(),
+            "service": _service(split=False),
+            **_workload_fields(GATEWAY_RESOURCES),
         },
     }
 

@@ -515,6 +515,15 @@ class Store:
                 new.pop("status", None)
         if rt.key == ("", "services"):
             new.setdefault("spec", {})["clusterIP"] = old.get("spec", {}).get("clusterIP")
+            was = old.get("spec", {}).get("loadBalancerClass")
+            if was is not None and new["spec"].get("loadBalancerClass") != was:
+                name = old["metadata"]["name"]
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'Service "{name}" is invalid: spec.loadBalancerClass: Invalid value: '
+                    f"{new['spec'].get('loadBalancerClass')!r}: may not change once set",
+                )
         new = self._prepare(rt, new, old)
         if not tracks_generation(rt):
             meta.pop("generation", None)
