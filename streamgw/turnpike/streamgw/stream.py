@@ -291,6 +291,12 @@ class Fork:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def fail_before_start(self, failure: StreamFailure) -> None:
+        """A stream that cannot start: reported like a connection failure, never connected."""
+        self.status = "stopped"
+        self._fail(failure)
+        self.done.set()
+
     def _fail(self, failure: StreamFailure) -> None:
         self.error = failure
         self.egress.metrics.error(failure.code)
