@@ -15,7 +15,14 @@ from yarl import URL
 from turnpike.core import sids
 from turnpike.streamgw import twiml
 from turnpike.streamgw.errors import TITLES, StreamFailure
-from turnpike.streamgw.stream import CallView, Egress, Fork, StreamSpec, validate_url
+from turnpike.streamgw.stream import (
+    BidirectionalFork,
+    CallView,
+    Egress,
+    Fork,
+    StreamSpec,
+    validate_url,
+)
 
 MAX_TRACKS = 4
 
@@ -25,7 +32,7 @@ class Forks:
         self.call = call
         self.egress = egress
         self.all: dict[str, Fork] = {}
-        self.bidi: Fork | None = None
+        self.bidi: BidirectionalFork | None = None
         self._inbound: list[Fork] = []
         self._outbound: list[Fork] = []
 
@@ -65,9 +72,10 @@ class Forks:
         return url
 
     def start(self, spec: StreamSpec, url: URL) -> Fork:
-        fork = Fork(self.call, spec, sids.new_sid(sids.STREAM), url, self.egress, self._finished)
+        kind = BidirectionalFork if spec.bidirectional else Fork
+        fork = kind(self.call, spec, sids.new_sid(sids.STREAM), url, self.egress, self._finished)
         self.all[fork.sid] = fork
-        if spec.bidirectional:
+        if isinstance(fork, BidirectionalFork):
             self.bidi = fork
         if fork.wants_inbound:
             self._inbound.append(fork)
