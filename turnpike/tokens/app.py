@@ -27,10 +27,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from turnpike.core import sids
 from turnpike.core.accounts import Account, Accounts
 from turnpike.core.credentials import Credential
+from turnpike.core.edges import GLOBAL, EdgeDirectory
 from turnpike.core.health import health_app
 from turnpike.core.keyring import Keyring
 from turnpike.tokens import errors
-from turnpike.tokens.edges import GLOBAL, EdgeDirectory
 from turnpike.tokens.ratelimit import RateLimiter
 
 log = logging.getLogger("turnpike.tokens")

@@ -355,7 +355,7 @@ async def publish(ctx: Context, namespace: str) -> None:
         or not _has_labels(current)
     ):
         await _put_configmap(ctx, namespace, labels.IP_RANGES, ranges.configmap_data(doc, _now()))
-    text = directory.render(directory.document([e for e, _ in edges], cfg.global_host))
+    text = directory.render([e for e, _ in edges], cfg.global_host)
     current = await kube.get(k8s.CONFIGMAPS, namespace, labels.EDGE_DIRECTORY)
     if (
         current is None
