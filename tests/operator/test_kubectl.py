@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support.kube_e2e import Cluster, eventually, ranges_doc
+from support.kube_e2e import Cluster, eventually, published, ranges_doc
 
 from turnpike.operator import kube as k8s
 
@@ -83,6 +83,6 @@ async def test_kubectl_apply_get_and_read_ranges(
     assert result.returncode == 0, result.stderr
 
     async def unpublished() -> bool:
-        return await ranges_doc(kube, ns) is None
+        return published(await ranges_doc(kube, ns)) == {}
 
     await eventually(unpublished, what="edge unpublished")

@@ -502,7 +502,16 @@ def relay_edge_crd() -> dict[str, Any]:
         "relayedges",
         ["redge", "edge"],
         relay_edge_spec(),
-        {"hostname": {"type": "string"}, "keyring": {"type": "string"}},
+        {
+            "hostname": {"type": "string"},
+            "keyring": {"type": "string"},
+            "publication": {
+                "type": "object",
+                "description": "what the edge publishes (ranges, directory) as of its last "
+                "valid spec; kept while a newer spec is invalid",
+                "x-kubernetes-preserve-unknown-fields": True,
+            },
+        },
         [
             {"name": "Location", "type": "string", "jsonPath": ".spec.location"},
             {"name": "Hostname", "type": "string", "jsonPath": ".spec.publicHostname"},
