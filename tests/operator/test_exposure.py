@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support.kube_e2e import Cluster, emulator_only, eventually, published, ranges_doc
+from support.kube_e2e import edge as e2e_edge
 from support.kubeapi import schema
 
 from turnpike.operator import crds, gateway, labels, relay
+from turnpike.operator import kube as k8s
 from turnpike.operator.model import RelayEdge, SpecError, StreamGateway
 
 OWNER = {
@@ -154,3 +157,45 @@ def test_the_api_refuses_load_balancer_settings_on_a_cluster_ip_gateway() -> Non
     ]
     body["spec"]["service"]["type"] = "LoadBalancer"
     assert schema.validate(schema.prune_and_default(body, crd), crd) == []
+
+
+@pytest.mark.e2e
+async def test_split_services_are_discovered_and_switched(
+    cluster: Cluster, kube: k8s.Kube, ns: str
+) -> None:
+    emulator_only(cluster)
+    settings = {
+        "splitProtocols": True,
+        "annotations": {"example.com/lb-type": "nlb"},
+        "loadBalancerClass": "example.com/lb",
+    }
+    await kube.create(k8s.RELAY_EDGES, ns, e2e_edge("split", service=settings))
+    name = labels.relay_name("split")
+
+    async def both() -> list[dict[str, Any]] | None:
+        found = [await kube.get(k8s.SERVICES, ns, f"{name}-{p}") for p in ("udp", "tcp")]
+        return [s for s in found if s] if all(found) else None
+
+    udp, tcp = await eventually(both, what="a Service per protocol")
+    assert udp["spec"]["loadBalancerClass"] == "example.com/lb"
+    assert tcp["metadata"]["annotations"]["example.com/lb-type"] == "nlb"
+    assert await kube.get(k8s.SERVICES, ns, name) is None
+    # A cloud that gives each its own address: both are published.
+    for suffix, ip in (("udp", "192.0.2.10"), ("tcp", "192.0.2.11")):
+        ingress = {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}
+        await kube.patch(k8s.SERVICES, ns, f"{name}-{suffix}", ingress, sub="status")
+
+    async def discovered() -> bool:
+        entry = published(await ranges_doc(kube, ns)).get("split")
+        return bool(entry and entry["relay"]["cidrs"] == ["192.0.2.10/31"])
+
+    await eventually(discovered, what="both load balancer addresses published")
+
+    # Back to one Service: the per-protocol ones go.
+    await kube.patch(k8s.RELAY_EDGES, ns, "split", {"spec": {"service": {"splitProtocols": False}}})
+
+    async def merged() -> bool:
+        gone = [await kube.get(k8s.SERVICES, ns, f"{name}-{p}") for p in ("udp", "tcp")]
+        return gone == [None, None] and await kube.get(k8s.SERVICES, ns, name) is not None
+
+    await eventually(merged, what="one Service with both protocols")

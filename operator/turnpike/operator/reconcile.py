@@ -130,9 +130,13 @@ async def _edge_addresses(ctx: Context, edge: RelayEdge, nodes: list[Obj]) -> li
     through the watch events."""
     if edge.static_addresses:
         return ranges.collapse(edge.static_addresses)
-    name = labels.relay_name(edge.name)
     if edge.address_source == "LoadBalancer":
-        return networks.load_balancer_ips(await ctx.kube.get(k8s.SERVICES, edge.namespace, name))
+        # Every Service's address (one per protocol when split: clouds may give each its own).
+        found: list[str] = []
+        for name in relay.service_names(edge):
+            svc = await ctx.kube.get(k8s.SERVICES, edge.namespace, name)
+            found += networks.load_balancer_ips(svc)
+        return ranges.collapse(found)
     pods = await ctx.kube.list(k8s.PODS, edge.namespace, labels.relay_selector(edge.name))
     return networks.external_ips(nodes, networks.nodes_running(pods))
 
@@ -152,8 +156,7 @@ async def _edge_children(
             workload = current
     name = labels.relay_name(edge.name)
     stale = [(k8s.DEPLOYMENTS if edge.daemonset else k8s.DAEMONSETS, name)]
-    if edge.host_network:
-        stale.append((k8s.SERVICES, name))
+    stale += [(k8s.SERVICES, svc) for svc in relay.stale_service_names(edge)]
     for res, stale_name in stale:
         if await apply.remove_owned(
             ctx.kube, res, edge.namespace, stale_name, body["metadata"]["uid"]
