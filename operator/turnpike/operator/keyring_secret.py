@@ -327,6 +327,7 @@ class KubeCluster:
                 "reason": reason,
                 "message": message[:1024],
                 "type": "Warning" if warning else "Normal",
+                "action": "Rotate",
                 "source": {"component": COMPONENT},
                 "reportingComponent": COMPONENT,
                 "firstTimestamp": stamp,

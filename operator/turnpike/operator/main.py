@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from typing import Any
 
 import kopf
 
 from turnpike.core.config import HostPort
 from turnpike.core.health import HealthServer
-from turnpike.operator import handlers, namespaces, rotation
+from turnpike.operator import events, handlers, labels, namespaces, rotation
 from turnpike.operator import kube as k8s
 from turnpike.operator.config import OperatorConfig
 from turnpike.operator.kopf_internals import Insights
@@ -20,7 +21,7 @@ from turnpike.operator.reconcile import Context, Reconciler
 
 log = logging.getLogger("turnpike.operator")
 
-FINALIZER = "turnpike.io/finalizer"
+FINALIZER = labels.FINALIZER
 
 
 def connection_info() -> kopf.ConnectionInfo:
@@ -93,7 +94,10 @@ def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="turnpike.io", key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    # The operator posts its own Events (events.py: component turnpike-operator, real actions);
+    # kopf's would say kopf/dev and "Action?", and one per handler log line.
+    settings.posting.enabled = False
+    settings.posting.reporting_component = events.COMPONENT
     settings.peering.name = config.peering_name
     settings.peering.standalone = config.standalone
     settings.peering.mandatory = not config.standalone
@@ -145,6 +149,8 @@ async def run_operator(
         log.error("cannot start: %s", describe_login_failure(exc))
         return 2
     kube = client_for(info)
+    recorder = events.Recorder(kube, os.environ.get("HOSTNAME") or socket.gethostname())
+    events.use(recorder)
     metrics = Metrics()
     reconciler = Reconciler(Context(kube, config, metrics))
     registry = kopf.OperatorRegistry()
@@ -211,6 +217,8 @@ async def run_operator(
             if task is not None:
                 task.cancel()
         await reconciler.close()
+        await recorder.close()
+        events.use(None)
         if health is not None:
             await health.stop()
         await kube.close()

@@ -16,7 +16,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from turnpike.operator import apply, conditions, directory, gateway, labels, networks, ranges, relay
+from turnpike.operator import (
+    apply,
+    conditions,
+    directory,
+    events,
+    gateway,
+    labels,
+    networks,
+    ranges,
+    relay,
+)
 from turnpike.operator import kube as k8s
 from turnpike.operator import status as st
 from turnpike.operator.conditions import DEGRADED, Condition
@@ -24,6 +34,7 @@ from turnpike.operator.config import OperatorConfig
 from turnpike.operator.keyring_secret import KubeCluster, ensure_secret
 from turnpike.operator.metrics import Metrics
 from turnpike.operator.model import RelayEdge, SpecError, StreamGateway
+from turnpike.operator.outages import Outages
 from turnpike.operator.publication import Publication
 from turnpike.operator.status import readiness
 
@@ -122,7 +133,7 @@ async def reconcile_edge(ctx: Context, body: Obj) -> None:
         st.event(body, "Reconciled", change)
     if addresses != ((written.get("status") or {}).get("addresses") or []):
         shown = ", ".join(addresses) or "none"
-        st.event(body, "AddressesChanged", f"published addresses: {shown}")
+        st.event(body, "AddressesChanged", f"published addresses: {shown}", action=events.PUBLISH)
 
 
 async def _edge_addresses(ctx: Context, edge: RelayEdge, nodes: list[Obj]) -> list[str]:
@@ -386,6 +397,7 @@ class Reconciler:
     locks: dict[Key_, asyncio.Lock] = field(default_factory=dict)
     queued: set[Key_] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    outages: Outages = field(default_factory=lambda: Outages(log))
 
     async def run(self, kind: str, namespace: str, name: str) -> None:
         key = (kind, namespace, name)
@@ -453,14 +465,17 @@ class Reconciler:
         self.queued.add(key)
 
         async def job() -> None:
+            work = f"reconcile of {kind} {namespace}/{name}".replace(" /", " ")
             try:
                 await self.run(kind, namespace, name)
             except SpecError:
                 pass  # reported in the object's status already
             except Exception as exc:  # the next trigger or the resync timer retries
-                log.warning("reconcile of %s %s/%s failed: %s", kind, namespace, name, exc)
+                self.outages.failed(work, exc)
                 await asyncio.sleep(self.ctx.config.retry_delay)
                 self.schedule(kind, namespace, name)
+            else:
+                self.outages.succeeded(work)
 
         task = asyncio.get_running_loop().create_task(job())
         self.tasks.add(task)
