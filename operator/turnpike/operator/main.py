@@ -179,7 +179,16 @@ async def run_operator(
             await ensure_peering(kube, config)
         if metrics_address is not None:
             health = HealthServer(metrics.registry, ready=ready.is_set)
-            host, port = await health.start(metrics_address.host, metrics_address.port)
+            try:
+                host, port = await health.start(metrics_address.host, metrics_address.port)
+            except OSError as exc:  # busy or not ours to bind: say so, no traceback
+                log.error(
+                    "cannot start: cannot listen for metrics on %s: %s",
+                    metrics_address,
+                    exc.strerror or exc,
+                )
+                health = None
+                return 2
             log.info("metrics on http://%s:%d/metrics", host, port)
 
         async def drain() -> None:
