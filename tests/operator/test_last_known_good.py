@@ -43,7 +43,8 @@ async def test_an_invalid_spec_keeps_the_last_valid_publication(
 
     async def serving() -> dict[str, Any] | None:
         doc = published(await ranges_doc(kube, ns))
-        return doc if doc.get("fra", {}).get("relay", {}).get("cidrs") else None
+        listed = [e["name"] for e in ((await directory_doc(kube, ns)) or {}).get("edges", [])]
+        return doc if doc.get("fra", {}).get("relay", {}).get("cidrs") and "fra" in listed else None
 
     before = (await eventually(serving, what="fra published"))["fra"]
     directory_before = await directory_doc(kube, ns)

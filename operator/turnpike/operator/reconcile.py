@@ -34,6 +34,7 @@ from turnpike.operator.config import OperatorConfig
 from turnpike.operator.keyring_secret import KubeCluster, ensure_secret
 from turnpike.operator.metrics import Metrics
 from turnpike.operator.model import RelayEdge, SpecError, StreamGateway
+from turnpike.operator.nodes import NodeCache
 from turnpike.operator.outages import Outages
 from turnpike.operator.publication import Publication
 from turnpike.operator.status import readiness
@@ -45,6 +46,7 @@ EDGE = "RelayEdge"
 GATEWAY = "StreamGateway"
 NAMESPACE = "Namespace"
 NOT_DEGRADED = Condition(DEGRADED, False, "AsExpected", "no errors")
+PUBLISH_DELAY = 0.2  # seconds a namespace's publish waits for more changes to fold in
 
 __all__ = ["EDGE", "GATEWAY", "NAMESPACE", "Context", "Reconciler", "readiness"]
 
@@ -54,6 +56,10 @@ class Context:
     kube: k8s.Kube
     config: OperatorConfig
     metrics: Metrics
+    nodes: NodeCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.nodes = NodeCache(self.kube)
 
 
 def _deleting(obj: Obj) -> bool:
@@ -116,7 +122,7 @@ async def reconcile_edge(ctx: Context, body: Obj) -> None:
         why = Condition(DEGRADED, True, "InvalidSpec", str(exc))
         await st.stuck(ctx.kube, k8s.RELAY_EDGES, body, why, "fix the spec to continue")
         raise
-    nodes = await ctx.kube.list(k8s.NODES)
+    nodes = await ctx.nodes.list()
     await ensure_keyring(ctx, edge.namespace)
     addresses = await _edge_addresses(ctx, edge, nodes)
     workload, changes = await _edge_children(ctx, edge, body, nodes, addresses)
@@ -274,7 +280,7 @@ async def _gateway_addresses(ctx: Context, gw: StreamGateway) -> list[str]:
     """The gateway's egress ranges: declared, else the ExternalIPs of its pods' nodes."""
     if gw.static_egress:
         return ranges.collapse(gw.static_egress)
-    nodes = await ctx.kube.list(k8s.NODES)
+    nodes = await ctx.nodes.list()
     pods = await ctx.kube.list(k8s.PODS, gw.namespace, labels.gateway_selector(gw.name))
     return networks.external_ips(nodes, networks.nodes_running(pods))
 
@@ -416,7 +422,9 @@ class Reconciler:
             result = await self._object(kind, namespace, name)
             if result == "retry":
                 return
-            await self.run(NAMESPACE, namespace, "")
+            # Once per namespace per burst of changes, not once per object: a publish reads every
+            # edge of the namespace, so per-object publishing grew with the square of the edges.
+            self.schedule(NAMESPACE, namespace, "", delay=PUBLISH_DELAY)
             if kind == EDGE:
                 await self.wake_gateways(namespace, name)
         except SpecError:
@@ -458,7 +466,8 @@ class Reconciler:
             if (body.get("spec") or {}).get("edge") == edge:
                 self.schedule(GATEWAY, namespace, body["metadata"]["name"])
 
-    def schedule(self, kind: str, namespace: str, name: str) -> None:
+    def schedule(self, kind: str, namespace: str, name: str, delay: float = 0.0) -> None:
+        """Reconcile soon (after ``delay``); a trigger while one is queued is absorbed by it."""
         key = (kind, namespace, name)
         if key in self.queued:
             return
@@ -467,6 +476,8 @@ class Reconciler:
         async def job() -> None:
             work = f"reconcile of {kind} {namespace}/{name}".replace(" /", " ")
             try:
+                if delay:
+                    await asyncio.sleep(delay)
                 await self.run(kind, namespace, name)
             except SpecError:
                 pass  # reported in the object's status already
