@@ -115,7 +115,9 @@ def _ready_conditions(
 # -- RelayEdge -----------------------------------------------------------------------------------
 
 
-async def reconcile_edge(ctx: Context, body: Obj) -> None:
+async def reconcile_edge(ctx: Context, body: Obj) -> bool:
+    """Reconcile one RelayEdge; True when what it publishes (addresses, publication) may have
+    changed, so the namespace must be republished."""
     try:
         edge = RelayEdge.parse(body, ctx.config.image)
     except SpecError as exc:
@@ -131,15 +133,21 @@ async def reconcile_edge(ctx: Context, body: Obj) -> None:
     def status_of(body: Obj) -> Obj:
         return _edge_status(ctx, edge, body, workload, addresses, problem)
 
+    before = body.get("status") or {}
+    publishes = (
+        before.get("addresses") != addresses
+        or before.get("publication") != Publication.of(edge).to_status()
+    )
     written = await st.write(ctx.kube, k8s.RELAY_EDGES, body, status_of)
     if written is None:
-        return
+        return True
     st.warn_if_new(written, _degraded(problem, written))
     for change in changes:
         st.event(body, "Reconciled", change)
     if addresses != ((written.get("status") or {}).get("addresses") or []):
         shown = ", ".join(addresses) or "none"
         st.event(body, "AddressesChanged", f"published addresses: {shown}", action=events.PUBLISH)
+    return publishes
 
 
 async def _edge_addresses(ctx: Context, edge: RelayEdge, nodes: list[Obj]) -> list[str]:
@@ -238,7 +246,8 @@ def _edge_status(
 # -- StreamGateway -------------------------------------------------------------------------------
 
 
-async def reconcile_gateway(ctx: Context, body: Obj) -> None:
+async def reconcile_gateway(ctx: Context, body: Obj) -> bool:
+    """Reconcile one StreamGateway; True when its published egress ranges may have changed."""
     try:
         gw = StreamGateway.parse(body, ctx.config.image)
     except SpecError as exc:
@@ -254,7 +263,7 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> None:
         await st.stuck(
             ctx.kube, k8s.STREAM_GATEWAYS, body, why, "waiting for the edge", edge=gw.edge
         )
-        return
+        return True
     changes: list[str] = []
     deployment: Obj = {}
     for child in gateway.children(gw, body):
@@ -267,13 +276,16 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> None:
     def status_of(body: Obj) -> Obj:
         return _gateway_status(gw, body, deployment, addresses, location)
 
+    before = body.get("status") or {}
+    publishes = before.get("addresses") != addresses or before.get("edge") != gw.edge
     written = await st.write(ctx.kube, k8s.STREAM_GATEWAYS, body, status_of)
     if written is None:
-        return
+        return True
     for change in changes:
         st.event(body, "Reconciled", change)
     if (conditions.find(written.get("status"), DEGRADED) or {}).get("status") == "True":
         st.event(body, "Recovered", f"bound to RelayEdge {gw.edge}")
+    return publishes
 
 
 async def _gateway_addresses(ctx: Context, gw: StreamGateway) -> list[str]:
@@ -404,6 +416,7 @@ class Reconciler:
     queued: set[Key_] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     outages: Outages = field(default_factory=lambda: Outages(log))
+    published: set[str] = field(default_factory=set)  # namespaces published by this process
 
     async def run(self, kind: str, namespace: str, name: str) -> None:
         key = (kind, namespace, name)
@@ -418,15 +431,19 @@ class Reconciler:
         try:
             if kind == NAMESPACE:
                 await publish(ctx, namespace)
+                self.published.add(namespace)
                 return
-            result = await self._object(kind, namespace, name)
+            result, publishes = await self._object(kind, namespace, name)
             if result == "retry":
                 return
-            # Once per namespace per burst of changes, not once per object: a publish reads every
-            # edge of the namespace, so per-object publishing grew with the square of the edges.
-            self.schedule(NAMESPACE, namespace, "", delay=PUBLISH_DELAY)
-            if kind == EDGE:
-                await self.wake_gateways(namespace, name)
+            # Only when something published may have changed (a resync that changes nothing
+            # publishes nothing; the first reconcile in a namespace always does, to repair what
+            # changed while no operator ran), and once per namespace per burst of changes: a
+            # publish reads every edge of the namespace.
+            if publishes or namespace not in self.published:
+                self.schedule(NAMESPACE, namespace, "", delay=PUBLISH_DELAY)
+                if kind == EDGE:
+                    await self.wake_gateways(namespace, name)
         except SpecError:
             result = "invalid"
             raise
@@ -441,25 +458,28 @@ class Reconciler:
                 ctx.metrics.reconciles.labels(kind, result).inc()
                 ctx.metrics.duration.labels(kind).observe(time.monotonic() - started)
 
-    async def _object(self, kind: str, namespace: str, name: str) -> str:
+    async def _object(self, kind: str, namespace: str, name: str) -> tuple[str, bool]:
         """Reconcile one RelayEdge or StreamGateway as it is now: "success", "gone", or "retry"
-        (it changed while being reconciled: reconciled again at once). A failure other than an
-        invalid spec is reported in its status, then raised."""
+        (it changed while being reconciled: reconciled again at once), and whether what it
+        publishes may have changed. A failure other than an invalid spec is reported in its
+        status, then raised."""
         res = k8s.RELAY_EDGES if kind == EDGE else k8s.STREAM_GATEWAYS
         body = await self.ctx.kube.get(res, namespace, name)
         if body is None or _deleting(body):
-            return "gone"
+            return "gone", True
         try:
-            await (reconcile_edge if kind == EDGE else reconcile_gateway)(self.ctx, body)
+            publishes = await (reconcile_edge if kind == EDGE else reconcile_gateway)(
+                self.ctx, body
+            )
         except st.Stale:
             self.schedule(kind, namespace, name)
-            return "retry"
+            return "retry", False
         except SpecError:
             raise  # reported on the object already
         except Exception as exc:
             await st.failed(self.ctx.kube, res, body, f"{type(exc).__name__}: {exc}")
             raise
-        return "success"
+        return "success", publishes
 
     async def wake_gateways(self, namespace: str, edge: str) -> None:
         for body in await self.ctx.kube.list(k8s.STREAM_GATEWAYS, namespace):
