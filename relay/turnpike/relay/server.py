@@ -18,10 +18,11 @@ from typing import Any, Protocol
 
 from turnpike.core.addresses import AddressPolicy
 from turnpike.core.keyring import Keyring
+from turnpike.core.ratelimit import RateLimiter
 from turnpike.relay import allocation as allocs
 from turnpike.relay import stun
 from turnpike.relay.allocation import Allocation, AllocationTable, ClientSink, PortPool
-from turnpike.relay.auth import Authenticator, Failure, Identity, RateLimiter
+from turnpike.relay.auth import Authenticator, Failure, Identity
 from turnpike.relay.metrics import METHOD_NAMES, RelayStats
 from turnpike.relay.stun import Address, Attr, Class, Method
 
