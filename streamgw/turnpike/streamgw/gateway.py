@@ -13,6 +13,7 @@ import aiohttp
 
 from turnpike.core.accounts import Account, Accounts
 from turnpike.core.addresses import AddressPolicy
+from turnpike.streamgw.admission import Admission, Refused, Slot, default_caps
 from turnpike.streamgw.call import Call, Source
 from turnpike.streamgw.callbacks import Callbacks
 from turnpike.streamgw.egress import new_session
@@ -37,6 +38,8 @@ class GatewayConfig:
     callback_attempts: int = 5
     callback_first_delay: float = 0.5
     keep_ended: int = 1000  # ended calls kept for GET
+    max_calls: int | None = None  # concurrent calls in total; None: one per RTP port
+    max_account_calls: int | None = None  # concurrent calls per account; None: a tenth of ports
 
 
 class Draining(Exception):
@@ -54,6 +57,11 @@ class Gateway:
         self.accounts = accounts
         self.metrics = metrics or Metrics()
         self.policy = AddressPolicy(allow=config.allow_destinations)
+        total, per_account = default_caps(config.rtp_ports)
+        self.admission = Admission(
+            config.max_calls or total, config.max_account_calls or per_account
+        )
+        self._slots: dict[str, Slot] = {}
         self.calls: dict[str, Call] = {}
         self.ended: OrderedDict[str, Call] = OrderedDict()
         self.draining = False
@@ -107,19 +115,31 @@ class Gateway:
     ) -> Call:
         if self.draining:
             raise Draining("the gateway is draining and takes no new calls")
-        call = Call(
-            self,
-            account,
-            from_,
-            to,
-            codec,
-            dtmf_pt,
-            remote,
-            status_callback,
-            status_callback_method,
-        )
-        endpoint, port = await open_endpoint(self.config.rtp_ip, self.config.rtp_ports, call.on_rtp)
+        try:
+            slot = self.admission.admit(account.sid)
+        except Refused as exc:
+            self.metrics.calls_refused.labels(exc.scope).inc()
+            raise
+        try:
+            call = Call(
+                self,
+                account,
+                from_,
+                to,
+                codec,
+                dtmf_pt,
+                remote,
+                status_callback,
+                status_callback_method,
+            )
+            endpoint, port = await open_endpoint(
+                self.config.rtp_ip, self.config.rtp_ports, call.on_rtp
+            )
+        except BaseException:
+            self.admission.release(slot)
+            raise
         call.attach(endpoint, port)
+        self._slots[call.sid] = slot
         self.calls[call.sid] = call
         self.metrics.active_calls.inc()
         self.metrics.calls.inc()
@@ -132,6 +152,9 @@ class Gateway:
     def call_ended(self, call: Call) -> None:
         if self.calls.pop(call.sid, None) is not None:
             self.metrics.active_calls.dec()
+        slot = self._slots.pop(call.sid, None)
+        if slot is not None:
+            self.admission.release(slot)
         self.ended[call.sid] = call
         while len(self.ended) > self.config.keep_ended:
             self.ended.popitem(last=False)
