@@ -353,7 +353,7 @@ def test_options_from_flags() -> None:
     plain = options("--listen", "192.0.2.10:3478", "--listen", "[2001:db8::5]:3478")
     assert plain.config.relay_ips == ("192.0.2.10", "2001:db8::5")
     assert plain.config.relay_ports == (49152, 65535)
-    assert plain.config.user_quota == 12
+    assert plain.config.user_quota == 100
     nat = options("--listen", "0.0.0.0:3478", "--external-ip", "203.0.113.9")
     assert nat.config.relay_ips == ("0.0.0.0",)
     assert nat.config.external_ips == ("203.0.113.9",)

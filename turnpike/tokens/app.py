@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from turnpike.core import errors, sids
 from turnpike.core.accounts import Account, Accounts, Principal, basic_credentials
-from turnpike.core.credentials import Credential
+from turnpike.core.credentials import Credential, token_user
 from turnpike.core.health import health_app
 from turnpike.core.keyring import Keyring
 from turnpike.core.ratelimit import RateLimiter
@@ -195,7 +195,7 @@ def _rate_limit(config: TokensConfig, account_sid: str) -> None:
 
 def _issue(config: TokensConfig, account_sid: str, ttl: int, now: float) -> Credential:
     token_id = secrets.token_hex(8)
-    credential = config.keyring.current.issue(f"{account_sid}:{token_id}", ttl, now)
+    credential = config.keyring.current.issue(token_user(account_sid, token_id), ttl, now)
     log.info(
         "issued token %s for %s",
         token_id,

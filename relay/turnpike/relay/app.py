@@ -16,6 +16,7 @@ from turnpike.core.config import HostPort
 from turnpike.core.filewatch import FileWatcher
 from turnpike.core.health import HealthServer
 from turnpike.core.keyring import Keyring, parse_keyring
+from turnpike.relay.fairshare import OUT_OF_RESOURCES
 from turnpike.relay.metrics import registry_for
 from turnpike.relay.server import RelayConfig, RelayServer
 from turnpike.relay.transports import Listeners
@@ -76,9 +77,14 @@ class Options:
             raise ValueError("--workers must be at least 1")
         if args.workers > 1 and any(hp.port == 0 for hp in (*listen, *tls_listen)):
             raise ValueError("--workers needs fixed ports, not port 0")
-        for name in ("user_quota", "total_quota", "max_bps"):
+        for name in ("user_quota", "total_quota", "max_bps", "reserve_percent"):
             if getattr(args, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        for name in ("account_quota", "ip_quota", "connections_per_ip"):
+            if (getattr(args, name) or 0) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        if args.reserve_percent >= 100:
+            raise ValueError("--reserve-percent must be below 100")
         config = RelayConfig(
             realm=args.realm,
             relay_ips=tuple(relay_ips),
@@ -87,7 +93,11 @@ class Options:
             allow_peer=tuple(args.allow_peer),
             deny_peer=tuple(args.deny_peer),
             user_quota=args.user_quota,
+            account_quota=args.account_quota,
+            ip_quota=args.ip_quota,
             total_quota=args.total_quota,
+            connections_per_ip=args.connections_per_ip,
+            reserve_percent=args.reserve_percent,
             max_bps=args.max_bps,
             max_lifetime=args.max_lifetime,
             default_lifetime=min(600, args.max_lifetime),
@@ -167,9 +177,25 @@ def _keyring_changed(ring: Keyring) -> None:
     log.info("keyring now has keys %s (signing %s)", list(ring.ids), ring.signing_key.id)
 
 
+def _count_accept_failures(server: RelayServer) -> None:
+    """asyncio's listeners meet EMFILE/ENFILE on accept, pause and report it to the loop's
+    exception handler: count and log it as running out of descriptors, pass the rest on."""
+    loop = asyncio.get_running_loop()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES:
+            server.out_of_fds("accept", exc)
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 async def serve(options: Options, stop: asyncio.Event) -> int:
     keyring = FileWatcher(options.keyring, parse_keyring, on_change=_keyring_changed, logger=log)
     server = RelayServer(options.config, lambda: keyring.current)
+    _count_accept_failures(server)
     listeners = Listeners(server)
     tls: TlsReloader | None = None
     health: HealthServer | None = None

@@ -13,6 +13,7 @@ import ssl
 from typing import Any
 
 from turnpike.relay.allocation import Allocation, ClientSink
+from turnpike.relay.fairshare import OUT_OF_RESOURCES
 from turnpike.relay.server import RelayServer
 
 # A STUN message over TCP is at most this large; anything claiming more is garbage.
@@ -94,10 +95,15 @@ class StreamConnection(asyncio.Protocol):
         self.addr: Any = None
         self.buffer = bytearray()
         self._idle: asyncio.TimerHandle | None = None
+        self._counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.addr = transport.get_extra_info("peername")
+        if not self.server.connection_opened(self.addr[0]):
+            self._abort()  # over its address's share: closed before it costs more than its fd
+            return
+        self._counted = True
         loop = asyncio.get_running_loop()
         self._idle = loop.call_later(ALLOCATE_TIMEOUT, self._close_if_unallocated)
 
@@ -110,6 +116,9 @@ class StreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
             self._idle.cancel()
+        if self._counted:
+            self._counted = False
+            self.server.connection_closed(self.addr[0])
         self.server.endpoint_closed(self)
         self.transport = None
 
@@ -268,7 +277,9 @@ class Listeners:
         while True:
             try:
                 conn, _ = await loop.sock_accept(listener)
-            except OSError:  # EMFILE and friends: back off instead of spinning
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                if exc.errno in OUT_OF_RESOURCES:
+                    self.server.out_of_fds("accept", exc)
                 await asyncio.sleep(0.1)
                 continue
             # One task per new connection (not per packet) until it has said which protocol.
