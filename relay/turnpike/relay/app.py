@@ -16,7 +16,6 @@ from turnpike.core.config import HostPort
 from turnpike.core.filewatch import FileWatcher
 from turnpike.core.health import HealthServer
 from turnpike.core.keyring import Keyring, parse_keyring
-from turnpike.relay.fairshare import OUT_OF_RESOURCES
 from turnpike.relay.metrics import registry_for
 from turnpike.relay.server import RelayConfig, RelayServer
 from turnpike.relay.transports import Listeners
@@ -177,25 +176,9 @@ def _keyring_changed(ring: Keyring) -> None:
     log.info("keyring now has keys %s (signing %s)", list(ring.ids), ring.signing_key.id)
 
 
-def _count_accept_failures(server: RelayServer) -> None:
-    """asyncio's listeners meet EMFILE/ENFILE on accept, pause and report it to the loop's
-    exception handler: count and log it as running out of descriptors, pass the rest on."""
-    loop = asyncio.get_running_loop()
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES:
-            server.out_of_fds("accept", exc)
-            return
-        loop.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)
-
-
 async def serve(options: Options, stop: asyncio.Event) -> int:
     keyring = FileWatcher(options.keyring, parse_keyring, on_change=_keyring_changed, logger=log)
     server = RelayServer(options.config, lambda: keyring.current)
-    _count_accept_failures(server)
     listeners = Listeners(server)
     tls: TlsReloader | None = None
     health: HealthServer | None = None
