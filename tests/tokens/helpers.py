@@ -15,11 +15,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from turnpike.core.accounts import Accounts, parse_accounts
+from turnpike.core.edges import EdgeDirectory, parse_edges
 from turnpike.core.filewatch import FileWatcher
 from turnpike.core.keyring import Keyring, parse_keyring
 from turnpike.core.ratelimit import RateLimiter
 from turnpike.tokens.app import TokensConfig, create_app
-from turnpike.tokens.edges import EdgeDirectory, parse_edges
 
 ACCOUNT = "AC" + "0123456789abcdef" * 2
 TOKEN = "auth-token-for-tests-0001"
