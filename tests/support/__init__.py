@@ -70,8 +70,11 @@ async def wait_http(url: str, timeout: float = 20.0, status: int = 200) -> None:
 class TurnpikeProcess:
     """A ``turnpike <command> …`` child process with its output kept for assertions."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
-        self.args = [sys.executable, "-m", "turnpike", *args]
+    def __init__(
+        self, args: Sequence[str], env: dict[str, str] | None = None, prefix: Sequence[str] = ()
+    ) -> None:
+        # ``prefix`` runs it through another command (``ip netns exec NAME``, say).
+        self.args = [*prefix, sys.executable, "-m", "turnpike", *args]
         self.env = {**os.environ, **(env or {})}
         self.proc: asyncio.subprocess.Process | None = None
         self.output = bytearray()
@@ -112,10 +115,13 @@ class TurnpikeProcess:
 
 @contextlib.asynccontextmanager
 async def turnpike(
-    args: Sequence[str], ready_url: str | None = None, env: dict[str, str] | None = None
+    args: Sequence[str],
+    ready_url: str | None = None,
+    env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> AsyncIterator[TurnpikeProcess]:
     """Run ``turnpike`` with ``args`` until the block ends; waits for ``ready_url`` if given."""
-    process = TurnpikeProcess(args, env)
+    process = TurnpikeProcess(args, env, prefix)
     await process.start()
     try:
         if ready_url is not None:
