@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import struct
 from collections.abc import AsyncIterator, Iterator
@@ -94,12 +95,15 @@ class Peer(asyncio.DatagramProtocol):
         self.queue: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
         self.transport: asyncio.DatagramTransport | None = None
         self.echo_with: RawUdp | None = None
+        self.echo = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.queue.put_nowait((data, addr))
+        if not self.echo:
+            return
         if self.echo_with is not None:
             self.echo_with.send(data, addr)
         elif self.transport is not None:
@@ -236,3 +240,164 @@ async def test_both_directions_byte_exact_through_the_kernel(
     assert kernel == {"to_peer": 1400, "to_client": 1400}
     assert sample(after, "turnpike_relay_packets_total", direction="to_peer") >= 1400
     assert csum_errors(topo) == errors_before
+
+
+def kernel_packets(values: dict[Any, float], direction: str) -> float:
+    return sample(values, "turnpike_relay_offload_packets_total", direction=direction)
+
+
+async def test_refresh_zero_removes_the_entries(topo: Topology, tmp_path: Path) -> None:
+    async with (
+        netns_relay(topo, tmp_path),
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate()
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"one")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"one"
+        reply = await client.request(Method.REFRESH, {Attr.LIFETIME: 0})
+        assert reply.cls == Class.SUCCESS
+        values = await metrics(topo)
+        assert sample(values, "turnpike_relay_offload_channels") == 0
+        client.send_channel(CHANNEL, b"two")
+        assert peer.transport is not None
+        peer.transport.sendto(b"three", relayed)
+        assert await peer.nothing()
+        with pytest.raises(TimeoutError):
+            await channel_data(client, timeout=0.5)
+        values = await metrics(topo)
+    assert kernel_packets(values, "to_peer") == 1
+    assert kernel_packets(values, "to_client") == 1  # the echo of "one"
+
+
+async def test_an_expired_entry_is_never_used_even_if_the_relay_stalls(
+    topo: Topology, tmp_path: Path
+) -> None:
+    async with (
+        netns_relay(topo, tmp_path) as relay,
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate({Attr.LIFETIME: 2})
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"alive")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"alive"
+        assert await channel_data(client) == stun.channel_header(CHANNEL, 5) + b"alive"
+        assert relay.proc is not None
+        relay.proc.send_signal(signal.SIGSTOP)  # userspace can no longer remove anything
+        try:
+            await asyncio.sleep(2.5)
+            client.send_channel(CHANNEL, b"late")
+            assert peer.transport is not None
+            peer.transport.sendto(b"late too", relayed)
+            assert await peer.nothing(1.0)
+            with pytest.raises(TimeoutError):
+                await channel_data(client, timeout=0.5)
+        finally:
+            relay.proc.send_signal(signal.SIGCONT)
+        values = await metrics(topo)
+    assert sample(values, "turnpike_relay_offload_punted_total", reason="expired") >= 2
+    assert kernel_packets(values, "to_peer") == 1
+
+
+async def test_a_peer_without_a_channel_is_never_reached_through_the_kernel(
+    topo: Topology, tmp_path: Path
+) -> None:
+    async with (
+        netns_relay(topo, tmp_path),
+        peer_in(topo, topo.peer_ip) as peer,
+        peer_in(topo, topo.other_peer_ip) as other,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate()
+        await bind_channel(client, peer.address)
+        reply = await client.request(Method.CREATE_PERMISSION, peers=[other.address])
+        assert reply.cls == Class.SUCCESS
+        # The other peer has a permission, no channel: userspace sends a Data indication.
+        assert other.transport is not None
+        other.transport.sendto(b"from the other peer", relayed)
+        data = await client.receive_message()
+        assert (data.method, data.cls) == (Method.DATA, Class.INDICATION)
+        assert data.get(Attr.DATA) == b"from the other peer"
+        # An unbound channel number goes nowhere, whichever peer it might mean.
+        client.send_channel(CHANNEL + 1, b"nobody")
+        assert await other.nothing()
+        assert await peer.nothing(0.1)
+        values = await metrics(topo)
+    assert kernel_packets(values, "to_client") == 0
+    assert kernel_packets(values, "to_peer") == 0
+
+
+async def test_what_the_kernel_does_not_handle_takes_the_userspace_path(
+    topo: Topology, tmp_path: Path
+) -> None:
+    """Padded ChannelData and a datagram too large for the client link once the header is on."""
+    async with (
+        netns_relay(topo, tmp_path),
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate()
+        await bind_channel(client, peer.address)
+        peer.echo = False
+        client.send_raw(stun.channel_header(CHANNEL, 3) + b"abc\0")  # padded to 4 bytes
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"abc"
+        # 1,500 bytes on the wire to the relay; 1,496 to the peer: the kernel relays it.
+        fits = bytes(range(256)) * 5 + bytes(1468 - 1280)
+        client.send_channel(CHANNEL, fits)
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == fits
+        # 1,500 bytes from the peer would be 1,504 to the client: userspace sends it (in IP
+        # fragments), the kernel does not.
+        big = fits + b"end!"
+        assert peer.transport is not None
+        peer.transport.sendto(big, relayed)
+        assert await channel_data(client) == stun.channel_header(CHANNEL, len(big)) + big
+        values = await metrics(topo)
+    assert sample(values, "turnpike_relay_offload_punted_total", reason="length") == 1
+    assert sample(values, "turnpike_relay_offload_punted_total", reason="mtu") == 1
+    assert kernel_packets(values, "to_peer") == 1  # the one that fits
+    assert kernel_packets(values, "to_client") == 0
+    assert sample(values, "turnpike_relay_packets_total", direction="to_peer") == 2
+    assert sample(values, "turnpike_relay_packets_total", direction="to_client") == 1
+
+
+async def test_killing_the_relay_stops_relaying(topo: Topology, tmp_path: Path) -> None:
+    async with (
+        netns_relay(topo, tmp_path) as relay,
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate()
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"before")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"before"
+        await channel_data(client)
+        assert relay.proc is not None
+        relay.proc.kill()
+        await relay.proc.wait()
+        client.send_channel(CHANNEL, b"after")
+        assert peer.transport is not None
+        peer.transport.sendto(b"after too", relayed)
+        assert await peer.nothing()
+        with pytest.raises(TimeoutError):
+            await channel_data(client, timeout=0.5)
+
+
+async def test_offload_off_relays_in_userspace(topo: Topology, tmp_path: Path) -> None:
+    async with (
+        netns_relay(topo, tmp_path, offload="off"),
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        await client.allocate()
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"hello")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"hello"
+        assert await channel_data(client) == stun.channel_header(CHANNEL, 5) + b"hello"
+        values = await metrics(topo)
+        _, ready = await http_get(topo, "/ready")
+    assert '"offload": "off"' in ready
+    assert sample(values, "turnpike_relay_offload_active") == 0
+    assert kernel_packets(values, "to_peer") == 0
+    assert sample(values, "turnpike_relay_packets_total", direction="to_peer") == 1
