@@ -385,15 +385,30 @@ class Offload:
         total = Traffic()
         total.add(self._retired)
         for installed in self._installed.values():
-            total.add(installed.folded)
-            for entry in installed.entries.values():
-                for packets, octets, direction in self._live(entry):
-                    if direction == "to_peer":
-                        total.to_peer_packets += packets
-                        total.to_peer_bytes += octets
-                    else:
-                        total.to_client_packets += packets
-                        total.to_client_bytes += octets
+            total.add(self._kernel(installed))
+        return total
+
+    def total(self, alloc: Allocation) -> Traffic:
+        """What ``alloc`` relayed on both paths so far: userspace's counts plus the kernel's."""
+        total = Traffic()
+        total.add(alloc.traffic)
+        installed = self._installed.get(alloc)
+        if installed is not None:
+            total.add(self._kernel(installed))
+        return total
+
+    def _kernel(self, installed: _Installed) -> Traffic:
+        """The kernel's counts for one allocation: deleted entries and live ones."""
+        total = Traffic()
+        total.add(installed.folded)
+        for entry in installed.entries.values():
+            for packets, octets, direction in self._live(entry):
+                if direction == "to_peer":
+                    total.to_peer_packets += packets
+                    total.to_peer_bytes += octets
+                else:
+                    total.to_client_packets += packets
+                    total.to_client_bytes += octets
         return total
 
     def _live(self, entry: _Entry) -> Iterator[tuple[int, int, str]]:
