@@ -65,11 +65,11 @@ def sample(values: dict[Any, float], name: str, **labels: str) -> float:
 
 @contextlib.asynccontextmanager
 async def netns_relay(
-    topo: Topology, tmp_path: Path, *extra: str, offload: str = "tc"
+    topo: Topology, tmp_path: Path, *extra: str, offload: str = "tc", listen: str = ""
 ) -> AsyncIterator[TurnpikeProcess]:
     keyring = write_keyring(tmp_path / "keyring.json")
     args = [
-        "relay", "--listen", f"{topo.relay_ip}:{PORT}", "--realm", REALM,
+        "relay", "--listen", listen or f"{topo.relay_ip}:{PORT}", "--realm", REALM,
         "--keyring", str(keyring), "--allow-peer", "10.71.2.0/24", "--metrics", METRICS,
         "--relay-ports", "40000-40999", "--offload", offload, "--drain-grace", "1", *extra,
     ]  # fmt: skip
@@ -401,3 +401,24 @@ async def test_offload_off_relays_in_userspace(topo: Topology, tmp_path: Path) -
     assert sample(values, "turnpike_relay_offload_active") == 0
     assert kernel_packets(values, "to_peer") == 0
     assert sample(values, "turnpike_relay_packets_total", direction="to_peer") == 1
+
+
+async def test_default_wildcard_listener_is_offloaded(topo: Topology, tmp_path: Path) -> None:
+    """``--listen 0.0.0.0:PORT`` (the default address): answers come from the routed address."""
+    listen = f"0.0.0.0:{PORT}"
+    async with (
+        netns_relay(topo, tmp_path, "--relay-ip", topo.relay_ip, listen=listen),
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate()
+        await bind_channel(client, peer.address)
+        for size in (1, 5, 99, 1400):
+            payload = bytes(i % 256 for i in range(size))
+            client.send_channel(CHANNEL, payload)
+            got, source = await asyncio.wait_for(peer.queue.get(), 2)
+            assert (got, source[:2]) == (payload, relayed)
+            assert await channel_data(client) == stun.channel_header(CHANNEL, size) + payload
+        values = await metrics(topo)
+    assert kernel_packets(values, "to_peer") == 4
+    assert kernel_packets(values, "to_client") == 4

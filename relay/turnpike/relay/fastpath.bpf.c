@@ -43,7 +43,7 @@
 // Key of a client's ChannelData: the client's 5-tuple as seen on the wire, plus the channel.
 struct client_key {
 	__be32 client_ip;
-	__be32 server_ip;  // the listening address the client sends to
+	__be32 server_ip;  // the listening address the client sends to; 0 for 0.0.0.0
 	__be16 client_port;
 	__be16 server_port;
 	__be16 channel;  // as on the wire
@@ -53,7 +53,7 @@ struct client_key {
 // Key of a peer's datagram: the peer's address and the allocation's relayed address.
 struct peer_key {
 	__be32 peer_ip;
-	__be32 relay_ip;
+	__be32 relay_ip;  // 0 when the relay socket is bound to 0.0.0.0
 	__be16 peer_port;
 	__be16 relay_port;
 };
@@ -256,6 +256,10 @@ int turnpike_fastpath(struct __sk_buff *skb)
 			};
 
 			r = bpf_map_lookup_elem(&to_peer, &key);
+			if (!r) {  // a listener bound to 0.0.0.0 is keyed without the address
+				key.server_ip = 0;
+				r = bpf_map_lookup_elem(&to_peer, &key);
+			}
 			if (r) {
 				if (bpf_ktime_get_ns() >= r->expires_ns)
 					return punt(PUNT_EXPIRED);
@@ -278,8 +282,12 @@ int turnpike_fastpath(struct __sk_buff *skb)
 	};
 
 	r = bpf_map_lookup_elem(&to_client, &key);
-	if (!r)
-		return TC_ACT_UNSPEC;
+	if (!r) {  // a relay socket bound to 0.0.0.0 (behind 1:1 NAT) is keyed without the address
+		key.relay_ip = 0;
+		r = bpf_map_lookup_elem(&to_client, &key);
+		if (!r)
+			return TC_ACT_UNSPEC;
+	}
 	if (bpf_ktime_get_ns() >= r->expires_ns)
 		return punt(PUNT_EXPIRED);
 	if (data_len > MAX_DATA - 4)

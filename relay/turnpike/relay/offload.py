@@ -6,9 +6,9 @@ after a ChannelBind or Refresh succeeded and ``forget`` when an allocation ends,
 every second drops the entries of channels userspace has expired. Each entry carries the
 channel's (or the allocation's, if sooner) expiry, which the program checks itself.
 
-Only what the program relays exactly is offloaded: UDP clients on a listener bound to a specific
-IPv4 address, IPv4 relayed addresses and peers, allocations without ``--max-bps``, peers that are
-not this relay's own NAT-advertised addresses. Everything else keeps the userspace path, which
+Only what the program relays exactly is offloaded: UDP clients on an IPv4 listener, IPv4 relayed
+addresses and peers, allocations without ``--max-bps``, peers that are not this relay's own
+NAT-advertised addresses. Everything else keeps the userspace path, which
 stays complete: the program hands every packet it does not handle up unchanged.
 """
 
@@ -47,6 +47,7 @@ _RTM_NEWROUTE = 24
 _RTM_GETROUTE = 26
 _RTA_DST = 1
 _RTA_OIF = 4
+_RTA_PREFSRC = 7
 
 
 class OffloadError(RuntimeError):
@@ -139,7 +140,8 @@ class Routes:
         self._sock.bind((0, 0))
         self._seq = 0
 
-    def ifindex(self, ip: str) -> int | None:
+    def lookup(self, ip: str) -> tuple[int, str] | None:
+        """(egress interface index, preferred source address) towards ``ip``; None: no route."""
         self._seq += 1
         request = self._REQUEST.pack(
             self._REQUEST.size, _RTM_GETROUTE, _NLM_F_REQUEST, self._seq, 0,
@@ -158,15 +160,18 @@ class Routes:
             return None
         if kind != _RTM_NEWROUTE:
             return None  # NLMSG_ERROR: no route
+        oif = source = None
         offset = 16 + 12  # nlmsghdr, rtmsg
         while offset + 4 <= length:
             size, attr = struct.unpack_from("=HH", answer, offset)
             if size < 4:
                 break
             if attr == _RTA_OIF:
-                return int(struct.unpack_from("=I", answer, offset + 4)[0])
+                oif = int(struct.unpack_from("=I", answer, offset + 4)[0])
+            elif attr == _RTA_PREFSRC:
+                source = socket.inet_ntoa(answer[offset + 4 : offset + 8])
             offset += (size + 3) & ~3
-        return None
+        return None if oif is None or source is None else (oif, source)
 
     def close(self) -> None:
         self._sock.close()
@@ -313,10 +318,7 @@ class Offload:
         endpoint = alloc.five_tuple[0]
         if endpoint.name != "udp" or alloc.family != 4 or alloc.bandwidth is not None:
             return {}
-        if alloc.relayed[0] == "0.0.0.0" or alloc.client.closed:
-            return {}
-        server = _listener_address(endpoint)
-        if server is None:
+        if alloc.client.closed or _listener_address(endpoint) is None:
             return {}
         wanted: dict[int, tuple[tuple[str, int], int]] = {}
         for channel, peer in alloc.channels.items():
@@ -340,22 +342,26 @@ class Offload:
         client = alloc.five_tuple[1]
         if server is None or time.clock_gettime_ns(time.CLOCK_MONOTONIC) >= expires_ns:
             return
-        to_peer_if = self._routes.ifindex(peer[0])
-        to_client_if = self._routes.ifindex(client[0])
-        if to_peer_if is None or to_client_if is None:
+        to_peer_route = self._routes.lookup(peer[0])
+        to_client_route = self._routes.lookup(client[0])
+        if to_peer_route is None or to_client_route is None:
             return  # no route: userspace relays (and reports) it
         relayed = alloc.relayed
+        # A socket bound to 0.0.0.0 answers from the address the route prefers, as the kernel
+        # would for userspace; its key has address 0, which the program tries second.
+        server_src = to_client_route[1] if server[0] == "0.0.0.0" else server[0]
+        relayed_src = to_peer_route[1] if relayed[0] == "0.0.0.0" else relayed[0]
         client_key = ClientKey(
             _be32(client[0]), _be32(server[0]), _be16(client[1]), _be16(server[1]), _be16(channel)
         )
         peer_key = PeerKey(_be32(peer[0]), _be32(relayed[0]), _be16(peer[1]), _be16(relayed[1]))
         to_peer = Route(
-            _be32(relayed[0]), _be32(peer[0]), _be16(relayed[1]), _be16(peer[1]), 0, 0,
-            to_peer_if, 0, expires_ns,
+            _be32(relayed_src), _be32(peer[0]), _be16(relayed[1]), _be16(peer[1]), 0, 0,
+            to_peer_route[0], 0, expires_ns,
         )  # fmt: skip
         to_client = Route(
-            _be32(server[0]), _be32(client[0]), _be16(server[1]), _be16(client[1]),
-            _be16(channel), 0, to_client_if, 0, expires_ns,
+            _be32(server_src), _be32(client[0]), _be16(server[1]), _be16(client[1]),
+            _be16(channel), 0, to_client_route[0], 0, expires_ns,
         )  # fmt: skip
         # The reverse direction first: a peer's answer never races ahead of its entry.
         self._to_client.update(peer_key, to_client)
@@ -434,11 +440,11 @@ class Offload:
 
 
 def _listener_address(endpoint: Any) -> tuple[str, int] | None:
-    """The specific IPv4 address and port a UDP listener is bound to; None for wildcards."""
+    """The IPv4 address (maybe 0.0.0.0) and port a UDP listener is bound to; None for IPv6."""
     transport = getattr(endpoint, "transport", None)
     if transport is None:
         return None
     sockname = transport.get_extra_info("sockname")
-    if not sockname or ":" in sockname[0] or sockname[0] == "0.0.0.0":
+    if not sockname or ":" in sockname[0]:
         return None
     return str(sockname[0]), int(sockname[1])
