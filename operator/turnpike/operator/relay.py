@@ -115,9 +115,34 @@ def pod_security() -> Obj:
     }
 
 
+def binds_privileged_ports(edge: RelayEdge) -> bool:
+    """Whether a relay of this edge binds a port below 1024 (a listener or a relay port)."""
+    return min([p for p, _ in edge.client_ports()] + [edge.relay_ports[0]]) < 1024
+
+
+def container_security(edge: RelayEdge) -> Obj:
+    """Read-only root, no privilege escalation, every capability dropped; the one exception is a
+    host-network relay binding a port below 1024. A non-root process cannot use an added
+    capability there: Kubernetes grants no ambient capabilities, so for any uid but 0 an added
+    one stays in the bounding set only, and no-new-privileges rules out file capabilities. That
+    container alone runs as uid 0 holding NET_BIND_SERVICE and nothing else (no DAC override:
+    it reads only the root-owned Secret files). Off the host network the pod's own
+    net.ipv4.ip_unprivileged_port_start sysctl opens the port to the non-root user instead."""
+    security: Obj = {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    if edge.host_network and binds_privileged_ports(edge):
+        security["runAsNonRoot"] = False
+        security["runAsUser"] = 0
+        security["capabilities"]["add"] = ["NET_BIND_SERVICE"]
+    return security
+
+
 def pod_template(edge: RelayEdge, config: dict[str, str], keyring_secret: str) -> Obj:
     name = labels.relay_name(edge.name)
-    low_port = min(p for p, _ in edge.client_ports()) < 1024
     mounts = [{"name": "keyring", "mountPath": KEYRING_DIR, "readOnly": True}]
     volumes: list[Obj] = [
         {"name": "keyring", "secret": {"secretName": keyring_secret, "defaultMode": 0o440}}
@@ -142,15 +167,7 @@ def pod_template(edge: RelayEdge, config: dict[str, str], keyring_secret: str) -
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {
-                "drop": ["ALL"],
-                **({"add": ["NET_BIND_SERVICE"]} if low_port else {}),
-            },
-        },
+        "securityContext": container_security(edge),
     }
     if edge.workload.resources:
         container["resources"] = edge.workload.resources
@@ -164,9 +181,8 @@ def pod_template(edge: RelayEdge, config: dict[str, str], keyring_secret: str) -
     if edge.host_network:
         spec["hostNetwork"] = True
         spec["dnsPolicy"] = "ClusterFirstWithHostNet"
-    elif low_port:
-        # A non-root process may bind 443 once the pod's own network namespace allows it (a
-        # namespaced, "safe" sysctl); on the host network only the capability can help.
+    elif binds_privileged_ports(edge):
+        # A namespaced, "safe" sysctl: it applies to the pod's own network namespace only.
         spec["securityContext"]["sysctls"] = [
             {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
         ]
