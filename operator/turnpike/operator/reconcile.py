@@ -57,6 +57,8 @@ class Context:
     config: OperatorConfig
     metrics: Metrics
     nodes: NodeCache = field(init=False)
+    keyrings: set[str] = field(default_factory=set)  # namespaces whose keyring Secret was ensured
+    settled: dict[str, Any] = field(default_factory=dict)  # edge uid → generation cleaned up
 
     def __post_init__(self) -> None:
         self.nodes = NodeCache(self.kube)
@@ -72,8 +74,12 @@ def _now() -> str:
 
 async def ensure_keyring(ctx: Context, namespace: str) -> None:
     """The keyring Secret relays mount, created when missing exactly as keyring rotation creates
-    it (rotation owns it from then on)."""
+    it (rotation owns it from then on). Checked once per namespace by this process: keyring
+    rotation watches the Secret and recreates it if it is deleted later."""
+    if namespace in ctx.keyrings:
+        return
     await ensure_secret(KubeCluster(ctx.kube), namespace, ctx.config.keyring_secret, time.time())
+    ctx.keyrings.add(namespace)
 
 
 def _single_ip(cidrs: list[str]) -> str | None:
@@ -179,14 +185,19 @@ async def _edge_children(
         current = await _apply(ctx, body, child, changes)
         if child["kind"] in ("Deployment", "DaemonSet"):
             workload = current
-    name = labels.relay_name(edge.name)
-    stale = [(k8s.DEPLOYMENTS if edge.daemonset else k8s.DAEMONSETS, name)]
-    stale += [(k8s.SERVICES, svc) for svc in relay.stale_service_names(edge)]
-    for res, stale_name in stale:
-        if await apply.remove_owned(
-            ctx.kube, res, edge.namespace, stale_name, body["metadata"]["uid"]
-        ):
-            changes.append(f"deleted {res.kind} {stale_name}")
+    # Children an earlier spec had (a Deployment before DaemonSet mode, a Service before
+    # hostNetwork or a split): looked for once per generation, as only a spec change makes them.
+    uid, generation = body["metadata"]["uid"], body["metadata"].get("generation")
+    if ctx.settled.get(uid) != generation:
+        name = labels.relay_name(edge.name)
+        stale = [(k8s.DEPLOYMENTS if edge.daemonset else k8s.DAEMONSETS, name)]
+        stale += [(k8s.SERVICES, svc) for svc in relay.stale_service_names(edge)]
+        for res, stale_name in stale:
+            if await apply.remove_owned(
+                ctx.kube, res, edge.namespace, stale_name, body["metadata"]["uid"]
+            ):
+                changes.append(f"deleted {res.kind} {stale_name}")
+        ctx.settled[uid] = generation
     return workload, changes
 
 
