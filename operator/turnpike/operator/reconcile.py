@@ -340,13 +340,17 @@ def _gateway_status(
 # -- the namespace's published ConfigMaps --------------------------------------------------------
 
 
-async def _put_configmap(ctx: Context, namespace: str, name: str, data: dict[str, str]) -> None:
+async def _put_configmap(
+    ctx: Context, namespace: str, name: str, data: dict[str, str], create: bool = True
+) -> None:
     body: Obj = {
         "metadata": {"name": name, "namespace": namespace, "labels": labels.published_labels()},
         "data": data,
     }
     current = await ctx.kube.get(k8s.CONFIGMAPS, namespace, name)
     if current is None:
+        if not create:
+            return
         await ctx.kube.create(k8s.CONFIGMAPS, namespace, body)
     else:
         # Guarded by resourceVersion: a concurrent writer makes this a 409 and a retry.
@@ -360,7 +364,8 @@ async def publish(ctx: Context, namespace: str) -> None:
 
     An edge whose spec cannot be parsed keeps its last valid publication (``status.publication``,
     see publication.py): a typo must never withdraw a serving edge from the firewall ranges or
-    the token API. A namespace without edges gets empty documents, not missing ConfigMaps."""
+    the token API. Once its last edge is gone a namespace keeps empty documents, not missing
+    ConfigMaps."""
     kube, cfg = ctx.kube, ctx.config
     edge_bodies = [e for e in await kube.list(k8s.RELAY_EDGES, namespace) if not _deleting(e)]
     gateway_bodies = [
@@ -383,13 +388,18 @@ async def publish(ctx: Context, namespace: str) -> None:
         for pub, body in published
     )
     ctx.metrics.edges.labels(namespace).set(len(published))
+    # Without edges the documents become empty, but only where they exist: a namespace that
+    # never had edges, or one being deleted, gets nothing created.
+    any_edges = bool(published)
     current = await kube.get(k8s.CONFIGMAPS, namespace, labels.IP_RANGES)
     if (
         current is None
         or not ranges.same_content(current.get("data"), doc)
         or not _has_labels(current)
     ):
-        await _put_configmap(ctx, namespace, labels.IP_RANGES, ranges.configmap_data(doc, _now()))
+        await _put_configmap(
+            ctx, namespace, labels.IP_RANGES, ranges.configmap_data(doc, _now()), any_edges
+        )
     text = directory.render([pub for pub, _ in published], cfg.global_host)
     current = await kube.get(k8s.CONFIGMAPS, namespace, labels.EDGE_DIRECTORY)
     if (
@@ -398,7 +408,7 @@ async def publish(ctx: Context, namespace: str) -> None:
         or not _has_labels(current)
     ):
         await _put_configmap(
-            ctx, namespace, labels.EDGE_DIRECTORY, {labels.EDGE_DIRECTORY_KEY: text}
+            ctx, namespace, labels.EDGE_DIRECTORY, {labels.EDGE_DIRECTORY_KEY: text}, any_edges
         )
 
 
