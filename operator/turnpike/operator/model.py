@@ -70,6 +70,16 @@ class Workload:
         )
 
 
+OFFLOAD_MODES = ("off", "auto", "tc")
+
+
+def _offload(value: Any) -> str:
+    mode = str(value or "off")
+    if mode not in OFFLOAD_MODES:
+        raise SpecError(f"spec.offload: one of {', '.join(OFFLOAD_MODES)}, not {mode!r}")
+    return mode
+
+
 @dataclass(frozen=True, slots=True)
 class RelayEdge:
     name: str
@@ -94,6 +104,7 @@ class RelayEdge:
     deny_cluster_networks: bool
     grace_seconds: int
     workload: Workload
+    offload: str = "off"  # the relay's --offload: off, auto or tc
 
     @property
     def tls(self) -> bool:
@@ -150,6 +161,7 @@ class RelayEdge:
             deny_cluster_networks=bool(peers.get("denyClusterNetworks", True)),
             grace_seconds=int(spec.get("terminationGracePeriodSeconds", 3600)),
             workload=Workload.parse(spec, default_image),
+            offload=_offload(spec.get("offload")),
         )
 
 

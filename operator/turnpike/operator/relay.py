@@ -41,6 +41,7 @@ def relay_config(
         # Drain a little shorter than the pod's grace period so the relay exits on its own
         # terms (final metrics, closed allocations) before the kubelet kills it.
         "TURNPIKE_DRAIN_GRACE": str(max(edge.grace_seconds - DRAIN_MARGIN, 0)),
+        "TURNPIKE_OFFLOAD": edge.offload,
     }
     if deny:
         data["TURNPIKE_DENY_PEER"] = ",".join(deny)
@@ -115,6 +116,30 @@ def pod_security() -> Obj:
     }
 
 
+def container_security(edge: RelayEdge, low_port: bool) -> Obj:
+    """Every capability dropped; NET_BIND_SERVICE for a port below 1024.
+
+    With the kernel fast path (``offload`` auto or tc) the relay must load an eBPF program and
+    attach it to the pod's (or, with hostNetwork, the node's) interfaces: exactly CAP_BPF and
+    CAP_NET_ADMIN are added, nothing privileged. Kubernetes grants added capabilities only to
+    UID 0 (it has no ambient capabilities), so that container runs as root, still without
+    privilege escalation and on a read-only root filesystem; the restricted Pod Security
+    Standard refuses such a pod, which is why ``offload`` is off unless the edge asks for it.
+    """
+    fast = edge.offload != "off"
+    add = [cap for cap, wanted in (("BPF", fast), ("NET_ADMIN", fast),
+                                   ("NET_BIND_SERVICE", low_port)) if wanted]  # fmt: skip
+    security: Obj = {
+        "runAsNonRoot": not fast,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"], **({"add": add} if add else {})},
+    }
+    if fast:
+        security["runAsUser"] = 0
+    return security
+
+
 def pod_template(edge: RelayEdge, config: dict[str, str], keyring_secret: str) -> Obj:
     name = labels.relay_name(edge.name)
     low_port = min(p for p, _ in edge.client_ports()) < 1024
@@ -142,15 +167,7 @@ def pod_template(edge: RelayEdge, config: dict[str, str], keyring_secret: str) -
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {
-                "drop": ["ALL"],
-                **({"add": ["NET_BIND_SERVICE"]} if low_port else {}),
-            },
-        },
+        "securityContext": container_security(edge, low_port),
     }
     if edge.workload.resources:
         container["resources"] = edge.workload.resources
