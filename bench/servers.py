@@ -134,7 +134,8 @@ def command(
         exe = shutil.which("turnserver") or "turnserver"
         cmd = [
             exe,
-            "-n",
+            "-n",  # no configuration file: never /etc/turnserver.conf of a system coturn
+            "--no-rfc5780",  # no alternative port (listening port + 1) to collide with
             "--listening-ip", "127.0.0.1",
             "--listening-port", str(port),
             "--relay-ip", "127.0.0.1",

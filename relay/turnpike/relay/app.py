@@ -80,9 +80,14 @@ class Options:
             raise ValueError("--workers needs fixed ports, not port 0")
         if args.workers > 1 and args.offload == "tc":
             raise ValueError("--offload tc does not work with --workers yet (use auto or off)")
-        for name in ("user_quota", "total_quota", "max_bps"):
+        for name in ("user_quota", "total_quota", "max_bps", "reserve_percent"):
             if getattr(args, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        for name in ("account_quota", "ip_quota", "connections_per_ip"):
+            if (getattr(args, name) or 0) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        if args.reserve_percent >= 100:
+            raise ValueError("--reserve-percent must be below 100")
         config = RelayConfig(
             realm=args.realm,
             relay_ips=tuple(relay_ips),
@@ -91,7 +96,11 @@ class Options:
             allow_peer=tuple(args.allow_peer),
             deny_peer=tuple(args.deny_peer),
             user_quota=args.user_quota,
+            account_quota=args.account_quota,
+            ip_quota=args.ip_quota,
             total_quota=args.total_quota,
+            connections_per_ip=args.connections_per_ip,
+            reserve_percent=args.reserve_percent,
             max_bps=args.max_bps,
             max_lifetime=args.max_lifetime,
             default_lifetime=min(600, args.max_lifetime),

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from turnpike.core.keyring import Keyring
+from turnpike.relay.fairshare import ALLOCATION_REFUSALS, CONNECTION_LIMIT, CONNECTION_RESERVE
 from turnpike.relay.stun import Method
 
 if TYPE_CHECKING:
@@ -24,6 +25,29 @@ if TYPE_CHECKING:
     from turnpike.relay.offload import Offload
 
 METHOD_NAMES = {int(m): m.name.lower() for m in Method}
+
+# How `--workers` merges each family across the worker processes (``workers.merge_metrics``):
+# "sum" for what each worker counts or holds on its own, "max" for what every worker counts the
+# same way (each reloads the same keyring file), "one" for a value every worker shares.
+MERGE: dict[str, str] = {
+    "turnpike_relay_keyring_keys": "one",
+    "turnpike_relay_keyring_reloads": "max",
+    "turnpike_relay_keyring_errors": "max",
+    "turnpike_relay_allocations": "sum",
+    "turnpike_relay_allocations_created": "sum",
+    "turnpike_relay_allocations_removed": "sum",
+    "turnpike_relay_packets": "sum",
+    "turnpike_relay_bytes": "sum",
+    "turnpike_relay_dropped_packets": "sum",
+    "turnpike_relay_requests": "sum",
+    "turnpike_relay_auth_failures": "sum",
+    "turnpike_relay_peer_denied": "sum",
+    "turnpike_relay_unauthorized_dropped": "sum",
+    "turnpike_relay_malformed": "sum",
+    "turnpike_relay_allocations_refused": "sum",
+    "turnpike_relay_connections_refused": "sum",
+    "turnpike_relay_fd_exhausted": "sum",
+}
 
 
 class RelayStats:
@@ -37,6 +61,9 @@ class RelayStats:
         self.allocations_removed: Counter[str] = Counter()  # by reason
         self.unauthorized_dropped = 0  # 401s not sent because of the per-source limit
         self.malformed: Counter[str] = Counter()  # by transport
+        self.refusals: Counter[str] = Counter()  # Allocates refused, by fair-share rule
+        self.connections_refused: Counter[str] = Counter()  # TCP/TLS closed at once, by rule
+        self.fd_exhausted: Counter[str] = Counter()  # EMFILE/ENFILE met, by where
 
     def request(self, method: int, code: int) -> None:
         self.requests[(METHOD_NAMES.get(method, "other"), str(code))] += 1
@@ -166,6 +193,27 @@ class RelayCollector(Collector):
         for transport, n in s.malformed.items():
             malformed.add_metric([transport], n)
         yield malformed
+        yield _by_label(
+            "turnpike_relay_allocations_refused",
+            "Allocates refused by the fair share (quota, reserve, no port, no descriptor), by rule",
+            "reason",
+            s.refusals,
+            [r.label for r in ALLOCATION_REFUSALS],
+        )
+        yield _by_label(
+            "turnpike_relay_connections_refused",
+            "TCP/TLS connections closed on arrival: per-address limit or descriptor reserve",
+            "reason",
+            s.connections_refused,
+            [CONNECTION_LIMIT, CONNECTION_RESERVE],
+        )
+        yield _by_label(
+            "turnpike_relay_fd_exhausted",
+            "Times the process ran out of file descriptors (EMFILE/ENFILE), by where",
+            "where",
+            s.fd_exhausted,
+            ["allocate", "accept"],
+        )
 
     @staticmethod
     def _offload(offload: Offload) -> Iterator[Metric]:
@@ -198,3 +246,13 @@ def registry_for(
     registry = CollectorRegistry()
     registry.register(RelayCollector(stats, table, keyring, offload))
     return registry
+
+
+def _by_label(
+    name: str, documentation: str, label: str, counts: Counter[str], known: list[str]
+) -> CounterMetricFamily:
+    """A counter by one label, with every known value present from the start (as 0)."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value in dict.fromkeys([*known, *counts]):
+        family.add_metric([value], counts.get(value, 0))
+    return family
