@@ -146,8 +146,8 @@ async def peer_in(topo: Topology, ip: str) -> AsyncIterator[Peer]:
 
 
 @contextlib.asynccontextmanager
-async def client_in(topo: Topology) -> AsyncIterator[RawClient]:
-    with topo.inside(topo.client):
+async def client_in(topo: Topology, namespace: str = "") -> AsyncIterator[RawClient]:
+    with topo.inside(namespace or topo.client):
         client = await RawClient.connect((topo.relay_ip, PORT))
     client.login(*credentials())
     try:
@@ -484,3 +484,27 @@ async def test_auto_without_the_capabilities_relays_in_userspace(
     await refused.stop()
     assert code == 2
     assert "--offload tc" in refused.text and "Traceback" not in refused.text, refused.text
+
+
+async def test_an_interface_that_appears_later_is_attached_too(
+    topo: Topology, tmp_path: Path
+) -> None:
+    """A host-network relay's node gains a veth with every new pod: the relay follows."""
+    async with netns_relay(topo, tmp_path), peer_in(topo, topo.peer_ip) as peer:
+        before = sample(await metrics(topo), "turnpike_relay_offload_interfaces")
+        namespace, _ = topo.add_host(len(topo.extra))
+        for _ in range(100):  # the relay looks once a second
+            values = await metrics(topo)
+            if sample(values, "turnpike_relay_offload_interfaces") > before:
+                break
+            await asyncio.sleep(0.1)
+        assert sample(values, "turnpike_relay_offload_interfaces") == before + 1
+        async with client_in(topo, namespace) as client:
+            await client.allocate()
+            await bind_channel(client, peer.address)
+            client.send_channel(CHANNEL, b"new pod")
+            assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"new pod"
+            assert await channel_data(client) == stun.channel_header(CHANNEL, 7) + b"new pod"
+        values = await metrics(topo)
+    assert kernel_packets(values, "to_peer") == 1
+    assert kernel_packets(values, "to_client") == 1
