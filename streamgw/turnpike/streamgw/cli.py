@@ -103,6 +103,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MESSAGES",
         help="messages buffered for a slow WebSocket server before audio is dropped (31930)",
     )
+    parser.add_argument(
+        "--tts",
+        type=_tts,
+        default="espeak",
+        metavar="ENGINE",
+        help="<Say> engine: espeak (default, espeak-ng), command:ARGV (WAV on stdout; {voice} "
+        "and {language} are replaced, the text is on stdin) or http:URL (POST JSON, WAV back)",
+    )
+    parser.add_argument(
+        "--tts-cache-mb",
+        type=float,
+        default=32.0,
+        metavar="MB",
+        help="synthesized <Say> audio kept for reuse, in MB (default 32)",
+    )
+
+
+def _tts(value: str) -> str:
+    from turnpike.streamgw.tts import engine_from_flag
+
+    try:
+        engine_from_flag(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
             rtp_fill_after=args.rtp_fill_after,
             rtp_idle_hangup=args.rtp_idle_hangup,
             drain_grace=args.drain_grace,
+            tts=args.tts,
+            tts_cache_bytes=int(args.tts_cache_mb * 1024 * 1024),
         )
         metrics = Metrics()
         gateway = Gateway(config, lambda: watcher.current, metrics)

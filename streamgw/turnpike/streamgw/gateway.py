@@ -20,6 +20,7 @@ from turnpike.streamgw.ingress import CallListener, CallRequest
 from turnpike.streamgw.media import MediaSettings
 from turnpike.streamgw.metrics import Metrics
 from turnpike.streamgw.stream import Egress, StreamSettings
+from turnpike.streamgw.tts import Speaker, engine_from_flag
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class GatewayConfig:
     callback_attempts: int = 5
     callback_first_delay: float = 0.5
     keep_ended: int = 1000  # ended calls kept for GET
+    tts: str = "espeak"  # the <Say> engine: espeak, command:ARGV or http:URL (see tts.py)
+    tts_cache_bytes: int = 32 * 1024 * 1024
 
     @property
     def media(self) -> MediaSettings:
@@ -65,6 +68,7 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self._callbacks: Callbacks | None = None
         self._egress: Egress | None = None
+        self._speaker: Speaker | None = None
 
     async def start(self) -> None:
         self._session = new_session(self.policy, self.config.ca_file)
@@ -78,6 +82,7 @@ class Gateway:
         self._egress = Egress(
             self._session, self.policy, self._callbacks, self.metrics, self.config.stream
         )
+        self._speaker = Speaker(engine_from_flag(self.config.tts), self.config.tts_cache_bytes)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -88,6 +93,11 @@ class Gateway:
     def callbacks(self) -> Callbacks:
         assert self._callbacks is not None, "Gateway.start() first"
         return self._callbacks
+
+    @property
+    def speaker(self) -> Speaker:
+        assert self._speaker is not None, "Gateway.start() first"
+        return self._speaker
 
     @property
     def egress(self) -> Egress:
@@ -140,6 +150,8 @@ class Gateway:
 
     async def close(self) -> None:
         await self.drain(0)
+        if self._speaker is not None:
+            await self._speaker.close()
         if self._callbacks is not None:
             await self._callbacks.close()
         if self._session is not None:
