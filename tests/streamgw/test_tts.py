@@ -17,6 +17,7 @@ from support.streamgw import MakeGateway
 from twilio.twiml.voice_response import VoiceResponse
 
 from turnpike.streamgw import g711, twiml
+from turnpike.streamgw.convert import AudioConverter
 from turnpike.streamgw.tts import Command, Espeak, Speaker, TtsError, engine_from_flag, espeak_voice
 
 
@@ -90,7 +91,8 @@ def counting_engine(tmp_path: Path) -> tuple[str, Path]:
 
 async def test_speaker_caches_within_its_budget_and_shares_one_synthesis(tmp_path: Path) -> None:
     flag, log = counting_engine(tmp_path)
-    speaker = Speaker(engine_from_flag(flag), cache_bytes=16_000)
+    converter = AudioConverter()
+    speaker = Speaker(engine_from_flag(flag), converter, cache_bytes=16_000)
     try:
         first, *others = await asyncio.gather(
             *(speaker.speak("one two three", "man", "en") for _ in range(5))
@@ -106,12 +108,15 @@ async def test_speaker_caches_within_its_budget_and_shares_one_synthesis(tmp_pat
         assert len(log.read_text().splitlines()) == 3
     finally:
         await speaker.close()
-    broken = Speaker(engine_from_flag("command:sh -c 'echo no voice >&2; exit 3'"))
+    broken = Speaker(engine_from_flag("command:sh -c 'echo no voice >&2; exit 3'"), converter)
     with pytest.raises(TtsError, match="exited with 3: no voice"):
         await broken.speak("x", "man", "en")
-    silent = Speaker(engine_from_flag("command:true"))
-    with pytest.raises(TtsError, match="unusable"):
-        await silent.speak("x", "man", "en")
+    silent = Speaker(engine_from_flag("command:true"), converter)
+    try:
+        with pytest.raises(TtsError, match="unusable"):
+            await silent.speak("x", "man", "en")
+    finally:
+        converter.close()
 
 
 async def test_say_through_a_command_engine(

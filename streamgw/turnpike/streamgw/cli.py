@@ -168,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         metrics = Metrics()
         gateway = Gateway(config, lambda: watcher.current, metrics)
         await gateway.start()
+        await gateway.converter.start()  # prompt conversion workers ready before the first call
         runner = web.AppRunner(create_app(gateway, health=args.metrics is None), access_log=None)
         health: HealthServer | None = None
         try:

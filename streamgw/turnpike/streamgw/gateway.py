@@ -15,6 +15,7 @@ from turnpike.core.accounts import Accounts
 from turnpike.core.addresses import AddressPolicy
 from turnpike.streamgw.call import Call
 from turnpike.streamgw.callbacks import Callbacks
+from turnpike.streamgw.convert import AudioConverter
 from turnpike.streamgw.egress import new_session
 from turnpike.streamgw.ingress import CallListener, CallRequest
 from turnpike.streamgw.media import MediaSettings
@@ -69,6 +70,7 @@ class Gateway:
         self._callbacks: Callbacks | None = None
         self._egress: Egress | None = None
         self._speaker: Speaker | None = None
+        self.converter = AudioConverter()
 
     async def start(self) -> None:
         self._session = new_session(self.policy, self.config.ca_file)
@@ -82,7 +84,9 @@ class Gateway:
         self._egress = Egress(
             self._session, self.policy, self._callbacks, self.metrics, self.config.stream
         )
-        self._speaker = Speaker(engine_from_flag(self.config.tts), self.config.tts_cache_bytes)
+        self._speaker = Speaker(
+            engine_from_flag(self.config.tts), self.converter, self.config.tts_cache_bytes
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -152,6 +156,7 @@ class Gateway:
         await self.drain(0)
         if self._speaker is not None:
             await self._speaker.close()
+        await asyncio.to_thread(self.converter.close)
         if self._callbacks is not None:
             await self._callbacks.close()
         if self._session is not None:

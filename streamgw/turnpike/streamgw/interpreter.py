@@ -22,7 +22,7 @@ from turnpike.streamgw.fetch import FetchError
 from turnpike.streamgw.ingress import Source
 from turnpike.streamgw.stream import StreamSpec
 from turnpike.streamgw.tts import TtsError
-from turnpike.streamgw.wav import WavError, wav_to_ulaw
+from turnpike.streamgw.wav import WavError
 
 if TYPE_CHECKING:
     from turnpike.streamgw.call import Call
@@ -89,7 +89,7 @@ async def play(call: Call, verb: twiml.Play) -> Step:
     shown = f"<Play> {redact(url)}"  # for messages: customers' URLs may carry credentials
     try:
         data = await call.fetcher.audio(url, shown)
-        audio = await asyncio.to_thread(wav_to_ulaw, data)
+        audio = await call.gateway.converter.to_ulaw(data)
     except FetchError as exc:
         call.report(exc.code, exc.detail)
         return NEXT

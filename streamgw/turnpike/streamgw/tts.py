@@ -10,9 +10,10 @@
 - ``http:URL``: ``POST URL`` with ``{"text", "voice", "language"}`` as JSON, a WAV file back.
 
 Engines return WAV (any rate and encoding `wav.wav_to_ulaw` reads); the `Speaker` turns it into
-8 kHz µ-law in a worker thread, caches it by (engine, voice, language, text) within a byte budget,
-shares one synthesis between calls asking for the same words at once, and runs at most a few
-syntheses at a time, so a burst of ``<Say>`` never stalls the event loop or other calls.
+8 kHz µ-law in a worker process (`convert.py`), caches it by (engine, voice, language, text)
+within a byte budget, shares one synthesis between calls asking for the same words at once, and
+runs at most two syntheses at a time, so a burst of ``<Say>`` never stalls the event loop or
+other calls.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from typing import Protocol
 
 import aiohttp
 
+from turnpike.streamgw.convert import NICE, AudioConverter
 from turnpike.streamgw.fetch import BodyTooLarge, read_body
-from turnpike.streamgw.wav import WavError, wav_to_ulaw
+from turnpike.streamgw.wav import WavError
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +114,11 @@ def _espeak_language(tag: str, installed: frozenset[str]) -> str:
 async def _run(argv: list[str], stdin: bytes) -> bytes:
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv,
+            "nice", "-n", str(NICE), *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-        )
+        )  # fmt: skip
     except OSError as exc:
         raise TtsError(f"cannot run {argv[0]}: {exc}") from None
     try:
@@ -207,8 +209,15 @@ def engine_from_flag(value: str) -> Engine:
 
 
 class Speaker:
-    def __init__(self, engine: Engine, cache_bytes: int = 32 * 1024 * 1024, workers: int = 2):
+    def __init__(
+        self,
+        engine: Engine,
+        converter: AudioConverter,
+        cache_bytes: int = 32 * 1024 * 1024,
+        workers: int = 2,
+    ) -> None:
         self.engine = engine
+        self.converter = converter
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[tuple[str, str, str, str], bytes] = OrderedDict()
         self._cached = 0
@@ -234,7 +243,7 @@ class Speaker:
         async with self._slots:
             wav = await self.engine.synthesize(text, voice, language)
             try:
-                audio = await asyncio.to_thread(wav_to_ulaw, wav)
+                audio = await self.converter.to_ulaw(wav)
             except WavError as exc:
                 raise TtsError(f"the engine's audio is unusable: {exc}") from None
         self._remember(key, audio)
