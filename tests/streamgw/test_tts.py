@@ -111,6 +111,10 @@ async def test_speaker_caches_within_its_budget_and_shares_one_synthesis(tmp_pat
     broken = Speaker(engine_from_flag("command:sh -c 'echo no voice >&2; exit 3'"), converter)
     with pytest.raises(TtsError, match="exited with 3: no voice"):
         await broken.speak("x", "man", "en")
+    for hostile in ("--output=/tmp/x", "a b", "x;rm"):
+        with pytest.raises(TtsError, match="must be names"):
+            await speaker.speak("x", hostile, "en")
+    assert len(log.read_text().splitlines()) == 3  # the program never ran for them
     silent = Speaker(engine_from_flag("command:true"), converter)
     try:
         with pytest.raises(TtsError, match="unusable"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import shlex
 from collections import OrderedDict
 from typing import Protocol
@@ -37,6 +38,7 @@ MAX_WAV = 64 * 1024 * 1024
 TIMEOUT = 30.0
 DEFAULT_LANGUAGE = "en-US"
 FALLBACK_VOICE = "en-us"
+SAFE_ARGUMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 
 class TtsError(Exception):
@@ -162,6 +164,10 @@ class Command:
         self.name = f"command:{template}"
 
     async def synthesize(self, text: str, voice: str, language: str) -> bytes:
+        for value in (voice, language):
+            if value and not SAFE_ARGUMENT.fullmatch(value):
+                # Customers write these: never let one read as an option of the program.
+                raise TtsError(f"voice and language must be names, got {value[:40]!r}")
         argv = [a.replace("{voice}", voice).replace("{language}", language) for a in self.argv]
         return await _run(argv, text.encode())
 
