@@ -215,3 +215,14 @@ async def test_oversized_documents_are_refused_before_reading(gw: Harness) -> No
         ended = await gw.wait_status(created["sid"], timeout=30)
     (error,) = ended["errors"]
     assert error["code"] == 11750
+
+
+def test_element_count_is_capped() -> None:
+    response = VoiceResponse()
+    for _ in range(twiml.MAX_ELEMENTS - 1):
+        response.pause(length=0)
+    assert len(twiml.parse(str(response)).verbs) == twiml.MAX_ELEMENTS - 1  # with <Response>
+    response.pause(length=0)
+    with pytest.raises(twiml.TwimlError, match="more than 1000 elements") as info:
+        twiml.parse(str(response))
+    assert info.value.code == 12100

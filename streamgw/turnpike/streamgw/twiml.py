@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import io
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -30,6 +31,7 @@ TRACKS = ("inbound_track", "outbound_track", "both_tracks")
 METHODS = ("GET", "POST")
 MAX_PARAMETER_CHARS = 500  # name + value, per parameter
 MAX_DOCUMENT = 1024 * 1024  # bytes
+MAX_ELEMENTS = 1000  # verbs and nouns in one document, nested ones included
 MAX_SAY_CHARS = 4096  # the hosted limit for one <Say>
 MAX_LOOP = 1000
 REJECT_REASONS = ("rejected", "busy")
@@ -383,6 +385,7 @@ def _verb(el: ET.Element) -> Verb:
 # ---- the document ---------------------------------------------------------------------------
 
 _DECLARED = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_DECLARATION = re.compile(r"^\ufeff?<\?xml[^>]*\?>")
 _UTF8 = ("utf-8", "utf8")
 _UTF16 = ("utf-16", "utf-16le", "utf-16be", "utf16")
 
@@ -423,7 +426,7 @@ def parse(text: str | bytes) -> Document:
         raise TwimlError(PARSE_ERROR, f"TwiML is larger than {MAX_DOCUMENT} bytes")
     source = decode(raw)
     try:
-        root = SafeET.fromstring(source, forbid_dtd=True, forbid_entities=True)
+        root = _tree(source)
     except DefusedXmlException:
         raise TwimlError(
             PARSE_ERROR, "TwiML must not contain a DOCTYPE or entity declarations"
@@ -433,6 +436,20 @@ def parse(text: str | bytes) -> Document:
     if root.tag != "Response":
         raise TwimlError(PARSE_ERROR, f"TwiML root element must be <Response>, not <{root.tag}>")
     return Document(tuple(_verb(el) for el in root))
+
+
+def _tree(source: str) -> ET.Element:
+    """The element tree, built incrementally so a document with too many elements stops early
+    (the CPU one document can cost is bounded by its size cap and `MAX_ELEMENTS`)."""
+    body = _DECLARATION.sub("", source, count=1).encode("utf-8")  # decode() checked it
+    root: ET.Element | None = None
+    events = SafeET.iterparse(io.BytesIO(body), ("start",), forbid_dtd=True, forbid_entities=True)
+    for count, (_, element) in enumerate(events, 1):
+        if count > MAX_ELEMENTS:
+            raise TwimlError(PARSE_ERROR, f"TwiML has more than {MAX_ELEMENTS} elements")
+        root = element if root is None else root
+    assert root is not None  # an empty document is a ParseError
+    return root
 
 
 async def parse_async(text: str | bytes) -> Document:
