@@ -23,6 +23,12 @@ from turnpike.streamgw import g711
 DTMF_EVENTS = {str(n): n for n in range(10)} | {"*": 10, "#": 11}
 
 
+@pytest.fixture(autouse=True)
+def espeak() -> None:
+    """The gateway's default <Say> engine is espeak-ng."""
+    require_tool("espeak-ng", "apt-get install espeak-ng")
+
+
 def voiced(audio: bytes) -> int:
     """20 ms frames that carry speech: mean absolute amplitude well above idle noise."""
     frames = (audio[i : i + 160] for i in range(0, len(audio) - 159, 160))
