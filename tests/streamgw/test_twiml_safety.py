@@ -226,3 +226,75 @@ def test_element_count_is_capped() -> None:
     with pytest.raises(twiml.TwimlError, match="more than 1000 elements") as info:
         twiml.parse(str(response))
     assert info.value.code == 12100
+
+
+def test_every_supported_verb_as_the_sdk_spells_it() -> None:
+    from twilio.twiml.voice_response import Connect, Gather, Stop
+
+    response = VoiceResponse()
+    start = Start(action="/started", method="GET")
+    stream = start.stream(
+        name="n",
+        url="wss://example.com/s",
+        track="both_tracks",
+        status_callback="https://example.com/cb",
+        status_callback_method="GET",
+    )
+    stream.parameter(name="k", value="v")
+    response.append(start)
+    stop = Stop()
+    stop.stream(name="n")
+    response.append(stop)
+    connect = Connect(action="/after", method="POST")
+    connect.stream(url="wss://example.com/c")
+    response.append(connect)
+    gather = Gather(
+        input="dtmf",
+        num_digits=4,
+        timeout=7,
+        finish_on_key="*",
+        action="/digits",
+        method="GET",
+        action_on_empty_result=True,
+    )
+    gather.say("Enter your PIN", voice="Polly.Joanna", language="en-US", loop=2)
+    gather.play("https://example.com/beep.wav", loop=1)
+    gather.pause(length=2)
+    response.append(gather)
+    response.say("Bye", voice="woman", language="en-GB", loop=0)
+    response.play("https://example.com/a.wav", loop=3)
+    response.pause(length=1)
+    response.redirect("/next", method="GET")
+    response.reject(reason="busy")
+    response.hangup()
+    assert twiml.parse(str(response)).verbs == (
+        twiml.Start(
+            twiml.Stream(
+                "wss://example.com/s", "n", "both_tracks", "https://example.com/cb", "GET",
+                (("k", "v"),),
+            ),
+            "/started",
+            "GET",
+        ),
+        twiml.StopStream("n"),
+        twiml.Connect(twiml.Stream("wss://example.com/c"), "/after", "POST"),
+        twiml.Gather(
+            (
+                twiml.Say("Enter your PIN", "Polly.Joanna", "en-US", 2),
+                twiml.Play("https://example.com/beep.wav", 1),
+                twiml.Pause(2.0),
+            ),
+            num_digits=4,
+            timeout=7.0,
+            finish_on_key="*",
+            action="/digits",
+            method="GET",
+            action_on_empty_result=True,
+        ),
+        twiml.Say("Bye", "woman", "en-GB", 0),
+        twiml.Play("https://example.com/a.wav", 3),
+        twiml.Pause(1.0),
+        twiml.Redirect("/next", "GET"),
+        twiml.Reject("busy"),
+        twiml.Hangup(),
+    )  # fmt: skip
