@@ -71,9 +71,14 @@ class TurnpikeProcess:
     """A ``turnpike <command> …`` child process with its output kept for assertions."""
 
     def __init__(
-        self, args: Sequence[str], env: dict[str, str] | None = None, fd_limit: int | None = None
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        fd_limit: int | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
-        self.args = [sys.executable, "-m", "turnpike", *args]
+        # ``prefix`` runs it through another command (``ip netns exec NAME``, say).
+        self.args = [*prefix, sys.executable, "-m", "turnpike", *args]
         self.env = {**os.environ, **(env or {})}
         self.fd_limit = fd_limit  # the child's open-file limit (RLIMIT_NOFILE), when given
         self.proc: asyncio.subprocess.Process | None = None
@@ -126,9 +131,10 @@ async def turnpike(
     ready_url: str | None = None,
     env: dict[str, str] | None = None,
     fd_limit: int | None = None,
+    prefix: Sequence[str] = (),
 ) -> AsyncIterator[TurnpikeProcess]:
     """Run ``turnpike`` with ``args`` until the block ends; waits for ``ready_url`` if given."""
-    process = TurnpikeProcess(args, env, fd_limit)
+    process = TurnpikeProcess(args, env, fd_limit, prefix)
     await process.start()
     try:
         if ready_url is not None:

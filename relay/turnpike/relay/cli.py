@@ -156,6 +156,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="processes sharing the listening ports with SO_REUSEPORT (default 1)",
     )
+    parser.add_argument(
+        "--offload",
+        choices=("auto", "tc", "off"),
+        default="auto",
+        help="kernel fast path for ChannelData over IPv4/UDP: auto (when CAP_BPF and "
+        "CAP_NET_ADMIN allow and the program loads), tc (required: fail otherwise) or off",
+    )
     # Set by the --workers supervisor for its children.
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 

@@ -22,6 +22,7 @@ from turnpike.relay.stun import Method
 
 if TYPE_CHECKING:
     from turnpike.relay.allocation import AllocationTable
+    from turnpike.relay.offload import Offload
 
 METHOD_NAMES = {int(m): m.name.lower() for m in Method}
 
@@ -80,11 +81,16 @@ class KeyringState(Protocol):
 
 class RelayCollector(Collector):
     def __init__(
-        self, stats: RelayStats, table: AllocationTable, keyring: KeyringState | None = None
+        self,
+        stats: RelayStats,
+        table: AllocationTable,
+        keyring: KeyringState | None = None,
+        offload: Offload | None = None,
     ) -> None:
         self.stats = stats
         self.table = table
         self.keyring = keyring
+        self.offload = offload
 
     def collect(self) -> Iterator[Metric]:
         s, table = self.stats, self.table
@@ -122,6 +128,18 @@ class RelayCollector(Collector):
         traffic.add(table.retired)
         for alloc in table.by_tuple.values():
             traffic.add(alloc.traffic)
+        if self.offload is not None:
+            yield from self._offload(self.offload)
+            kernel = self.offload.traffic()
+            traffic.add(kernel)  # what the kernel relayed counts in the totals too
+            offloaded = CounterMetricFamily(
+                "turnpike_relay_offload_packets",
+                "Packets relayed by the kernel fast path (included in turnpike_relay_packets)",
+                labels=["direction"],
+            )
+            offloaded.add_metric(["to_peer"], kernel.to_peer_packets)
+            offloaded.add_metric(["to_client"], kernel.to_client_packets)
+            yield offloaded
         packets = CounterMetricFamily(
             "turnpike_relay_packets", "Packets relayed, by direction", labels=["direction"]
         )
@@ -197,6 +215,38 @@ class RelayCollector(Collector):
             ["allocate", "accept"],
         )
 
+    @staticmethod
+    def _offload(offload: Offload) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "turnpike_relay_offload_active",
+            "1 when the kernel fast path relays ChannelData, 0 when only userspace relays",
+            value=int(offload.active),
+        )
+        yield GaugeMetricFamily(
+            "turnpike_relay_offload_channels",
+            "Channels the kernel fast path currently relays",
+            value=offload.channels,
+        )
+        punted = CounterMetricFamily(
+            "turnpike_relay_offload_punted",
+            "Packets of offloaded channels handed to userspace, by reason",
+            labels=["reason"],
+        )
+        for reason, n in offload.punted().items():
+            punted.add_metric([reason], n)
+        yield punted
+
+
+def registry_for(
+    stats: RelayStats,
+    table: AllocationTable,
+    keyring: KeyringState | None = None,
+    offload: Offload | None = None,
+) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(RelayCollector(stats, table, keyring, offload))
+    return registry
+
 
 def _by_label(
     name: str, documentation: str, label: str, counts: Counter[str], known: list[str]
@@ -206,11 +256,3 @@ def _by_label(
     for value in dict.fromkeys([*known, *counts]):
         family.add_metric([value], counts.get(value, 0))
     return family
-
-
-def registry_for(
-    stats: RelayStats, table: AllocationTable, keyring: KeyringState | None = None
-) -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(RelayCollector(stats, table, keyring))
-    return registry

@@ -27,6 +27,7 @@ from turnpike.relay.allocation import Allocation, AllocationTable, ClientSink, P
 from turnpike.relay.auth import Authenticator, Failure, Identity
 from turnpike.relay.fairshare import FairShare, Refusal, Shares
 from turnpike.relay.metrics import METHOD_NAMES, RelayStats
+from turnpike.relay.offload import Offload
 from turnpike.relay.stun import Address, Attr, Class, Method
 
 log = logging.getLogger("turnpike.relay")
@@ -105,8 +106,14 @@ def _family(ip: str) -> int:
 
 
 class RelayServer:
-    def __init__(self, config: RelayConfig, keyring: Callable[[], Keyring]) -> None:
+    def __init__(
+        self,
+        config: RelayConfig,
+        keyring: Callable[[], Keyring],
+        offload: Offload | None = None,
+    ) -> None:
         self.config = config
+        self.offload = offload if offload is not None else Offload()  # the kernel fast path
         self.keyring = keyring
         self.auth = Authenticator(keyring, config.realm, nonce_lifetime=config.nonce_lifetime)
         self.policy = AddressPolicy(config.allow_peer, config.deny_peer)
@@ -138,6 +145,7 @@ class RelayServer:
     def start(self) -> None:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        self.offload.start_sweeping(self.config.sweep_interval)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -153,6 +161,7 @@ class RelayServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        await self.offload.stop_sweeping()
         for task in list(self._tasks):
             task.cancel()
         self.table.close()
@@ -198,17 +207,23 @@ class RelayServer:
         if self.hairpin.get(alloc.advertised) is alloc:
             del self.hairpin[alloc.advertised]
         alloc.client.closed = True
+        kernel = self.offload.forget(alloc)  # the fast path's entries go first
         self.fair_share.give_back_allocation(alloc.user, alloc.five_tuple[1][0])
         self.stats.allocations_removed[reason] += 1
-        t = alloc.traffic
+        t = allocs.Traffic()
+        t.add(alloc.traffic)
+        t.add(kernel)
         seconds = round(time.monotonic() - alloc.created, 1)
         log.info(
-            "allocation %s:%d ended (%s) after %.0fs: %d/%d packets to peer/client",
+            "allocation %s:%d ended (%s) after %.0fs: %d/%d packets to peer/client"
+            " (%d/%d of them in the kernel)",
             *alloc.relayed,
             reason,
             seconds,
             t.to_peer_packets,
             t.to_client_packets,
+            kernel.to_peer_packets,
+            kernel.to_client_packets,
             extra={
                 "event": "allocation_ended",
                 "relayed": f"{alloc.relayed[0]}:{alloc.relayed[1]}",
@@ -218,6 +233,8 @@ class RelayServer:
                 "packets_to_client": t.to_client_packets,
                 "bytes_to_peer": t.to_peer_bytes,
                 "bytes_to_client": t.to_client_bytes,
+                "kernel_packets_to_peer": kernel.to_peer_packets,
+                "kernel_packets_to_client": kernel.to_client_packets,
             },
         )
 
@@ -605,6 +622,7 @@ class RelayServer:
             self.table.remove(alloc, "deleted")
         else:
             alloc.expires = time.monotonic() + lifetime
+            self.offload.sync(alloc)  # the kernel's entries carry the new expiry
         self._success(msg, endpoint, addr, {Attr.LIFETIME: lifetime}, identity.key)
 
     def _check_peer(
@@ -694,6 +712,7 @@ class RelayServer:
             self._error(msg, endpoint, addr, 508, key=alloc.key)
             return
         alloc.bind_channel(channel, peer, self.config.channel_lifetime)
+        self.offload.sync(alloc)  # only now may the kernel relay this channel
         self._success(msg, endpoint, addr, {}, alloc.key)
 
     def _send_indication(self, msg: stun.Message, endpoint: Endpoint, addr: Any) -> None:
