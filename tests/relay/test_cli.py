@@ -457,15 +457,17 @@ def test_every_relay_metric_declares_how_workers_merge_it() -> None:
     from turnpike.core.keyring import parse_keyring
     from turnpike.relay.allocation import AllocationTable, PortPool
     from turnpike.relay.metrics import MERGE, RelayStats, registry_for
+    from turnpike.relay.offload import Offload
 
     class Ring:
         reloads = errors = 0
         current = parse_keyring(b'{"keys": [{"id": "k", "secret": "s", "signing": true}]}', "k")
 
-    text = generate_latest(registry_for(RelayStats(), AllocationTable(PortPool(1, 2)), Ring()))
+    table = AllocationTable(PortPool(1, 2))
+    text = generate_latest(registry_for(RelayStats(), table, Ring(), Offload()))
     families = {f.name for f in text_string_to_metric_families(text.decode())}
     assert families == set(MERGE)
-    assert set(MERGE.values()) <= {"sum", "max", "one"}
+    assert set(MERGE.values()) <= {"sum", "max", "min", "one"}
 
 
 def test_combined_ready_reports_only_what_every_worker_has() -> None:
