@@ -336,6 +336,9 @@ async def test_workers_share_the_ports(tmp_path: Path) -> None:
         assert code == 0
 
 
+KEYRING = b'{"keys": [{"id": "k", "secret": "s", "signing": true}]}'
+
+
 def test_options_from_flags() -> None:
     from turnpike.cli import build_parser
     from turnpike.relay.app import Options
@@ -345,7 +348,7 @@ def test_options_from_flags() -> None:
 
     from turnpike.core.config import HostPort
 
-    # coturn's defaults: TURN on 3478, relay ports 49152-65535, 12 allocations per user.
+    # coturn's defaults: TURN on 3478, relay ports 49152-65535; 100 allocations per credential.
     defaults = options("--relay-ip", "10.1.2.3")
     assert defaults.listen == (HostPort("0.0.0.0", 3478),)
     assert defaults.config.max_lifetime == 3600
@@ -354,6 +357,15 @@ def test_options_from_flags() -> None:
     assert plain.config.relay_ips == ("192.0.2.10", "2001:db8::5")
     assert plain.config.relay_ports == (49152, 65535)
     assert plain.config.user_quota == 100
+    # Each of N workers shares out 1/N of the ports (two relay addresses: twice the range).
+    from turnpike.core.keyring import parse_keyring
+    from turnpike.relay.server import RelayServer
+
+    for workers, ports in ((1, 2 * 16384), (2, 16384)):
+        worker = options("--listen", "192.0.2.10:3478", "--listen", "[2001:db8::5]:3478",
+                         "--worker-of", str(workers))  # fmt: skip
+        share = RelayServer(worker.config, lambda: parse_keyring(KEYRING, "k")).fair_share
+        assert share.ports == ports and share.shares.account == ports // 2
     nat = options("--listen", "0.0.0.0:3478", "--external-ip", "203.0.113.9")
     assert nat.config.relay_ips == ("0.0.0.0",)
     assert nat.config.external_ips == ("203.0.113.9",)
