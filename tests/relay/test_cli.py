@@ -192,6 +192,8 @@ def test_refuses_bad_flags(tmp_path: Path) -> None:
     cases = [
         (["--listen", "127.0.0.1:3478", "--tls-listen", "127.0.0.1:5349"], "--tls-cert"),
         (["--listen", "127.0.0.1:0", "--workers", "2"], "fixed ports"),
+        ([*listen, "--account-quota", "-1"], "--account-quota must not be negative"),
+        ([*listen, "--reserve-percent", "100"], "--reserve-percent must be below 100"),
         # Files that are missing or broken: one line, no traceback, the secret never quoted.
         ([*listen, "--keyring", str(tmp_path / "nope.json")], "cannot start"),
         ([*listen, "--keyring", str(broken)], "no signing key"),
