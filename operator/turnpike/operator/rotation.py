@@ -205,13 +205,37 @@ def register(
     """Add the rotation handlers to ``registry``. ``kube`` is the operator's REST client, or a
     function returning it once the operator has logged in. Returns the engine (for tests and
     for `ensure_keyring_secret`)."""
-    metrics = RotationMetrics(metrics_registry)
     cluster = KubeCluster(kube)
-    engine = Rotator(cluster, settings, clock, metrics)
-    locks: dict[str, asyncio.Lock] = {}
+    engine = Rotator(cluster, settings, clock, RotationMetrics(metrics_registry))
 
     def is_keyring(name: str | None, **_: Any) -> bool:
         return name == settings.secret_name
+
+    kopf.daemon(
+        "v1",
+        "secrets",
+        when=is_keyring,
+        id="keyring-rotation",
+        cancellation_timeout=5,
+        registry=registry,
+    )(_daemon(engine))
+    edges, hook = (RELAY_EDGES.group, RELAY_EDGES.version, RELAY_EDGES.plural), _edge_hook(engine)
+    for on in (kopf.on.create, kopf.on.resume):
+        on(*edges, id="keyring-secret", registry=registry)(hook)
+    kopf.on.event("v1", "secrets", when=is_keyring, id="keyring-recreate", registry=registry)(
+        _recreate(engine, cluster)
+    )
+
+    async def close(**_: Any) -> None:
+        await cluster.close()
+
+    kopf.on.cleanup(id="keyring-rotation-cleanup", registry=registry)(close)
+    return engine
+
+
+def _daemon(engine: Rotator) -> Any:
+    """One tick every check interval for each keyring Secret, one at a time per Secret."""
+    locks: dict[str, asyncio.Lock] = {}
 
     async def keyring_daemon(
         name: str, namespace: str | None, stopped: kopf.DaemonStopped, logger: Any, **_: Any
@@ -225,48 +249,35 @@ def register(
                     await engine.tick(namespace, name)
                 except Exception:  # keep going; the next tick starts from the Secret again
                     logger.exception("keyring rotation step failed; retrying")
-            await stopped.wait(settings.check_interval)
+            await stopped.wait(engine.settings.check_interval)
+
+    return keyring_daemon
+
+
+def _edge_hook(engine: Rotator) -> Any:
+    """A RelayEdge appeared (or the operator resumed): its namespace needs a keyring Secret."""
 
     async def edge_needs_keyring(namespace: str | None, **_: Any) -> None:
         if namespace is not None:
             await ensure_keyring_secret(engine, namespace)
 
+    return edge_needs_keyring
+
+
+def _recreate(engine: Rotator, cluster: KubeCluster) -> Any:
+    """Relay and token pods mount the Secret as a required volume: deleted while the namespace
+    still has edges, any pod that restarts would never start. Recreate it (with a new key; the
+    old keys went with the Secret) rather than wait for the next edge to appear."""
+
     async def keyring_deleted(namespace: str | None, type: str | None, **_: Any) -> None:
-        # Relay and token pods mount the Secret as a required volume: deleted while the namespace
-        # still has edges, any pod that restarts would never start. Recreate it (with a new key;
-        # the old keys went with the Secret) rather than wait for the next edge to appear.
         if type != "DELETED" or namespace is None:
             return
         if await cluster.kube.list(RELAY_EDGES, namespace):
-            log.warning(
-                "keyring Secret %s/%s was deleted; recreating it", namespace, settings.secret_name
-            )
+            name = engine.settings.secret_name
+            log.warning("keyring Secret %s/%s was deleted; recreating it", namespace, name)
             await engine.ensure(namespace)
 
-    async def close(**_: Any) -> None:
-        await cluster.close()
-
-    kopf.daemon(
-        "v1",
-        "secrets",
-        when=is_keyring,
-        id="keyring-rotation",
-        cancellation_timeout=5,
-        registry=registry,
-    )(keyring_daemon)
-    for on in (kopf.on.create, kopf.on.resume):
-        on(
-            RELAY_EDGES.group,
-            RELAY_EDGES.version,
-            RELAY_EDGES.plural,
-            id="keyring-secret",
-            registry=registry,
-        )(edge_needs_keyring)
-    kopf.on.event("v1", "secrets", when=is_keyring, id="keyring-recreate", registry=registry)(
-        keyring_deleted
-    )
-    kopf.on.cleanup(id="keyring-rotation-cleanup", registry=registry)(close)
-    return engine
+    return keyring_deleted
 
 
 async def ensure_keyring_secret(engine: Rotator, namespace: str) -> bool:
