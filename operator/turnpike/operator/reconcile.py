@@ -10,7 +10,6 @@ resource kind.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import time
 from dataclasses import dataclass, field
@@ -46,10 +45,6 @@ class Context:
 
 def _deleting(obj: Obj) -> bool:
     return bool(obj["metadata"].get("deletionTimestamp"))
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def ensure_keyring(ctx: Context, namespace: str) -> None:
@@ -354,7 +349,9 @@ async def publish(ctx: Context, namespace: str) -> None:
         or not ranges.same_content(current.get("data"), doc)
         or not _has_labels(current)
     ):
-        await _put_configmap(ctx, namespace, labels.IP_RANGES, ranges.configmap_data(doc, _now()))
+        await _put_configmap(
+            ctx, namespace, labels.IP_RANGES, ranges.configmap_data(doc, k8s.timestamp())
+        )
     text = directory.render([e for e, _ in edges], cfg.global_host)
     current = await kube.get(k8s.CONFIGMAPS, namespace, labels.EDGE_DIRECTORY)
     if (
