@@ -96,8 +96,7 @@ async def reconcile_edge(ctx: Context, body: Obj) -> None:
     try:
         edge = RelayEdge.parse(body, ctx.config.image)
     except SpecError as exc:
-        why = Condition(DEGRADED, True, "InvalidSpec", str(exc))
-        await st.stuck(ctx.kube, k8s.RELAY_EDGES, body, why, "fix the spec to continue")
+        await st.invalid(ctx.kube, k8s.RELAY_EDGES, body, exc)
         raise
     nodes = await ctx.kube.list(k8s.NODES)
     await ensure_keyring(ctx, edge.namespace)
@@ -214,8 +213,7 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> None:
     try:
         gw = StreamGateway.parse(body, ctx.config.image)
     except SpecError as exc:
-        why = Condition(DEGRADED, True, "InvalidSpec", str(exc))
-        await st.stuck(ctx.kube, k8s.STREAM_GATEWAYS, body, why, "fix the spec to continue")
+        await st.invalid(ctx.kube, k8s.STREAM_GATEWAYS, body, exc)
         raise
     edge_body = await ctx.kube.get(k8s.RELAY_EDGES, gw.namespace, gw.edge)
     if edge_body is None or _deleting(edge_body):
