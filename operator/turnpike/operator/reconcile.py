@@ -93,6 +93,7 @@ def _ready_conditions(
 
 
 async def reconcile_edge(ctx: Context, body: Obj) -> None:
+    """The relay's children from the spec, the addresses discovered now, and the status."""
     try:
         edge = RelayEdge.parse(body, ctx.config.image)
     except SpecError as exc:
@@ -210,6 +211,7 @@ def _edge_status(
 
 
 async def reconcile_gateway(ctx: Context, body: Obj) -> None:
+    """The gateway's children once its edge exists, its egress addresses, and the status."""
     try:
         gw = StreamGateway.parse(body, ctx.config.image)
     except SpecError as exc:
