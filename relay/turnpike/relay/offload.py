@@ -192,6 +192,7 @@ class Offload:
         self._retired = Traffic()  # kernel counts of allocations that have ended
         self._sweeper: asyncio.Task[None] | None = None
         self._follow = False  # attach to interfaces that appear later
+        self._full_logged = False
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -385,8 +386,20 @@ class Offload:
             _be16(channel), 0, to_client_route[0], 0, expires_ns,
         )  # fmt: skip
         # The reverse direction first: a peer's answer never races ahead of its entry.
-        self._to_client.update(peer_key, to_client)
-        self._to_peer.update(client_key, to_peer)
+        try:
+            self._to_client.update(peer_key, to_client)
+            self._to_peer.update(client_key, to_peer)
+        except OSError as exc:  # full maps (E2BIG): this channel stays in userspace, correct
+            self._to_client.pop(peer_key, Route())
+            if not self._full_logged:
+                self._full_logged = True
+                log.warning(
+                    "kernel fast path: cannot add a channel (%s); such channels are relayed in "
+                    "userspace",
+                    exc,
+                    extra={"event": "offload_insert_failed", "reason": str(exc)},
+                )
+            return
         installed.entries[channel] = _Entry(peer, expires_ns, client_key, peer_key)
 
     def _delete(self, installed: _Installed, channel: int) -> None:
