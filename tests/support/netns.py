@@ -109,6 +109,17 @@ class Topology:
         finally:
             os.close(here)
 
+    def interfaces(self, name: str) -> int:
+        """How many network interfaces namespace ``name`` has."""
+        out = subprocess.run(
+            ["ip", "-n", name, "-o", "link", "show"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        return len(out.splitlines())
+
     def exec_prefix(self, name: str) -> list[str]:
         return ["ip", "netns", "exec", name]
 
