@@ -24,6 +24,7 @@ from turnpike.streamgw import g711, rtp, twiml
 from turnpike.streamgw.callbacks import iso_timestamp, signed_request
 from turnpike.streamgw.egress import DestinationRefused, check_url, redact
 from turnpike.streamgw.errors import TITLES, StreamFailure
+from turnpike.streamgw.latch import Latch
 from turnpike.streamgw.media import FRAME, TICK, InboundAssembler, RtpEndpoint, RtpSender
 from turnpike.streamgw.stream import Fork, StreamSpec, validate_url
 from turnpike.streamgw.wav import WavError, wav_to_ulaw
@@ -74,8 +75,8 @@ class Call:
         self.from_ = from_
         self.to = to
         self.codec = codec
-        self.remote = remote
-        self._remote_fixed = remote is not None
+        codec_pt = rtp.PT_PCMA if codec == "PCMA" else rtp.PT_PCMU
+        self._latch = Latch(remote, (codec_pt, dtmf_pt))
         self.status_callback = status_callback
         self.status_callback_method = status_callback_method
         self.status = "in-progress"
@@ -85,7 +86,7 @@ class Call:
         self.forks: dict[str, Fork] = {}
         self.local_port = 0
         self.endpoint: RtpEndpoint | None = None
-        self._assembler = InboundAssembler(rtp.PT_PCMA if codec == "PCMA" else rtp.PT_PCMU, dtmf_pt)
+        self._assembler = InboundAssembler(codec_pt, dtmf_pt, time.monotonic())
         self._sender = RtpSender(codec)
         self._index = {"inbound": 0, "outbound": 0}
         self._inbound_forks: list[Fork] = []
@@ -102,6 +103,11 @@ class Call:
         self._ending: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
         self.doc_url: str | None = None
+
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        """Where the caller's RTP goes: signalled, or latched to (see `latch`)."""
+        return self._latch.remote
 
     # ---- set-up and tear-down --------------------------------------------------------------
 
@@ -299,20 +305,18 @@ class Call:
         if not self.live:
             return
         metrics = self.gateway.metrics
-        if self.remote is None:
-            self.remote = addr  # symmetric RTP: answer where the caller sends from
-        elif addr != self.remote and not (self._remote_fixed and addr[0] == self.remote[0]):
-            metrics.dropped("rtp_foreign_source")
-            return
         try:
             packet = rtp.parse(data)
         except ValueError:
             metrics.dropped("rtp_malformed")
             return
+        if not self._latch.admit(packet, addr):
+            metrics.dropped("rtp_foreign_source")
+            return
         now = time.monotonic()
         self._last_rtp = now
         self._rtp_warned = False
-        frames, keys = self._assembler.accept(packet)
+        frames, keys = self._assembler.accept(packet, now)
         if frames:
             metrics.rx_rtp.inc(len(frames))
             for frame in frames:
@@ -378,16 +382,9 @@ class Call:
 
         now = time.monotonic()
         idle = now - self._last_rtp
-        if idle >= config.rtp_fill_after:
-            for frame_in in self._assembler.flush():
-                self._emit_inbound(frame_in, now)
-            # Keep inbound media time running through silence; on the first quiet tick, back-fill
-            # the time since the last packet.
-            count = 1
-            if idle < config.rtp_fill_after + TICK:
-                count = max(1, int(idle / TICK))
-            for _ in range(count):
-                self._emit_inbound(g711.SILENCE_FRAME, 0.0)
+        # Keep inbound media time running through silence, once the audio received has played out.
+        for frame_in in self._assembler.conceal(now, config.rtp_fill_after):
+            self._emit_inbound(frame_in, 0.0)
         if idle >= config.rtp_timeout and not self._rtp_warned:
             self._rtp_warned = True
             detail = f"no RTP from the caller for {config.rtp_timeout:g} s"

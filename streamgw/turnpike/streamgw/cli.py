@@ -80,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.25,
         metavar="SECONDS",
-        help="no RTP for this long: the inbound track carries silence frames (default 0.25)",
+        help="once the audio received has played out and no RTP came for this long more, the "
+        "inbound track carries silence frames (default 0.25)",
     )
     parser.add_argument(
         "--rtp-idle-hangup",

@@ -1,9 +1,10 @@
 """The call's RTP side: a UDP endpoint per call, and the 20 ms clock that paces audio out.
 
-Inbound packets are reordered, converted to µ-law and cut into 160-byte frames as they arrive,
-so audio reaches the WebSockets with no added delay. The clock ticks every 20 ms of real time: it
-sends the next outbound frame to the caller, and when the caller has gone quiet it fills the
-inbound track with silence frames so media time keeps running, as the hosted service does.
+Inbound packets go through the call's jitter buffer (`jitter`), are converted to µ-law and cut
+into 160-byte frames as soon as they are in order, so audio reaches the WebSockets with no added
+delay. The clock ticks every 20 ms of real time: it sends the next outbound frame to the caller,
+and when the caller has gone quiet it has the jitter buffer conceal the missing time with silence
+so media time keeps running, as the hosted service does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from turnpike.streamgw import g711, rtp
+from turnpike.streamgw.jitter import Delivery, JitterBuffer
 
 log = logging.getLogger(__name__)
 
@@ -91,55 +93,43 @@ class RtpSender:
 
 
 class InboundAssembler:
-    """RTP in → µ-law 20 ms frames, in sequence order, with losses filled by silence."""
+    """RTP in → µ-law 20 ms frames and DTMF keys, through the call's jitter buffer."""
 
-    def __init__(self, codec_pt: int, dtmf_pt: int) -> None:
+    def __init__(self, codec_pt: int, dtmf_pt: int, now: float) -> None:
         self.codec_pt = codec_pt
         self.dtmf_pt = dtmf_pt
         self._translate = g711.ALAW_TO_ULAW if codec_pt == rtp.PT_PCMA else None
-        self.reorder = rtp.ReorderBuffer()
+        self.jitter = JitterBuffer(codec_pt, dtmf_pt, now)
         self._pending = bytearray()
         self._last_event_ts: int | None = None
-        self._ssrc: int | None = None
 
-    def accept(self, packet: rtp.RtpPacket) -> tuple[list[bytes], list[str]]:
+    def accept(self, packet: rtp.RtpPacket, now: float) -> tuple[list[bytes], list[str]]:
         """Frames completed and DTMF keys pressed because of this packet."""
-        if self._ssrc is not None and packet.ssrc != self._ssrc:
-            # A new source (the media server re-INVITEd or switched legs): start a fresh sequence.
-            self.reorder = rtp.ReorderBuffer()
-        self._ssrc = packet.ssrc
-        frames: list[bytes] = []
-        keys: list[str] = []
-        for lost, pkt in self.reorder.push(packet):
-            self._take(lost, pkt, frames, keys)
-        return frames, keys
+        return self._take(self.jitter.push(packet, now))
 
-    def flush(self) -> list[bytes]:
-        frames: list[bytes] = []
-        keys: list[str] = []
-        for lost, pkt in self.reorder.flush():
-            self._take(lost, pkt, frames, keys)
-        return frames
+    def conceal(self, now: float, grace: float) -> list[bytes]:
+        """Frames of silence for real time with no audio (see `JitterBuffer.conceal`)."""
+        return self._take(self.jitter.conceal(now, grace))[0]
 
-    def _take(self, lost: int, pkt: rtp.RtpPacket, frames: list[bytes], keys: list[str]) -> None:
-        if pkt.payload_type == self.dtmf_pt:
+    def _take(self, delivery: Delivery) -> tuple[list[bytes], list[str]]:
+        keys: list[str] = []
+        for packet in delivery.events:
             try:
-                event = rtp.parse_telephone_event(pkt.payload)
+                event = rtp.parse_telephone_event(packet.payload)
             except ValueError:
-                return
+                continue
             # One key press is many packets sharing a timestamp (RFC 4733 §2.5): report it once.
-            if pkt.timestamp != self._last_event_ts and event.key is not None:
-                self._last_event_ts = pkt.timestamp
+            if packet.timestamp != self._last_event_ts and event.key is not None:
+                self._last_event_ts = packet.timestamp
                 keys.append(event.key)
-            return
-        if pkt.payload_type != self.codec_pt:
-            return  # comfort noise and codecs we did not agree on
-        if lost:
-            # Fill the lost packets' time (assume they were as long as this one), at most 1 s.
-            self._pending += g711.SILENCE_FRAME[:1] * min(lost * len(pkt.payload), 8000)
-        payload = pkt.payload.translate(self._translate) if self._translate else pkt.payload
-        self._pending += payload
         pending = self._pending
+        for piece in delivery.audio:
+            if isinstance(piece, int):
+                pending += g711.SILENCE_FRAME[:1] * piece
+            else:
+                pending += piece.translate(self._translate) if self._translate else piece
+        frames: list[bytes] = []
         while len(pending) >= FRAME:
             frames.append(bytes(pending[:FRAME]))
             del pending[:FRAME]
+        return frames, keys
