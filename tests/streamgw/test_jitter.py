@@ -8,6 +8,7 @@ import pytest
 from turnpike.streamgw import rtp
 from turnpike.streamgw.jitter import DEFAULT_DEPTH, MAX_FILL, MAX_LEAD, Delivery, JitterBuffer
 from turnpike.streamgw.latch import Latch
+from turnpike.streamgw.media import InboundAssembler
 
 SSRC = 0x1234
 
@@ -130,3 +131,12 @@ def test_a_sender_far_ahead_of_real_time_counts_as_at_most_max_lead_ahead() -> N
         buf.push(audio(s, 160 * s, 1), 0.0)
     assert buf.conceal(MAX_LEAD + 0.2, 0.25).audio == []
     assert flat([buf.conceal(MAX_LEAD + 0.3, 0.25)]) == [round(0.3 * 8000)]
+
+
+def test_a_key_held_when_the_caller_goes_quiet_is_still_reported() -> None:
+    assembler = InboundAssembler(8, 101, now=0.0)
+    assembler.accept(
+        rtp.RtpPacket(101, 50, 800, SSRC, rtp.build_telephone_event(1, True, 800)), 0.0
+    )
+    frames, keys = assembler.conceal(1.0, 0.25)
+    assert keys == ["1"] and frames

@@ -109,6 +109,12 @@ class Call:
         """Where the caller's RTP goes: signalled, or latched to (see `latch`)."""
         return self._latch.remote
 
+    def move_media(
+        self, remote: tuple[str, int] | None, codec_pt: int, dtmf_pt: int | None
+    ) -> None:
+        """A new offer or answer (SIP re-INVITE) moved the caller's media."""
+        self._latch.resignal(remote, (codec_pt, dtmf_pt) if dtmf_pt is not None else (codec_pt,))
+
     # ---- set-up and tear-down --------------------------------------------------------------
 
     def attach(self, endpoint: RtpEndpoint, port: int) -> None:
@@ -383,8 +389,12 @@ class Call:
         now = time.monotonic()
         idle = now - self._last_rtp
         # Keep inbound media time running through silence, once the audio received has played out.
-        for frame_in in self._assembler.conceal(now, config.rtp_fill_after):
+        filled, keys = self._assembler.conceal(now, config.rtp_fill_after)
+        for frame_in in filled:
             self._emit_inbound(frame_in, 0.0)
+        if keys and self._bidi is not None:
+            for key in keys:
+                self._bidi.push_dtmf(key)
         if idle >= config.rtp_timeout and not self._rtp_warned:
             self._rtp_warned = True
             detail = f"no RTP from the caller for {config.rtp_timeout:g} s"

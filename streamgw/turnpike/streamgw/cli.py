@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 
@@ -91,6 +92,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="hang up a call that sent no RTP for this long; 0 never (default 60)",
     )
     parser.add_argument(
+        "--sip",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="answer SIP calls here, UDP and TCP on the same port (off unless given)",
+    )
+    parser.add_argument(
+        "--numbers",
+        metavar="FILE",
+        help="with --sip: which account and TwiML answer each called number; reloaded on change",
+    )
+    parser.add_argument(
+        "--sip-trust",
+        type=cidr,
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="with --sip: take calls from this signalling range (carriers, PBXs); repeatable. "
+        "Everything else is answered 403",
+    )
+    parser.add_argument(
+        "--sip-max-calls",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --sip: answer 503 with Retry-After beyond N calls in progress (default: no cap)",
+    )
+    parser.add_argument(
         "--ws-connect-timeout",
         type=float,
         default=10.0,
@@ -110,10 +138,19 @@ def run(args: argparse.Namespace) -> int:
     from turnpike.core.accounts import AccountsError, parse_accounts
     from turnpike.core.filewatch import FileWatcher
     from turnpike.core.service import run as run_service
+    from turnpike.streamgw.sip.numbers import Numbers, NumbersError, parse_numbers
 
+    if args.sip is not None and not args.numbers:
+        print("turnpike streamgw: --sip needs --numbers FILE", file=sys.stderr)
+        return 2
+    if args.sip is not None and not args.sip_trust:
+        log.warning("--sip without --sip-trust: every INVITE will be answered 403")
     try:
         watcher = FileWatcher(args.accounts, parse_accounts, logger=log)
-    except (OSError, AccountsError) as exc:
+        numbers: FileWatcher[Numbers] | None = None
+        if args.numbers:
+            numbers = FileWatcher(args.numbers, parse_numbers, logger=log)
+    except (OSError, AccountsError, NumbersError) as exc:
         print(f"turnpike streamgw: {exc}", file=sys.stderr)
         return 2
 
@@ -124,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         from turnpike.streamgw.api import create_app
         from turnpike.streamgw.gateway import Gateway, GatewayConfig
         from turnpike.streamgw.metrics import Metrics
+        from turnpike.streamgw.sip.bridge import GatewayCalls
+        from turnpike.streamgw.sip.server import SipConfig, SipServer
         from turnpike.streamgw.stream import StreamSettings
 
         config = GatewayConfig(
@@ -144,10 +183,20 @@ def run(args: argparse.Namespace) -> int:
         await gateway.start()
         runner = web.AppRunner(create_app(gateway, health=args.metrics is None), access_log=None)
         health: HealthServer | None = None
+        sip: SipServer | None = None
         try:
             await runner.setup()
             site = web.TCPSite(runner, args.listen.host, args.listen.port)
             await site.start()
+            if args.sip is not None and numbers is not None:
+                numbers_now = numbers
+                sip = SipServer(
+                    SipConfig(args.sip.host, args.sip.port, args.rtp_ip, tuple(args.sip_trust)),
+                    GatewayCalls(gateway, args.sip_max_calls),
+                    lambda: numbers_now.current,
+                    metrics,
+                )
+                await sip.start()
             if args.metrics is not None:
                 health = HealthServer(
                     metrics.registry,
@@ -166,10 +215,14 @@ def run(args: argparse.Namespace) -> int:
             args.rtp_ip,
             *args.rtp_ports,
         )
-        async with watcher:
+        async with watcher, contextlib.AsyncExitStack() as stack:
+            if numbers is not None:
+                await stack.enter_async_context(numbers)
             await stop.wait()
             log.info("draining: no new calls; %d in progress", len(gateway.calls))
             await gateway.drain()
+            if sip is not None:
+                await sip.close()
             await gateway.close()
         await runner.cleanup()
         if health is not None:

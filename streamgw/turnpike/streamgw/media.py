@@ -107,9 +107,10 @@ class InboundAssembler:
         """Frames completed and DTMF keys pressed because of this packet."""
         return self._take(self.jitter.push(packet, now))
 
-    def conceal(self, now: float, grace: float) -> list[bytes]:
-        """Frames of silence for real time with no audio (see `JitterBuffer.conceal`)."""
-        return self._take(self.jitter.conceal(now, grace))[0]
+    def conceal(self, now: float, grace: float) -> tuple[list[bytes], list[str]]:
+        """Frames of silence for real time with no audio (see `JitterBuffer.conceal`), after
+        whatever was held for a missing packet, and the keys among what was held."""
+        return self._take(self.jitter.conceal(now, grace))
 
     def _take(self, delivery: Delivery) -> tuple[list[bytes], list[str]]:
         keys: list[str] = []
