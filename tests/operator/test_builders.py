@@ -302,15 +302,15 @@ def test_readiness_waits_for_the_rollout() -> None:
 
 
 def test_directory_is_what_the_token_api_reads() -> None:
-    from turnpike.tokens.edges import EdgeDirectory
+    from turnpike.core.edges import EdgeDirectory
 
     edges = [_edge(tlsSecretName="cert"), _edge(ports={"udp": 3479, "tcp": 3480})]
-    parsed = EdgeDirectory.parse(directory.render(directory.document(edges[:1], "")), "edges")
+    parsed = EdgeDirectory.parse(directory.render(edges[:1], ""), "edges")
     assert parsed.global_edge.host == "global.turn.example.com"
     ashburn = parsed.get("ashburn")
     assert ashburn is not None and ashburn.ports.tls == 443
     assert ashburn.location == "US East" and ashburn.host == "ashburn.turn.example.com"
-    plain = EdgeDirectory.parse(directory.render(directory.document(edges[1:], "")), "edges")
+    plain = EdgeDirectory.parse(directory.render(edges[1:], ""), "edges")
     edge = plain.get("ashburn")
     assert edge is not None and (edge.ports.udp, edge.ports.tcp, edge.ports.tls) == (
         3479,
@@ -324,4 +324,4 @@ def test_directory_is_what_the_token_api_reads() -> None:
         },
         "x",
     )
-    assert EdgeDirectory.parse(directory.render(directory.document([bare], "")), "edges")
+    assert EdgeDirectory.parse(directory.render([bare], ""), "edges")

@@ -138,10 +138,10 @@ async def test_reinvite_moves_the_media(make_rig: MakeRig, tmp_path: Path) -> No
     sipp = asyncio.create_task(run_sipp("reinvite", rig.server.port, tmp_path / "sipp"))
     await until(lambda: bool(rig.gw.gateway.calls))
     (call,) = rig.gw.gateway.calls.values()
-    first = call.remote
+    first = call.media.remote
     assert first is not None
-    await until(lambda: call.remote != first)
-    assert call.remote == (first[0], first[1] + 2)
+    await until(lambda: call.media.remote != first)
+    assert call.media.remote == (first[0], first[1] + 2)
     result = await sipp
     assert result.returncode == 0, result.output + result.messages
     assert result.messages.count("SIP/2.0 200 OK") >= 3  # INVITE, re-INVITE, BYE

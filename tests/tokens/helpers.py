@@ -15,10 +15,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from turnpike.core.accounts import Accounts, parse_accounts
+from turnpike.core.edges import EdgeDirectory, parse_edges
 from turnpike.core.filewatch import FileWatcher
 from turnpike.core.keyring import Keyring, parse_keyring
 from turnpike.tokens.app import TokensConfig, create_app
-from turnpike.tokens.edges import EdgeDirectory, parse_edges
 from turnpike.tokens.ratelimit import RateLimiter
 
 ACCOUNT = "AC" + "0123456789abcdef" * 2

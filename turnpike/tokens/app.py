@@ -21,21 +21,21 @@ from importlib import resources
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from turnpike.core import sids
 from turnpike.core.accounts import Account, Accounts
 from turnpike.core.credentials import Credential
+from turnpike.core.edges import GLOBAL, EdgeDirectory
 from turnpike.core.health import health_app
 from turnpike.core.keyring import Keyring
 from turnpike.tokens import errors
-from turnpike.tokens.edges import GLOBAL, EdgeDirectory
 from turnpike.tokens.ratelimit import RateLimiter
 
 log = logging.getLogger("turnpike.tokens")
 
 T_co = TypeVar("T_co", covariant=True)
+T = TypeVar("T")
 
 DEFAULT_TTL = 86400
 MAX_TTL = 86400
@@ -43,8 +43,6 @@ CHECK_TTL = 600
 TOKENS_PATH = "/2010-04-01/Accounts/{account_sid}/Tokens.json"
 CHECK_PATH = "/check/ice-servers"
 _DIGITS = re.compile(r"[0-9]{1,9}")
-_BODY_ERRORS = (ValueError, LookupError, HttpProcessingError)
-"""What reading a malformed body raises: bad encoding or charset, broken multipart."""
 
 
 class Current(Protocol[T_co]):
@@ -218,10 +216,7 @@ async def _tokens(request: web.Request) -> web.Response:
             config, principal.account, request.match_info["account_sid"], request.path
         )
         _rate_limit(config, account.sid)
-        try:
-            form = await request.post()
-        except _BODY_ERRORS:
-            raise errors.bad_parameter("The body is not a readable form-encoded body") from None
+        form = await _body(request.post(), "The body is not a readable form-encoded body")
         ttl = _ttl(form, DEFAULT_TTL)
         edge_name = form.get("Edge", GLOBAL)
         edge = config.edges.current.get(edge_name) if isinstance(edge_name, str) else None
@@ -243,6 +238,19 @@ async def _tokens(request: web.Request) -> web.Response:
         return web.json_response(body, status=201, headers={"Cache-Control": "no-store"})
 
 
+async def _body(reading: Awaitable[T], problem: str) -> T:
+    """The request body as ``reading`` parses it; a body it cannot parse is a 400 saying
+    ``problem``. aiohttp documents no exception types for malformed bodies (a bad charset, a
+    broken multipart part or header, an unknown transfer encoding each raise something else), so
+    anything but its own HTTP answers (413: the body is over the size limit) means exactly that."""
+    try:
+        return await reading
+    except web.HTTPException:
+        raise
+    except Exception:
+        raise errors.bad_parameter(problem) from None
+
+
 async def _check_ice_servers(request: web.Request) -> web.Response:
     """The check page's same-origin endpoint: SID and token in a JSON body, answered once.
 
@@ -255,10 +263,7 @@ async def _check_ice_servers(request: web.Request) -> web.Response:
             raise errors.method_not_allowed(request.method)
         if request.content_type != "application/json":
             raise errors.bad_parameter("Send a JSON body with accountSid and authToken")
-        try:
-            doc = await request.json()
-        except _BODY_ERRORS:
-            raise errors.bad_parameter("The body is not valid JSON") from None
+        doc = await _body(request.json(), "The body is not valid JSON")
         if not isinstance(doc, dict):
             raise errors.bad_parameter("Send a JSON body with accountSid and authToken")
         account = _check_account(config, doc)

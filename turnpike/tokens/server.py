@@ -12,12 +12,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from turnpike.core.accounts import Accounts, parse_accounts
+from turnpike.core.edges import parse_edges
 from turnpike.core.filewatch import FileWatcher
 from turnpike.core.health import HealthServer
 from turnpike.core.keyring import parse_keyring
 from turnpike.core.sids import ACCOUNT, is_sid
 from turnpike.tokens.app import TokensConfig, create_app, status_report
-from turnpike.tokens.edges import parse_edges
 from turnpike.tokens.ratelimit import RateLimiter
 
 log = logging.getLogger("turnpike.tokens")

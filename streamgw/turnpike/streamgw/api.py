@@ -10,7 +10,6 @@ Every route needs HTTP Basic with an account's SID and auth token (or an API key
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 from typing import Any
@@ -21,9 +20,11 @@ from multidict import MultiDictProxy
 from turnpike.core.accounts import Principal
 from turnpike.core.health import health_app
 from turnpike.streamgw import twiml
-from turnpike.streamgw.call import Call, Source
+from turnpike.streamgw.call import Call
 from turnpike.streamgw.errors import StreamFailure, rest_error
 from turnpike.streamgw.gateway import Draining, Gateway
+from turnpike.streamgw.ingress import Source
+from turnpike.streamgw.rest_ingress import RequestError, parse_request
 from turnpike.streamgw.stream import Fork, StreamSpec
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -74,19 +75,6 @@ def _call_for(request: web.Request, principal: Principal, sid: str) -> Call:
     return call
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    try:
-        ip = ipaddress.ip_address(host)
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"rtp.remote must be IP:PORT, got {text!r}") from None
-    if not sep or not 1 <= number <= 65535:
-        raise ValueError(f"rtp.remote must be IP:PORT, got {text!r}")
-    return str(ip), number
-
-
 # ---- /v1/Calls (media-server side) -----------------------------------------------------------
 
 
@@ -97,67 +85,11 @@ async def create_call(request: web.Request) -> web.Response:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, 20001, "the request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, 20001, "the request body must be a JSON object")
-
-    def text(key: str, default: str | None = None) -> str | None:
-        value = body.get(key, default)
-        if value is not None and not isinstance(value, str):
-            raise ApiError(400, 20001, f"{key} must be a string")
-        return value
-
-    account_sid = text("accountSid", principal.account.sid)
-    if account_sid != principal.account.sid:
-        raise ApiError(403, 20003, "accountSid does not match the credentials")
-    from_, to = text("from", "") or "", text("to", "") or ""
-    document, url = text("twiml"), text("url")
-    if (document is None) == (url is None):
-        raise ApiError(
-            400, 20001, "give exactly one of twiml (a document) or url (a voice webhook)"
-        )
-    method = (text("method", "POST") or "POST").upper()
-    if method not in ("GET", "POST"):
-        raise ApiError(400, 20001, "method must be GET or POST")
-    codec = (text("codec", "PCMU") or "PCMU").upper()
-    if codec not in ("PCMU", "PCMA"):
-        raise ApiError(400, 20001, "codec must be PCMU or PCMA")
-    dtmf_pt = body.get("dtmfPayloadType", 101)
-    if not isinstance(dtmf_pt, int) or isinstance(dtmf_pt, bool) or not 96 <= dtmf_pt <= 127:
-        raise ApiError(400, 20001, "dtmfPayloadType must be a dynamic payload type (96-127)")
-    remote: tuple[str, int] | None = None
-    rtp = body.get("rtp")
-    if rtp is not None:
-        if not isinstance(rtp, dict) or not isinstance(rtp.get("remote", ""), str):
-            raise ApiError(400, 20001, 'rtp must be an object like {"remote": "IP:PORT"}')
-        if rtp.get("remote"):
-            try:
-                remote = _host_port(rtp["remote"])
-            except ValueError as exc:
-                raise ApiError(400, 20001, str(exc)) from None
-    status_callback = text("statusCallback")
-    cb_method = (text("statusCallbackMethod", "POST") or "POST").upper()
-    if cb_method not in ("GET", "POST"):
-        raise ApiError(400, 20001, "statusCallbackMethod must be GET or POST")
-    if document is not None:
-        try:
-            source = Source(document=twiml.parse(document))
-        except twiml.TwimlError as exc:
-            raise ApiError(400, exc.code, str(exc)) from None
-    else:
-        assert url is not None
-        source = Source(url=url, method=method)
     try:
-        call = await gateway.create_call(
-            principal.account,
-            from_,
-            to,
-            source,
-            codec=codec,
-            dtmf_pt=dtmf_pt,
-            remote=remote,
-            status_callback=status_callback,
-            status_callback_method=cb_method,
-        )
+        call_request, listener = parse_request(body, principal.account, gateway.callbacks)
+        call = await gateway.create_call(call_request, listener)
+    except RequestError as exc:
+        raise ApiError(exc.status, exc.code, str(exc)) from None
     except Draining as exc:
         raise ApiError(503, 20503, str(exc)) from None
     except OSError as exc:
@@ -295,7 +227,7 @@ async def create_stream(request: web.Request) -> web.Response:
         target = call.check_stream(spec)
     except StreamFailure as exc:
         raise ApiError(400, exc.code, str(exc)) from None
-    fork = call.start_stream(spec, target)
+    fork = call.forks.start(spec, target)
     return web.json_response(stream_json(call, fork))
 
 
@@ -306,7 +238,7 @@ async def update_stream(request: web.Request) -> web.Response:
     if form.get("Status") != "stopped":
         raise ApiError(400, 20001, "Status must be stopped")
     key = request.match_info["stream"]
-    fork = call.find_fork(key)
+    fork = call.forks.find(key)
     if fork is None:
         raise ApiError(404, 20404, f"The requested resource /Streams/{key} was not found")
     if fork.spec.bidirectional:

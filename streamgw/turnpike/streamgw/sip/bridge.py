@@ -1,27 +1,44 @@
-"""The SIP side's view of the gateway: create a call for a routed number, follow it, move it.
+"""The SIP side's view of the gateway: a `CallRequest` for a routed number, and a listener.
 
 The one module that knows both the SIP server's `Calls`/`CallHandle` contracts and the gateway's
-call API. Limits live here: the gateway's draining state and the total concurrent-call cap are
-refused with 503 and ``Retry-After``.
+ingress seam (`ingress`). Limits live here: a draining gateway and the total concurrent-call cap
+are refused with 503 and ``Retry-After``. A number's ``statusCallback`` is told when the call
+ends, exactly as for a REST call (`rest_ingress.RestListener`).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from turnpike.streamgw import twiml
-from turnpike.streamgw.call import Call, Source
+from turnpike.streamgw.call import Call
 from turnpike.streamgw.gateway import Draining, Gateway
+from turnpike.streamgw.ingress import CallOutcome, CallRequest, Source
+from turnpike.streamgw.rest_ingress import RestListener
 from turnpike.streamgw.sip import sdp
 from turnpike.streamgw.sip.numbers import Route
 from turnpike.streamgw.sip.server import Refused
 
-DEFAULT_DOCUMENT = twiml.parse("<Response><Hangup/></Response>")
+
+class SipListener:
+    """Turns the gateway's answered/ended into events the SIP leg waits on."""
+
+    def __init__(self, callbacks: RestListener) -> None:
+        self._callbacks = callbacks
+        self.answered_event = asyncio.Event()
+        self.ended_event = asyncio.Event()
+
+    def answered(self, call: Call) -> None:
+        self.answered_event.set()
+
+    def ended(self, call: Call, outcome: CallOutcome) -> None:
+        self.ended_event.set()
+        self._callbacks.ended(call, outcome)
 
 
 class GatewayCall:
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, listener: SipListener) -> None:
         self._call = call
+        self._listener = listener
 
     @property
     def sid(self) -> str:
@@ -29,10 +46,17 @@ class GatewayCall:
 
     @property
     def local_port(self) -> int:
-        return self._call.local_port
+        return self._call.media.local_port
 
     async def answered(self) -> bool:
-        return self._call.live
+        answered = asyncio.ensure_future(self._listener.answered_event.wait())
+        ended = asyncio.ensure_future(self._listener.ended_event.wait())
+        try:
+            await asyncio.wait((answered, ended), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            answered.cancel()
+            ended.cancel()
+        return self._listener.answered_event.is_set() and not self._listener.ended_event.is_set()
 
     async def ended(self) -> None:
         await self._call.done.wait()
@@ -41,7 +65,7 @@ class GatewayCall:
         self._call.end(reason)
 
     def move_media(self, negotiated: sdp.Negotiated) -> None:
-        self._call.move_media(negotiated.remote, negotiated.payload_type, negotiated.dtmf_pt)
+        self._call.media.move(negotiated.remote, negotiated.payload_type, negotiated.dtmf_pt)
 
 
 class GatewayCalls:
@@ -65,20 +89,20 @@ class GatewayCalls:
             source = Source(document=route.document)
         else:
             source = Source(url=route.voice_url, method=route.voice_method)
+        request = CallRequest(
+            account,
+            caller,
+            called,
+            source,
+            remote=media.remote if media else None,
+            codec=media.codec if media else "PCMU",
+            dtmf_pt=(media.dtmf_pt or 101) if media else 101,
+        )
+        listener = SipListener(RestListener(gateway.callbacks, route.status_callback, "POST"))
         try:
-            call = await gateway.create_call(
-                account,
-                caller,
-                called,
-                source,
-                codec=media.codec if media else "PCMU",
-                dtmf_pt=(media.dtmf_pt or 101) if media else 101,
-                remote=media.remote if media else None,
-                status_callback=route.status_callback,
-            )
+            call = await gateway.create_call(request, listener)
         except Draining:
             raise Refused(503, "the gateway is draining", self.retry_after) from None
         except OSError as exc:
             raise Refused(503, str(exc), self.retry_after) from None
-        await asyncio.sleep(0)
-        return GatewayCall(call)
+        return GatewayCall(call, listener)
