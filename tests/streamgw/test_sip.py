@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from support import free_dual_port
-from support.media import WsServer
-from support.sip import SIPP_DATA, pcap_rtp_payloads, run_sipp
-from support.streamgw import ACCOUNT, Harness, MakeGateway
+from support.media import HttpServer, WsServer, raw_server, reference_signature
+from support.sip import SIPP_DATA, pcap_rtp_payloads, run_sipp, send_udp
+from support.streamgw import ACCOUNT, TOKEN, Harness, MakeGateway
 
 from turnpike.core.filewatch import FileWatcher
 from turnpike.streamgw import g711
@@ -110,8 +110,7 @@ async def test_a_sipp_call_streams_audio_byte_exact_dtmf_and_stop(
     assert alaw.translate(g711.ALAW_TO_ULAW) in inbound(conn.messages)
     assert [m["dtmf"]["digit"] for m in conn.of("dtmf")] == ["1"]
     assert conn.messages[-1]["event"] == "stop"
-    call = await rig.gw.call(start["start"]["callSid"])
-    assert call["status"] == "completed"
+    call = await rig.gw.wait_status(start["start"]["callSid"])
     assert (call["from"], call["to"], call["codec"]) == ("+15550001111", NUMBER, "PCMA")
     assert "200 OK" in result.messages and "a=rtpmap:8 PCMA/8000" in result.messages
 
@@ -164,3 +163,165 @@ async def test_untrusted_source_is_403_and_counted(make_rig: MakeRig, tmp_path: 
     assert result.returncode == 0, result.output + result.messages
     assert refused(rig, "untrusted") == 1
     assert not rig.gw.gateway.calls and not rig.gw.gateway.ended
+
+
+async def test_cancel_before_answer_is_487_and_no_call_goes_on(
+    make_rig: MakeRig, tmp_path: Path
+) -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)  # a voice webhook that takes its time: the call is not answered
+
+    async with raw_server(slow, None) as port:
+        hook = f"http://127.0.0.1:{port}/voice"
+        rig = await make_rig([{"number": NUMBER, "accountSid": ACCOUNT, "voiceUrl": hook}])
+        result = await run_sipp("cancel", rig.server.port, tmp_path / "sipp")
+        assert result.returncode == 0, result.output + result.messages
+        await until(lambda: not rig.gw.gateway.calls)
+    (call,) = rig.gw.gateway.ended.values()
+    assert call.status == "completed" and not call.answered
+    assert "SIP/2.0 200 OK" not in result.messages.split("SIP/2.0 487")[0].split("CANCEL sip")[0]
+
+
+async def test_voice_url_is_fetched_signed_with_the_call_parameters(
+    make_rig: MakeRig, http: HttpServer, tmp_path: Path
+) -> None:
+    hook = http.twiml("/voice", '<Response><Pause length="1"/><Hangup/></Response>')
+    callback = http.url("/status")
+    rig = await make_rig(
+        [{"number": NUMBER, "accountSid": ACCOUNT, "voiceUrl": hook, "statusCallback": callback}]
+    )
+    result = await run_sipp("late_offer", rig.server.port, tmp_path / "sipp")
+    assert result.returncode == 0, result.output + result.messages
+    (hit,) = await http.wait_for("/voice")
+    assert hit.headers["X-Twilio-Signature"] == reference_signature(TOKEN, hook, hit.form)
+    assert hit.form["From"] == hit.form["Caller"] == "+15550001111"
+    assert hit.form["To"] == hit.form["Called"] == NUMBER
+    assert hit.form["Direction"] == "inbound" and hit.form["AccountSid"] == ACCOUNT
+    (status,) = await http.wait_for("/status")
+    assert status.form["CallSid"] == hit.form["CallSid"]
+    assert status.form["CallStatus"] == "completed"
+
+
+INVITE = (
+    "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK{branch}\r\n"
+    "From: <sip:+15550001111@127.0.0.1>;tag=abc\r\n"
+    "To: <sip:{number}@127.0.0.1>\r\n"
+    "Call-ID: {branch}@test\r\n"
+    "CSeq: 1 INVITE\r\n"
+    "Contact: <sip:caller@127.0.0.1:5999>\r\n"
+    "Content-Length: 0\r\n\r\n"
+)
+
+
+def status_line(answer: bytes | None) -> str:
+    assert answer is not None, "no answer"
+    return answer.split(b"\r\n", 1)[0].decode()
+
+
+async def test_malformed_and_oversized_messages_never_crash_the_server(
+    make_rig: MakeRig,
+) -> None:
+    rig = await make_rig([route("<Response><Hangup/></Response>")])
+    port = rig.server.port
+    # Readable enough to answer: 400.
+    bad_cseq = INVITE.format(number=NUMBER, branch="b1").replace("CSeq: 1 INVITE", "CSeq: x")
+    assert status_line(await send_udp(port, bad_cseq.encode())).startswith("SIP/2.0 400")
+    # Not SIP at all, or binary: dropped, counted.
+    assert await send_udp(port, b"\x00\x01garbage\xff" * 10) is None
+    assert await send_udp(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") is None
+    # Oversized: 513 when it can be addressed.
+    huge = INVITE.format(number=NUMBER, branch="b2").replace(
+        "Content-Length: 0", "X-Pad: " + "a" * 20000 + "\r\nContent-Length: 0"
+    )
+    assert status_line(await send_udp(port, huge.encode())).startswith("SIP/2.0 513")
+    # Over TCP a message that never ends is cut off at the size limit.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bKt\r\n")
+    writer.write(b"X-Pad: " + b"a" * 20000)
+    await writer.drain()
+    async with asyncio.timeout(5):
+        assert await reader.read() == b""  # closed by the gateway
+    writer.close()
+    assert refused(rig, "malformed") >= 4 and refused(rig, "oversized") == 1
+    # Still serving: OPTIONS (a trunk's keepalive) is answered 200 with what we allow.
+    options = INVITE.format(number=NUMBER, branch="o1").replace("INVITE", "OPTIONS")
+    answer = await send_udp(port, options.encode())
+    assert status_line(answer) == "SIP/2.0 200 OK" and b"Allow: INVITE" in (answer or b"")
+
+
+async def test_a_full_or_draining_gateway_answers_503_with_retry_after(
+    make_rig: MakeRig,
+) -> None:
+    rig = await make_rig([route('<Response><Pause length="30"/></Response>')], max_calls=1)
+    port = rig.server.port
+    # The first call is answered (its 200 is the final answer) and holds the only place.
+    first = await send_udp(port, INVITE.format(number=NUMBER, branch="c1").encode())
+    assert status_line(first) == "SIP/2.0 200 OK"
+    second = await send_udp(port, INVITE.format(number=NUMBER, branch="c2").encode())
+    assert status_line(second).startswith("SIP/2.0 503")
+    assert b"Retry-After: 5" in (second or b"")
+    rig.gw.gateway.draining = True
+    third = await send_udp(port, INVITE.format(number=NUMBER, branch="c3").encode())
+    assert status_line(third).startswith("SIP/2.0 503")
+    assert refused(rig, "over_capacity") == 2
+    assert len(rig.gw.gateway.calls) == 1
+
+
+async def test_the_numbers_file_is_hot_reloaded(make_rig: MakeRig, tmp_path: Path) -> None:
+    rig = await make_rig([route("<Response><Hangup/></Response>", number="+15550003333")])
+    result = await run_sipp("refused_404", rig.server.port, tmp_path / "before")
+    assert result.returncode == 0, result.output + result.messages
+    rig.set_numbers([route('<Response><Pause length="1"/><Hangup/></Response>')])
+    result = await run_sipp("gateway_hangs_up", rig.server.port, tmp_path / "after")
+    assert result.returncode == 0, result.output + result.messages
+
+
+async def test_udp_final_answers_are_retransmitted_until_the_ack(make_rig: MakeRig) -> None:
+    """§17.2.1 Timer G for a non-2xx final answer, and §13.3.1.4 for the 2xx, both until ACK."""
+    rig = await make_rig([route('<Response><Pause length="30"/></Response>')])
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Caller(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            got.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Caller, local_addr=("127.0.0.1", 0))
+    target = ("127.0.0.1", rig.server.port)
+
+    async def finals(status: bytes, count: int) -> bytes:
+        seen = []
+        async with asyncio.timeout(10):
+            while len(seen) < count:
+                data = await got.get()
+                if data.startswith(b"SIP/2.0 " + status):
+                    seen.append(data)
+        assert len(set(seen)) == 1  # the same answer, again
+        return seen[0]
+
+    def ack_for(answer: bytes, branch: str, number: str, body: str = "") -> bytes:
+        tag = answer.split(b";tag=")[1].split(b"\r\n")[0].decode()
+        invite = INVITE.format(number=number, branch=branch)
+        ack = invite.replace("INVITE sip", "ACK sip").replace("1 INVITE", "1 ACK")
+        if body:  # the answer to the offer in our 200 (the INVITE had none)
+            ack = ack.replace("Content-Length: 0\r\n\r\n", "")
+            ack += f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+        return ack.replace(
+            f"<sip:{number}@127.0.0.1>\r\n", f"<sip:{number}@127.0.0.1>;tag={tag}\r\n"
+        ).encode()
+
+    try:
+        transport.sendto(INVITE.format(number="+15559990000", branch="r1").encode(), target)
+        answer = await finals(b"404", 3)
+        transport.sendto(ack_for(answer, "r1", "+15559990000"), target)
+        transport.sendto(INVITE.format(number=NUMBER, branch="r2").encode(), target)
+        ok = await finals(b"200", 3)
+        assert b"m=audio" in ok  # our offer
+        answer_sdp = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 9 RTP/AVP 0\r\n"
+        transport.sendto(ack_for(ok, "r2", NUMBER, answer_sdp), target)
+        await until(lambda: [leg.state for leg in rig.server.legs.values()] == ["confirmed"])
+        (call,) = rig.gw.gateway.calls.values()
+        assert call.answered and call.live
+    finally:
+        transport.close()

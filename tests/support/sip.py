@@ -89,21 +89,21 @@ def pcap_rtp_payloads(path: Path) -> list[tuple[int, int, bytes]]:
     return out
 
 
-async def send_udp(port: int, data: bytes) -> bytes | None:
-    """One datagram to the SIP port, and the answer if one comes within 2 s."""
+async def send_udp(port: int, data: bytes, timeout: float = 2.0) -> bytes | None:
+    """One datagram to the SIP port; the final (non-1xx) answer, if one comes within ``timeout``."""
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[bytes] = loop.create_future()
 
     class Client(asyncio.DatagramProtocol):
         def datagram_received(self, data: bytes, addr: object) -> None:
-            if not answer.done():
+            if not answer.done() and not data.startswith(b"SIP/2.0 1"):
                 answer.set_result(data)
 
     transport, _ = await loop.create_datagram_endpoint(Client, local_addr=("127.0.0.1", 0))
     try:
         transport.sendto(data, ("127.0.0.1", port))
         try:
-            return await asyncio.wait_for(answer, 2.0)
+            return await asyncio.wait_for(answer, timeout)
         except TimeoutError:
             return None
     finally:

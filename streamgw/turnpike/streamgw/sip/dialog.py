@@ -20,6 +20,12 @@ from turnpike.streamgw.sip.message import (
 from turnpike.streamgw.sip.transaction import new_branch
 
 
+def _loose(route: str) -> bool:
+    """A loose router's URI has the ``lr`` parameter (§19.1.1)."""
+    params = parse_name_addr(route).uri.split(";")[1:]
+    return any(p.split("=", 1)[0].strip().lower() == "lr" for p in params)
+
+
 def new_tag() -> str:
     return secrets.token_hex(6)
 
@@ -75,10 +81,8 @@ class Dialog:
 
     def next_hop(self) -> tuple[str, int]:
         """Where in-dialog requests go: a loose first route, else the remote target."""
-        if self.route_set:
-            first = parse_name_addr(self.route_set[0])
-            if first.param("lr") is not None:
-                return uri_host_port(first.uri)
+        if self.route_set and _loose(self.route_set[0]):
+            return uri_host_port(parse_name_addr(self.route_set[0]).uri)
         return uri_host_port(self.remote_target)
 
     def request(self, method: str, via: str, contact: str) -> Message:
@@ -86,7 +90,7 @@ class Dialog:
         self.local_seq += 1
         uri = self.remote_target
         routes = list(self.route_set)
-        if routes and parse_name_addr(routes[0]).param("lr") is None:
+        if routes and not _loose(routes[0]):
             # Strict router (§12.2.1.1): it becomes the Request-URI, the target the last route.
             uri = parse_name_addr(routes[0]).uri
             routes = [*routes[1:], f"<{self.remote_target}>"]
