@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from support import free_dual_port
-from support.media import HttpServer, WsServer, raw_server, reference_signature
+from support import free_dual_port, free_port, turnpike
+from support.media import HttpServer, TestCA, WsServer, raw_server, reference_signature
 from support.sip import SIPP_DATA, pcap_rtp_payloads, run_sipp, send_udp
-from support.streamgw import ACCOUNT, TOKEN, Harness, MakeGateway
+from support.streamgw import ACCOUNT, TOKEN, Harness, MakeGateway, write_accounts
 
 from turnpike.core.filewatch import FileWatcher
 from turnpike.streamgw import g711
@@ -325,3 +326,42 @@ async def test_udp_final_answers_are_retransmitted_until_the_ack(make_rig: MakeR
         assert call.answered and call.live
     finally:
         transport.close()
+
+
+@pytest.mark.e2e
+async def test_the_streamgw_command_answers_sip(tmp_path: Path, ws: WsServer, ca: TestCA) -> None:
+    """``turnpike streamgw --sip … --numbers … --sip-trust …``: a SIPp call reaches the consumer,
+    and the gateway's ``<Hangup/>`` ends it with BYE; metrics count the SIP requests."""
+    accounts = write_accounts(tmp_path / "accounts.json")
+    stream = f'<Start><Stream url="{ws.url("/cli")}"/></Start>'
+    numbers = tmp_path / "numbers.json"
+    numbers.write_text(
+        json.dumps(
+            {"numbers": [route(f'<Response>{stream}<Pause length="1"/><Hangup/></Response>')]}
+        )
+    )
+    api, metrics, sip = free_port(), free_port(), free_dual_port()
+    args = [
+        "streamgw",
+        "--listen", f"127.0.0.1:{api}",
+        "--accounts", str(accounts),
+        "--rtp-ip", "127.0.0.1",
+        "--rtp-ports", "41000-41100",
+        "--allow-destination", "127.0.0.0/8",
+        "--ca-file", str(ca.ca_file),
+        "--metrics", f"127.0.0.1:{metrics}",
+        "--sip", f"127.0.0.1:{sip}",
+        "--numbers", str(numbers),
+        "--sip-trust", "127.0.0.1/32",
+    ]  # fmt: skip
+    async with turnpike(args, ready_url=f"http://127.0.0.1:{metrics}/ready") as proc:
+        result = await run_sipp("gateway_hangs_up", sip, tmp_path / "sipp")
+        assert result.returncode == 0, result.output + result.messages + proc.text
+        conn = await ws.accept()
+        await conn.wait_closed()
+        assert conn.messages[-1]["event"] == "stop"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{metrics}/metrics") as resp:
+                text = await resp.text()
+        assert 'turnpike_streamgw_sip_requests_total{method="INVITE"} 1.0' in text
+        assert 'turnpike_streamgw_sip_requests_total{method="ACK"} 1.0' in text
