@@ -1,11 +1,12 @@
-# syntax=docker/dockerfile:1
-# The one turnpike image every component runs (relay, tokens, streamgw, operator):
+# The one turnpike image every component runs (relay, tokens, streamgw, operator). Build it with
+# scripts/image (Docker + BuildKit or Podman; no registry needed), or directly:
 #
-#   docker build -t turnpike:0.1.0 .
-#   docker run --rm turnpike:0.1.0 --help
+#   DOCKER_BUILDKIT=1 docker build --network=host -t turnpike:local .
+#   docker run --rm turnpike:local --version
 #
 # Stage 1 builds wheels for Turnpike and its pinned dependencies; stage 2 installs them into a
-# clean slim Python with no compiler, no pip and no build tools, running as a numeric non-root user.
+# clean slim Python with no compiler, no pip and no build tools, running as a numeric non-root
+# user, and fails the build unless every component is there and imports.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -19,7 +20,11 @@ COPY turnpike ./turnpike
 COPY relay ./relay
 COPY streamgw ./streamgw
 COPY operator ./operator
-RUN pip wheel --wheel-dir /wheels --constraint constraints.txt .
+# The optional ca-certificates secret is the build host's trust store (scripts/image passes it),
+# for pip behind an intercepting proxy; a secret mount never lands in a layer.
+RUN --mount=type=secret,id=ca-certificates \
+    if [ -s /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi \
+    && pip wheel --wheel-dir /wheels --constraint constraints.txt .
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -32,6 +37,14 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     && groupadd --gid 10001 turnpike \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin turnpike
+# A wheel built without a component folder would still install; this makes such a build fail:
+# every subcommand's module loads (turnpike --version builds the full command line), and every
+# component package is present and each of its modules imports.
+RUN turnpike --version \
+    && python3 -c 'import importlib, pkgutil; \
+[importlib.import_module(m.name) \
+ for c in ("core", "tokens", "dev", "relay", "streamgw", "operator") \
+ for m in pkgutil.walk_packages(importlib.import_module("turnpike." + c).__path__, f"turnpike.{c}.")]'
 LABEL org.opencontainers.image.title="turnpike" \
       org.opencontainers.image.description="Self-hosted STUN/TURN relays, ICE-server tokens and Media Streams gateway" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -132,12 +132,43 @@ def test_relay_children_host_network_daemonset_with_tls() -> None:
         "--tls-listen",
         "0.0.0.0:5349",
     ]
-    assert pod["containers"][0]["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
-    # Off the host network, 443 is opened by the pod's own sysctl instead.
-    pod = relay.children(_edge(tlsSecretName="cert"), OWNER, [], None, "k")[1]["spec"]["template"][
-        "spec"
+    # Port 443 on the host network: uid 0 holding NET_BIND_SERVICE only, in this container only.
+    assert pod["containers"][0]["securityContext"] == {
+        "runAsNonRoot": False,
+        "runAsUser": 0,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]},
+    }
+    assert pod["securityContext"]["runAsUser"] != 0 and "sysctls" not in pod["securityContext"]
+
+
+def _relay_pod(**spec: Any) -> dict[str, Any]:
+    children = relay.children(_edge(**spec), OWNER, [], None, "k")
+    return dict(children[1]["spec"]["template"]["spec"])
+
+
+def test_privileged_ports_are_opened_only_when_needed_and_least_privileged() -> None:
+    # Off the host network, 443 is opened by the pod's own sysctl: still non-root, no capability.
+    pod = _relay_pod(tlsSecretName="cert")
+    assert pod["securityContext"]["sysctls"] == [
+        {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
     ]
-    assert pod["securityContext"]["sysctls"][0]["name"] == "net.ipv4.ip_unprivileged_port_start"
+    security = pod["containers"][0]["securityContext"]
+    assert security["capabilities"] == {"drop": ["ALL"]} and "runAsUser" not in security
+    # A relay port range below 1024 needs it as much as a listener does.
+    pod = _relay_pod(hostNetwork=True, relayPorts={"min": 900, "max": 2000})
+    assert pod["containers"][0]["securityContext"]["runAsUser"] == 0
+    # Host network with every port at or above 1024: nothing added.
+    for spec in (
+        {"hostNetwork": True},
+        {"hostNetwork": True, "tlsSecretName": "c", "ports": {"tls": [5349]}},
+    ):
+        pod = _relay_pod(**spec)
+        security = pod["containers"][0]["securityContext"]
+        assert security["runAsNonRoot"] is True and "runAsUser" not in security
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        assert "sysctls" not in pod["securityContext"]
 
 
 def test_gateway_children() -> None:
@@ -325,3 +356,39 @@ def test_directory_is_what_the_token_api_reads() -> None:
         "x",
     )
     assert EdgeDirectory.parse(directory.render([bare], ""), "edges")
+
+
+def test_subset_compares_quantities_by_value_and_empties_as_absent() -> None:
+    desired = {
+        "resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"cpu": 2}},
+        "nodeSelector": {},
+        "tolerations": [],
+    }
+    stored = {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2"}}}
+    assert apply.is_subset(desired, stored)
+    more = {"resources": {"requests": {"cpu": "501m", "memory": "1Gi"}, "limits": {"cpu": "2"}}}
+    assert not apply.is_subset(desired, more)
+    # Only resource lists are quantities: elsewhere "1k" and "1000" are different strings.
+    assert not apply.is_subset({"env": {"X": "1k"}}, {"env": {"X": "1000"}})
+    assert not apply.is_subset({"nodeSelector": {"a": "b"}}, {})
+
+
+def test_ownership_refuses_what_turnpike_did_not_create() -> None:
+    owner = {"apiVersion": "turnpike.io/v1alpha1", "kind": "RelayEdge"}
+    owner["metadata"] = {"name": "e", "uid": "u1"}
+    desired = {
+        "kind": "Service",
+        "metadata": {"name": "s", "ownerReferences": [labels.owner_reference(owner)]},
+    }
+    ours = {"kind": "Service", "metadata": {"name": "s", "labels": dict(labels.MANAGED)}}
+    apply.check_ownership(desired, ours)  # ours, orphaned: adopted
+    owned = {"kind": "Service", "metadata": {"name": "s", "ownerReferences": [{"uid": "u1"}]}}
+    apply.check_ownership(desired, owned)
+    theirs = {"kind": "Service", "metadata": {"name": "s", "labels": {"app": "x"}}}
+    with pytest.raises(apply.ForeignObject, match='Service "s" already exists and was not'):
+        apply.check_ownership(desired, theirs)
+    ref = {"kind": "Deployment", "name": "d", "uid": "u2", "controller": True}
+    controlled = {"kind": "Service", "metadata": {"name": "s", "labels": dict(labels.MANAGED)}}
+    controlled["metadata"]["ownerReferences"] = [ref]
+    with pytest.raises(apply.ForeignObject, match='controlled by Deployment "d"'):
+        apply.check_ownership(desired, controlled)

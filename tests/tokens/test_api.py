@@ -390,7 +390,9 @@ async def test_body_over_the_size_limit_is_413_not_400(make_api: ApiFactory) -> 
     data = b"Ttl=60&Pad=" + b"x" * (2 * 1024 * 1024)
     async with api.session.post(api.tokens_url(), data=data, headers=headers) as resp:
         assert resp.status == 413
+        assert_error(await resp.json(), 413, 20413)  # in the hosted shape, like every error
     assert api.metric("turnpike_tokens_failures_total", reason="bad_request") == 0
+    assert api.metric("turnpike_tokens_failures_total", reason="too_large") == 1
 
 
 async def test_edge_sent_as_a_file_is_400(make_api: ApiFactory) -> None:

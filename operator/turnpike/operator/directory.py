@@ -9,14 +9,17 @@ listener.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from turnpike.core.edges import GLOBAL, Edge, EdgeDirectory, Ports
+from turnpike.core.edges import GLOBAL, Edge, EdgeDirectory
 from turnpike.operator.model import RelayEdge
+from turnpike.operator.publication import Publication
+
+Published = RelayEdge | Publication
 
 
-def global_host(edges: list[RelayEdge], configured: str) -> str:
+def global_host(edges: Sequence[Published], configured: str) -> str:
     """The configured global name, else ``global.`` + the first edge's parent domain, else the
     first edge's own name."""
     if configured:
@@ -28,25 +31,22 @@ def global_host(edges: list[RelayEdge], configured: str) -> str:
     return edges[0].hostname if edges else "localhost"
 
 
-def directory(edges: Iterable[RelayEdge], configured_global: str) -> EdgeDirectory:
-    ordered = sorted(edges, key=lambda e: e.name)
+def directory(edges: Iterable[Published], configured_global: str) -> EdgeDirectory:
+    """The directory of ``edges``: parsed RelayEdges, or the publications kept for edges whose
+    spec is invalid."""
+    ordered = sorted(
+        (e if isinstance(e, Publication) else Publication.of(e) for e in edges),
+        key=lambda e: e.name,
+    )
     return EdgeDirectory(
         Edge(GLOBAL, global_host(ordered, configured_global)),
-        tuple(
-            Edge(
-                e.name,
-                e.hostname,
-                e.location,
-                Ports(e.udp_port, e.tcp_port, e.tls_ports[0] if e.tls else e.tcp_port),
-            )
-            for e in ordered
-        ),
+        tuple(e.directory_entry() for e in ordered),
     )
 
 
-def document(edges: Iterable[RelayEdge], configured_global: str) -> dict[str, Any]:
+def document(edges: Iterable[Published], configured_global: str) -> dict[str, Any]:
     return directory(edges, configured_global).document()
 
 
-def render(edges: Iterable[RelayEdge], configured_global: str) -> str:
+def render(edges: Iterable[Published], configured_global: str) -> str:
     return directory(edges, configured_global).render()

@@ -24,6 +24,7 @@ from turnpike.operator.config import OperatorConfig
 from turnpike.operator.keyring_secret import KubeCluster, ensure_secret
 from turnpike.operator.metrics import Metrics
 from turnpike.operator.model import RelayEdge, SpecError, StreamGateway
+from turnpike.operator.publication import Publication
 from turnpike.operator.status import readiness
 
 Obj = dict[str, Any]
@@ -129,9 +130,13 @@ async def _edge_addresses(ctx: Context, edge: RelayEdge, nodes: list[Obj]) -> li
     through the watch events."""
     if edge.static_addresses:
         return ranges.collapse(edge.static_addresses)
-    name = labels.relay_name(edge.name)
     if edge.address_source == "LoadBalancer":
-        return networks.load_balancer_ips(await ctx.kube.get(k8s.SERVICES, edge.namespace, name))
+        # Every Service's address (one per protocol when split: clouds may give each its own).
+        found: list[str] = []
+        for name in relay.service_names(edge):
+            svc = await ctx.kube.get(k8s.SERVICES, edge.namespace, name)
+            found += networks.load_balancer_ips(svc)
+        return ranges.collapse(found)
     pods = await ctx.kube.list(k8s.PODS, edge.namespace, labels.relay_selector(edge.name))
     return networks.external_ips(nodes, networks.nodes_running(pods))
 
@@ -151,8 +156,7 @@ async def _edge_children(
             workload = current
     name = labels.relay_name(edge.name)
     stale = [(k8s.DEPLOYMENTS if edge.daemonset else k8s.DAEMONSETS, name)]
-    if edge.host_network:
-        stale.append((k8s.SERVICES, name))
+    stale += [(k8s.SERVICES, svc) for svc in relay.stale_service_names(edge)]
     for res, stale_name in stale:
         if await apply.remove_owned(
             ctx.kube, res, edge.namespace, stale_name, body["metadata"]["uid"]
@@ -208,6 +212,8 @@ def _edge_status(
         "addresses": addresses,
         "hostname": edge.hostname,
         "keyring": ctx.config.keyring_secret,
+        # Published as long as a later spec is invalid (see publication.py).
+        "publication": Publication.of(edge).to_status(),
     }
     return st.with_conditions(body, status, ready_cond, progressing, _degraded(problem, body))
 
@@ -310,44 +316,33 @@ async def _put_configmap(ctx: Context, namespace: str, name: str, data: dict[str
 
 
 async def publish(ctx: Context, namespace: str) -> None:
-    """Rewrite `turnpike-ip-ranges` and `turnpike-edges` in ``namespace`` when content changed."""
+    """Rewrite `turnpike-ip-ranges` and `turnpike-edges` in ``namespace`` when content changed.
+
+    An edge whose spec cannot be parsed keeps its last valid publication (``status.publication``,
+    see publication.py): a typo must never withdraw a serving edge from the firewall ranges or
+    the token API. A namespace without edges gets empty documents, not missing ConfigMaps."""
     kube, cfg = ctx.kube, ctx.config
     edge_bodies = [e for e in await kube.list(k8s.RELAY_EDGES, namespace) if not _deleting(e)]
     gateway_bodies = [
         g for g in await kube.list(k8s.STREAM_GATEWAYS, namespace) if not _deleting(g)
     ]
-    edges: list[tuple[RelayEdge, Obj]] = []
+    published: list[tuple[Publication, Obj]] = []
     for body in edge_bodies:
         try:
-            edges.append((RelayEdge.parse(body, cfg.image), body))
-        except SpecError:
-            continue  # reported on the edge itself; an invalid edge publishes nothing
+            published.append((Publication.of(RelayEdge.parse(body, cfg.image)), body))
+        except SpecError:  # reported on the edge itself; it keeps what it published last
+            kept = Publication.from_status(body["metadata"]["name"], body.get("status"))
+            if kept is not None:
+                published.append((kept, body))
     streams: dict[str, list[str]] = {}
     for body in gateway_bodies:
         edge_name = (body.get("spec") or {}).get("edge", "")
         streams.setdefault(edge_name, []).extend((body.get("status") or {}).get("addresses") or [])
     doc = ranges.document(
-        ranges.EdgeRanges(
-            edge=edge.name,
-            location=edge.location,
-            relay_cidrs=tuple((body.get("status") or {}).get("addresses") or []),
-            relay_ports=tuple(edge.client_ports()),
-            relay_port_range=edge.relay_ports,
-            stream_cidrs=tuple(streams.get(edge.name, [])),
-        )
-        for edge, body in edges
+        pub.ranges((body.get("status") or {}).get("addresses") or [], streams.get(pub.name, []))
+        for pub, body in published
     )
-    ctx.metrics.edges.labels(namespace).set(len(edges))
-    if not edges:
-        for name in (labels.IP_RANGES, labels.EDGE_DIRECTORY):
-            existing = await kube.get(k8s.CONFIGMAPS, namespace, name)
-            if (
-                existing is not None
-                and (existing["metadata"].get("labels") or {}).get(labels.MANAGED_BY)
-                == labels.MANAGER
-            ):
-                await kube.delete(k8s.CONFIGMAPS, namespace, name)
-        return
+    ctx.metrics.edges.labels(namespace).set(len(published))
     current = await kube.get(k8s.CONFIGMAPS, namespace, labels.IP_RANGES)
     if (
         current is None
@@ -355,16 +350,20 @@ async def publish(ctx: Context, namespace: str) -> None:
         or not _has_labels(current)
     ):
         await _put_configmap(ctx, namespace, labels.IP_RANGES, ranges.configmap_data(doc, _now()))
-    text = directory.render([e for e, _ in edges], cfg.global_host)
+    text = directory.render([pub for pub, _ in published], cfg.global_host)
     current = await kube.get(k8s.CONFIGMAPS, namespace, labels.EDGE_DIRECTORY)
     if (
         current is None
-        or (current.get("data") or {}) != {labels.EDGE_DIRECTORY_KEY: text}
+        or _data(current) != {labels.EDGE_DIRECTORY_KEY: text}
         or not _has_labels(current)
     ):
         await _put_configmap(
             ctx, namespace, labels.EDGE_DIRECTORY, {labels.EDGE_DIRECTORY_KEY: text}
         )
+
+
+def _data(configmap: Obj | None) -> dict[str, str]:
+    return dict((configmap or {}).get("data") or {})
 
 
 def _has_labels(obj: Obj) -> bool:

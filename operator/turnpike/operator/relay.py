@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from turnpike.operator import labels
+from turnpike.operator import labels, placement
 from turnpike.operator.model import RelayEdge
 
 Obj = dict[str, Any]
@@ -115,9 +115,34 @@ def pod_security() -> Obj:
     }
 
 
+def binds_privileged_ports(edge: RelayEdge) -> bool:
+    """Whether a relay of this edge binds a port below 1024 (a listener or a relay port)."""
+    return min([p for p, _ in edge.client_ports()] + [edge.relay_ports[0]]) < 1024
+
+
+def container_security(edge: RelayEdge) -> Obj:
+    """Read-only root, no privilege escalation, every capability dropped; the one exception is a
+    host-network relay binding a port below 1024. A non-root process cannot use an added
+    capability there: Kubernetes grants no ambient capabilities, so for any uid but 0 an added
+    one stays in the bounding set only, and no-new-privileges rules out file capabilities. That
+    container alone runs as uid 0 holding NET_BIND_SERVICE and nothing else (no DAC override:
+    it reads only the root-owned Secret files). Off the host network the pod's own
+    net.ipv4.ip_unprivileged_port_start sysctl opens the port to the non-root user instead."""
+    security: Obj = {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    if edge.host_network and binds_privileged_ports(edge):
+        security["runAsNonRoot"] = False
+        security["runAsUser"] = 0
+        security["capabilities"]["add"] = ["NET_BIND_SERVICE"]
+    return security
+
+
 def pod_template(edge: RelayEdge, config: dict[str, str], keyring_secret: str) -> Obj:
     name = labels.relay_name(edge.name)
-    low_port = min(p for p, _ in edge.client_ports()) < 1024
     mounts = [{"name": "keyring", "mountPath": KEYRING_DIR, "readOnly": True}]
     volumes: list[Obj] = [
         {"name": "keyring", "secret": {"secretName": keyring_secret, "defaultMode": 0o440}}
@@ -142,15 +167,7 @@ def pod_template(edge: RelayEdge, config: dict[str, str], keyring_secret: str) -
             "periodSeconds": 10,
             "failureThreshold": 6,
         },
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {
-                "drop": ["ALL"],
-                **({"add": ["NET_BIND_SERVICE"]} if low_port else {}),
-            },
-        },
+        "securityContext": container_security(edge),
     }
     if edge.workload.resources:
         container["resources"] = edge.workload.resources
@@ -164,18 +181,14 @@ def pod_template(edge: RelayEdge, config: dict[str, str], keyring_secret: str) -
     if edge.host_network:
         spec["hostNetwork"] = True
         spec["dnsPolicy"] = "ClusterFirstWithHostNet"
-    elif low_port:
-        # A non-root process may bind 443 once the pod's own network namespace allows it (a
-        # namespaced, "safe" sysctl); on the host network only the capability can help.
+    elif binds_privileged_ports(edge):
+        # A namespaced, "safe" sysctl: it applies to the pod's own network namespace only.
         spec["securityContext"]["sysctls"] = [
             {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
         ]
-    if edge.workload.node_selector:
-        spec["nodeSelector"] = edge.workload.node_selector
-    if edge.workload.affinity:
-        spec["affinity"] = edge.workload.affinity
-    if edge.workload.tolerations:
-        spec["tolerations"] = list(edge.workload.tolerations)
+    spec.update(
+        placement.scheduling(edge.workload, labels.relay_selector(edge.name), not edge.daemonset)
+    )
     return {
         "metadata": {
             "labels": labels.relay_labels(edge.name),
@@ -219,30 +232,59 @@ def workload(edge: RelayEdge, owner: Obj, config: dict[str, str], keyring_secret
     }
 
 
-def service(edge: RelayEdge, owner: Obj) -> Obj | None:
-    """A LoadBalancer keeping client source addresses (Local policy); none on the host network."""
+def service_names(edge: RelayEdge) -> list[str]:
+    """The relays' Services: none on the host network, one per protocol when split."""
+    name = labels.relay_name(edge.name)
     if edge.host_network:
-        return None
-    ports = [
-        {"name": "turn-udp", "port": edge.udp_port, "targetPort": edge.udp_port, "protocol": "UDP"},
-        {"name": "turn-tcp", "port": edge.tcp_port, "targetPort": edge.tcp_port, "protocol": "TCP"},
+        return []
+    return [f"{name}-udp", f"{name}-tcp"] if edge.exposure.split_protocols else [name]
+
+
+def stale_service_names(edge: RelayEdge) -> list[str]:
+    """Services an earlier spec of the edge had and this one does not."""
+    name = labels.relay_name(edge.name)
+    wanted = service_names(edge)
+    return [n for n in (name, f"{name}-udp", f"{name}-tcp") if n not in wanted]
+
+
+def services(edge: RelayEdge, owner: Obj) -> list[Obj]:
+    """LoadBalancers keeping client source addresses (Local policy), with the cloud settings of
+    ``spec.service``; one with both protocols, or one per protocol when split."""
+    udp = [
+        {"name": "turn-udp", "port": edge.udp_port, "targetPort": edge.udp_port, "protocol": "UDP"}
+    ]
+    tcp = [
+        {"name": "turn-tcp", "port": edge.tcp_port, "targetPort": edge.tcp_port, "protocol": "TCP"}
     ]
     if edge.tls:
-        ports += [
+        tcp += [
             {"name": f"turn-tls-{n}", "port": p, "targetPort": p, "protocol": "TCP"}
             for n, p in enumerate(edge.tls_ports)
         ]
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _metadata(edge, owner),
-        "spec": {
-            "type": "LoadBalancer",
-            "externalTrafficPolicy": "Local",
-            "selector": labels.relay_selector(edge.name),
-            "ports": ports,
-        },
-    }
+    names = service_names(edge)
+    if not names:
+        return []
+    port_sets = [udp, tcp] if len(names) == 2 else [udp + tcp]
+    out = []
+    for name, ports in zip(names, port_sets, strict=True):
+        meta = _metadata(edge, owner, name)
+        if edge.exposure.annotations:
+            meta["annotations"] = placement.service_annotations(edge.exposure)
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": meta,
+                "spec": {
+                    "type": "LoadBalancer",
+                    "externalTrafficPolicy": "Local",
+                    "selector": labels.relay_selector(edge.name),
+                    "ports": ports,
+                    **placement.load_balancer_fields(edge.exposure),
+                },
+            }
+        )
+    return out
 
 
 def disruption_budget(edge: RelayEdge, owner: Obj) -> Obj:
@@ -271,7 +313,4 @@ def children(
         workload(edge, owner, config, keyring_secret),
         disruption_budget(edge, owner),
     ]
-    svc = service(edge, owner)
-    if svc is not None:
-        out.append(svc)
-    return out
+    return out + services(edge, owner)

@@ -11,21 +11,26 @@ Every route needs HTTP Basic with an account's SID and auth token (or an API key
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from turnpike.core import errors as hosted
 from turnpike.core.accounts import Principal
 from turnpike.core.health import health_app
 from turnpike.streamgw import twiml
+from turnpike.streamgw.admission import Refused
 from turnpike.streamgw.call import Call
-from turnpike.streamgw.errors import StreamFailure, rest_error
+from turnpike.streamgw.errors import StreamFailure
 from turnpike.streamgw.gateway import Draining, Gateway
 from turnpike.streamgw.ingress import Source
 from turnpike.streamgw.rest_ingress import RequestError, parse_request
 from turnpike.streamgw.stream import Fork, StreamSpec
+
+log = logging.getLogger("turnpike.streamgw")
 
 GATEWAY = web.AppKey("gateway", Gateway)
 API_VERSION = "2010-04-01"
@@ -42,30 +47,11 @@ def _principal(request: web.Request) -> Principal:
     gateway = request.app[GATEWAY]
     principal = gateway.accounts().authenticate(request.headers.get("Authorization"))
     if principal is None:
-        raise ApiError(401, 20003, "Authenticate", {"WWW-Authenticate": 'Basic realm="Turnpike"'})
+        raise hosted.unauthenticated("Turnpike")
     return principal
 
 
-class ApiError(Exception):
-    """Answered with the hosted REST API's JSON error body (see `errors_middleware`)."""
-
-    def __init__(
-        self, status: int, code: int, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.headers = headers or {}
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-    except ApiError as exc:
-        response = rest_error(exc.status, exc.code, str(exc))
-        response.headers.update(exc.headers)
-    return response
+ApiError = hosted.ApiError  # every error leaves in the hosted shape (`hosted.middleware`)
 
 
 def _call_for(request: web.Request, principal: Principal, sid: str) -> Call:
@@ -92,6 +78,10 @@ async def create_call(request: web.Request) -> web.Response:
         raise ApiError(exc.status, exc.code, str(exc)) from None
     except Draining as exc:
         raise ApiError(503, 20503, str(exc)) from None
+    except Refused as exc:  # the account's cap is its own (429); capacity is everyone's (503)
+        if exc.scope == "account":
+            raise hosted.too_many_requests(None, str(exc)) from None
+        raise hosted.unavailable(str(exc), retry_after=1) from None
     except OSError as exc:
         raise ApiError(503, 20503, f"cannot open an RTP port: {exc}") from None
     resource = call.resource()
@@ -118,7 +108,7 @@ async def delete_call(request: web.Request) -> web.Response:
 def _account_path(request: web.Request) -> Principal:
     principal = _principal(request)
     if request.match_info["account"] != principal.account.sid:
-        raise ApiError(403, 20003, "the AccountSid in the URL does not match the credentials")
+        raise hosted.forbidden("the AccountSid in the URL does not match the credentials")
     return principal
 
 
@@ -251,7 +241,7 @@ async def update_stream(request: web.Request) -> web.Response:
 
 def create_app(gateway: Gateway, *, health: bool = True) -> web.Application:
     """The API app; with ``health`` it also serves ``/metrics``, ``/live`` and ``/ready``."""
-    app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[errors_middleware])
+    app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[hosted.middleware(log)])
     app[GATEWAY] = gateway
     app.router.add_post("/v1/Calls", create_call)
     app.router.add_get("/v1/Calls/{sid}", get_call)

@@ -13,6 +13,7 @@ import aiohttp
 
 from turnpike.core.accounts import Accounts
 from turnpike.core.addresses import AddressPolicy
+from turnpike.streamgw.admission import Admission, Refused, Slot, default_caps
 from turnpike.streamgw.call import Call
 from turnpike.streamgw.callbacks import Callbacks
 from turnpike.streamgw.egress import new_session
@@ -38,6 +39,8 @@ class GatewayConfig:
     callback_attempts: int = 5
     callback_first_delay: float = 0.5
     keep_ended: int = 1000  # ended calls kept for GET
+    max_calls: int | None = None  # concurrent calls in total; None: one per RTP port
+    max_account_calls: int | None = None  # concurrent calls per account; None: a tenth of ports
 
     @property
     def media(self) -> MediaSettings:
@@ -59,6 +62,11 @@ class Gateway:
         self.accounts = accounts
         self.metrics = metrics or Metrics()
         self.policy = AddressPolicy(allow=config.allow_destinations)
+        total, per_account = default_caps(config.rtp_ports)
+        self.admission = Admission(
+            config.max_calls or total, config.max_account_calls or per_account
+        )
+        self._slots: dict[str, Slot] = {}
         self.calls: dict[str, Call] = {}
         self.ended: OrderedDict[str, Call] = OrderedDict()
         self.draining = False
@@ -101,8 +109,18 @@ class Gateway:
         """A new call from any ingress: its RTP endpoint is open and its TwiML is running."""
         if self.draining:
             raise Draining("the gateway is draining and takes no new calls")
-        call = Call(self, request, listener)
-        await call.media.open(self.config.rtp_ip, self.config.rtp_ports)
+        try:
+            slot = self.admission.admit(request.account.sid)
+        except Refused as exc:
+            self.metrics.calls_refused.labels(exc.scope).inc()
+            raise
+        try:
+            call = Call(self, request, listener)
+            await call.media.open(self.config.rtp_ip, self.config.rtp_ports)
+        except BaseException:
+            self.admission.release(slot)
+            raise
+        self._slots[call.sid] = slot
         self.calls[call.sid] = call
         self.metrics.active_calls.inc()
         self.metrics.calls.inc()
@@ -120,6 +138,9 @@ class Gateway:
     def call_ended(self, call: Call) -> None:
         if self.calls.pop(call.sid, None) is not None:
             self.metrics.active_calls.dec()
+        slot = self._slots.pop(call.sid, None)
+        if slot is not None:
+            self.admission.release(slot)
         self.ended[call.sid] = call
         while len(self.ended) > self.config.keep_ended:
             self.ended.popitem(last=False)

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from turnpike.core.accounts import Account
+from turnpike.core.errors import FORBIDDEN
 from turnpike.streamgw import twiml
 from turnpike.streamgw.callbacks import Callbacks, iso_timestamp
 from turnpike.streamgw.ingress import CODECS, CallOutcome, CallRequest, Source
@@ -62,7 +63,7 @@ def parse_request(
         raise RequestError(BAD_REQUEST, "the request body must be a JSON object")
     fields = _Fields(body)
     if fields.text("accountSid", account.sid) != account.sid:
-        raise RequestError(20003, "accountSid does not match the credentials", 403)
+        raise RequestError(FORBIDDEN, "accountSid does not match the credentials", 403)
     from_, to = fields.text("from", "") or "", fields.text("to", "") or ""
     document, url = fields.text("twiml"), fields.text("url")
     if (document is None) == (url is None):

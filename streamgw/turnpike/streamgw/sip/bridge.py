@@ -1,15 +1,16 @@
 """The SIP side's view of the gateway: a `CallRequest` for a routed number, and a listener.
 
 The one module that knows both the SIP server's `Calls`/`CallHandle` contracts and the gateway's
-ingress seam (`ingress`). Limits live here: a draining gateway and the total concurrent-call cap
-are refused with 503 and ``Retry-After``. A number's ``statusCallback`` is told when the call
-ends, exactly as for a REST call (`rest_ingress.RestListener`).
+ingress seam (`ingress`). The gateway's limits (draining, the concurrent-call caps per account and
+in total of `admission`) are answered 503 with ``Retry-After``. A number's ``statusCallback`` is
+told when the call ends, exactly as for a REST call (`rest_ingress.RestListener`).
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from turnpike.streamgw import admission
 from turnpike.streamgw.call import Call
 from turnpike.streamgw.gateway import Draining, Gateway
 from turnpike.streamgw.ingress import CallOutcome, CallRequest, Source
@@ -69,9 +70,8 @@ class GatewayCall:
 
 
 class GatewayCalls:
-    def __init__(self, gateway: Gateway, max_calls: int = 0, retry_after: int = 5) -> None:
+    def __init__(self, gateway: Gateway, retry_after: int = 5) -> None:
         self.gateway = gateway
-        self.max_calls = max_calls
         self.retry_after = retry_after
 
     async def start(
@@ -79,9 +79,7 @@ class GatewayCalls:
     ) -> GatewayCall:
         gateway = self.gateway
         if gateway.draining:
-            raise Refused(503, "the gateway is draining", self.retry_after)
-        if self.max_calls and len(gateway.calls) >= self.max_calls:
-            raise Refused(503, f"at the limit of {self.max_calls} calls", self.retry_after)
+            raise Refused(503, "the gateway is draining", self.retry_after, "draining")
         account = gateway.accounts().get(route.account_sid)
         if account is None:
             raise Refused(404, f"{route.number}: account {route.account_sid} is not configured")
@@ -102,7 +100,9 @@ class GatewayCalls:
         try:
             call = await gateway.create_call(request, listener)
         except Draining:
-            raise Refused(503, "the gateway is draining", self.retry_after) from None
+            raise Refused(503, "the gateway is draining", self.retry_after, "draining") from None
+        except admission.Refused as exc:
+            raise Refused(503, str(exc), self.retry_after, exc.scope) from None
         except OSError as exc:
             raise Refused(503, str(exc), self.retry_after) from None
         return GatewayCall(call, listener)

@@ -54,11 +54,14 @@ class SipConfig:
 class Refused(Exception):
     """The gateway will not take the call now: answered with ``status`` (and Retry-After)."""
 
-    def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
+    def __init__(
+        self, status: int, reason: str, retry_after: int | None = None, scope: str = "total"
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.retry_after = retry_after
+        self.scope = scope  # for a 503: "account" (its share), "total" (the gateway), "draining"
 
 
 class CallHandle(Protocol):
@@ -332,11 +335,11 @@ class SipServer:
         try:
             call = await self.calls.start(route, caller, route.number, negotiated)
         except Refused as exc:
+            counted = {"account": "over_account_cap", "total": "over_capacity"}.get(
+                exc.scope, exc.scope
+            )
             refuse(
-                exc.status,
-                exc.reason,
-                "over_capacity" if exc.status == 503 else "refused",
-                exc.retry_after,
+                exc.status, exc.reason, counted if exc.status == 503 else "refused", exc.retry_after
             )
             return
         origin = (int.from_bytes(tag.encode()[:4], "big"), 1)
