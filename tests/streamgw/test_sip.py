@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import base64
 import json
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +16,22 @@ from typing import Any
 import aiohttp
 import pytest
 from support import free_dual_port, free_port, turnpike
-from support.media import HttpServer, TestCA, WsServer, raw_server, reference_signature
-from support.sip import SIPP_DATA, pcap_rtp_payloads, run_sipp, send_udp
+from support.media import (
+    HttpServer,
+    TestCA,
+    WsServer,
+    raw_server,
+    reference_signature,
+    speech_ulaw,
+)
+from support.sip import SIPP_DATA, pcap_rtp_payloads, run_baresip, run_sipp, send_udp
 from support.streamgw import ACCOUNT, TOKEN, Harness, MakeGateway, write_accounts
 
+from turnpike.core.accounts import Accounts
 from turnpike.core.filewatch import FileWatcher
 from turnpike.streamgw import g711
 from turnpike.streamgw.sip.bridge import GatewayCalls
+from turnpike.streamgw.sip.digest import Digest
 from turnpike.streamgw.sip.numbers import Numbers, parse_numbers
 from turnpike.streamgw.sip.server import SipConfig, SipServer
 from turnpike.streamgw.sip.transaction import Timers
@@ -54,7 +65,10 @@ async def make_rig(make_gateway: MakeGateway, tmp_path: Path) -> AsyncIterator[M
     servers: list[SipServer] = []
 
     async def make(
-        entries: list[dict[str, Any]], trust: tuple[str, ...] = ("127.0.0.0/8",), max_calls: int = 0
+        entries: list[dict[str, Any]],
+        trust: tuple[str, ...] = ("127.0.0.0/8",),
+        max_calls: int = 0,
+        digest: Digest | None = None,
     ) -> Rig:
         gw = await make_gateway(rtp_fill_after=0.25, max_calls=max_calls or None)
         path = tmp_path / f"numbers{len(servers)}.json"
@@ -64,7 +78,7 @@ async def make_rig(make_gateway: MakeGateway, tmp_path: Path) -> AsyncIterator[M
             "127.0.0.1", free_dual_port(), "127.0.0.1", trust, Timers(t1=0.1, t2=0.4)
         )
         server = SipServer(
-            config, GatewayCalls(gw.gateway), lambda: numbers.current, gw.gateway.metrics
+            config, GatewayCalls(gw.gateway), lambda: numbers.current, gw.gateway.metrics, digest
         )
         await server.start()
         servers.append(server)
@@ -365,3 +379,75 @@ async def test_the_streamgw_command_answers_sip(tmp_path: Path, ws: WsServer, ca
                 text = await resp.text()
         assert 'turnpike_streamgw_sip_requests_total{method="INVITE"} 1.0' in text
         assert 'turnpike_streamgw_sip_requests_total{method="ACK"} 1.0' in text
+
+
+def sip_accounts(password: str) -> Accounts:
+    doc = {
+        "accounts": [
+            {
+                "sid": ACCOUNT,
+                "authToken": TOKEN,
+                "sipCredentials": [{"username": "pbx1", "password": password}],
+            },
+            {"sid": "AC" + "2" * 32, "authToken": "other"},
+        ]
+    }
+    return Accounts.parse(json.dumps(doc))
+
+
+def wav_8k(path: Path, ulaw: bytes) -> Path:
+    """A 16-bit 8 kHz WAV of µ-law audio (baresip's aufile source reads only that)."""
+    pcm = array.array("h", (g711.ulaw_to_linear(b) for b in ulaw)).tobytes()
+    header = b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVEfmt "
+    header += struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
+    path.write_bytes(header + b"data" + struct.pack("<I", len(pcm)) + pcm)
+    return path
+
+
+async def test_baresip_with_digest_auth_both_directions(
+    make_rig: MakeRig, ws: WsServer, tmp_path: Path, speech: bytes
+) -> None:
+    """A second, independent UA (baresip) authenticates with digest from outside the trusted
+    range; its audio reaches the WebSocket server byte-exact, and what the server sends back over
+    ``<Connect><Stream>`` is what baresip hears."""
+    digest = Digest("turnpike", lambda: sip_accounts("pbx-secret"))
+    doc = f'<Response><Connect><Stream url="{ws.url("/agent")}"/></Connect></Response>'
+    rig = await make_rig([route(doc)], trust=("192.0.2.0/24",), digest=digest)
+    said = speech[: 160 * 100]
+    reply = speech_ulaw(tmp_path, "This is the agent speaking back to the caller.")[: 160 * 75]
+    target = f"sip:{NUMBER}@127.0.0.1:{rig.server.port}"
+    ua = asyncio.create_task(
+        run_baresip(tmp_path / "ua", target, wav_8k(tmp_path / "said.wav", said), "pbx1",
+                    "pbx-secret", seconds=6)
+    )  # fmt: skip
+    conn = await ws.accept(timeout=15)
+    start = await conn.next("start")
+    for i in range(0, len(reply), 160):
+        await conn.send(
+            {
+                "event": "media",
+                "streamSid": start["streamSid"],
+                "media": {"payload": base64.b64encode(reply[i : i + 160]).decode()},
+            }
+        )
+    await conn.wait_closed(timeout=30)
+    result = await ua
+    assert result.returncode == 0, result.output
+    assert said in inbound(conn.messages)
+    # baresip's µ-law decoder rounds a little differently from ours; re-encoded, its samples are
+    # the very codes the server sent.
+    heard = array.array("h")
+    heard.frombytes(result.heard())
+    assert reply in g711.pcm16_to_ulaw(heard)
+    assert refused(rig, "untrusted") == 0
+
+
+async def test_wrong_digest_credentials_are_403(make_rig: MakeRig, tmp_path: Path) -> None:
+    digest = Digest("turnpike", lambda: sip_accounts("right"))
+    rig = await make_rig([route("<Response><Hangup/></Response>")], trust=(), digest=digest)
+    target = f"sip:{NUMBER}@127.0.0.1:{rig.server.port}"
+    silence = wav_8k(tmp_path / "s.wav", b"\xff" * 1600)
+    result = await run_baresip(tmp_path / "ua", target, silence, "pbx1", "wrong", seconds=3)
+    assert "403" in result.output
+    assert refused(rig, "bad_credentials") >= 1
+    assert not rig.gw.gateway.calls and not rig.gw.gateway.ended

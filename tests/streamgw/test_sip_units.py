@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
+from turnpike.core.accounts import Accounts
 from turnpike.streamgw.sip import sdp
 from turnpike.streamgw.sip.dialog import Dialog
+from turnpike.streamgw.sip.digest import Digest
 from turnpike.streamgw.sip.message import (
     MAX_MESSAGE,
     SipError,
@@ -210,3 +213,53 @@ def test_numbers_file() -> None:
             parse_numbers(json.dumps({"numbers": [entry]}).encode(), "numbers.json")
     with pytest.raises(NumbersError, match="listed twice"):
         parse_numbers(json.dumps({"numbers": [doc["numbers"][0]] * 2}).encode(), "n.json")
+
+
+def _digest_response(user: str, password: str, realm: str, nonce: str, uri: str) -> str:
+    """RFC 2617 §3.2.2 with qop=auth, written out independently of the server's code."""
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+    ha1, ha2 = md5(f"{user}:{realm}:{password}"), md5(f"INVITE:{uri}")
+    return md5(f"{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}")
+
+
+def test_digest_authentication_proves_one_account() -> None:
+    doc = {
+        "accounts": [
+            {
+                "sid": ACCOUNT,
+                "authToken": "t",
+                "sipCredentials": [{"username": "pbx1", "password": "s3cret"}],
+            }
+        ]
+    }
+    accounts = Accounts.parse(json.dumps(doc))
+    digest = Digest("turnpike", lambda: accounts)
+    challenge = digest.challenge()
+    assert challenge.startswith('Digest realm="turnpike", nonce="') and 'qop="auth"' in challenge
+    nonce = challenge.split('nonce="')[1].split('"')[0]
+    uri = "sip:+15550002222@gw.example"
+
+    def invite(user: str, password: str, realm: str = "turnpike", nonce: str = nonce) -> bytes:
+        response = _digest_response(user, password, realm, nonce, uri)
+        auth = (
+            f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
+            f'response="{response}", algorithm=MD5, cnonce="c0ffee", qop=auth, nc=00000001'
+        )
+        return INVITE.replace(
+            b"c: application", f"Authorization: {auth}\r\nc: application".encode()
+        )
+
+    proven = digest.check(parse(invite("pbx1", "s3cret")))
+    assert proven.account is not None and proven.account.sid == ACCOUNT
+    for bad in (
+        invite("pbx1", "wrong"),
+        invite("nobody", "s3cret"),
+        invite("pbx1", "s3cret", realm="elsewhere"),
+        invite("pbx1", "s3cret", nonce=nonce[:-2] + "AA"),
+    ):
+        outcome = digest.check(parse(bad))
+        assert outcome.account is None and outcome.presented and not outcome.stale
+    assert not digest.check(parse(INVITE)).presented  # no credentials: challenge

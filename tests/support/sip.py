@@ -108,3 +108,59 @@ async def send_udp(port: int, data: bytes, timeout: float = 2.0) -> bytes | None
             return None
     finally:
         transport.close()
+
+
+@dataclass
+class Baresip:
+    """A baresip user agent dialling one call, with digest credentials; it records what it hears."""
+
+    directory: Path
+    returncode: int
+    output: str
+
+    def heard(self) -> bytes:
+        """The audio baresip decoded from the call, 16-bit little-endian PCM at 8 kHz."""
+        (dump,) = self.directory.glob("dump-*-dec.wav")
+        data = dump.read_bytes()
+        return data[data.index(b"data") + 8 :]
+
+
+async def run_baresip(
+    directory: Path,
+    target: str,
+    speech_wav_8k: Path,
+    username: str,
+    password: str,
+    seconds: int,
+) -> Baresip:
+    """Dial ``target`` (a sip: URI) from a fresh baresip, sending ``speech_wav_8k`` as the caller's
+    audio; baresip hangs up (BYE) after ``seconds`` unless the gateway hangs up first."""
+    baresip = require_tool("baresip", "apt-get install baresip")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_dual_port()
+    (directory / "config").write_text(
+        f"sip_listen 127.0.0.1:{port}\n"
+        f"audio_source aufile,{speech_wav_8k}\n"
+        "audio_player aufile,/dev/null\n"
+        "audio_alert aufile,/dev/null\n"
+        "module_path /usr/lib/baresip/modules\n"
+        "module g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\n"
+        f"snd_path {directory}\n"
+    )
+    (directory / "accounts").write_text(
+        f"<sip:{username}@127.0.0.1>;auth_pass={password};regint=0;audio_codecs=PCMU\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        baresip, "-f", str(directory), "-e", f"/dial {target}", "-t", str(seconds),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+        cwd=directory,
+    )  # fmt: skip
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), seconds + 20)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return Baresip(directory, proc.returncode or 0, out.decode(errors="replace"))

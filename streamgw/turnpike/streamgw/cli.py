@@ -126,6 +126,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Everything else is answered 403",
     )
     parser.add_argument(
+        "--sip-realm",
+        metavar="REALM",
+        help="with --sip: sources outside --sip-trust may authenticate INVITEs with SIP digest "
+        "(the accounts file's sipCredentials) in this realm; each may call its account's numbers",
+    )
+    parser.add_argument(
         "--ws-connect-timeout",
         type=float,
         default=10.0,
@@ -150,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
     if args.sip is not None and not args.numbers:
         print("turnpike streamgw: --sip needs --numbers FILE", file=sys.stderr)
         return 2
-    if args.sip is not None and not args.sip_trust:
-        log.warning("--sip without --sip-trust: every INVITE will be answered 403")
+    if args.sip is not None and not args.sip_trust and not args.sip_realm:
+        log.warning("--sip without --sip-trust or --sip-realm: every INVITE will be answered 403")
     try:
         watcher = FileWatcher(args.accounts, parse_accounts, logger=log)
         numbers: FileWatcher[Numbers] | None = None
@@ -169,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         from turnpike.streamgw.gateway import Gateway, GatewayConfig
         from turnpike.streamgw.metrics import Metrics
         from turnpike.streamgw.sip.bridge import GatewayCalls
+        from turnpike.streamgw.sip.digest import Digest
         from turnpike.streamgw.sip.server import SipConfig, SipServer
         from turnpike.streamgw.stream import StreamSettings
 
@@ -199,11 +206,15 @@ def run(args: argparse.Namespace) -> int:
             await site.start()
             if args.sip is not None and numbers is not None:
                 numbers_now = numbers
+                digest = None
+                if args.sip_realm:
+                    digest = Digest(args.sip_realm, lambda: watcher.current)
                 sip = SipServer(
                     SipConfig(args.sip.host, args.sip.port, args.rtp_ip, tuple(args.sip_trust)),
                     GatewayCalls(gateway),
                     lambda: numbers_now.current,
                     metrics,
+                    digest,
                 )
                 await sip.start()
             if args.metrics is not None:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from turnpike.streamgw.sip import sdp
 from turnpike.streamgw.sip.dialog import Dialog, new_tag
+from turnpike.streamgw.sip.digest import Digest
 from turnpike.streamgw.sip.message import (
     MAX_MESSAGE,
     Message,
@@ -121,8 +122,10 @@ class SipServer:
         calls: Calls,
         numbers: Callable[[], Numbers],
         counters: Counters,
+        digest: Digest | None = None,
     ) -> None:
         self.config = config
+        self.digest = digest
         self.calls = calls
         self.numbers = numbers
         self.counters = counters
@@ -228,23 +231,52 @@ class SipServer:
             existing.retransmitted()
             return
         transaction = self.transactions.create(message, send, reliable)
-        if not self._trusted(source[0]):
-            self.counters.sip_refused("untrusted")
-            log.warning("SIP %s from untrusted %s refused (403)", method, source[0])
-            transaction.respond(response_to(message, 403, to_tag=new_tag()))
+        account: str | None = None  # an account proven by digest: it may call only its numbers
+        if not self._trusted(source[0]) and not self._in_dialog(message):
+            account = self._authenticate(message, transaction, source)
+            if account is None:
+                return
+        if method == "INVITE":
+            self._invite(message, transaction, send, reliable, account)
             return
-        handler = {
-            "INVITE": self._invite,
-            "BYE": self._bye,
-            "CANCEL": self._cancel,
-            "OPTIONS": self._options,
-        }.get(method)
+        handler = {"BYE": self._bye, "CANCEL": self._cancel, "OPTIONS": self._options}.get(method)
         if handler is None:
             answer = response_to(message, 405 if method in ("REGISTER", "SUBSCRIBE") else 501)
             answer.add("Allow", ALLOW)
             transaction.respond(answer)
             return
         handler(message, transaction, send, reliable)
+
+    def _in_dialog(self, message: Message) -> bool:
+        """A request inside a call the gateway already took (BYE, re-INVITE, CANCEL of it)."""
+        leg = self.legs.get(message.call_id)
+        if leg is None:
+            return False
+        if message.method == "CANCEL":
+            return True
+        tag = parse_name_addr(message.require("To")).param("tag")
+        return tag == leg.dialog.local_tag
+
+    def _authenticate(self, message: Message, tx: ServerTransaction, source: Address) -> str | None:
+        """An untrusted source: the account its digest credentials prove, else answered here."""
+        method = message.method
+        if self.digest is None or method != "INVITE":
+            self.counters.sip_refused("untrusted")
+            log.warning("SIP %s from untrusted %s refused (403)", method, source[0])
+            tx.respond(response_to(message, 403, to_tag=new_tag()))
+            return None
+        outcome = self.digest.check(message)
+        if outcome.account is not None:
+            return outcome.account.sid
+        if outcome.presented and not outcome.stale:
+            self.counters.sip_refused("bad_credentials")
+            log.warning("SIP INVITE from %s: wrong digest credentials (403)", source[0])
+            tx.respond(response_to(message, 403, to_tag=new_tag()))
+            return None
+        challenge = response_to(message, 401, to_tag=new_tag())
+        challenge.add("WWW-Authenticate", self.digest.challenge(stale=outcome.stale))
+        tx.respond(challenge)
+        return None
 
     def _trusted(self, host: str) -> bool:
         try:
@@ -277,7 +309,14 @@ class SipServer:
 
     # ---- INVITE -----------------------------------------------------------------------------
 
-    def _invite(self, request: Message, tx: ServerTransaction, send: Send, reliable: bool) -> None:
+    def _invite(
+        self,
+        request: Message,
+        tx: ServerTransaction,
+        send: Send,
+        reliable: bool,
+        account: str | None = None,
+    ) -> None:
         to_tag = parse_name_addr(request.require("To")).param("tag")
         if to_tag:
             self._reinvite(request, tx, to_tag)
@@ -286,10 +325,15 @@ class SipServer:
             tx.respond(response_to(request, 482, to_tag=new_tag()))  # a second INVITE, new branch
             return
         tx.respond(response_to(request, 100))
-        self._spawn(self._new_call(request, tx, send, reliable))
+        self._spawn(self._new_call(request, tx, send, reliable, account))
 
     async def _new_call(
-        self, request: Message, tx: ServerTransaction, send: Send, reliable: bool
+        self,
+        request: Message,
+        tx: ServerTransaction,
+        send: Send,
+        reliable: bool,
+        account: str | None,
     ) -> None:
         tag = new_tag()
 
@@ -307,6 +351,9 @@ class SipServer:
         route = self.numbers().lookup(called)
         if route is None:
             refuse(404, f"no number {called!r}", "unknown_number")
+            return
+        if account is not None and route.account_sid != account:
+            refuse(403, f"{route.number} belongs to another account", "other_account")
             return
         offer: sdp.Session | None = None
         negotiated: sdp.Negotiated | None = None
@@ -346,11 +393,15 @@ class SipServer:
         leg = Leg(dialog, tx, send, reliable, origin, call=call, offer_in_200=offer is None)
         self.legs[dialog.call_id] = leg
         try:
+            if tx.has_final():  # CANCELled while the call was being created
+                call.hang_up("caller cancelled")
+                return
             if not await call.answered():
-                if not tx.final:
+                if not tx.has_final():
                     tx.respond(response_to(request, 480, to_tag=tag))
                 return
-            if tx.final:  # CANCELled meanwhile
+            if tx.has_final():  # CANCELled meanwhile
+                call.hang_up("caller cancelled")
                 return
             if offer is not None:
                 body, _ = sdp.answer(offer, self.config.media_ip, call.local_port, origin)

@@ -65,6 +65,10 @@ class ServerTransaction:
         self.acked = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
 
+    def has_final(self) -> bool:
+        """A final (non-1xx) response was sent: the transaction's outcome is settled."""
+        return self.final
+
     def respond(self, response: Message) -> None:
         if self.final:
             return  # one final response per transaction
