@@ -410,6 +410,7 @@ class SipServer:
             ok = response_to(request, 200, to_tag=tag)
             ok.add("Contact", self._contact(reliable))
             ok.add("Allow", ALLOW)
+            ok.add("X-Twilio-CallSid", call.sid)  # as the hosted service names the call in SIP
             ok.add("Content-Type", "application/sdp")
             ok.body = body
             leg.state = "answered"
