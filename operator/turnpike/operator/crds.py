@@ -422,7 +422,42 @@ def stream_gateway_spec() -> Schema:
                 ],
             },
             "service": _service(split=False),
+            "sip": _sip(),
             **_workload_fields(GATEWAY_RESOURCES),
+        },
+    }
+
+
+def _sip() -> Schema:
+    """Calls from SIP trunks and PBXs: off unless ``spec.sip`` is set."""
+    name = {"maxLength": 253, "minLength": 1}
+    return {
+        "type": "object",
+        "description": "answer SIP calls from trunks and PBXs (UDP and TCP on one port)",
+        "required": ["numbers"],
+        "properties": {
+            "port": _port("SIP port, UDP and TCP", 5060),
+            "trustedCidrs": _cidrs("signalling ranges whose INVITEs are taken; others get 403"),
+            "realm": _string(
+                "digest realm: sources outside trustedCidrs may authenticate with the accounts "
+                "file's sipCredentials",
+                maxLength=128,
+            ),
+            "numbers": {
+                "type": "object",
+                "description": "the numbers file (which account and TwiML answer each number)",
+                "properties": {
+                    "configMapName": _string("ConfigMap holding it", **name),
+                    "secretName": _string("Secret holding it", **name),
+                    "key": _string("key of the file", default="numbers.json", **name),
+                },
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "has(self.configMapName) != has(self.secretName)",
+                        "message": "numbers needs exactly one of configMapName and secretName",
+                    }
+                ],
+            },
         },
     }
 

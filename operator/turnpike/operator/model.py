@@ -220,6 +220,37 @@ class RelayEdge:
 
 
 @dataclass(frozen=True, slots=True)
+class SipSettings:
+    """``spec.sip``: the gateway answers SIP; the numbers file comes from a ConfigMap or Secret."""
+
+    port: int
+    trusted: tuple[str, ...]
+    realm: str | None
+    numbers_kind: str  # "configMap" or "secret"
+    numbers_name: str
+    numbers_key: str
+
+    @classmethod
+    def parse(cls, spec: Any) -> SipSettings | None:
+        if spec is None:
+            return None
+        if not isinstance(spec, dict):
+            raise SpecError("spec.sip: must be an object")
+        numbers = spec.get("numbers") or {}
+        config_map, secret = numbers.get("configMapName"), numbers.get("secretName")
+        if bool(config_map) == bool(secret):
+            raise SpecError("spec.sip.numbers: give exactly one of configMapName and secretName")
+        return cls(
+            port=int(spec.get("port") or _default(_GATEWAY, "sip", "port")),
+            trusted=_cidrs(spec.get("trustedCidrs"), "spec.sip.trustedCidrs"),
+            realm=spec.get("realm") or None,
+            numbers_kind="configMap" if config_map else "secret",
+            numbers_name=str(config_map or secret),
+            numbers_key=str(numbers.get("key") or "numbers.json"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class StreamGateway:
     name: str
     namespace: str
@@ -232,6 +263,7 @@ class StreamGateway:
     static_egress: tuple[str, ...]
     workload: Workload
     exposure: Exposure
+    sip: SipSettings | None = None
 
     @classmethod
     def parse(cls, body: Obj, default_image: str) -> StreamGateway:
@@ -258,4 +290,5 @@ class StreamGateway:
             static_egress=static,
             workload=Workload.parse(spec, default_image, crds.GATEWAY_RESOURCES),
             exposure=Exposure.parse(spec, "ClusterIP"),
+            sip=SipSettings.parse(spec.get("sip")),
         )
