@@ -451,3 +451,19 @@ async def test_wrong_digest_credentials_are_403(make_rig: MakeRig, tmp_path: Pat
     assert "403" in result.output
     assert refused(rig, "bad_credentials") >= 1
     assert not rig.gw.gateway.calls and not rig.gw.gateway.ended
+
+
+@pytest.mark.parametrize(("reason", "status"), [("busy", 486), ("rejected", 603)])
+async def test_reject_in_twiml_is_the_final_answer(
+    make_rig: MakeRig, http: HttpServer, tmp_path: Path, reason: str, status: int
+) -> None:
+    callback = http.url("/status")
+    doc = f'<Response><Reject reason="{reason}"/></Response>'
+    rig = await make_rig(
+        [{"number": NUMBER, "accountSid": ACCOUNT, "twiml": doc, "statusCallback": callback}]
+    )
+    result = await run_sipp(f"refused_{status}", rig.server.port, tmp_path / "sipp")
+    assert result.returncode == 0, result.output + result.messages
+    (hit,) = await http.wait_for("/status")
+    assert hit.form["CallStatus"] == ("busy" if reason == "busy" else "no-answer")
+    assert "SIP/2.0 200 OK" not in result.messages

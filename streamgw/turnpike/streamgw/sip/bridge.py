@@ -27,11 +27,13 @@ class SipListener:
         self._callbacks = callbacks
         self.answered_event = asyncio.Event()
         self.ended_event = asyncio.Event()
+        self.outcome: CallOutcome | None = None
 
     def answered(self, call: Call) -> None:
         self.answered_event.set()
 
     def ended(self, call: Call, outcome: CallOutcome) -> None:
+        self.outcome = outcome
         self.ended_event.set()
         self._callbacks.ended(call, outcome)
 
@@ -58,6 +60,13 @@ class GatewayCall:
             answered.cancel()
             ended.cancel()
         return self._listener.answered_event.is_set() and not self._listener.ended_event.is_set()
+
+    def unanswered_status(self) -> int:
+        """The final answer for a call that ended before it was answered: ``<Reject
+        reason="busy">`` is 486 Busy Here, ``<Reject>`` 603 Decline, anything else 480."""
+        outcome = self._listener.outcome
+        rejected = outcome.rejected if outcome is not None else None
+        return {"busy": 486, "rejected": 603}.get(rejected or "", 480)
 
     async def ended(self) -> None:
         await self._call.done.wait()

@@ -77,6 +77,9 @@ class CallHandle(Protocol):
     async def answered(self) -> bool:
         """True once the call's TwiML answers it; False if the call ended first."""
 
+    def unanswered_status(self) -> int:
+        """The SIP status for a call that ended before the TwiML answered it (480, 486, 603)."""
+
     async def ended(self) -> None: ...
 
     def hang_up(self, reason: str) -> None: ...
@@ -398,7 +401,7 @@ class SipServer:
                 return
             if not await call.answered():
                 if not tx.has_final():
-                    tx.respond(response_to(request, 480, to_tag=tag))
+                    tx.respond(response_to(request, call.unanswered_status(), to_tag=tag))
                 return
             if tx.has_final():  # CANCELled meanwhile
                 call.hang_up("caller cancelled")
