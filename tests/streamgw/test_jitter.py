@@ -140,3 +140,16 @@ def test_a_key_held_when_the_caller_goes_quiet_is_still_reported() -> None:
     )
     frames, keys = assembler.conceal(1.0, 0.25)
     assert keys == ["1"] and frames
+
+
+def test_concealment_keeps_frames_aligned_with_the_packets_that_follow() -> None:
+    assembler = InboundAssembler(0, 101, now=0.0)
+    silence, _ = assembler.conceal(0.2537, 0.25)  # an instant between two frame boundaries
+    assert silence == [b"\xff" * 160] * 12
+    frames = []
+    for seq in range(1, 4):
+        got, _ = assembler.accept(audio(seq, 160 * seq, seq), 0.26)
+        frames += got
+    got, _ = assembler.conceal(0.27, 0.25)  # the lone first packet is held until the next tick
+    frames += got
+    assert frames == [bytes([n]) * 160 for n in (1, 2, 3)]

@@ -11,8 +11,8 @@
 - **Wall-clock concealment** keeps media time running when the caller sends nothing at all, as the
   hosted service does: `conceal` delivers silence only once the audio already received would have
   finished playing in real time (a sender counts as at most ``MAX_LEAD`` ahead), plus a grace
-  period, and then continues tick by tick. A sender that bursts (``ffmpeg -re`` sends
-  hundreds of milliseconds at once) is therefore never padded between bursts.
+  period, and then continues tick by tick, in whole 20 ms frames. A sender that bursts
+  (``ffmpeg -re`` sends hundreds of milliseconds at once) is therefore never padded between bursts.
 
 G.711 only: one byte is one sample, so payload lengths are durations.
 """
@@ -26,6 +26,8 @@ from turnpike.streamgw.rtp import RtpPacket
 RATE = 8000
 DEFAULT_DEPTH = 5
 MAX_FILL = RATE  # one second: a timestamp jump larger than this is a new timeline, not a loss
+FRAME = 160  # samples in the 20 ms frames concealment is counted in
+FRAME_TIME = FRAME / RATE
 MAX_LEAD = 1.0  # seconds a sender may run ahead of real time before quiet counts as quiet
 
 
@@ -94,7 +96,8 @@ class JitterBuffer:
         if now < self._covered_until + (0.0 if self._concealing else grace):
             return out
         self._release_all(out, now)
-        samples = round((now - self._covered_until) * RATE)
+        # Whole 20 ms frames: audio that arrives afterwards stays aligned on frame boundaries.
+        samples = int((now - self._covered_until) / FRAME_TIME + 1e-6) * FRAME
         if samples > 0:
             self._concealing = True  # until audio comes again, each call continues the silence
             out.audio.append(samples)
