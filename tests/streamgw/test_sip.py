@@ -69,13 +69,20 @@ async def make_rig(make_gateway: MakeGateway, tmp_path: Path) -> AsyncIterator[M
         trust: tuple[str, ...] = ("127.0.0.0/8",),
         max_calls: int = 0,
         digest: Digest | None = None,
+        invite_rate: tuple[float, float] = (10.0, 50.0),
     ) -> Rig:
         gw = await make_gateway(rtp_fill_after=0.25, max_calls=max_calls or None)
         path = tmp_path / f"numbers{len(servers)}.json"
         path.write_text(json.dumps({"numbers": entries}))
         numbers = FileWatcher(path, parse_numbers)
         config = SipConfig(
-            "127.0.0.1", free_dual_port(), "127.0.0.1", trust, Timers(t1=0.1, t2=0.4)
+            "127.0.0.1",
+            free_dual_port(),
+            "127.0.0.1",
+            trust,
+            Timers(t1=0.1, t2=0.4),
+            invite_rate=invite_rate[0],
+            invite_burst=invite_rate[1],
         )
         server = SipServer(
             config, GatewayCalls(gw.gateway), lambda: numbers.current, gw.gateway.metrics, digest
@@ -467,3 +474,17 @@ async def test_reject_in_twiml_is_the_final_answer(
     (hit,) = await http.wait_for("/status")
     assert hit.form["CallStatus"] == ("busy" if reason == "busy" else "no-answer")
     assert "SIP/2.0 200 OK" not in result.messages
+
+
+async def test_invites_from_one_source_are_rate_limited(make_rig: MakeRig) -> None:
+    rig = await make_rig([route("<Response><Hangup/></Response>")], invite_rate=(0.5, 2.0))
+    port = rig.server.port
+    answers = [
+        status_line(await send_udp(port, INVITE.format(number="+15559990000", branch=b).encode()))
+        for b in ("l1", "l2", "l3")
+    ]
+    assert answers[:2] == ["SIP/2.0 404 Not Found"] * 2
+    assert answers[2] == "SIP/2.0 503 Too Many Calls"
+    third = await send_udp(port, INVITE.format(number="+15559990000", branch="l4").encode())
+    assert b"Retry-After: 2" in (third or b"")
+    assert refused(rig, "rate_limited") == 2 and refused(rig, "unknown_number") == 2

@@ -132,6 +132,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(the accounts file's sipCredentials) in this realm; each may call its account's numbers",
     )
     parser.add_argument(
+        "--sip-invite-rate",
+        type=float,
+        default=10.0,
+        metavar="PER_SECOND",
+        help="with --sip: new INVITEs a second from one source address, in bursts of five "
+        "seconds' worth; beyond it 503 with Retry-After; 0 no limit (default 10)",
+    )
+    parser.add_argument(
         "--ws-connect-timeout",
         type=float,
         default=10.0,
@@ -238,7 +246,14 @@ def run(args: argparse.Namespace) -> int:
                 if args.sip_realm:
                     digest = Digest(args.sip_realm, lambda: watcher.current)
                 sip = SipServer(
-                    SipConfig(args.sip.host, args.sip.port, args.rtp_ip, tuple(args.sip_trust)),
+                    SipConfig(
+                        args.sip.host,
+                        args.sip.port,
+                        args.rtp_ip,
+                        tuple(args.sip_trust),
+                        invite_rate=args.sip_invite_rate,
+                        invite_burst=max(1.0, 5 * args.sip_invite_rate),
+                    ),
                     GatewayCalls(gateway),
                     lambda: numbers_now.current,
                     metrics,

@@ -15,10 +15,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from turnpike.core.ratelimit import RateLimiter
 from turnpike.streamgw.sip import sdp
 from turnpike.streamgw.sip.dialog import Dialog, new_tag
 from turnpike.streamgw.sip.digest import Digest
@@ -50,6 +52,8 @@ class SipConfig:
     trust: tuple[str, ...] = ()  # CIDRs whose INVITEs are taken; nothing else is
     timers: Timers = field(default_factory=Timers)
     retry_after: int = 5  # seconds, in 503 answers
+    invite_rate: float = 10.0  # new INVITEs per second per source address (0: no limit)
+    invite_burst: float = 50.0
 
 
 class Refused(Exception):
@@ -135,6 +139,7 @@ class SipServer:
         self.transactions = TransactionLayer(config.timers)
         self.legs: dict[str, Leg] = {}  # by Call-ID
         self._trust = [ipaddress.ip_network(c, strict=False) for c in config.trust]
+        self._invites = RateLimiter(config.invite_rate, config.invite_burst)
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -234,6 +239,12 @@ class SipServer:
             existing.retransmitted()
             return
         transaction = self.transactions.create(message, send, reliable)
+        if (
+            method == "INVITE"
+            and not self._in_dialog(message)
+            and self._too_many(message, transaction, source)
+        ):
+            return
         account: str | None = None  # an account proven by digest: it may call only its numbers
         if not self._trusted(source[0]) and not self._in_dialog(message):
             account = self._authenticate(message, transaction, source)
@@ -249,6 +260,17 @@ class SipServer:
             transaction.respond(answer)
             return
         handler(message, transaction, send, reliable)
+
+    def _too_many(self, message: Message, tx: ServerTransaction, source: Address) -> bool:
+        """Per-source INVITE rate (trusted or not, so digest guessing is throttled too)."""
+        wait = self._invites.take(source[0])
+        if wait is None:
+            return False
+        self.counters.sip_refused("rate_limited")
+        answer = response_to(message, 503, "Too Many Calls", to_tag=new_tag())
+        answer.add("Retry-After", str(max(1, math.ceil(wait))))
+        tx.respond(answer)
+        return True
 
     def _in_dialog(self, message: Message) -> bool:
         """A request inside a call the gateway already took (BYE, re-INVITE, CANCEL of it)."""
