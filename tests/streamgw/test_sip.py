@@ -488,3 +488,50 @@ async def test_invites_from_one_source_are_rate_limited(make_rig: MakeRig) -> No
     third = await send_udp(port, INVITE.format(number="+15559990000", branch="l4").encode())
     assert b"Retry-After: 2" in (third or b"")
     assert refused(rig, "rate_limited") == 2 and refused(rig, "unknown_number") == 2
+
+
+@pytest.mark.e2e
+async def test_sip_over_tls_with_baresip(
+    tmp_path: Path, ws: WsServer, ca: TestCA, speech: bytes
+) -> None:
+    """``--sip-tls`` with ``--tls-cert``/``--tls-key``: baresip verifies the certificate against
+    the test CA, its call streams to the consumer, and the gateway's BYE after ``<Hangup/>`` comes
+    back over the same TLS connection."""
+    accounts = write_accounts(tmp_path / "accounts.json")
+    stream = f'<Start><Stream url="{ws.url("/tls")}"/></Start>'
+    numbers = tmp_path / "numbers.json"
+    numbers.write_text(
+        json.dumps(
+            {"numbers": [route(f'<Response>{stream}<Pause length="2"/><Hangup/></Response>')]}
+        )
+    )
+    api, metrics, sip, sip_tls = free_port(), free_port(), free_dual_port(), free_port()
+    args = [
+        "streamgw",
+        "--listen", f"127.0.0.1:{api}",
+        "--accounts", str(accounts),
+        "--rtp-ip", "127.0.0.1",
+        "--rtp-ports", "41200-41300",
+        "--allow-destination", "127.0.0.0/8",
+        "--ca-file", str(ca.ca_file),
+        "--metrics", f"127.0.0.1:{metrics}",
+        "--sip", f"127.0.0.1:{sip}",
+        "--sip-tls", f"127.0.0.1:{sip_tls}",
+        "--tls-cert", str(ca.cert_file),
+        "--tls-key", str(ca.key_file),
+        "--numbers", str(numbers),
+        "--sip-trust", "127.0.0.1/32",
+    ]  # fmt: skip
+    said = wav_8k(tmp_path / "said.wav", speech[: 160 * 150])
+    async with turnpike(args, ready_url=f"http://127.0.0.1:{metrics}/ready") as proc:
+        target = f"sip:{NUMBER}@127.0.0.1:{sip_tls};transport=tls"
+        ua = asyncio.create_task(
+            run_baresip(tmp_path / "ua", target, said, "pbx1", "x", seconds=8, ca_file=ca.ca_file)
+        )
+        conn = await ws.accept(timeout=15)
+        await conn.wait_closed(timeout=20)
+        result = await ua
+        assert "Call established" in result.output, result.output + proc.text
+        # by the gateway's BYE, before baresip's own timer
+        assert "terminated" in result.output, result.output + proc.text
+        assert conn.messages[-1]["event"] == "stop" and inbound(conn.messages), conn.messages[-3:]

@@ -132,14 +132,17 @@ async def run_baresip(
     username: str,
     password: str,
     seconds: int,
+    ca_file: Path | None = None,
 ) -> Baresip:
     """Dial ``target`` (a sip: URI) from a fresh baresip, sending ``speech_wav_8k`` as the caller's
-    audio; baresip hangs up (BYE) after ``seconds`` unless the gateway hangs up first."""
+    audio; baresip hangs up (BYE) after ``seconds`` unless the gateway hangs up first. With
+    ``ca_file`` the account uses TLS and trusts that CA."""
     baresip = require_tool("baresip", "apt-get install baresip")
     directory.mkdir(parents=True, exist_ok=True)
     port = free_dual_port()
+    tls = f"sip_cafile {ca_file}\n" if ca_file else ""
     (directory / "config").write_text(
-        f"sip_listen 127.0.0.1:{port}\n"
+        f"sip_listen 127.0.0.1:{port}\n{tls}"
         f"audio_source aufile,{speech_wav_8k}\n"
         "audio_player aufile,/dev/null\n"
         "audio_alert aufile,/dev/null\n"
@@ -147,8 +150,9 @@ async def run_baresip(
         "module g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\n"
         f"snd_path {directory}\n"
     )
+    transport = ";transport=tls" if ca_file else ""
     (directory / "accounts").write_text(
-        f"<sip:{username}@127.0.0.1>;auth_pass={password};regint=0;audio_codecs=PCMU\n"
+        f"<sip:{username}@127.0.0.1{transport}>;auth_pass={password};regint=0;audio_codecs=PCMU\n"
     )
     proc = await asyncio.create_subprocess_exec(
         baresip, "-f", str(directory), "-e", f"/dial {target}", "-t", str(seconds),

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import ssl
 import sys
 
 from turnpike.core.config import cidr, host_port, ip_address, port_range, positive_int
@@ -132,6 +133,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(the accounts file's sipCredentials) in this realm; each may call its account's numbers",
     )
     parser.add_argument(
+        "--sip-tls",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="with --sip: also answer SIP over TLS here (needs --tls-cert and --tls-key)",
+    )
+    parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain (reloaded)")
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key (reloaded)")
+    parser.add_argument(
         "--sip-invite-rate",
         type=float,
         default=10.0,
@@ -189,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
     if args.sip is not None and not args.numbers:
         print("turnpike streamgw: --sip needs --numbers FILE", file=sys.stderr)
         return 2
+    if args.sip_tls is not None and (args.sip is None or not (args.tls_cert and args.tls_key)):
+        print("turnpike streamgw: --sip-tls needs --sip, --tls-cert and --tls-key", file=sys.stderr)
+        return 2
     if args.sip is not None and not args.sip_trust and not args.sip_realm:
         log.warning("--sip without --sip-trust or --sip-realm: every INVITE will be answered 403")
     try:
@@ -204,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
         from aiohttp import web
 
         from turnpike.core.health import HealthServer
+        from turnpike.core.tls import TlsReloader, tls_context
         from turnpike.streamgw.api import create_app
         from turnpike.streamgw.gateway import Gateway, GatewayConfig
         from turnpike.streamgw.metrics import Metrics
@@ -236,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
         runner = web.AppRunner(create_app(gateway, health=args.metrics is None), access_log=None)
         health: HealthServer | None = None
         sip: SipServer | None = None
+        tls_reloader: TlsReloader | None = None
         try:
             await runner.setup()
             site = web.TCPSite(runner, args.listen.host, args.listen.port)
@@ -245,12 +259,19 @@ def run(args: argparse.Namespace) -> int:
                 digest = None
                 if args.sip_realm:
                     digest = Digest(args.sip_realm, lambda: watcher.current)
+                tls_ctx = None
+                if args.sip_tls is not None:
+                    tls_ctx = tls_context(args.tls_cert, args.tls_key)
+                    tls_reloader = TlsReloader(tls_ctx, args.tls_cert, args.tls_key)
                 sip = SipServer(
                     SipConfig(
                         args.sip.host,
                         args.sip.port,
                         args.rtp_ip,
                         tuple(args.sip_trust),
+                        tls_listen=(
+                            (args.sip_tls.host, args.sip_tls.port) if args.sip_tls else None
+                        ),
                         invite_rate=args.sip_invite_rate,
                         invite_burst=max(1.0, 5 * args.sip_invite_rate),
                     ),
@@ -258,6 +279,7 @@ def run(args: argparse.Namespace) -> int:
                     lambda: numbers_now.current,
                     metrics,
                     digest,
+                    tls_ctx,
                 )
                 await sip.start()
             if args.metrics is not None:
@@ -267,8 +289,10 @@ def run(args: argparse.Namespace) -> int:
                     status=lambda: {"calls": len(gateway.calls)},
                 )
                 await health.start(args.metrics.host, args.metrics.port)
-        except OSError as exc:
+        except (OSError, ssl.SSLError) as exc:
             log.error("cannot listen: %s", exc)
+            if sip is not None:
+                await sip.close()
             await gateway.close()
             await runner.cleanup()
             return 1
@@ -281,6 +305,9 @@ def run(args: argparse.Namespace) -> int:
         async with watcher, contextlib.AsyncExitStack() as stack:
             if numbers is not None:
                 await stack.enter_async_context(numbers)
+            if tls_reloader is not None:
+                tls_reloader.start()
+                stack.push_async_callback(tls_reloader.stop)
             await stop.wait()
             log.info("draining: no new calls; %d in progress", len(gateway.calls))
             await gateway.drain()

@@ -16,6 +16,7 @@ import contextlib
 import ipaddress
 import logging
 import math
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,6 +53,7 @@ class SipConfig:
     trust: tuple[str, ...] = ()  # CIDRs whose INVITEs are taken; nothing else is
     timers: Timers = field(default_factory=Timers)
     retry_after: int = 5  # seconds, in 503 answers
+    tls_listen: tuple[str, int] | None = None  # SIP over TLS here, with the ``tls`` context
     invite_rate: float = 10.0  # new INVITEs per second per source address (0: no limit)
     invite_burst: float = 50.0
 
@@ -113,13 +115,17 @@ class Leg:
     dialog: Dialog
     invite: ServerTransaction
     send: Send  # to the caller: the INVITE's transport
-    reliable: bool
+    transport: str  # "UDP", "TCP" or "TLS"
     origin: tuple[int, int]  # SDP o= session id and version
     call: CallHandle | None = None
     state: str = "early"  # early → answered (200 sent) → confirmed (ACK) → ended
     offer_in_200: bool = False
     acked: asyncio.Event | None = None
     bye_sent: bool = False
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport != "UDP"
 
 
 class SipServer:
@@ -130,9 +136,13 @@ class SipServer:
         numbers: Callable[[], Numbers],
         counters: Counters,
         digest: Digest | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.digest = digest
+        self.tls = tls
+        self.tls_port = 0
+        self._tls_server: asyncio.Server | None = None
         self.calls = calls
         self.numbers = numbers
         self.counters = counters
@@ -156,6 +166,13 @@ class SipServer:
         self.port = transport.get_extra_info("sockname")[1]
         self._tcp = await asyncio.start_server(self._tcp_client, self.config.host, self.port)
         log.info("SIP listening on %s port %d (UDP and TCP)", self.config.host, self.port)
+        if self.config.tls_listen is not None and self.tls is not None:
+            host, port = self.config.tls_listen
+            self._tls_server = await asyncio.start_server(
+                self._tls_client, host, port, ssl=self.tls
+            )
+            self.tls_port = self._tls_server.sockets[0].getsockname()[1]
+            log.info("SIP over TLS listening on %s port %d", host, self.tls_port)
 
     async def close(self) -> None:
         for leg in list(self.legs.values()):
@@ -169,9 +186,10 @@ class SipServer:
         self.transactions.close()
         if self._udp is not None:
             self._udp.close()
-        if self._tcp is not None:
-            self._tcp.close()
-            await self._tcp.wait_closed()
+        for server in (self._tcp, self._tls_server):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
 
     def _udp_send(self, addr: Address) -> Send:
         def send(data: bytes) -> None:
@@ -181,6 +199,15 @@ class SipServer:
         return send
 
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._stream_client(reader, writer, "TCP")
+
+    async def _tls_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._stream_client(reader, writer, "TLS")
+
+    async def _stream_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transport: str
+    ) -> None:
+        """One TCP or TLS connection: messages framed by Content-Length, answers on it."""
         peer = writer.get_extra_info("peername")
         addr: Address = (peer[0], peer[1])
 
@@ -207,15 +234,16 @@ class SipServer:
                         return
                     if data is None:
                         break
-                    self.received(data, addr, send, reliable=True)
-        except ConnectionError:
+                    self.received(data, addr, send, transport)
+        except (ConnectionError, ssl.SSLError):
             pass
         finally:
             writer.close()
 
     # ---- dispatch ---------------------------------------------------------------------------
 
-    def received(self, data: bytes, source: Address, send: Send, reliable: bool) -> None:
+    def received(self, data: bytes, source: Address, send: Send, transport: str) -> None:
+        """One message from ``source`` over ``transport`` ("UDP", "TCP", "TLS")."""
         if not data.strip():
             return  # CRLF keepalive
         try:
@@ -238,7 +266,7 @@ class SipServer:
         if existing is not None and method != "CANCEL":
             existing.retransmitted()
             return
-        transaction = self.transactions.create(message, send, reliable)
+        transaction = self.transactions.create(message, send, transport != "UDP")
         if (
             method == "INVITE"
             and not self._in_dialog(message)
@@ -251,7 +279,7 @@ class SipServer:
             if account is None:
                 return
         if method == "INVITE":
-            self._invite(message, transaction, send, reliable, account)
+            self._invite(message, transaction, send, transport, account)
             return
         handler = {"BYE": self._bye, "CANCEL": self._cancel, "OPTIONS": self._options}.get(method)
         if handler is None:
@@ -259,7 +287,7 @@ class SipServer:
             answer.add("Allow", ALLOW)
             transaction.respond(answer)
             return
-        handler(message, transaction, send, reliable)
+        handler(message, transaction, send, transport)
 
     def _too_many(self, message: Message, tx: ServerTransaction, source: Address) -> bool:
         """Per-source INVITE rate (trusted or not, so digest guessing is throttled too)."""
@@ -339,7 +367,7 @@ class SipServer:
         request: Message,
         tx: ServerTransaction,
         send: Send,
-        reliable: bool,
+        transport: str,
         account: str | None = None,
     ) -> None:
         to_tag = parse_name_addr(request.require("To")).param("tag")
@@ -350,14 +378,14 @@ class SipServer:
             tx.respond(response_to(request, 482, to_tag=new_tag()))  # a second INVITE, new branch
             return
         tx.respond(response_to(request, 100))
-        self._spawn(self._new_call(request, tx, send, reliable, account))
+        self._spawn(self._new_call(request, tx, send, transport, account))
 
     async def _new_call(
         self,
         request: Message,
         tx: ServerTransaction,
         send: Send,
-        reliable: bool,
+        transport: str,
         account: str | None,
     ) -> None:
         tag = new_tag()
@@ -415,7 +443,7 @@ class SipServer:
             )
             return
         origin = (int.from_bytes(tag.encode()[:4], "big"), 1)
-        leg = Leg(dialog, tx, send, reliable, origin, call=call, offer_in_200=offer is None)
+        leg = Leg(dialog, tx, send, transport, origin, call=call, offer_in_200=offer is None)
         self.legs[dialog.call_id] = leg
         try:
             if tx.has_final():  # CANCELled while the call was being created
@@ -433,7 +461,7 @@ class SipServer:
             else:
                 body = sdp.offer(self.config.media_ip, call.local_port, origin)
             ok = response_to(request, 200, to_tag=tag)
-            ok.add("Contact", self._contact(reliable))
+            ok.add("Contact", self._contact(transport))
             ok.add("Allow", ALLOW)
             ok.add("X-Twilio-CallSid", call.sid)  # as the hosted service names the call in SIP
             ok.add("Content-Type", "application/sdp")
@@ -524,7 +552,7 @@ class SipServer:
             tx.respond(response_to(request, 400))
             return
         ok = response_to(request, 200)
-        ok.add("Contact", self._contact(leg.reliable))
+        ok.add("Contact", self._contact(leg.transport))
         ok.add("Content-Type", "application/sdp")
         ok.body = body
         log.info("call %s: re-INVITE accepted", leg.call.sid)
@@ -532,7 +560,7 @@ class SipServer:
 
     # ---- BYE, CANCEL, OPTIONS ---------------------------------------------------------------
 
-    def _bye(self, request: Message, tx: ServerTransaction, send: Send, reliable: bool) -> None:
+    def _bye(self, request: Message, tx: ServerTransaction, send: Send, transport: str) -> None:
         leg = self.legs.get(request.call_id)
         to_tag = parse_name_addr(request.require("To")).param("tag")
         if leg is None or to_tag != leg.dialog.local_tag or leg.call is None:
@@ -545,7 +573,7 @@ class SipServer:
         leg.state = "ended"
         leg.call.hang_up("caller hung up (BYE)")
 
-    def _cancel(self, request: Message, tx: ServerTransaction, send: Send, reliable: bool) -> None:
+    def _cancel(self, request: Message, tx: ServerTransaction, send: Send, transport: str) -> None:
         invite = self.transactions.find(
             Message(method="INVITE", uri=request.uri, headers=request.headers)
         )
@@ -569,7 +597,7 @@ class SipServer:
         if leg is not None and leg.call is not None:
             leg.call.hang_up("caller cancelled")
 
-    def _options(self, request: Message, tx: ServerTransaction, send: Send, reliable: bool) -> None:
+    def _options(self, request: Message, tx: ServerTransaction, send: Send, transport: str) -> None:
         answer = response_to(request, 200, to_tag=new_tag())
         answer.add("Allow", ALLOW)
         answer.add("Accept", "application/sdp")
@@ -577,7 +605,7 @@ class SipServer:
 
     async def _send_bye(self, leg: Leg) -> None:
         leg.bye_sent = True
-        bye = leg.dialog.request("BYE", self._via(leg.reliable), self._contact(leg.reliable))
+        bye = leg.dialog.request("BYE", self._via(leg.transport), self._contact(leg.transport))
         branch = bye.get_all("Via")[0].split("branch=")[1].split(";")[0]
         transaction = self.transactions.client(branch)
         send = leg.send if leg.reliable else self._udp_send(leg.dialog.next_hop())
@@ -587,17 +615,19 @@ class SipServer:
 
     # ---- our addresses ----------------------------------------------------------------------
 
-    def _hostport(self) -> str:
-        host = self.config.host
+    def _hostport(self, transport: str) -> str:
+        host, port = self.config.host, self.port
+        if transport == "TLS" and self.config.tls_listen is not None:
+            host, port = self.config.tls_listen[0], self.tls_port
         if ipaddress.ip_address(host).is_unspecified:
             host = self.config.media_ip
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-    def _via(self, reliable: bool) -> str:
-        return f"SIP/2.0/{'TCP' if reliable else 'UDP'} {self._hostport()}"
+    def _via(self, transport: str) -> str:
+        return f"SIP/2.0/{transport} {self._hostport(transport)}"
 
-    def _contact(self, reliable: bool) -> str:
-        return f"<sip:{self._hostport()};transport={'tcp' if reliable else 'udp'}>"
+    def _contact(self, transport: str) -> str:
+        return f"<sip:{self._hostport(transport)};transport={transport.lower()}>"
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -607,6 +637,6 @@ class _Udp(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         source = (addr[0], addr[1])
         try:
-            self.server.received(data, source, self.server._udp_send(source), reliable=False)
+            self.server.received(data, source, self.server._udp_send(source), "UDP")
         except Exception:  # one bad datagram must never stop the listener
             log.exception("SIP/UDP from %s: unexpected failure", source[0])
