@@ -41,6 +41,7 @@ from turnpike.streamgw.sip.transaction import ServerTransaction, Timers, Transac
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+RINGING_AFTER = 0.2  # seconds without an answer before 180 Ringing
 Address = tuple[str, int]
 Send = Callable[[bytes], None]
 
@@ -449,7 +450,7 @@ class SipServer:
             if tx.has_final():  # CANCELled while the call was being created
                 call.hang_up("caller cancelled")
                 return
-            if not await call.answered():
+            if not await self._ringing(call, tx, request, tag):
                 if not tx.has_final():
                     tx.respond(response_to(request, call.unanswered_status(), to_tag=tag))
                 return
@@ -478,6 +479,17 @@ class SipServer:
         finally:
             leg.state = "ended"
             self.legs.pop(dialog.call_id, None)
+
+    async def _ringing(
+        self, call: CallHandle, tx: ServerTransaction, request: Message, tag: str
+    ) -> bool:
+        """Wait for the TwiML to answer; if that takes a moment (a voice webhook is being
+        fetched), tell the caller with 180 Ringing, as a phone would."""
+        answered = asyncio.ensure_future(call.answered())
+        done, _ = await asyncio.wait({answered}, timeout=RINGING_AFTER)
+        if not done and not tx.has_final():
+            tx.respond(response_to(request, 180, to_tag=tag))
+        return await answered
 
     async def _send_2xx(self, leg: Leg, tx: ServerTransaction, ok: Message) -> None:
         """Send the 2xx and retransmit it until the ACK (T1 doubling to T2, at most 64·T1)."""
