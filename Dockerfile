@@ -24,13 +24,17 @@ COPY operator ./operator
 # for pip behind an intercepting proxy; a secret mount never lands in a layer.
 RUN --mount=type=secret,id=ca-certificates \
     if [ -s /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi \
-    && pip wheel --wheel-dir /wheels --constraint constraints.txt .
+    && pip wheel --wheel-dir /wheels --constraint constraints.txt . \
+    && cd /wheels && sha256sum *.whl > /wheels.sha256
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
+# The checksums of the wheels come first: Podman's builder does not key its cache for a RUN on
+# what the RUN bind-mounts, so without them a changed wheel could reuse a stale install layer.
+COPY --from=build /wheels.sha256 /usr/share/turnpike/wheels.sha256
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels turnpike \
     && pip uninstall --yes pip setuptools wheel \
