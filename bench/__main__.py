@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--out", type=Path, help="output directory (default bench/results)")
     relay.add_argument("--no-plots", action="store_true", help="write JSON only")
     relay.add_argument(
-        "--servers", type=_csv, help="comma-separated: coturn, coturn-mN, turnpike-wN"
+        "--servers",
+        type=_csv,
+        help="comma-separated: coturn, coturn-mN, turnpike-wN, turnpike-fast",
     )
     relay.add_argument("--rounds", type=int)
     relay.add_argument("--modes", type=_csv, help="channel,send,tcp")

@@ -15,6 +15,7 @@ COLORS = {
     "coturn": "#4c72b0",
     "turnpike-w1": "#dd8452",
     "turnpike-w2": "#c44e52",
+    "turnpike-fast": "#55a868",
 }
 MODE_TITLES = {
     "channel": "ChannelData/UDP",

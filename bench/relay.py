@@ -53,7 +53,9 @@ MODE_LABELS = {
 
 @dataclass
 class RelayParams:
-    servers: list[str] = field(default_factory=lambda: ["coturn", "turnpike-w1", "turnpike-w2"])
+    servers: list[str] = field(
+        default_factory=lambda: ["coturn", "turnpike-w1", "turnpike-w2", "turnpike-fast"]
+    )
     rounds: int = 3
     modes: list[str] = field(default_factory=lambda: list(MODES))
     generator_procs: int = 2
@@ -216,6 +218,14 @@ class RelayBench:
         cpu = server.cpu_seconds() - before
         gen_cpu = cpu_seconds(gen.pids) - gen_before
         relayed = res["received"]
+        # The same load straight from client to peer sockets: on loopback the kernel bills much
+        # of the relaying to whichever process sends (and a TC program runs in the sender's
+        # softirq), so the path's cost is (server + generator) minus the generator alone.
+        direct_before = cpu_seconds(gen.pids)
+        direct = gen.load("direct", p.cpu_rate, p.cpu_duration, drain=p.drain)
+        direct_cpu = cpu_seconds(gen.pids) - direct_before
+        direct_per = direct_cpu / direct["received"] if direct["received"] else None
+        path = cpu + gen_cpu - direct_per * relayed if direct_per is not None else None
         return {
             "offered_rate_pps": p.cpu_rate,
             "duration_s": p.cpu_duration,
@@ -226,6 +236,10 @@ class RelayBench:
             "server_cpu_utilisation": round(cpu / p.cpu_duration, 3),
             "generator_cpu_s": round(gen_cpu, 3),
             "generator_cpu_s_per_million": round(gen_cpu / relayed * 1e6, 3) if relayed else None,
+            "direct_generator_cpu_s": round(direct_cpu, 3),
+            "path_cpu_s_per_million": (
+                round(path / relayed * 1e6, 3) if relayed and path is not None else None
+            ),
         }
 
     def _latency(self, gen: Generator, max_rate: float) -> dict[str, Any]:
@@ -421,6 +435,9 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
                 g["max_rate"][mode]["max_rate_pps"] for g in got if mode in g["max_rate"]
             )
         entry["cpu_s_per_million"] = spread(g["cpu"]["cpu_s_per_million"] for g in got)
+        entry["path_cpu_s_per_million"] = spread(
+            g["cpu"].get("path_cpu_s_per_million") for g in got
+        )
         entry["cpu_load_loss"] = spread(g["cpu"]["loss"] for g in got)
         entry["generator_cpu_s_per_million"] = spread(
             g["cpu"].get("generator_cpu_s_per_million") for g in got
@@ -449,6 +466,10 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
                 },
                 "cpu_s_per_million": ratio(
                     entry["cpu_s_per_million"]["median"], b["cpu_s_per_million"]["median"]
+                ),
+                "path_cpu_s_per_million": ratio(
+                    entry["path_cpu_s_per_million"]["median"],
+                    b["path_cpu_s_per_million"]["median"],
                 ),
                 "latency_added_p50": ratio(
                     entry["latency_added_p50_us"]["median"], b["latency_added_p50_us"]["median"]

@@ -51,6 +51,7 @@ class ServerSpec:
     name: str
     kind: str  # "coturn" or "turnpike"
     workers: int = 1
+    offload: str = "off"  # Turnpike's --offload: "off" (userspace) or "tc" (kernel fast path)
 
     @classmethod
     def parse(cls, text: str) -> ServerSpec:
@@ -60,12 +61,21 @@ class ServerSpec:
             return cls(text, "coturn", int(text.removeprefix("coturn-m")))
         if text.startswith("turnpike-w"):
             return cls(text, "turnpike", int(text.removeprefix("turnpike-w")))
-        raise ValueError(f"unknown server {text!r} (coturn, coturn-mN, turnpike-wN)")
+        if text == "turnpike-fast":  # one process with the kernel fast path
+            return cls(text, "turnpike", 1, offload="tc")
+        raise ValueError(f"unknown server {text!r} (coturn, coturn-mN, turnpike-wN, turnpike-fast)")
 
     def available(self) -> str | None:
         """None when it can run here, else why not."""
         if self.kind == "coturn" and shutil.which("turnserver") is None:
             return "turnserver (Debian package coturn) is not installed"
+        if self.offload == "tc":
+            from turnpike.relay.offload import object_path
+
+            if os.geteuid() != 0:
+                return "the kernel fast path needs root (CAP_BPF, CAP_NET_ADMIN)"
+            if not object_path().is_file():
+                return "the kernel fast path is not built (scripts/install builds it)"
         return None
 
 
@@ -124,7 +134,8 @@ def command(
         exe = shutil.which("turnserver") or "turnserver"
         cmd = [
             exe,
-            "-n",
+            "-n",  # no configuration file: never /etc/turnserver.conf of a system coturn
+            "--no-rfc5780",  # no alternative port (listening port + 1) to collide with
             "--listening-ip", "127.0.0.1",
             "--listening-port", str(port),
             "--relay-ip", "127.0.0.1",
@@ -153,6 +164,7 @@ def command(
         "--allow-peer", "127.0.0.0/8",
         "--relay-ports", f"{lo}-{hi}",
         "--workers", str(spec.workers),
+        "--offload", spec.offload,
     ]  # fmt: skip
 
 

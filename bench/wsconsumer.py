@@ -99,10 +99,7 @@ class Consumer:
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
             loop.run_until_complete(site.start())
-            server = site._server
-            assert server is not None
-            sockets = getattr(server, "sockets", None) or []
-            ready["port"] = int(sockets[0].getsockname()[1])
+            ready["port"] = int(runner.addresses[0][1])
             self.runner = runner
             started.set()
             loop.run_forever()

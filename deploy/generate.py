@@ -152,8 +152,13 @@ def _crd_spec_schema(crd_file: str) -> Schema:
 
 def _strict_openapi(schema: Schema) -> Schema:
     """A CRD's OpenAPI schema as JSON Schema for values: unknown fields become errors (the API
-    server would silently drop them), and Kubernetes-only keywords are left out."""
+    server would silently drop them), and Kubernetes-only keywords are left out, except a CEL
+    ``self.matches('…')`` rule on a string, which becomes the same ``pattern``."""
     out: Schema = {}
+    for rule in schema.get("x-kubernetes-validations", []):
+        match = re.fullmatch(r"self\.matches\('([^']*)'\)", rule["rule"])
+        if match and schema.get("type") == "string":
+            out["pattern"] = match.group(1)
     for key, value in schema.items():
         if key.startswith("x-kubernetes-") or key == "default":
             continue

@@ -333,15 +333,15 @@ def test_readiness_waits_for_the_rollout() -> None:
 
 
 def test_directory_is_what_the_token_api_reads() -> None:
-    from turnpike.tokens.edges import EdgeDirectory
+    from turnpike.core.edges import EdgeDirectory
 
     edges = [_edge(tlsSecretName="cert"), _edge(ports={"udp": 3479, "tcp": 3480})]
-    parsed = EdgeDirectory.parse(directory.render(directory.document(edges[:1], "")), "edges")
+    parsed = EdgeDirectory.parse(directory.render(edges[:1], ""), "edges")
     assert parsed.global_edge.host == "global.turn.example.com"
     ashburn = parsed.get("ashburn")
     assert ashburn is not None and ashburn.ports.tls == 443
     assert ashburn.location == "US East" and ashburn.host == "ashburn.turn.example.com"
-    plain = EdgeDirectory.parse(directory.render(directory.document(edges[1:], "")), "edges")
+    plain = EdgeDirectory.parse(directory.render(edges[1:], ""), "edges")
     edge = plain.get("ashburn")
     assert edge is not None and (edge.ports.udp, edge.ports.tcp, edge.ports.tls) == (
         3479,
@@ -355,4 +355,40 @@ def test_directory_is_what_the_token_api_reads() -> None:
         },
         "x",
     )
-    assert EdgeDirectory.parse(directory.render(directory.document([bare], "")), "edges")
+    assert EdgeDirectory.parse(directory.render([bare], ""), "edges")
+
+
+def test_subset_compares_quantities_by_value_and_empties_as_absent() -> None:
+    desired = {
+        "resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"cpu": 2}},
+        "nodeSelector": {},
+        "tolerations": [],
+    }
+    stored = {"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2"}}}
+    assert apply.is_subset(desired, stored)
+    more = {"resources": {"requests": {"cpu": "501m", "memory": "1Gi"}, "limits": {"cpu": "2"}}}
+    assert not apply.is_subset(desired, more)
+    # Only resource lists are quantities: elsewhere "1k" and "1000" are different strings.
+    assert not apply.is_subset({"env": {"X": "1k"}}, {"env": {"X": "1000"}})
+    assert not apply.is_subset({"nodeSelector": {"a": "b"}}, {})
+
+
+def test_ownership_refuses_what_turnpike_did_not_create() -> None:
+    owner = {"apiVersion": "turnpike.io/v1alpha1", "kind": "RelayEdge"}
+    owner["metadata"] = {"name": "e", "uid": "u1"}
+    desired = {
+        "kind": "Service",
+        "metadata": {"name": "s", "ownerReferences": [labels.owner_reference(owner)]},
+    }
+    ours = {"kind": "Service", "metadata": {"name": "s", "labels": dict(labels.MANAGED)}}
+    apply.check_ownership(desired, ours)  # ours, orphaned: adopted
+    owned = {"kind": "Service", "metadata": {"name": "s", "ownerReferences": [{"uid": "u1"}]}}
+    apply.check_ownership(desired, owned)
+    theirs = {"kind": "Service", "metadata": {"name": "s", "labels": {"app": "x"}}}
+    with pytest.raises(apply.ForeignObject, match='Service "s" already exists and was not'):
+        apply.check_ownership(desired, theirs)
+    ref = {"kind": "Deployment", "name": "d", "uid": "u2", "controller": True}
+    controlled = {"kind": "Service", "metadata": {"name": "s", "labels": dict(labels.MANAGED)}}
+    controlled["metadata"]["ownerReferences"] = [ref]
+    with pytest.raises(apply.ForeignObject, match='controlled by Deployment "d"'):
+        apply.check_ownership(desired, controlled)

@@ -14,6 +14,7 @@ from support.kube_e2e import (
     eventually,
     gateway,
     node_body,
+    older_crds,
     published,
     put_node,
     ranges_doc,
@@ -97,10 +98,18 @@ async def test_invalid_gateway_specs_are_rejected_with_clear_messages(
     assert err.value.status == 422
     assert "mutually exclusive" in err.value.message
 
-    # Past the schema but not a CIDR: Degraded with InvalidSpec, a Warning Event, no children.
-    await kube.create(
-        k8s.STREAM_GATEWAYS, ns, gateway("odd", "lyon", allowedDestinations=["10.0.0.0/33"])
+    not_a_cidr = gateway("odd", "lyon", allowedDestinations=["10.0.0.0/33"])
+    with pytest.raises(k8s.ApiError) as err:
+        await kube.create(k8s.STREAM_GATEWAYS, ns, not_a_cidr)
+    assert err.value.status == 422
+    assert 'spec.allowedDestinations[0]: Invalid value: "string": "10.0.0.0/33" is not an IP' in (
+        err.value.message
     )
+
+    # Stored before the CRD had that rule: Degraded with InvalidSpec, a Warning Event, no
+    # children.
+    async with older_crds(kube):
+        await kube.create(k8s.STREAM_GATEWAYS, ns, not_a_cidr)
 
     async def degraded() -> dict[str, Any] | None:
         cond = condition(await kube.get(k8s.STREAM_GATEWAYS, ns, "odd"), "Degraded")

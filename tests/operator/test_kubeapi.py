@@ -9,8 +9,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support.kube_e2e import older_crds
 from support.kubeapi import KubeAPI
 from support.kubeapi.cel import CelError, evaluate
+from support.kubeapi.quantity import canonical
 
 from turnpike.operator import crds
 from turnpike.operator.kube import (
@@ -261,7 +263,106 @@ def test_cel_subset() -> None:
     with pytest.raises(CelError):
         evaluate("self.missing == 1", {})
     with pytest.raises(CelError):
-        evaluate("self.items.all(x, x > 1)", {"items": []})
+        evaluate("self.items.map(x, x + 1) == [2]", {"items": [1]})
+
+
+def test_cel_macros_methods_and_conversions() -> None:
+    assert evaluate("self.all(p, p > 1)", [2, 3]) is True
+    assert evaluate("self.all(p, p > 2)", [2, 3]) is False
+    assert evaluate("self.exists(p, p == 3)", [2, 3]) is True
+    assert evaluate("self.exists(p, p == 4)", []) is False
+    # A macro variable is visible only inside its body, and nests.
+    assert evaluate("self.all(a, self.exists(b, a == b))", [1, 2]) is True
+    with pytest.raises(CelError):
+        evaluate("self.all(a, a > 0) && a > 0", [1])
+    # matches() searches (anchors are the rule's business), as CEL does.
+    assert evaluate("self.matches('b[.]c')", "ab.cd") is True
+    assert evaluate("self.matches('^b')", "ab") is False
+    assert evaluate("self.startsWith('ab') && self.endsWith('cd')", "abcd") is True
+    assert evaluate("self.x.size() == 2", {"x": [1, 2]}) is True
+    assert evaluate("'port ' + string(self.p) + ' of ' + string(true)", {"p": 5}) == (
+        "port 5 of true"
+    )
+    assert evaluate("int('7') + 1", None) == 8
+    with pytest.raises(CelError):
+        evaluate("self.matches(1)", "a")
+    with pytest.raises(CelError):
+        evaluate("self.all(p, p)", "not a list")
+
+
+@pytest.mark.parametrize(
+    ("written", "stored"),
+    [
+        ("0.5", "500m"),
+        ("1024Mi", "1Gi"),
+        ("1000m", "1"),
+        ("1.5Gi", "1536Mi"),
+        ("1536", "1536"),
+        ("1000", "1k"),
+        ("0.5Ki", "512"),
+        ("100m", "100m"),
+        ("0.0000000001", "1n"),
+        ("1e3", "1e3"),
+        ("1500e-3", "1500e-3"),
+        ("2000Mi", "2000Mi"),
+        ("0", "0"),
+        (2, "2"),
+    ],
+)
+def test_quantities_are_canonicalised_like_the_api_server(written: Any, stored: str) -> None:
+    assert canonical(written) == stored
+
+
+async def test_stored_quantities_and_generation_follow_the_api_server(kube: Kube, ns: str) -> None:
+    container = {
+        "name": "c",
+        "image": "i",
+        "resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"cpu": 1}},
+    }
+    body = {
+        "metadata": {"name": "q"},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"a": "q"}},
+            "template": {"metadata": {"labels": {"a": "q"}}, "spec": {"containers": [container]}},
+        },
+    }
+    deployment = await kube.create(DEPLOYMENTS, ns, body)
+    resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1"}}
+    assert deployment["metadata"]["generation"] == 1
+    # The same quantities in another spelling are the same spec: no new generation.
+    same = await kube.patch(DEPLOYMENTS, ns, "q", {"spec": body["spec"]})
+    assert same["metadata"]["generation"] == 1
+    assert same["spec"] == deployment["spec"]
+    # A Deployment's annotations count (it copies them to its ReplicaSets); labels do not.
+    labelled = await kube.patch(DEPLOYMENTS, ns, "q", {"metadata": {"labels": {"x": "y"}}})
+    assert labelled["metadata"]["generation"] == 1
+    annotated = await kube.patch(DEPLOYMENTS, ns, "q", {"metadata": {"annotations": {"x": "y"}}})
+    assert annotated["metadata"]["generation"] == 2
+    scaled = await kube.patch(DEPLOYMENTS, ns, "q", {"spec": {"replicas": 1}})
+    assert scaled["metadata"]["generation"] == 3
+    bad = {
+        "spec": {
+            "template": {
+                "spec": {"containers": [{**container, "resources": {"limits": {"cpu": "lots"}}}]}
+            }
+        }
+    }
+    with pytest.raises(ApiError) as err:
+        await kube.patch(DEPLOYMENTS, ns, "q", bad)
+    assert err.value.status == 422 and "limits.cpu" in err.value.message
+    # Types without a generation have none, however often they change.
+    cm = await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "g"}, "data": {"k": "1"}})
+    cm = await kube.patch(CONFIGMAPS, ns, "g", {"data": {"k": "2"}})
+    assert "generation" not in cm["metadata"]
+
+
+async def test_list_type_set_refuses_duplicates(kube: Kube, ns: str) -> None:
+    await _install_crds(kube)
+    with pytest.raises(ApiError) as err:
+        await kube.create(RELAY_EDGES, ns, _edge("dup", ports={"tls": [443, 443]}))
+    assert err.value.status == 422 and "spec.ports.tls[1]: Duplicate value" in err.value.message
 
 
 async def test_strategic_merge_patch_merges_containers_by_name(kube: Kube, ns: str) -> None:
@@ -338,3 +439,22 @@ def test_selectors_and_patch_formats() -> None:
     with pytest.raises(PatchError) as err:
         json_patch(doc, [{"op": "test", "path": "/x/y", "value": "other"}])
     assert err.value.test_failed
+
+
+async def test_unchanged_values_are_ratcheted(kube: Kube, ns: str) -> None:
+    """An object stored before a rule existed can still get status, finalizers and unrelated
+    spec changes; the value the rule refuses cannot be changed to another refused one."""
+    await _install_crds(kube)
+    async with older_crds(kube):
+        await kube.create(RELAY_EDGES, ns, _edge("old", peers={"deny": ["10.0.0.0/33"]}))
+    with pytest.raises(ApiError):
+        await kube.create(RELAY_EDGES, ns, _edge("new", peers={"deny": ["10.0.0.0/33"]}))
+    await kube.patch(RELAY_EDGES, ns, "old", {"metadata": {"finalizers": ["f"]}})
+    await kube.patch(RELAY_EDGES, ns, "old", {"status": {"ready": "0/2"}}, sub="status")
+    edge = await kube.patch(RELAY_EDGES, ns, "old", {"spec": {"replicas": 3}})
+    assert edge["spec"]["replicas"] == 3
+    with pytest.raises(ApiError) as err:
+        await kube.patch(RELAY_EDGES, ns, "old", {"spec": {"peers": {"deny": ["10.0.0.0/34"]}}})
+    assert "spec.peers.deny[0]" in err.value.message
+    edge = await kube.patch(RELAY_EDGES, ns, "old", {"spec": {"peers": {"deny": ["10.0.0.0/8"]}}})
+    assert edge["spec"]["peers"]["deny"] == ["10.0.0.0/8"]

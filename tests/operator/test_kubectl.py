@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support.kube_e2e import Cluster, eventually, ranges_doc
+from support.kube_e2e import Cluster, eventually, published, ranges_doc
 
 from turnpike.operator import kube as k8s
 
@@ -69,7 +69,8 @@ async def test_kubectl_apply_get_and_read_ranges(
 
     table = await eventually(columns, what="printer columns")
     header = table.splitlines()[0].split()
-    assert header == ["NAME", "LOCATION", "HOSTNAME", "READY", "ADDRESSES", "AGE"]
+    assert header == ["NAME", "LOCATION", "HOSTNAME", "READY", "STATUS", "ADDRESSES", "AGE"]
+    assert " AsExpected " in table.splitlines()[1]
 
     # An invalid change is refused with the message the user reads.
     manifest.write_text(EDGE.format(ns=ns, low=60000, high=50000))
@@ -82,6 +83,6 @@ async def test_kubectl_apply_get_and_read_ranges(
     assert result.returncode == 0, result.stderr
 
     async def unpublished() -> bool:
-        return await ranges_doc(kube, ns) is None
+        return published(await ranges_doc(kube, ns)) == {}
 
     await eventually(unpublished, what="edge unpublished")

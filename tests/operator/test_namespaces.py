@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from kopf._cogs.structs.references import Insights
 from support.kube_e2e import delete_namespace, new_namespace
 
 from turnpike.operator import kube as k8s
+from turnpike.operator.kopf_internals import Insights
 from turnpike.operator.namespaces import add_missing
 
 

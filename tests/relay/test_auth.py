@@ -15,7 +15,7 @@ from support.relay import (
 )
 
 from turnpike.core.keyring import Key, Keyring
-from turnpike.relay.auth import Authenticator, RateLimiter
+from turnpike.relay.auth import Authenticator
 from turnpike.relay.stun import Attr, Class, Method
 
 
@@ -92,16 +92,3 @@ def test_nonce_is_bound_to_ip_and_expires() -> None:
     assert auth.nonce_valid(nonce, "192.0.2.1")
     now[0] += 2
     assert not auth.nonce_valid(nonce, "192.0.2.1")
-
-
-def test_rate_limiter() -> None:
-    now = [0.0]
-    limiter = RateLimiter(rate=2, burst=2, max_sources=3, clock=lambda: now[0])
-    assert [limiter.allow("a") for _ in range(4)] == [True, True, False, False]
-    assert limiter.allow("b")
-    now[0] += 0.5
-    assert limiter.allow("a")
-    assert not limiter.allow("a")
-    for source in "cdefg":  # the table stays bounded
-        limiter.allow(source)
-    assert len(limiter._buckets) <= 3

@@ -353,7 +353,7 @@ def test_options_from_flags() -> None:
     plain = options("--listen", "192.0.2.10:3478", "--listen", "[2001:db8::5]:3478")
     assert plain.config.relay_ips == ("192.0.2.10", "2001:db8::5")
     assert plain.config.relay_ports == (49152, 65535)
-    assert plain.config.user_quota == 12
+    assert plain.config.user_quota == 100
     nat = options("--listen", "0.0.0.0:3478", "--external-ip", "203.0.113.9")
     assert nat.config.relay_ips == ("0.0.0.0",)
     assert nat.config.external_ips == ("203.0.113.9",)
@@ -425,6 +425,47 @@ def test_merge_metrics_sums_samples_across_workers() -> None:
     # Each sample stays under its own family, not under one whose name is a prefix of it.
     created = lines.index("turnpike_relay_allocations_created_total 14.0")
     assert created == lines.index("# TYPE turnpike_relay_allocations_created_total counter") + 1
+
+
+def test_merge_metrics_follows_each_familys_declaration() -> None:
+    from turnpike.relay.workers import merge_metrics
+
+    def worker(keys: int, reloads: int, created: float, allocations: int) -> str:
+        return (
+            "# HELP turnpike_relay_keyring_keys Keys in the loaded keyring\n"
+            "# TYPE turnpike_relay_keyring_keys gauge\n"
+            f"turnpike_relay_keyring_keys {keys}.0\n"
+            "# HELP turnpike_relay_keyring_reloads Times the keyring file was reloaded\n"
+            "# TYPE turnpike_relay_keyring_reloads counter\n"
+            f"turnpike_relay_keyring_reloads_total {reloads}.0\n"
+            f"turnpike_relay_keyring_reloads_created {created}\n"
+            "# HELP turnpike_relay_allocations Allocations currently active\n"
+            "# TYPE turnpike_relay_allocations gauge\n"
+            f"turnpike_relay_allocations {allocations}.0\n"
+        )
+
+    merged = merge_metrics([worker(1, 2, 1700000050.0, 4), worker(1, 3, 1700000000.0, 5)])
+    assert "turnpike_relay_keyring_keys 1.0" in merged  # one key, not two (one worker's value)
+    assert "turnpike_relay_keyring_reloads_total 3.0" in merged  # each reloads the same file
+    assert "turnpike_relay_keyring_reloads_created 1700000000.0" in merged  # never summed
+    assert "turnpike_relay_allocations 9.0" in merged  # each holds its own
+
+
+def test_every_relay_metric_declares_how_workers_merge_it() -> None:
+    from prometheus_client import generate_latest
+
+    from turnpike.core.keyring import parse_keyring
+    from turnpike.relay.allocation import AllocationTable, PortPool
+    from turnpike.relay.metrics import MERGE, RelayStats, registry_for
+
+    class Ring:
+        reloads = errors = 0
+        current = parse_keyring(b'{"keys": [{"id": "k", "secret": "s", "signing": true}]}', "k")
+
+    text = generate_latest(registry_for(RelayStats(), AllocationTable(PortPool(1, 2)), Ring()))
+    families = {f.name for f in text_string_to_metric_families(text.decode())}
+    assert families == set(MERGE)
+    assert set(MERGE.values()) <= {"sum", "max", "one"}
 
 
 def test_combined_ready_reports_only_what_every_worker_has() -> None:

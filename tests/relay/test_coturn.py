@@ -12,8 +12,10 @@ import asyncio
 import re
 from pathlib import Path
 
+import aiohttp
 import pytest
 from support import free_dual_port, free_port, require_tool, turnpike
+from support.netns import require_root
 from support.relay import write_keyring, write_self_signed
 
 pytestmark = [pytest.mark.interop, pytest.mark.e2e, pytest.mark.slow]
@@ -37,7 +39,11 @@ async def run_tool(*args: str, timeout: float = 40) -> str:
     return out.decode(errors="replace")
 
 
-async def test_uclient_modes_relay_without_loss(tmp_path: Path) -> None:
+@pytest.mark.parametrize("offload", ["tc", "off"])
+async def test_uclient_modes_relay_without_loss(tmp_path: Path, offload: str) -> None:
+    """Every mode, with the kernel fast path relaying channels (tc) and without it (off)."""
+    if offload == "tc":
+        require_root()
     uclient = require_tool("turnutils_uclient", "apt-get install coturn")
     peer_tool = require_tool("turnutils_peer", "apt-get install coturn")
     stunclient = require_tool("turnutils_stunclient", "apt-get install coturn")
@@ -63,6 +69,8 @@ async def test_uclient_modes_relay_without_loss(tmp_path: Path) -> None:
         f"127.0.0.1:{metrics}",
         "--drain-grace",
         "1",
+        "--offload",
+        offload,
         "--tls-listen",
         f"127.0.0.1:{tls_port}",
         "--tls-cert",
@@ -122,6 +130,17 @@ async def test_uclient_modes_relay_without_loss(tmp_path: Path) -> None:
                 # No STUN error responses. (Over TLS uclient also tries TLS 1.0/1.1 contexts,
                 # which we refuse by design: those handshake errors are retried and fine.)
                 assert not re.search(r"error \d{3}", out), f"{name}:\n{out}"
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{metrics}/metrics") as resp,
+            ):
+                text = await resp.text()
+            kernel = re.search(
+                r'^turnpike_relay_offload_packets_total\{direction="to_peer"\} (\S+)$', text, re.M
+            )
+            assert kernel is not None, text
+            # Channel modes over UDP went through the kernel when it was on; never when off.
+            assert (float(kernel.group(1)) > 0) == (offload == "tc"), text
     finally:
         peer.terminate()
         await peer.wait()

@@ -21,8 +21,9 @@ from support.relay import RawClient, credentials, echo_peer, raw_client, relay_s
 
 from turnpike.relay import stun
 from turnpike.relay.auth import Failure, long_term_key
+from turnpike.relay.fairshare import ALLOCATION_REFUSALS, CONNECTION_LIMIT, CONNECTION_RESERVE
 from turnpike.relay.metrics import METHOD_NAMES, registry_for
-from turnpike.relay.server import RelayServer
+from turnpike.relay.server import UNKNOWN_RESERVATION, RelayServer
 from turnpike.relay.stun import ATTRIBUTES, Attr, Class, Method
 
 pytestmark = pytest.mark.slow
@@ -62,7 +63,10 @@ def check_metric_labels(server: RelayServer, username: str) -> None:
     allowed = {
         "method": {*METHOD_NAMES.values(), "other"},
         "reason": {f.value for f in Failure}
-        | {"expired", "deleted", "connection_closed", "shutdown"},
+        | {"expired", "deleted", "connection_closed", "shutdown"}
+        | {r.label for r in ALLOCATION_REFUSALS}
+        | {CONNECTION_LIMIT, CONNECTION_RESERVE, UNKNOWN_RESERVATION.label},
+        "where": {"allocate", "accept"},
         "direction": {"to_peer", "to_client"},
         "transport": {"udp", "tcp", "tls"},
     }

@@ -42,6 +42,11 @@ FORBIDDEN = [
     "::",
     "::127.0.0.1",  # deprecated IPv4-compatible
     "fe80::1",
+    "::ffff:0:7f00:1",  # IPv4-translated (RFC 2765) loopback
+    "::ffff:0:a9fe:a9fe",  # IPv4-translated 169.254.169.254
+    "::ffff:0:808:808",  # IPv4-translated, never a global unicast address on the wire
+    "fec0::1",  # deprecated site-local (RFC 3879)
+    "feff:ffff::1",
     "fc00::1",
     "fd00:ec2::254",  # AWS IPv6 metadata
     "ff02::1",  # multicast

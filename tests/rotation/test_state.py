@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from turnpike.core.keyring import Key, Keyring
-from turnpike.operator.keyring_secret import consumer_of, merge_condition
+from turnpike.operator.conditions import with_rotation_verdict as merge_condition
+from turnpike.operator.keyring_secret import consumer_of
 from turnpike.operator.rotation_settings import RotationSettings
 from turnpike.operator.rotation_state import (
     A_CANDIDATE,

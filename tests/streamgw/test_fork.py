@@ -10,11 +10,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import pytest
 from support.media import RtpPeer, WsServer, reference_signature
 from support.streamgw import ACCOUNT, TOKEN, Harness, MakeGateway
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "twilio-real-stream1.txt"
+# WebSocket text frames a real hosted Media Stream sent to a customer's server, one JSON object a
+# line: the first five lines (connected, start, three media) and the last two (media, stop) of
+# tests/fixtures/stream1.txt in github.com/edward-cates/twilio_phone_calls at commit
+# 1696e4df6161fe069ee866bc6a1f079799412b93 (MIT licence), whose author anonymised the streamSid
+# ("test_stream"). Lines are unchanged.
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "hosted-stream1-excerpt.txt"
 
 
 def shape(value: Any) -> Any:
@@ -28,14 +32,14 @@ def shape(value: Any) -> Any:
 
 def reference_shapes() -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if FIXTURE.exists():
-        for line in FIXTURE.read_text().splitlines():
-            msg = json.loads(line)
-            out.setdefault(msg["event"], shape(msg))
+    for line in FIXTURE.read_text().splitlines():
+        msg = json.loads(line)
+        shaped = shape(msg)
+        assert out.setdefault(msg["event"], shaped) == shaped, line  # one shape per event
     return out
 
 
-# The hosted service's shapes, as captured (kept inline too, so the test runs without the file).
+# The hosted service's shapes, as captured; the other tests compare the gateway's messages to them.
 CAPTURED = {
     "connected": [("event", "str"), ("protocol", "str"), ("version", "str")],
     "media": [
@@ -69,12 +73,8 @@ CAPTURED = {
 
 
 def test_inline_shapes_match_the_capture() -> None:
-    """The inline shapes are what the captured hosted stream shows (checked where the capture
-    is at hand; the other tests use the inline copy either way)."""
-    captured = reference_shapes()
-    if not captured:
-        pytest.skip(f"the captured stream is not here ({FIXTURE.name})")
-    assert captured == CAPTURED
+    """The inline shapes are what the captured hosted stream shows."""
+    assert reference_shapes() == CAPTURED
 
 
 def stream_doc(url: str, extra: str = '<Pause length="60"/>', **attrs: str) -> str:
@@ -222,7 +222,7 @@ async def test_pcma_calls_are_converted_both_ways(gw: Harness, ws: WsServer, pee
     assert len(ulaw) == 160 and 0xFF not in ulaw
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        audioop = pytest.importorskip("audioop")  # the reference codec, where Python still has it
+        import audioop  # the reference codec (standard library up to Python 3.12)
     assert ulaw == audioop.lin2ulaw(audioop.alaw2lin(alaw, 2), 2)
     async with asyncio.timeout(5):
         packet = await peer.arrivals.get()

@@ -54,6 +54,26 @@ async def test_default_policy_refuses_private_destinations(
     assert http.hits == []
 
 
+async def test_non_canonical_ipv4_literals_get_the_destination_error(
+    make_gateway: MakeGateway, peer: RtpPeer
+) -> None:
+    """``127.1``, ``0x7f000001``, ``017700000001``: inet_aton forms of 127.0.0.1 are refused as
+    destinations (31904), not as an unknown error."""
+    gw = await make_gateway(allow_destinations=())
+    hosts = ("127.1", "0x7f000001", "017700000001")
+    streams = "".join(f'<Start><Stream url="wss://{h}/x"/></Start>' for h in hosts)
+    created = await gw.create_call(peer, twiml=f"<Response>{streams}{PAUSE}</Response>")
+    async with asyncio.timeout(10):
+        while True:
+            errors = (await gw.call(created["sid"]))["errors"]
+            if len(errors) >= len(hosts):
+                break
+            await asyncio.sleep(0.05)
+    assert [e["code"] for e in errors] == [31904] * len(hosts), errors
+    assert all("non-canonical IPv4 literal for 127.0.0.1" in e["message"] for e in errors)
+    await gw.hangup(created["sid"])
+
+
 async def test_names_resolving_to_private_addresses_are_refused(
     make_gateway: MakeGateway, ws: WsServer, peer: RtpPeer
 ) -> None:

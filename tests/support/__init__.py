@@ -70,9 +70,17 @@ async def wait_http(url: str, timeout: float = 20.0, status: int = 200) -> None:
 class TurnpikeProcess:
     """A ``turnpike <command> …`` child process with its output kept for assertions."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
-        self.args = [sys.executable, "-m", "turnpike", *args]
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        fd_limit: int | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        # ``prefix`` runs it through another command (``ip netns exec NAME``, say).
+        self.args = [*prefix, sys.executable, "-m", "turnpike", *args]
         self.env = {**os.environ, **(env or {})}
+        self.fd_limit = fd_limit  # the child's open-file limit (RLIMIT_NOFILE), when given
         self.proc: asyncio.subprocess.Process | None = None
         self.output = bytearray()
         self._reader: asyncio.Task[None] | None = None
@@ -83,8 +91,15 @@ class TurnpikeProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=self.env,
+            preexec_fn=self._limit_fds if self.fd_limit is not None else None,
         )
         self._reader = asyncio.create_task(self._read())
+
+    def _limit_fds(self) -> None:
+        import resource
+
+        assert self.fd_limit is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -112,10 +127,14 @@ class TurnpikeProcess:
 
 @contextlib.asynccontextmanager
 async def turnpike(
-    args: Sequence[str], ready_url: str | None = None, env: dict[str, str] | None = None
+    args: Sequence[str],
+    ready_url: str | None = None,
+    env: dict[str, str] | None = None,
+    fd_limit: int | None = None,
+    prefix: Sequence[str] = (),
 ) -> AsyncIterator[TurnpikeProcess]:
     """Run ``turnpike`` with ``args`` until the block ends; waits for ``ready_url`` if given."""
-    process = TurnpikeProcess(args, env)
+    process = TurnpikeProcess(args, env, fd_limit, prefix)
     await process.start()
     try:
         if ready_url is not None:

@@ -12,6 +12,7 @@ asserted on a real cluster (pods cannot start).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -82,6 +83,35 @@ async def _install_crds(kube: k8s.Kube) -> None:
         else:
             body = {**crd, "metadata": {**crd["metadata"], **_rv(current)}}
             await kube.replace(k8s.CRDS, None, crd["metadata"]["name"], body)
+
+
+def _without_rules(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _without_rules(v) for k, v in schema.items() if k != "x-kubernetes-validations"}
+    if isinstance(schema, list):
+        return [_without_rules(v) for v in schema]
+    return schema
+
+
+@contextlib.asynccontextmanager
+async def older_crds(kube: k8s.Kube) -> AsyncIterator[None]:
+    """Turnpike's CRDs as an older release had them, without their CEL rules, for as long as
+    the block runs: how an object the current rules refuse can still exist (stored before an
+    upgrade), which is what the operator's own checks are for."""
+    stripped = {
+        name: _without_rules(crd)
+        for name, crd in crds.all_crds().items()
+        if crd["spec"]["group"] == crds.GROUP
+    }
+    try:
+        for crd in stripped.values():
+            current = await kube.get(k8s.CRDS, None, crd["metadata"]["name"])
+            assert current is not None
+            body = {**crd, "metadata": {**crd["metadata"], **_rv(current)}}
+            await kube.replace(k8s.CRDS, None, crd["metadata"]["name"], body)
+        yield
+    finally:
+        await _install_crds(kube)
 
 
 def _rv(obj: dict[str, Any]) -> dict[str, str]:

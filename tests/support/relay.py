@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -20,6 +22,7 @@ from turnpike.core.filewatch import FileWatcher
 from turnpike.core.keyring import parse_keyring
 from turnpike.relay import stun
 from turnpike.relay.auth import long_term_key
+from turnpike.relay.offload import Offload
 from turnpike.relay.server import RelayConfig, RelayServer
 from turnpike.relay.stun import Attr, Class, Method
 from turnpike.relay.transports import Listeners
@@ -72,7 +75,12 @@ async def relay_server(
         allow_peer=tuple(allow_peer),
         **overrides,
     )
-    server = RelayServer(config, lambda: watcher.current)
+    # TURNPIKE_TEST_OFFLOAD=tc runs every in-process relay with the kernel fast path on
+    # loopback (root only), so the whole relay suite can be run once with it and once without.
+    offload = Offload()
+    if os.environ.get("TURNPIKE_TEST_OFFLOAD") == "tc":
+        offload = Offload.start("tc", interfaces=[socket.if_nametoindex("lo")])
+    server = RelayServer(config, lambda: watcher.current, offload)
     listeners = Listeners(server)
     address = await listeners.listen("127.0.0.1", 0)
     server.start()
@@ -83,6 +91,7 @@ async def relay_server(
         await watcher.stop()
         await listeners.close()
         await server.close()
+        offload.close()
 
 
 class EchoPeer(asyncio.DatagramProtocol):

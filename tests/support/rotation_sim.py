@@ -101,11 +101,12 @@ class SimCluster:
         )
 
     async def create_secret(
-        self, namespace: str, name: str, keyring_json: str, annotations: Mapping[str, str]
+        self, namespace: str, name: str, keyring_json: str, annotations: Mapping[str, str | None]
     ) -> bool:
         if self.secret is not None:
             return False
-        self.secret = {"data": keyring_json, "annotations": dict(annotations)}
+        kept = {k: v for k, v in annotations.items() if v is not None}
+        self.secret = {"data": keyring_json, "annotations": kept}
         self.rv += 1
         return True
 

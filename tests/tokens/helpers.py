@@ -15,11 +15,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from turnpike.core.accounts import Accounts, parse_accounts
+from turnpike.core.edges import EdgeDirectory, parse_edges
 from turnpike.core.filewatch import FileWatcher
 from turnpike.core.keyring import Keyring, parse_keyring
+from turnpike.core.ratelimit import RateLimiter
 from turnpike.tokens.app import TokensConfig, create_app
-from turnpike.tokens.edges import EdgeDirectory, parse_edges
-from turnpike.tokens.ratelimit import RateLimiter
 
 ACCOUNT = "AC" + "0123456789abcdef" * 2
 TOKEN = "auth-token-for-tests-0001"
@@ -126,9 +126,9 @@ async def make_api(tmp_path: Path) -> AsyncIterator[ApiFactory]:
         registry = CollectorRegistry()
         clock = [1_700_000_000.0]
         limiter = (
-            RateLimiter(per_minute, burst, limiter_clock)
+            RateLimiter.per_minute(per_minute, burst, clock=limiter_clock)
             if limiter_clock
-            else RateLimiter(per_minute, burst)
+            else RateLimiter.per_minute(per_minute, burst)
         )
         app = create_app(
             TokensConfig(

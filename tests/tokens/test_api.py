@@ -355,8 +355,20 @@ async def test_no_secret_reaches_logs_or_errors(
         ("application/x-www-form-urlencoded; charset=utf-16", b"Ttl=600"),
         ("multipart/form-data", b"Ttl=60"),
         ("multipart/form-data; boundary=zz", b"--zz\r\ngarbage\r\n\r\n60\r\n--zz--\r\n"),
+        (
+            "multipart/form-data; boundary=zz",
+            b"--zz\r\nContent-Transfer-Encoding: bogus\r\n"
+            b"Content-Disposition: form-data; name=Ttl\r\n\r\n60\r\n--zz--\r\n",
+        ),
     ],
-    ids=["unknown-charset", "not-utf8", "odd-utf16", "no-boundary", "broken-part"],
+    ids=[
+        "unknown-charset",
+        "not-utf8",
+        "odd-utf16",
+        "no-boundary",
+        "broken-part",
+        "unknown-transfer-encoding",
+    ],
 )
 async def test_unreadable_body_is_400_not_500(
     make_api: ApiFactory, caplog: pytest.LogCaptureFixture, content_type: str, data: bytes
@@ -369,6 +381,18 @@ async def test_unreadable_body_is_400_not_500(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert api.metric("turnpike_tokens_failures_total", reason="bad_request") == 1
     assert api.metric("turnpike_tokens_failures_total", reason="error") == 0
+
+
+async def test_body_over_the_size_limit_is_413_not_400(make_api: ApiFactory) -> None:
+    # aiohttp's own answer to an oversized body passes through the body reader untouched.
+    api = await make_api()
+    headers = {"Authorization": AUTH, "Content-Type": "application/x-www-form-urlencoded"}
+    data = b"Ttl=60&Pad=" + b"x" * (2 * 1024 * 1024)
+    async with api.session.post(api.tokens_url(), data=data, headers=headers) as resp:
+        assert resp.status == 413
+        assert_error(await resp.json(), 413, 20413)  # in the hosted shape, like every error
+    assert api.metric("turnpike_tokens_failures_total", reason="bad_request") == 0
+    assert api.metric("turnpike_tokens_failures_total", reason="too_large") == 1
 
 
 async def test_edge_sent_as_a_file_is_400(make_api: ApiFactory) -> None:

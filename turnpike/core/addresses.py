@@ -37,6 +37,7 @@ DENIED_IPV4 = (
 DENIED_IPV6 = (
     "::/96",  # unspecified, loopback and the deprecated IPv4-compatible form
     "::ffff:0:0/96",  # IPv4-mapped: only ever judged after unmapping
+    "::ffff:0:0:0/96",  # IPv4-translated (RFC 2765 SIIT): never a destination on the wire
     "64:ff9b::/96",  # NAT64
     "64:ff9b:1::/48",
     "100::/64",
@@ -49,6 +50,7 @@ DENIED_IPV6 = (
     "5f00::/16",
     "fc00::/7",
     "fe80::/10",
+    "fec0::/10",  # site-local, deprecated (RFC 3879) but still routed inside some sites
     "ff00::/8",
 )
 

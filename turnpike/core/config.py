@@ -65,6 +65,17 @@ def cidr(text: str) -> str:
         raise argparse.ArgumentTypeError(f"not an IP network: {text!r}") from None
 
 
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (caps and counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return value
+
+
 def ip_address(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text))

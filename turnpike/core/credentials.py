@@ -77,3 +77,17 @@ def issue_credential(
     expiry = int(now) + ttl
     username = make_username(expiry, user, separator)
     return Credential(username, turn_password(secret, username), expiry, key_id)
+
+
+def token_user(account_sid: str, token_id: str) -> str:
+    """The user part the token API puts in a username: ``<AccountSid>:<token id>``."""
+    return f"{account_sid}:{token_id}"
+
+
+def account_of(user: str) -> str:
+    """The account a username's user part belongs to (the text before the first ``:``).
+
+    Relays count usage per account with it; a user part without one (a hand-made credential such
+    as ``alice``) is its own account.
+    """
+    return user.partition(":")[0]

@@ -59,11 +59,8 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server
-        assert server is not None
-        sockets: list[Any] = list(getattr(server, "sockets", []))
-        host, port = sockets[0].getsockname()[:2]
-        self.address = (host, port)
+        host, port = self._runner.addresses[0][:2]  # the bound port, when asked for port 0
+        self.address = (str(host), int(port))
         return self.address
 
     async def stop(self) -> None:

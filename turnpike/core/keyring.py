@@ -12,9 +12,11 @@ coturn's ``static-auth-secret`` and ``turnutils_uclient -W`` do.
 
 from __future__ import annotations
 
+import datetime
 import json
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,22 @@ _KEY_FIELDS = frozenset({"id", "secret", "signing"})
 
 class KeyringError(ValueError):
     """A keyring file that cannot be used; the message names the file and the problem."""
+
+
+def new_key_id(now: float, taken: Iterable[str] = ()) -> str:
+    """A readable id unique in ``taken``: when the key was made (UTC, to the second) plus four
+    random hex digits, e.g. ``k20261207134502-9f3a``."""
+    stamp = datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("k%Y%m%d%H%M%S")
+    taken = set(taken)
+    while True:
+        kid = f"{stamp}-{secrets.token_hex(2)}"
+        if kid not in taken:
+            return kid
+
+
+def new_secret() -> str:
+    """A fresh key secret: 256 random bits as URL-safe text (the HMAC key is its UTF-8 bytes)."""
+    return secrets.token_urlsafe(32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +91,11 @@ class Keyring:
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
-    def generate(cls, key_id: str | None = None) -> Keyring:
-        """A keyring with one fresh 256-bit random signing key."""
-        kid = key_id or time.strftime("k%Y%m%d%H%M%S", time.gmtime())
-        return cls((Key(kid, secrets.token_urlsafe(32), True),))
+    def generate(cls, key_id: str | None = None, now: float | None = None) -> Keyring:
+        """A keyring with one fresh signing key (`new_secret`), named ``key_id`` or by
+        `new_key_id` at ``now``."""
+        kid = key_id or new_key_id(time.time() if now is None else now)
+        return cls((Key(kid, new_secret(), True),))
 
     @classmethod
     def parse(cls, data: bytes | str, source: str = "keyring") -> Keyring:

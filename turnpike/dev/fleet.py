@@ -29,6 +29,7 @@ import aiohttp
 import ifaddr
 from aiohttp import web
 
+from turnpike.core import edges as directory
 from turnpike.core import sids
 from turnpike.core.keyring import Keyring
 from turnpike.dev.consumer import consumer_app
@@ -160,14 +161,13 @@ class Fleet:
         keyring.write_text(Keyring.generate("dev1").to_json())
         # One relay serves every entry; its plain TCP listener also answers the "443" entry,
         # which the hosted format writes as turn:…?transport=tcp.
-        ports = {"udp": self.ports.relay, "tcp": self.ports.relay, "tls": self.ports.relay}
-        edges = {
-            "global": {"host": self.host, "ports": ports},
-            "edges": [
-                {"name": "local", "location": "This machine", "host": self.host, "ports": ports}
-            ],
-        }
-        (self.work / "edges.json").write_text(json.dumps(edges, indent=2) + "\n")
+        relay = self.ports.relay
+        ports = directory.Ports(relay, relay, relay)
+        edges = directory.EdgeDirectory(
+            directory.Edge(directory.GLOBAL, self.host, ports=ports),
+            (directory.Edge("local", self.host, "This machine", ports),),
+        )
+        (self.work / "edges.json").write_text(edges.render())
         self.tls = make_dev_tls(self.work / "tls", self.host)
         self.recordings = self.work / "recordings"
         self.recordings.mkdir(exist_ok=True)

@@ -21,21 +21,21 @@ from importlib import resources
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from turnpike.core import sids
-from turnpike.core.accounts import Account, Accounts
-from turnpike.core.credentials import Credential
+from turnpike.core import errors, sids
+from turnpike.core.accounts import Account, Accounts, Principal, basic_credentials
+from turnpike.core.credentials import Credential, token_user
+from turnpike.core.edges import GLOBAL, EdgeDirectory
 from turnpike.core.health import health_app
 from turnpike.core.keyring import Keyring
-from turnpike.tokens import errors
-from turnpike.tokens.edges import GLOBAL, EdgeDirectory
-from turnpike.tokens.ratelimit import RateLimiter
+from turnpike.core.ratelimit import RateLimiter
+from turnpike.tokens.throttle import AuthThrottle
 
 log = logging.getLogger("turnpike.tokens")
 
 T_co = TypeVar("T_co", covariant=True)
+T = TypeVar("T")
 
 DEFAULT_TTL = 86400
 MAX_TTL = 86400
@@ -43,8 +43,6 @@ CHECK_TTL = 600
 TOKENS_PATH = "/2010-04-01/Accounts/{account_sid}/Tokens.json"
 CHECK_PATH = "/check/ice-servers"
 _DIGITS = re.compile(r"[0-9]{1,9}")
-_BODY_ERRORS = (ValueError, LookupError, HttpProcessingError)
-"""What reading a malformed body raises: bad encoding or charset, broken multipart."""
 
 
 class Current(Protocol[T_co]):
@@ -88,7 +86,9 @@ class TokensMetrics:
             "not_found",
             "bad_request",
             "rate_limited",
+            "auth_throttled",
             "method_not_allowed",
+            "too_large",
             "error",
         ):
             self.failures.labels(reason)
@@ -102,6 +102,8 @@ class TokensConfig:
     accounts: Current[Accounts]
     edges: Current[EdgeDirectory]
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0))
+    throttle: AuthThrottle = field(default_factory=AuthThrottle)
+    """Failed authentication per source IP and per claimed account."""
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     clock: Callable[[], float] = time.time
     ready: Callable[[], bool] = lambda: True
@@ -126,7 +128,7 @@ def create_app(config: TokensConfig) -> web.Application:
         app = health_app(config.registry, config.ready, lambda: status_report(config))
     else:
         app = web.Application()
-    app.middlewares.append(_errors_middleware)
+    app.middlewares.append(errors.middleware(log, _count_error))
     app[CONFIG] = config
     app[METRICS] = TokensMetrics(config.registry)
     app.router.add_route("*", TOKENS_PATH, _tokens)
@@ -139,27 +141,26 @@ def create_app(config: TokensConfig) -> web.Application:
     return app
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure leaves in the hosted error shape; unexpected ones are logged, never echoed."""
-    try:
-        return await handler(request)
-    except errors.ApiError as exc:
-        error = exc
-    except web.HTTPNotFound:
-        error = errors.not_found(request.path)
-    except web.HTTPMethodNotAllowed as exc:
-        error = errors.method_not_allowed(request.method, ", ".join(sorted(exc.allowed_methods)))
-    except web.HTTPException:
-        raise
-    except Exception:
-        log.exception("token request failed")
-        error = errors.internal_error()
+def _count_error(request: web.Request, error: errors.ApiError) -> None:
     request.app[METRICS].failures.labels(error.reason).inc()
-    return error.response()
+
+
+REALM = "Turnpike API"
+
+
+def _authenticate(
+    request: web.Request, header: str | None, claimed: str, challenge: bool = True
+) -> Principal:
+    """The caller's principal; a failure counts against its source and the account it claimed."""
+    config = request.app[CONFIG]
+    principal = config.accounts.current.authenticate(header)
+    if principal is not None:
+        return principal
+    wait = config.throttle.failed(request.remote or "", claimed)
+    if wait is not None:
+        message = "Too many failed authentication attempts"
+        raise errors.too_many_requests(wait, message, reason="auth_throttled")
+    raise errors.unauthenticated(REALM, challenge)
 
 
 def _account_for(
@@ -169,7 +170,7 @@ def _account_for(
         return principal_account
     if not sids.is_sid(path_sid, sids.ACCOUNT) or config.accounts.current.get(path_sid) is None:
         raise errors.not_found(path)
-    raise errors.forbidden()
+    raise errors.forbidden("The credentials given do not belong to the account in the URL")
 
 
 def _ttl(form: Mapping[str, Any], default: int) -> int:
@@ -192,7 +193,7 @@ def _rate_limit(config: TokensConfig, account_sid: str) -> None:
 
 def _issue(config: TokensConfig, account_sid: str, ttl: int, now: float) -> Credential:
     token_id = secrets.token_hex(8)
-    credential = config.keyring.current.issue(f"{account_sid}:{token_id}", ttl, now)
+    credential = config.keyring.current.issue(token_user(account_sid, token_id), ttl, now)
     log.info(
         "issued token %s for %s",
         token_id,
@@ -210,18 +211,16 @@ async def _tokens(request: web.Request) -> web.Response:
     config, metrics = request.app[CONFIG], request.app[METRICS]
     with metrics.latency.labels("api").time():
         if request.method != "POST":
-            raise errors.method_not_allowed(request.method)
-        principal = config.accounts.current.authenticate(request.headers.get("Authorization"))
-        if principal is None:
-            raise errors.unauthenticated()
+            raise errors.method_not_allowed(request.method, "POST")
+        header = request.headers.get("Authorization")
+        creds = basic_credentials(header)
+        claimed = creds[0] if creds else request.match_info["account_sid"]
+        principal = _authenticate(request, header, claimed)
         account = _account_for(
             config, principal.account, request.match_info["account_sid"], request.path
         )
         _rate_limit(config, account.sid)
-        try:
-            form = await request.post()
-        except _BODY_ERRORS:
-            raise errors.bad_parameter("The body is not a readable form-encoded body") from None
+        form = await _body(request.post(), "The body is not a readable form-encoded body")
         ttl = _ttl(form, DEFAULT_TTL)
         edge_name = form.get("Edge", GLOBAL)
         edge = config.edges.current.get(edge_name) if isinstance(edge_name, str) else None
@@ -243,6 +242,19 @@ async def _tokens(request: web.Request) -> web.Response:
         return web.json_response(body, status=201, headers={"Cache-Control": "no-store"})
 
 
+async def _body(reading: Awaitable[T], problem: str) -> T:
+    """The request body as ``reading`` parses it; a body it cannot parse is a 400 saying
+    ``problem``. aiohttp documents no exception types for malformed bodies (a bad charset, a
+    broken multipart part or header, an unknown transfer encoding each raise something else), so
+    anything but its own HTTP answers (413: the body is over the size limit) means exactly that."""
+    try:
+        return await reading
+    except web.HTTPException:
+        raise
+    except Exception:
+        raise errors.bad_parameter(problem) from None
+
+
 async def _check_ice_servers(request: web.Request) -> web.Response:
     """The check page's same-origin endpoint: SID and token in a JSON body, answered once.
 
@@ -252,16 +264,13 @@ async def _check_ice_servers(request: web.Request) -> web.Response:
     config, metrics = request.app[CONFIG], request.app[METRICS]
     with metrics.latency.labels("check").time():
         if request.method != "POST":
-            raise errors.method_not_allowed(request.method)
+            raise errors.method_not_allowed(request.method, "POST")
         if request.content_type != "application/json":
             raise errors.bad_parameter("Send a JSON body with accountSid and authToken")
-        try:
-            doc = await request.json()
-        except _BODY_ERRORS:
-            raise errors.bad_parameter("The body is not valid JSON") from None
+        doc = await _body(request.json(), "The body is not valid JSON")
         if not isinstance(doc, dict):
             raise errors.bad_parameter("Send a JSON body with accountSid and authToken")
-        account = _check_account(config, doc)
+        account = _check_account(request, doc)
         _rate_limit(config, account.sid)
         now = config.clock()
         credential = _issue(config, account.sid, config.check_ttl, now)
@@ -283,21 +292,19 @@ async def _check_ice_servers(request: web.Request) -> web.Response:
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
 
-def _check_account(config: TokensConfig, doc: dict[str, Any]) -> Account:
+def _check_account(request: web.Request, doc: dict[str, Any]) -> Account:
+    config = request.app[CONFIG]
     accounts = config.accounts.current
     if doc.get("dev") is True:
         account = accounts.get(config.dev_account) if config.dev_account else None
         if account is None:
-            raise errors.unauthenticated(challenge=False)
+            raise errors.unauthenticated(REALM, challenge=False)
         return account
     sid, token = doc.get("accountSid"), doc.get("authToken")
     if not isinstance(sid, str) or not isinstance(token, str) or not sid or not token:
         raise errors.bad_parameter("Enter an account SID (or API key SID) and its token")
     basic = base64.b64encode(f"{sid.strip()}:{token.strip()}".encode()).decode()
-    principal = accounts.authenticate(f"Basic {basic}")
-    if principal is None:
-        raise errors.unauthenticated(challenge=False)
-    return principal.account
+    return _authenticate(request, f"Basic {basic}", sid.strip(), challenge=False).account
 
 
 async def _check_config(request: web.Request) -> web.Response:

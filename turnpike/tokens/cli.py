@@ -68,6 +68,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="requests an account may make at once before the limit applies (default 60)",
     )
     parser.add_argument(
+        "--auth-failures-per-source",
+        type=_positive_float,
+        default=20.0,
+        metavar="PER_MINUTE",
+        help="failed logins a minute per source IP before 429 (0: no limit; default 20)",
+    )
+    parser.add_argument(
+        "--auth-failures-per-account",
+        type=_positive_float,
+        default=60.0,
+        metavar="PER_MINUTE",
+        help="failed logins a minute per claimed account before 429 (0: no limit; default 60)",
+    )
+    parser.add_argument(
         "--check-ttl",
         type=_ttl,
         default=600,

@@ -12,13 +12,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from turnpike.core.accounts import Accounts, parse_accounts
+from turnpike.core.edges import parse_edges
 from turnpike.core.filewatch import FileWatcher
 from turnpike.core.health import HealthServer
 from turnpike.core.keyring import parse_keyring
+from turnpike.core.ratelimit import RateLimiter
 from turnpike.core.sids import ACCOUNT, is_sid
 from turnpike.tokens.app import TokensConfig, create_app, status_report
-from turnpike.tokens.edges import parse_edges
-from turnpike.tokens.ratelimit import RateLimiter
+from turnpike.tokens.throttle import AuthThrottle
 
 log = logging.getLogger("turnpike.tokens")
 
@@ -39,7 +40,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
     if args.rate_burst < 1:
         log.error("--rate-burst must be at least 1")
         return 2
-    limiter = RateLimiter(args.rate_limit, args.rate_burst)
+    limiter = RateLimiter.per_minute(args.rate_limit, args.rate_burst)
 
     def forget_removed(accounts: Accounts) -> None:
         limiter.forget(lambda sid: accounts.get(sid) is not None)
@@ -62,6 +63,9 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event) -> int:
         accounts=accounts,
         edges=edges,
         limiter=limiter,
+        throttle=AuthThrottle.per_minute(
+            args.auth_failures_per_source, args.auth_failures_per_account
+        ),
         registry=registry,
         ready=lambda: not draining,
         serve_health=args.metrics is None,

@@ -3,8 +3,12 @@
 ``deploy/crds/*.yaml`` are generated from here (``python -m turnpike.operator.crds deploy/crds``)
 and a test keeps them equal; the Helm chart copies those files. The schemas are structural (every
 field typed, defaults in the schema so ``kubectl get -o yaml`` shows what the operator will use)
-and say in CEL what plain OpenAPI cannot: ordered port ranges and mutually exclusive fields.
-CEL rules stay free of list iteration so the API server's cost estimate never rejects them.
+and say in CEL what plain OpenAPI cannot: that an address really is an IP address or CIDR, ordered
+port ranges, listener ports that do not collide, mutually exclusive fields — each with a message
+that names the field and, where CEL can, the value. Only CEL that every supported API server
+(1.27+) compiles is used: ``matches()`` rather than the 1.31 ``isCIDR()``, and list macros only
+over short, bounded lists, so the server's cost estimate never rejects a rule. The operator
+repeats every check (``model.py``) for objects stored before a rule existed.
 """
 
 from __future__ import annotations
@@ -21,8 +25,25 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 Schema = dict[str, Any]
 
-# An address or CIDR; the operator parses it properly and reports a Degraded condition on nonsense.
-_CIDR_PATTERN = r"^[0-9a-fA-F:.]+(/[0-9]{1,3})?$"
+
+def _ipv6() -> str:
+    """An RE2-and-Python regex of an IPv6 address in any ``::`` compression (no dotted tail)."""
+    group = "[0-9a-fA-F]{1,4}"
+    forms = [f"({group}:){{7}}{group}"]
+    for left in range(8):  # groups before the ``::``
+        head = "::" if left == 0 else f"({group}:){{{left}}}:"
+        room = 7 - left  # ``::`` stands for at least one group
+        tail = f"({group}(:{group}){{0,{room - 1}}})?" if room else ""
+        forms.append(head + tail)
+    return "(" + "|".join(forms) + ")"
+
+
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_CIDR = f"{_OCTET}([.]{_OCTET}){{3}}(/(3[0-2]|[12]?[0-9]))?"
+_IPV6_CIDR = f"{_ipv6()}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?"
+# An IP address or CIDR: IPv4 with a prefix of at most 32, IPv6 with at most 128. Written with
+# character classes, not backslashes, so the same text is valid in CEL, RE2 and Python.
+CIDR_REGEX = f"^({_IPV4_CIDR}|{_IPV6_CIDR})$"
 _HOSTNAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 
@@ -46,7 +67,19 @@ def _cidrs(description: str) -> Schema:
         "type": "array",
         "description": description,
         "maxItems": 256,
-        "items": {"type": "string", "pattern": _CIDR_PATTERN, "maxLength": 64},
+        "items": {
+            "type": "string",
+            "maxLength": 64,
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches('{CIDR_REGEX}')",
+                    "message": "must be an IP address or CIDR, such as 192.0.2.0/24 or "
+                    "2001:db8::/32 (prefix at most 32 for IPv4, 128 for IPv6)",
+                    "messageExpression": "'\"' + self + '\" is not an IP address or CIDR, such "
+                    "as 192.0.2.0/24 or 2001:db8::/32 (prefix at most 32 for IPv4, 128 for IPv6)'",
+                }
+            ],
+        },
     }
 
 
@@ -81,13 +114,32 @@ def _free_form(description: str, kind: str = "object") -> Schema:
     }
 
 
-def _workload_fields() -> dict[str, Schema]:
+# Starting points, not measured sizing: requests so the scheduler places pods sensibly, a memory
+# limit so a leak cannot take the node, and no CPU limit (throttling a relay adds jitter).
+RELAY_RESOURCES = {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+GATEWAY_RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+
+
+def _workload_fields(resources: dict[str, Any]) -> dict[str, Schema]:
     return {
         "image": _string("container image; the operator's own image when empty", maxLength=512),
         "imagePullPolicy": _string(
             "image pull policy", enum=["Always", "IfNotPresent", "Never"], default="IfNotPresent"
         ),
-        "resources": _free_form("container resources (requests and limits)"),
+        "resources": {
+            **_free_form("container resources (requests and limits); {} for none"),
+            "default": resources,
+        },
+        "priorityClassName": _string(
+            "PriorityClass of the pods (none when empty)",
+            maxLength=253,
+            pattern=_HOSTNAME_PATTERN,
+        ),
+        "topologySpreadConstraints": _free_form(
+            "how the pods spread over failure domains; by default across zones and nodes, as "
+            "far as the cluster allows ([] for none)",
+            "array",
+        ),
         "nodeSelector": {
             "type": "object",
             "description": "node labels the pods must match",
@@ -96,6 +148,55 @@ def _workload_fields() -> dict[str, Schema]:
         "affinity": _free_form("pod affinity rules"),
         "tolerations": _free_form("pod tolerations", "array"),
     }
+
+
+def _service(split: bool) -> Schema:
+    """How the pods are exposed: what clouds need on a Service to give it the right kind of
+    load balancer (annotations, class), who may reach it, and for relays whether UDP and TCP get
+    a Service each (clouds whose load balancers take one protocol only)."""
+    properties: dict[str, Schema] = {
+        "annotations": {
+            "type": "object",
+            "description": "annotations for the Service(s), e.g. a cloud's load balancer type",
+            "additionalProperties": {"type": "string"},
+        },
+        "loadBalancerClass": _string(
+            "load balancer implementation (spec.loadBalancerClass); fixed once the Service "
+            "exists: changing it means deleting the Service",
+            maxLength=253,
+        ),
+        "loadBalancerSourceRanges": _cidrs("client ranges the load balancer admits (all if empty)"),
+    }
+    if split:
+        properties["splitProtocols"] = {
+            "type": "boolean",
+            "description": "one LoadBalancer Service for UDP (-udp) and one for TCP/TLS (-tcp) "
+            "instead of one with both protocols",
+            "default": False,
+        }
+        description = "the relays' LoadBalancer Service(s); unused with hostNetwork"
+    else:
+        properties["type"] = _string(
+            "ClusterIP (in-cluster media servers) or LoadBalancer",
+            enum=["ClusterIP", "LoadBalancer"],
+            default="ClusterIP",
+        )
+        description = "the gateway's Service"
+    schema: Schema = {
+        "type": "object",
+        "description": description,
+        "default": {},
+        "properties": properties,
+    }
+    if not split:
+        schema["x-kubernetes-validations"] = [
+            {
+                "rule": "self.type == 'LoadBalancer' || !(has(self.loadBalancerClass) "
+                "|| has(self.loadBalancerSourceRanges))",
+                "message": "loadBalancerClass and loadBalancerSourceRanges need type LoadBalancer",
+            }
+        ]
+    return schema
 
 
 def _conditions() -> Schema:
@@ -172,6 +273,7 @@ def relay_edge_spec() -> Schema:
                         "type": "array",
                         "description": "TURN over TLS ports (used when tlsSecretName is set)",
                         "maxItems": 4,
+                        "x-kubernetes-list-type": "set",
                         "default": [443, 5349],
                         "items": _port("TLS port"),
                     },
@@ -228,7 +330,8 @@ def relay_edge_spec() -> Schema:
                 minimum=0,
                 default=3600,
             ),
-            **_workload_fields(),
+            "service": _service(split=True),
+            **_workload_fields(RELAY_RESOURCES),
         },
         "x-kubernetes-validations": [
             {
@@ -237,8 +340,46 @@ def relay_edge_spec() -> Schema:
                 "message": "hostNetwork relays have no LoadBalancer: use addresses.source "
                 "NodeExternalIP or addresses.static",
             },
+            *_listener_rules(),
         ],
     }
+
+
+_TLS_ON = "has(self.tlsSecretName) && self.tlsSecretName != ''"
+
+
+def _in_relay_range(port: str) -> str:
+    return f"self.relayPorts.min <= {port} && {port} <= self.relayPorts.max"
+
+
+def _listener_rules() -> list[Schema]:
+    """Listener ports that would make a relay fail to start with "Address already in use"."""
+    relay_range = "'relayPorts ' + string(self.relayPorts.min) + '-' + string(self.relayPorts.max)"
+    return [
+        {
+            "rule": f"!({_TLS_ON}) || !(self.ports.tcp in self.ports.tls)",
+            "message": "ports.tcp must not also be a TLS port (ports.tls): TURN over TCP and "
+            "TURN over TLS need different ports",
+            "messageExpression": "'ports.tcp ' + string(self.ports.tcp) + ' is also in ports.tls: "
+            "TURN over TCP and TURN over TLS need different ports'",
+        },
+        *(
+            {
+                "rule": f"!({_in_relay_range(f'self.ports.{proto}')})",
+                "message": f"relayPorts must not include the ports.{proto} listener port",
+                "messageExpression": f"{relay_range} + ' include the ports.{proto} listener "
+                f"port ' + string(self.ports.{proto}) + ': relayed ports and listener ports must "
+                "not overlap'",
+            }
+            for proto in ("udp", "tcp")
+        ),
+        {
+            "rule": f"!({_TLS_ON}) || !self.ports.tls.exists(p, {_in_relay_range('p')})",
+            "message": "relayPorts must not include a ports.tls listener port",
+            "messageExpression": f"{relay_range} + ' include a ports.tls listener port: relayed "
+            "ports and listener ports must not overlap'",
+        },
+    ]
 
 
 def stream_gateway_spec() -> Schema:
@@ -280,13 +421,24 @@ def stream_gateway_spec() -> Schema:
                     }
                 ],
             },
-            **_workload_fields(),
+            "service": _service(split=False),
+            **_workload_fields(GATEWAY_RESOURCES),
         },
     }
 
 
 def _ready_column() -> dict[str, Any]:
     return {"name": "Ready", "type": "string", "jsonPath": ".status.ready"}
+
+
+def _status_column() -> dict[str, Any]:
+    """The Degraded condition's reason: AsExpected, or what is wrong (InvalidSpec, …)."""
+    return {
+        "name": "Status",
+        "type": "string",
+        "description": "reason of the Degraded condition: AsExpected, or what is wrong",
+        "jsonPath": '.status.conditions[?(@.type=="Degraded")].reason',
+    }
 
 
 def _crd(
@@ -350,11 +502,21 @@ def relay_edge_crd() -> dict[str, Any]:
         "relayedges",
         ["redge", "edge"],
         relay_edge_spec(),
-        {"hostname": {"type": "string"}, "keyring": {"type": "string"}},
+        {
+            "hostname": {"type": "string"},
+            "keyring": {"type": "string"},
+            "publication": {
+                "type": "object",
+                "description": "what the edge publishes (ranges, directory) as of its last "
+                "valid spec; kept while a newer spec is invalid",
+                "x-kubernetes-preserve-unknown-fields": True,
+            },
+        },
         [
             {"name": "Location", "type": "string", "jsonPath": ".spec.location"},
             {"name": "Hostname", "type": "string", "jsonPath": ".spec.publicHostname"},
             _ready_column(),
+            _status_column(),
             {"name": "Addresses", "type": "string", "jsonPath": ".status.addresses"},
         ],
     )
@@ -371,6 +533,7 @@ def stream_gateway_crd() -> dict[str, Any]:
             {"name": "Edge", "type": "string", "jsonPath": ".spec.edge"},
             {"name": "Location", "type": "string", "jsonPath": ".status.location"},
             _ready_column(),
+            _status_column(),
             {"name": "Addresses", "type": "string", "jsonPath": ".status.addresses"},
         ],
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from turnpike.operator import labels
+from turnpike.operator import labels, placement
 from turnpike.operator.model import StreamGateway
 from turnpike.operator.relay import config_hash, pod_security
 
@@ -75,12 +75,7 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
         "enableServiceLinks": False,
         "securityContext": pod_security(),
     }
-    if gateway.workload.node_selector:
-        pod_spec["nodeSelector"] = gateway.workload.node_selector
-    if gateway.workload.affinity:
-        pod_spec["affinity"] = gateway.workload.affinity
-    if gateway.workload.tolerations:
-        pod_spec["tolerations"] = list(gateway.workload.tolerations)
+    pod_spec.update(placement.scheduling(gateway.workload, labels.gateway_selector(gateway.name)))
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -100,23 +95,26 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
 
 
 def service(gateway: StreamGateway, owner: Obj) -> Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _metadata(gateway, owner),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": labels.gateway_selector(gateway.name),
-            "ports": [
-                {
-                    "name": "http",
-                    "port": gateway.port,
-                    "targetPort": gateway.port,
-                    "protocol": "TCP",
-                }
-            ],
-        },
+    """ClusterIP for media servers in the cluster, or a LoadBalancer with the cloud settings of
+    ``spec.service``."""
+    meta = _metadata(gateway, owner)
+    if gateway.exposure.annotations:
+        meta["annotations"] = placement.service_annotations(gateway.exposure)
+    spec: Obj = {
+        "type": gateway.exposure.type,
+        "selector": labels.gateway_selector(gateway.name),
+        "ports": [
+            {
+                "name": "http",
+                "port": gateway.port,
+                "targetPort": gateway.port,
+                "protocol": "TCP",
+            }
+        ],
     }
+    if gateway.exposure.type == "LoadBalancer":
+        spec.update(placement.load_balancer_fields(gateway.exposure))
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
 
 
 def children(gateway: StreamGateway, owner: Obj) -> list[Obj]:

@@ -42,7 +42,28 @@ def _owner(body: Any) -> tuple[str, str] | None:
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, resync: float) -> None:
-    async def reconcile(kind: str, namespace: str, name: str) -> None:
+    for plural, kind in (("relayedges", EDGE), ("streamgateways", GATEWAY)):
+        _register_owner(registry, reconciler, resync, plural, kind)
+    child_event = _child_events(reconciler)
+    for group, version, plural in CHILD_KINDS:
+        kopf.on.event(group, version, plural, registry=registry, labels=labels.MANAGED, id="drift")(
+            child_event
+        )
+    kopf.on.event("", "v1", "pods", registry=registry, labels=labels.MANAGED, id="placement")(
+        _pod_events(reconciler)
+    )
+    kopf.on.event("", "v1", "nodes", registry=registry, id="addresses")(_node_events(reconciler))
+
+
+def _register_owner(
+    registry: kopf.OperatorRegistry, reconciler: Reconciler, resync: float, plural: str, kind: str
+) -> None:
+    """Create, update and resume reconcile; delete republishes the namespace without the object;
+    a timer resyncs."""
+
+    async def changed(namespace: str | None, name: str, **_: Any) -> None:
+        if namespace is None:
+            return  # RelayEdges and StreamGateways are namespaced: never the case
         try:
             await reconciler.run(kind, namespace, name)
         except SpecError as exc:
@@ -50,37 +71,36 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, resync: fl
         except k8s.ApiError as exc:
             raise kopf.TemporaryError(str(exc), delay=reconciler.ctx.config.retry_delay) from None
 
-    def handlers_for(kind: str) -> tuple[Any, Any, Any]:
-        async def changed(namespace: str, name: str, **_: Any) -> None:
-            await reconcile(kind, namespace, name)
+    async def deleted(namespace: str | None, name: str, **_: Any) -> None:
+        if namespace is None:
+            return
+        try:
+            await reconciler.run(NAMESPACE, namespace, "")
+        except k8s.ApiError as exc:
+            raise kopf.TemporaryError(str(exc), delay=1) from None
+        if kind == EDGE:
+            await reconciler.wake_gateways(namespace, name)
 
-        async def deleted(namespace: str, name: str, **_: Any) -> None:
-            try:
-                await reconciler.run(NAMESPACE, namespace, "")
-            except k8s.ApiError as exc:
-                raise kopf.TemporaryError(str(exc), delay=1) from None
-            if kind == EDGE:
-                await reconciler.wake_gateways(namespace, name)
-
-        async def resync(namespace: str, name: str, **_: Any) -> None:
+    async def resync_one(namespace: str | None, name: str, **_: Any) -> None:
+        if namespace is not None:
             reconciler.schedule(kind, namespace, name)
 
-        return changed, deleted, resync
+    for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
+        decorator(GROUP, VERSION, plural, registry=registry, id="reconcile")(changed)
+    kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="unpublish")(deleted)
+    kopf.timer(
+        GROUP,
+        VERSION,
+        plural,
+        registry=registry,
+        id="resync",
+        interval=resync,
+        initial_delay=resync,
+    )(resync_one)
 
-    for plural, kind in (("relayedges", EDGE), ("streamgateways", GATEWAY)):
-        changed, deleted, resync_fn = handlers_for(kind)
-        for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
-            decorator(GROUP, VERSION, plural, registry=registry, id="reconcile")(changed)
-        kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="unpublish")(deleted)
-        kopf.timer(
-            GROUP,
-            VERSION,
-            plural,
-            registry=registry,
-            id="resync",
-            interval=resync,
-            initial_delay=resync,
-        )(resync_fn)
+
+def _child_events(reconciler: Reconciler) -> Any:
+    """A child changed: reconcile its owner; a published ConfigMap changed: republish."""
 
     async def child_event(body: Any, type: Any, namespace: str | None, **_: Any) -> None:
         if namespace is None:
@@ -95,11 +115,11 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, resync: fl
         elif published and type in ("DELETED", "MODIFIED"):
             reconciler.schedule(NAMESPACE, namespace, "")
 
-    for group, version, plural in CHILD_KINDS:
-        kopf.on.event(group, version, plural, registry=registry, labels=labels.MANAGED, id="drift")(
-            child_event
-        )
+    return child_event
 
+
+def _pod_events(reconciler: Reconciler) -> Any:
+    """A relay or gateway pod moved: reconcile its edge or gateway (addresses come from nodes)."""
     placements: dict[str, tuple[Any, ...]] = {}
 
     async def pod_event(body: Any, type: Any, namespace: str | None, **_: Any) -> None:
@@ -125,14 +145,15 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, resync: fl
         elif labels.EDGE in pod_labels:
             reconciler.schedule(EDGE, namespace, pod_labels[labels.EDGE])
 
-    kopf.on.event("", "v1", "pods", registry=registry, labels=labels.MANAGED, id="placement")(
-        pod_event
-    )
+    return pod_event
 
+
+def _node_events(reconciler: Reconciler) -> Any:
+    """A node's addresses or pod CIDRs changed: they feed every edge's published ranges and deny
+    list, so reconcile everything served."""
     fingerprints: dict[str, Any] = {}
 
     async def node_event(body: Any, type: Any, name: str, **_: Any) -> None:
-        # A node's addresses or pod CIDRs feed every edge's published ranges and deny list.
         spec, status = body.get("spec") or {}, body.get("status") or {}
         fingerprint = (
             type == "DELETED",
@@ -148,7 +169,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, resync: fl
         for kind, namespace, obj_name in await _served_objects(reconciler):
             reconciler.schedule(kind, namespace, obj_name)
 
-    kopf.on.event("", "v1", "nodes", registry=registry, id="addresses")(node_event)
+    return node_event
 
 
 async def _served_objects(reconciler: Reconciler) -> list[tuple[str, str, str]]:

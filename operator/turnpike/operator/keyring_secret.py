@@ -23,18 +23,15 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from turnpike.core.keyring import Keyring
+from turnpike.operator import conditions, labels
 from turnpike.operator.kube import EVENTS, PODS, RELAY_EDGES, SECRETS, ApiError, Kube
-from turnpike.operator.rotation_state import PodReport, report_from_ready
+from turnpike.operator.rotation_state import PodReport, initial, report_from_ready
 
-DATA_KEY = "keyring.json"
+DATA_KEY = labels.KEYRING_KEY
 CONSUMER_LABEL = "turnpike.io/keyring"
 HEALTH_PORT_ANNOTATION = "turnpike.io/health-port"
 HEALTH_PORT_NAMES = ("health", "metrics")
-SECRET_LABELS = {
-    "app.kubernetes.io/name": "turnpike",
-    "app.kubernetes.io/component": "keyring",
-    "app.kubernetes.io/managed-by": "turnpike-operator",
-}
 COMPONENT = "turnpike-operator"
 PROBE_TIMEOUT = 3.0
 
@@ -86,9 +83,9 @@ class Cluster(Protocol):
     async def read_secret(self, namespace: str, name: str) -> SecretView | None: ...
 
     async def create_secret(
-        self, namespace: str, name: str, keyring_json: str, annotations: Mapping[str, str]
+        self, namespace: str, name: str, keyring_json: str, annotations: Mapping[str, str | None]
     ) -> bool:
-        """Create the Secret; False if it already exists."""
+        """Create the Secret (annotations set to None are left out); False if it exists."""
         ...
 
     async def write_secret(
@@ -109,6 +106,32 @@ class Cluster(Protocol):
     ) -> None: ...
 
     async def publish(self, namespace: str, summary: KeyringSummary) -> None: ...
+
+
+def secret_body(
+    namespace: str, name: str, keyring_json: str, annotations: Mapping[str, str | None]
+) -> Obj:
+    """The keyring Secret as the operator creates it: its one shape and its labels."""
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels.keyring_labels(),
+            "annotations": {k: v for k, v in annotations.items() if v is not None},
+        },
+        "type": "Opaque",
+        "data": {DATA_KEY: base64.b64encode(keyring_json.encode()).decode()},
+    }
+
+
+async def ensure_secret(cluster: Cluster, namespace: str, name: str, now: float) -> Keyring | None:
+    """Create the namespace's keyring Secret with one fresh signing key and the rotation state
+    of a new keyring, unless it exists; the keyring created, or None."""
+    if await cluster.read_secret(namespace, name) is not None:
+        return None
+    keyring, state = initial(now)
+    created = await cluster.create_secret(namespace, name, keyring.to_json(), state.annotations())
+    return keyring if created else None
 
 
 def _now_rfc3339() -> str:
@@ -217,18 +240,9 @@ class KubeCluster:
         )
 
     async def create_secret(
-        self, namespace: str, name: str, keyring_json: str, annotations: Mapping[str, str]
+        self, namespace: str, name: str, keyring_json: str, annotations: Mapping[str, str | None]
     ) -> bool:
-        body: Obj = {
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": dict(SECRET_LABELS),
-                "annotations": dict(annotations),
-            },
-            "type": "Opaque",
-            "data": {DATA_KEY: base64.b64encode(keyring_json.encode()).decode()},
-        }
+        body = secret_body(namespace, name, keyring_json, annotations)
         try:
             await self.kube.create(SECRETS, namespace, body)
         except ApiError as exc:
@@ -332,17 +346,18 @@ class KubeCluster:
             raise
 
     async def publish(self, namespace: str, summary: KeyringSummary) -> None:
-        """Keyring fields and the rotation's Degraded condition on every RelayEdge's status."""
+        """Keyring fields and rotation's verdict on Degraded on every RelayEdge's status."""
         for edge in await self._edges(namespace):
             status = edge.get("status") or {}
             want = summary.status()
-            conditions = list(status.get("conditions") or [])
-            new_conditions = merge_condition(conditions, summary.blocked)
-            if all(status.get(k) == v for k, v in want.items()) and new_conditions == conditions:
+            before = list(status.get("conditions") or [])
+            generation = edge["metadata"].get("generation")
+            after = conditions.with_rotation_verdict(before, summary.blocked, generation)
+            if all(status.get(k) == v for k, v in want.items()) and after == before:
                 continue
             patch: Obj = {"status": {**want}}
-            if new_conditions != conditions:
-                patch["status"]["conditions"] = new_conditions
+            if after != before:
+                patch["status"]["conditions"] = after
                 # Conditions are a list, replaced whole by a merge patch: only write them against
                 # the version we read, so another writer's condition is never lost.
                 patch["metadata"] = {"resourceVersion": edge["metadata"]["resourceVersion"]}
@@ -353,44 +368,6 @@ class KubeCluster:
             except ApiError as exc:
                 if exc.status not in (404, 409):
                     raise
-
-
-BLOCKED_REASON = "KeyRotationBlocked"
-
-
-def merge_condition(conditions: list[Obj], blocked: str | None) -> list[Obj]:
-    """Set Degraded=True (reason KeyRotationBlocked) while rotation is blocked; when it clears,
-    set Degraded back to False only if rotation was the reason, leaving other causes alone."""
-    out = [dict(c) for c in conditions]
-    current = next((c for c in out if c.get("type") == "Degraded"), None)
-    if blocked is not None:
-        if current is not None and current.get("status") == "True":
-            if current.get("reason") != BLOCKED_REASON:
-                return out  # already degraded for another reason; the Event still tells
-            if current.get("message") == blocked:
-                return out
-        fresh = {
-            "type": "Degraded",
-            "status": "True",
-            "reason": BLOCKED_REASON,
-            "message": blocked,
-            "lastTransitionTime": _now_rfc3339(),
-        }
-    elif current is not None and current.get("reason") == BLOCKED_REASON:
-        fresh = {
-            "type": "Degraded",
-            "status": "False",
-            "reason": "KeyRotated",
-            "message": "keyring rotation is no longer blocked",
-            "lastTransitionTime": _now_rfc3339(),
-        }
-    else:
-        return out
-    if current is None:
-        return [*out, fresh]
-    if current.get("status") == fresh["status"]:
-        fresh["lastTransitionTime"] = current.get("lastTransitionTime", fresh["lastTransitionTime"])
-    return [fresh if c is current else c for c in out]
 
 
 async def probe_all(cluster: Cluster, consumers: list[Consumer]) -> list[PodReport]:

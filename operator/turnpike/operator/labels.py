@@ -58,6 +58,10 @@ def published_labels() -> dict[str, str]:
     return {PART_OF: "turnpike", **MANAGED}
 
 
+def keyring_labels() -> dict[str, str]:
+    return {NAME: "turnpike", COMPONENT: "keyring", **published_labels()}
+
+
 def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
     meta = owner["metadata"]
     return {

@@ -8,13 +8,13 @@ import os
 from typing import Any
 
 import kopf
-from kopf._cogs.structs.references import Insights  # not re-exported; see namespaces.py
 
 from turnpike.core.config import HostPort
 from turnpike.core.health import HealthServer
 from turnpike.operator import handlers, namespaces, rotation
 from turnpike.operator import kube as k8s
 from turnpike.operator.config import OperatorConfig
+from turnpike.operator.kopf_internals import Insights
 from turnpike.operator.metrics import Metrics
 from turnpike.operator.reconcile import Context, Reconciler
 

@@ -8,6 +8,7 @@ the field, which the operator reports as a Degraded condition and a Warning Even
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,13 @@ def _port_range(value: Any, field: str, default: Obj) -> tuple[int, int]:
     return low, high
 
 
+def _resources(spec: Obj, default: Obj) -> Obj:
+    """The container resources: the defaults when absent, none at all for {} (or null)."""
+    if "resources" not in spec:
+        return copy.deepcopy(default)
+    return dict(spec["resources"] or {})
+
+
 @dataclass(frozen=True, slots=True)
 class Workload:
     image: str
@@ -57,16 +65,52 @@ class Workload:
     node_selector: dict[str, str]
     affinity: Obj
     tolerations: tuple[Obj, ...]
+    priority_class: str
+    topology_spread: tuple[Obj, ...] | None  # None: the operator's default spread
 
     @classmethod
-    def parse(cls, spec: Obj, default_image: str) -> Workload:
+    def parse(cls, spec: Obj, default_image: str, default_resources: Obj) -> Workload:
+        spread = spec.get("topologySpreadConstraints")
         return cls(
             image=spec.get("image") or default_image,
             image_pull_policy=spec.get("imagePullPolicy") or "IfNotPresent",
-            resources=dict(spec.get("resources") or {}),
+            resources=_resources(spec, default_resources),
             node_selector=dict(spec.get("nodeSelector") or {}),
             affinity=dict(spec.get("affinity") or {}),
             tolerations=tuple(spec.get("tolerations") or ()),
+            priority_class=spec.get("priorityClassName") or "",
+            topology_spread=None if spread is None else tuple(spread),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """Service settings a cloud needs (see ``crds._service``)."""
+
+    annotations: dict[str, str]
+    load_balancer_class: str
+    source_ranges: tuple[str, ...]
+    split_protocols: bool
+    type: str
+
+    @classmethod
+    def parse(cls, spec: Obj, default_type: str) -> Exposure:
+        service = spec.get("service") or {}
+        ranges = _cidrs(
+            service.get("loadBalancerSourceRanges"), "spec.service.loadBalancerSourceRanges"
+        )
+        kind = service.get("type") or default_type
+        if kind != "LoadBalancer" and (ranges or service.get("loadBalancerClass")):
+            raise SpecError(
+                "spec.service: loadBalancerClass and loadBalancerSourceRanges need type "
+                "LoadBalancer"
+            )
+        return cls(
+            annotations={str(k): str(v) for k, v in (service.get("annotations") or {}).items()},
+            load_balancer_class=service.get("loadBalancerClass") or "",
+            source_ranges=ranges,
+            split_protocols=bool(service.get("splitProtocols", False)),
+            type=kind,
         )
 
 
@@ -94,6 +138,7 @@ class RelayEdge:
     deny_cluster_networks: bool
     grace_seconds: int
     workload: Workload
+    exposure: Exposure
 
     @property
     def tls(self) -> bool:
@@ -125,7 +170,7 @@ class RelayEdge:
         hostname = spec.get("publicHostname") or ""
         if not hostname:
             raise SpecError("spec.publicHostname: required")
-        return cls(
+        edge = cls(
             name=meta["name"],
             namespace=meta["namespace"],
             location=str(spec.get("location") or meta["name"]),
@@ -149,8 +194,29 @@ class RelayEdge:
             deny_peers=_cidrs(peers.get("deny"), "spec.peers.deny"),
             deny_cluster_networks=bool(peers.get("denyClusterNetworks", True)),
             grace_seconds=int(spec.get("terminationGracePeriodSeconds", 3600)),
-            workload=Workload.parse(spec, default_image),
+            workload=Workload.parse(spec, default_image, crds.RELAY_RESOURCES),
+            exposure=Exposure.parse(spec, "LoadBalancer"),
         )
+        edge.check_ports()
+        return edge
+
+    def check_ports(self) -> None:
+        """The CRD's listener rules, repeated for objects stored before they existed: ports
+        that would make every relay fail with "Address already in use"."""
+        if self.tls and self.tcp_port in self.tls_ports:
+            raise SpecError(
+                f"spec.ports.tcp: {self.tcp_port} is also in spec.ports.tls: TURN over TCP and "
+                "TURN over TLS need different ports"
+            )
+        low, high = self.relay_ports
+        listeners = [("udp", self.udp_port), ("tcp", self.tcp_port)]
+        listeners += [("tls", p) for p in self.tls_ports] if self.tls else []
+        for name, port in listeners:
+            if low <= port <= high:
+                raise SpecError(
+                    f"spec.relayPorts: {low}-{high} include the spec.ports.{name} listener port "
+                    f"{port}: relayed ports and listener ports must not overlap"
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +231,7 @@ class StreamGateway:
     allowed_destinations: tuple[str, ...]
     static_egress: tuple[str, ...]
     workload: Workload
+    exposure: Exposure
 
     @classmethod
     def parse(cls, body: Obj, default_image: str) -> StreamGateway:
@@ -189,5 +256,6 @@ class StreamGateway:
                 spec.get("allowedDestinations"), "spec.allowedDestinations"
             ),
             static_egress=static,
-            workload=Workload.parse(spec, default_image),
+            workload=Workload.parse(spec, default_image, crds.GATEWAY_RESOURCES),
+            exposure=Exposure.parse(spec, "ClusterIP"),
         )

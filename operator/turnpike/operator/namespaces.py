@@ -6,8 +6,8 @@ created between the two listings is never served until the operator restarts (se
 machine with a namespace created right as the operator starts). This re-lists the namespaces on a
 slow beat, with a burst at start-up, and adds any matching one kopf missed.
 
-It uses kopf's ``Insights`` (the structure ``kopf.operator(insights=…)`` accepts), which kopf does
-not re-export; the kopf version range in pyproject.toml bounds that.
+It needs kopf's ``Insights`` (the structure ``kopf.operator(insights=…)`` accepts), which kopf does
+not re-export: every use of it goes through `turnpike.operator.kopf_internals`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Collection
 
-from kopf._cogs.structs.references import Insights, NamespaceName, match_namespace
-
+from turnpike.operator import kopf_internals as internals
 from turnpike.operator import kube as k8s
+from turnpike.operator.kopf_internals import Insights
 
 log = logging.getLogger("turnpike.operator")
 
@@ -42,18 +42,16 @@ async def add_missing(
     added: list[str] = []
     for namespace in await kube.list(k8s.NAMESPACES):
         meta = namespace["metadata"]
-        name = NamespaceName(meta["name"])
+        name = str(meta["name"])
         if meta.get("deletionTimestamp") or not any(
-            match_namespace(name, pattern) for pattern in patterns
+            internals.matches(name, pattern) for pattern in patterns
         ):
             continue
-        await each(str(name))
-        if name not in insights.namespaces:
-            added.append(str(name))
+        await each(name)
+        if name not in internals.served(insights):
+            added.append(name)
     if added:
-        async with insights.revised:
-            insights.namespaces.update(NamespaceName(n) for n in added)
-            insights.revised.notify_all()  # kopf's orchestrator starts the missing watches
+        await internals.serve(insights, added)
         log.info("serving namespaces kopf had missed: %s", ", ".join(added))
     return added
 
@@ -63,7 +61,7 @@ async def keep_complete(
 ) -> None:
     if not patterns:
         return  # cluster-wide: kopf watches without per-namespace bookkeeping
-    await insights.ready_namespaces.wait()
+    await internals.wait_until_listed(insights)
     for delay in itertools.chain(SCHEDULE, itertools.repeat(BEAT)):
         await asyncio.sleep(delay)
         try:

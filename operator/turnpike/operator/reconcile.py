@@ -1,9 +1,10 @@
 """Reconciling one RelayEdge, one StreamGateway, or one namespace's published ConfigMaps.
 
 Each function reads the cluster, computes what should exist with the pure builders, writes only
-what differs, and records the outcome in the object's status. They are idempotent: running one
-twice in a row writes nothing the second time. kopf handlers, timers and watch events all end
-up here (through ``Reconciler``), so there is exactly one code path per resource kind.
+what differs, and records the outcome in the object's status (through `status`). They are
+idempotent: running one twice in a row writes nothing the second time. kopf handlers, timers and
+watch events all end up here (through ``Reconciler``), so there is exactly one code path per
+resource kind.
 """
 
 from __future__ import annotations
@@ -11,20 +12,20 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import kopf
-
-from turnpike.core.keyring import Key, Keyring
 from turnpike.operator import apply, conditions, directory, gateway, labels, networks, ranges, relay
 from turnpike.operator import kube as k8s
-from turnpike.operator.conditions import Condition
+from turnpike.operator import status as st
+from turnpike.operator.conditions import DEGRADED, Condition
 from turnpike.operator.config import OperatorConfig
+from turnpike.operator.keyring_secret import KubeCluster, ensure_secret
 from turnpike.operator.metrics import Metrics
 from turnpike.operator.model import RelayEdge, SpecError, StreamGateway
+from turnpike.operator.publication import Publication
+from turnpike.operator.status import readiness
 
 Obj = dict[str, Any]
 log = logging.getLogger("turnpike.operator")
@@ -32,6 +33,9 @@ log = logging.getLogger("turnpike.operator")
 EDGE = "RelayEdge"
 GATEWAY = "StreamGateway"
 NAMESPACE = "Namespace"
+NOT_DEGRADED = Condition(DEGRADED, False, "AsExpected", "no errors")
+
+__all__ = ["EDGE", "GATEWAY", "NAMESPACE", "Context", "Reconciler", "readiness"]
 
 
 @dataclass
@@ -49,102 +53,10 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def _write_status(ctx: Context, res: k8s.Resource, body: Obj, status: Obj) -> bool:
-    """Patch the status subresource when it changed; False when the object is gone."""
-    if conditions.same_status(body.get("status"), status):
-        return True
-    meta = body["metadata"]
-    try:
-        await ctx.kube.patch(res, meta["namespace"], meta["name"], {"status": status}, sub="status")
-    except k8s.ApiError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
-
-
-def _event(body: Obj, reason: str, message: str, warning: bool = False) -> None:
-    """A Kubernetes Event on ``body`` (posted by kopf in the background)."""
-    try:
-        target: Any = body
-        (kopf.warn if warning else kopf.info)(target, reason=reason, message=message)
-    except LookupError:  # outside a running operator (unit tests): log only
-        log.info("event %s on %s: %s", reason, body["metadata"]["name"], message)
-
-
-async def _invalid(ctx: Context, res: k8s.Resource, body: Obj, exc: SpecError) -> None:
-    old = conditions.find(body.get("status"), "Degraded")
-    generation = body["metadata"].get("generation", 1)
-    status = {
-        **{k: v for k, v in (body.get("status") or {}).items() if k != "kopf"},
-        "observedGeneration": generation,
-        "conditions": conditions.merge(
-            (body.get("status") or {}).get("conditions"),
-            [
-                Condition("Ready", False, "InvalidSpec", str(exc)),
-                Condition("Progressing", False, "InvalidSpec", "fix the spec to continue"),
-                Condition("Degraded", True, "InvalidSpec", str(exc)),
-            ],
-            generation,
-        ),
-    }
-    await _write_status(ctx, res, body, status)
-    if not old or old.get("message") != str(exc) or old.get("status") != "True":
-        _event(body, "InvalidSpec", str(exc), warning=True)
-
-
-async def _failed(ctx: Context, res: k8s.Resource, body: Obj, message: str) -> None:
-    """Say in the object's status why its reconcile failed (it is retried; the next success
-    clears it), with one Warning Event per distinct failure rather than one per retry."""
-    old = conditions.find(body.get("status"), "Degraded") or {}
-    previous = body.get("status") or {}
-    others = [c for c in previous.get("conditions") or [] if c.get("type") != "Degraded"]
-    degraded = Condition("Degraded", True, "ReconcileFailed", message)
-    generation = body["metadata"].get("generation", 1)
-    status = {
-        **{k: v for k, v in previous.items() if k != "kopf"},
-        "conditions": others + conditions.merge(previous.get("conditions"), [degraded], generation),
-    }
-    try:
-        await _write_status(ctx, res, body, status)
-    except Exception as exc:  # the API may be what fails; the retry reports again
-        log.warning("cannot report the failure on %s: %s", body["metadata"]["name"], exc)
-    if old.get("reason") != "ReconcileFailed" or old.get("message") != message:
-        _event(body, "ReconcileFailed", message, warning=True)
-
-
 async def ensure_keyring(ctx: Context, namespace: str) -> None:
-    """The keyring Secret relays mount; created with one fresh signing key when missing (its
-    rotation belongs to the keyring rotation controller, which owns it from then on)."""
-    name = ctx.config.keyring_secret
-    if await ctx.kube.get(k8s.SECRETS, namespace, name) is not None:
-        return
-    key_id = "k" + time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    keyring = Keyring((Key(key_id, secrets.token_urlsafe(32), True),))
-    body = {
-        "metadata": {"name": name, "labels": labels.published_labels()},
-        "type": "Opaque",
-        "stringData": {labels.KEYRING_KEY: keyring.to_json()},
-    }
-    try:
-        await ctx.kube.create(k8s.SECRETS, namespace, body)
-    except k8s.ApiError as exc:
-        if exc.status != 409:  # a concurrent reconcile created it first
-            raise
-
-
-def readiness(workload: Obj, daemonset: bool) -> tuple[int, int, bool]:
-    """(ready pods, desired pods, whether the current template has fully rolled out)."""
-    status = workload.get("status") or {}
-    seen = int(status.get("observedGeneration") or 0)
-    current = seen >= int((workload.get("metadata") or {}).get("generation") or 0)
-    if daemonset:
-        desired = int(status.get("desiredNumberScheduled") or 0)
-        updated = int(status.get("updatedNumberScheduled") or 0)
-        return int(status.get("numberReady") or 0), desired, current and updated >= desired
-    desired = int((workload.get("spec") or {}).get("replicas") or 0)
-    updated = int(status.get("updatedReplicas") or 0)
-    return int(status.get("readyReplicas") or 0), desired, current and updated >= desired
+    """The keyring Secret relays mount, created when missing exactly as keyring rotation creates
+    it (rotation owns it from then on)."""
+    await ensure_secret(KubeCluster(ctx.kube), namespace, ctx.config.keyring_secret, time.time())
 
 
 def _single_ip(cidrs: list[str]) -> str | None:
@@ -168,55 +80,115 @@ async def _apply(ctx: Context, owner: Obj, child: Obj, changes: list[str]) -> Ob
     return current
 
 
+def _ready_conditions(
+    is_ready: bool, reason: str, done: str, waiting: str, stable: str
+) -> tuple[Condition, Condition]:
+    """Ready (``reason``, ``done``) and Progressing (``stable``) once every pod is ready; else
+    not ready and rolling out, both saying ``waiting``."""
+    if is_ready:
+        return Condition("Ready", True, reason, done), Condition(
+            "Progressing", False, "Stable", stable
+        )
+    return (
+        Condition("Ready", False, "NotReady", waiting),
+        Condition("Progressing", True, "RollingOut", waiting),
+    )
+
+
+# -- RelayEdge -----------------------------------------------------------------------------------
+
+
 async def reconcile_edge(ctx: Context, body: Obj) -> None:
-    kube, cfg = ctx.kube, ctx.config
     try:
-        edge = RelayEdge.parse(body, cfg.image)
+        edge = RelayEdge.parse(body, ctx.config.image)
     except SpecError as exc:
-        await _invalid(ctx, k8s.RELAY_EDGES, body, exc)
+        why = Condition(DEGRADED, True, "InvalidSpec", str(exc))
+        await st.stuck(ctx.kube, k8s.RELAY_EDGES, body, why, "fix the spec to continue")
         raise
-    ns, name = edge.namespace, labels.relay_name(edge.name)
-    nodes = await kube.list(k8s.NODES)
-    deny = networks.cluster_deny(nodes, cfg.service_cidrs, cfg.pod_cidrs)
-    await ensure_keyring(ctx, ns)
+    nodes = await ctx.kube.list(k8s.NODES)
+    await ensure_keyring(ctx, edge.namespace)
+    addresses = await _edge_addresses(ctx, edge, nodes)
+    workload, changes = await _edge_children(ctx, edge, body, nodes, addresses)
+    problem = await _edge_problem(ctx, edge)
 
-    # Discovery reads what exists now; a change re-runs this through the watch events.
+    def status_of(body: Obj) -> Obj:
+        return _edge_status(ctx, edge, body, workload, addresses, problem)
+
+    written = await st.write(ctx.kube, k8s.RELAY_EDGES, body, status_of)
+    if written is None:
+        return
+    st.warn_if_new(written, _degraded(problem, written))
+    for change in changes:
+        st.event(body, "Reconciled", change)
+    if addresses != ((written.get("status") or {}).get("addresses") or []):
+        shown = ", ".join(addresses) or "none"
+        st.event(body, "AddressesChanged", f"published addresses: {shown}")
+
+
+async def _edge_addresses(ctx: Context, edge: RelayEdge, nodes: list[Obj]) -> list[str]:
+    """The edge's public ranges as discovery sees them now; a change re-runs the reconcile
+    through the watch events."""
     if edge.static_addresses:
-        addresses = ranges.collapse(edge.static_addresses)
-    elif edge.address_source == "LoadBalancer":
-        addresses = networks.load_balancer_ips(await kube.get(k8s.SERVICES, ns, name))
-    else:
-        pods = await kube.list(k8s.PODS, ns, labels.relay_selector(edge.name))
-        addresses = networks.external_ips(nodes, networks.nodes_running(pods))
+        return ranges.collapse(edge.static_addresses)
+    if edge.address_source == "LoadBalancer":
+        # Every Service's address (one per protocol when split: clouds may give each its own).
+        found: list[str] = []
+        for name in relay.service_names(edge):
+            svc = await ctx.kube.get(k8s.SERVICES, edge.namespace, name)
+            found += networks.load_balancer_ips(svc)
+        return ranges.collapse(found)
+    pods = await ctx.kube.list(k8s.PODS, edge.namespace, labels.relay_selector(edge.name))
+    return networks.external_ips(nodes, networks.nodes_running(pods))
 
+
+async def _edge_children(
+    ctx: Context, edge: RelayEdge, body: Obj, nodes: list[Obj], addresses: list[str]
+) -> tuple[Obj, list[str]]:
+    """Ensure the relay's children and remove the ones its spec no longer asks for; returns the
+    relay workload as it is now and the changes made."""
+    cfg = ctx.config
+    deny = networks.cluster_deny(nodes, cfg.service_cidrs, cfg.pod_cidrs)
     changes: list[str] = []
     workload: Obj = {}
     for child in relay.children(edge, body, deny, _single_ip(addresses), cfg.keyring_secret):
         current = await _apply(ctx, body, child, changes)
         if child["kind"] in ("Deployment", "DaemonSet"):
             workload = current
-    uid = body["metadata"]["uid"]
+    name = labels.relay_name(edge.name)
     stale = [(k8s.DEPLOYMENTS if edge.daemonset else k8s.DAEMONSETS, name)]
-    if edge.host_network:
-        stale.append((k8s.SERVICES, name))
+    stale += [(k8s.SERVICES, svc) for svc in relay.stale_service_names(edge)]
     for res, stale_name in stale:
-        if await apply.remove_owned(kube, res, ns, stale_name, uid):
+        if await apply.remove_owned(
+            ctx.kube, res, edge.namespace, stale_name, body["metadata"]["uid"]
+        ):
             changes.append(f"deleted {res.kind} {stale_name}")
+    return workload, changes
 
-    ready, desired, rolled_out = readiness(workload, edge.daemonset)
-    # Keyring rotation writes its own verdict into the status; fold it in here, since this
-    # rewrites the whole conditions list and the two writers would otherwise flip Degraded.
-    blocked = (body.get("status") or {}).get("keyringRotationBlocked")
-    degraded = (
-        Condition("Degraded", True, "KeyRotationBlocked", blocked)
-        if blocked
-        else Condition("Degraded", False, "AsExpected", "no errors")
-    )
-    if edge.tls and await kube.get(k8s.SECRETS, ns, edge.tls_secret) is None:
+
+async def _edge_problem(ctx: Context, edge: RelayEdge) -> Condition:
+    """Reconcile's own verdict on Degraded for an edge whose children were written."""
+    if edge.tls and await ctx.kube.get(k8s.SECRETS, edge.namespace, edge.tls_secret) is None:
         # The pods cannot start without it; say why here rather than leave it to pod events.
-        message = f'TLS Secret "{edge.tls_secret}" does not exist in namespace "{ns}"'
-        degraded = Condition("Degraded", True, "TLSSecretNotFound", message)
-    generation = body["metadata"].get("generation", 1)
+        message = f'TLS Secret "{edge.tls_secret}" does not exist in namespace "{edge.namespace}"'
+        return Condition(DEGRADED, True, "TLSSecretNotFound", message)
+    return NOT_DEGRADED
+
+
+def _degraded(problem: Condition, body: Obj) -> Condition:
+    """Degraded from reconcile's verdict and rotation's (kept in the status)."""
+    verdict = conditions.degraded([problem, conditions.rotation_verdict(body.get("status"))])
+    return verdict or problem
+
+
+def _edge_status(
+    ctx: Context,
+    edge: RelayEdge,
+    body: Obj,
+    workload: Obj,
+    addresses: list[str],
+    problem: Condition,
+) -> Obj:
+    ready, desired, rolled_out = readiness(workload, edge.daemonset)
     is_ready = desired > 0 and ready >= desired and bool(addresses) and rolled_out
     if not addresses:
         waiting = (
@@ -228,129 +200,104 @@ async def reconcile_edge(ctx: Context, body: Obj) -> None:
         waiting = f"rolling out: {ready}/{desired} relays ready"
     else:
         waiting = f"{ready}/{desired} relays ready"
-    previous = body.get("status") or {}
+    done = f"{ready}/{desired} relays ready, {len(addresses)} address range(s) published"
+    ready_cond, progressing = _ready_conditions(
+        is_ready, "RelaysReady", done, waiting, "nothing to roll out"
+    )
     status = {
-        "observedGeneration": generation,
+        "observedGeneration": body["metadata"].get("generation", 1),
         "replicas": desired,
         "readyReplicas": ready,
         "ready": f"{ready}/{desired}",
         "addresses": addresses,
         "hostname": edge.hostname,
-        "keyring": cfg.keyring_secret,
-        "conditions": conditions.merge(
-            previous.get("conditions"),
-            [
-                Condition(
-                    "Ready",
-                    is_ready,
-                    "RelaysReady" if is_ready else "NotReady",
-                    f"{ready}/{desired} relays ready, {len(addresses)} address range(s) published"
-                    if is_ready
-                    else waiting,
-                ),
-                Condition(
-                    "Progressing",
-                    not is_ready,
-                    "RollingOut" if not is_ready else "Stable",
-                    waiting if not is_ready else "nothing to roll out",
-                ),
-                degraded,
-            ],
-            generation,
-        ),
+        "keyring": ctx.config.keyring_secret,
+        # Published as long as a later spec is invalid (see publication.py).
+        "publication": Publication.of(edge).to_status(),
     }
-    was = conditions.find(previous, "Degraded") or {}
-    if not await _write_status(ctx, k8s.RELAY_EDGES, body, status):
-        return
-    if degraded.status and (was.get("status") != "True" or was.get("reason") != degraded.reason):
-        _event(body, degraded.reason, degraded.message, warning=True)
-    for change in changes:
-        _event(body, "Reconciled", change)
-    if addresses != (previous.get("addresses") or []):
-        shown = ", ".join(addresses) or "none"
-        _event(body, "AddressesChanged", f"published addresses: {shown}")
+    return st.with_conditions(body, status, ready_cond, progressing, _degraded(problem, body))
+
+
+# -- StreamGateway -------------------------------------------------------------------------------
 
 
 async def reconcile_gateway(ctx: Context, body: Obj) -> None:
-    kube, cfg = ctx.kube, ctx.config
     try:
-        gw = StreamGateway.parse(body, cfg.image)
+        gw = StreamGateway.parse(body, ctx.config.image)
     except SpecError as exc:
-        await _invalid(ctx, k8s.STREAM_GATEWAYS, body, exc)
+        why = Condition(DEGRADED, True, "InvalidSpec", str(exc))
+        await st.stuck(ctx.kube, k8s.STREAM_GATEWAYS, body, why, "fix the spec to continue")
         raise
-    generation = body["metadata"].get("generation", 1)
-    previous = body.get("status") or {}
-    edge_body = await kube.get(k8s.RELAY_EDGES, gw.namespace, gw.edge)
+    edge_body = await ctx.kube.get(k8s.RELAY_EDGES, gw.namespace, gw.edge)
     if edge_body is None or _deleting(edge_body):
         # Not an error to retry quickly: the gateway waits until the edge exists (creating
         # the edge re-runs this), and says so in its status instead of failing over and over.
         message = f'RelayEdge "{gw.edge}" does not exist in namespace "{gw.namespace}"'
-        old = conditions.find(previous, "Degraded")
-        status = {
-            **{k: v for k, v in previous.items() if k != "kopf"},
-            "observedGeneration": generation,
-            "edge": gw.edge,
-            "conditions": conditions.merge(
-                previous.get("conditions"),
-                [
-                    Condition("Ready", False, "EdgeNotFound", message),
-                    Condition("Progressing", False, "EdgeNotFound", "waiting for the edge"),
-                    Condition("Degraded", True, "EdgeNotFound", message),
-                ],
-                generation,
-            ),
-        }
-        if await _write_status(ctx, k8s.STREAM_GATEWAYS, body, status) and (
-            not old or old.get("status") != "True" or old.get("reason") != "EdgeNotFound"
-        ):
-            _event(body, "EdgeNotFound", message, warning=True)
+        why = Condition(DEGRADED, True, "EdgeNotFound", message)
+        await st.stuck(
+            ctx.kube, k8s.STREAM_GATEWAYS, body, why, "waiting for the edge", edge=gw.edge
+        )
         return
-    try:
-        location = RelayEdge.parse(edge_body, cfg.image).location
-    except SpecError:
-        location = str((edge_body.get("spec") or {}).get("location", gw.edge))
-
     changes: list[str] = []
     deployment: Obj = {}
     for child in gateway.children(gw, body):
         current = await _apply(ctx, body, child, changes)
         if child["kind"] == "Deployment":
             deployment = current
+    addresses = await _gateway_addresses(ctx, gw)
+    location = _location(ctx, gw, edge_body)
+
+    def status_of(body: Obj) -> Obj:
+        return _gateway_status(gw, body, deployment, addresses, location)
+
+    written = await st.write(ctx.kube, k8s.STREAM_GATEWAYS, body, status_of)
+    if written is None:
+        return
+    for change in changes:
+        st.event(body, "Reconciled", change)
+    if (conditions.find(written.get("status"), DEGRADED) or {}).get("status") == "True":
+        st.event(body, "Recovered", f"bound to RelayEdge {gw.edge}")
+
+
+async def _gateway_addresses(ctx: Context, gw: StreamGateway) -> list[str]:
+    """The gateway's egress ranges: declared, else the ExternalIPs of its pods' nodes."""
     if gw.static_egress:
-        addresses = ranges.collapse(gw.static_egress)
-    else:
-        nodes = await kube.list(k8s.NODES)
-        pods = await kube.list(k8s.PODS, gw.namespace, labels.gateway_selector(gw.name))
-        addresses = networks.external_ips(nodes, networks.nodes_running(pods))
+        return ranges.collapse(gw.static_egress)
+    nodes = await ctx.kube.list(k8s.NODES)
+    pods = await ctx.kube.list(k8s.PODS, gw.namespace, labels.gateway_selector(gw.name))
+    return networks.external_ips(nodes, networks.nodes_running(pods))
+
+
+def _location(ctx: Context, gw: StreamGateway, edge_body: Obj) -> str:
+    """The location of the gateway's edge (as written, when the edge's spec is invalid)."""
+    try:
+        return RelayEdge.parse(edge_body, ctx.config.image).location
+    except SpecError:
+        return str((edge_body.get("spec") or {}).get("location", gw.edge))
+
+
+def _gateway_status(
+    gw: StreamGateway, body: Obj, deployment: Obj, addresses: list[str], location: str
+) -> Obj:
     ready, desired, rolled_out = readiness(deployment, False)
     is_ready = desired > 0 and ready >= desired and rolled_out
     message = f"{ready}/{desired} gateways ready"
+    ready_cond, progressing = _ready_conditions(
+        is_ready, "GatewaysReady", message, message, message
+    )
     status = {
-        "observedGeneration": generation,
+        "observedGeneration": body["metadata"].get("generation", 1),
         "replicas": desired,
         "readyReplicas": ready,
         "ready": f"{ready}/{desired}",
         "addresses": addresses,
         "edge": gw.edge,
         "location": location,
-        "conditions": conditions.merge(
-            previous.get("conditions"),
-            [
-                Condition("Ready", is_ready, "GatewaysReady" if is_ready else "NotReady", message),
-                Condition(
-                    "Progressing", not is_ready, "RollingOut" if not is_ready else "Stable", message
-                ),
-                Condition("Degraded", False, "AsExpected", "no errors"),
-            ],
-            generation,
-        ),
     }
-    if not await _write_status(ctx, k8s.STREAM_GATEWAYS, body, status):
-        return
-    for change in changes:
-        _event(body, "Reconciled", change)
-    if (conditions.find(previous, "Degraded") or {}).get("status") == "True":
-        _event(body, "Recovered", f"bound to RelayEdge {gw.edge}")
+    return st.with_conditions(body, status, ready_cond, progressing, NOT_DEGRADED)
+
+
+# -- the namespace's published ConfigMaps --------------------------------------------------------
 
 
 async def _put_configmap(ctx: Context, namespace: str, name: str, data: dict[str, str]) -> None:
@@ -369,44 +316,33 @@ async def _put_configmap(ctx: Context, namespace: str, name: str, data: dict[str
 
 
 async def publish(ctx: Context, namespace: str) -> None:
-    """Rewrite `turnpike-ip-ranges` and `turnpike-edges` in ``namespace`` when content changed."""
+    """Rewrite `turnpike-ip-ranges` and `turnpike-edges` in ``namespace`` when content changed.
+
+    An edge whose spec cannot be parsed keeps its last valid publication (``status.publication``,
+    see publication.py): a typo must never withdraw a serving edge from the firewall ranges or
+    the token API. A namespace without edges gets empty documents, not missing ConfigMaps."""
     kube, cfg = ctx.kube, ctx.config
     edge_bodies = [e for e in await kube.list(k8s.RELAY_EDGES, namespace) if not _deleting(e)]
     gateway_bodies = [
         g for g in await kube.list(k8s.STREAM_GATEWAYS, namespace) if not _deleting(g)
     ]
-    edges: list[tuple[RelayEdge, Obj]] = []
+    published: list[tuple[Publication, Obj]] = []
     for body in edge_bodies:
         try:
-            edges.append((RelayEdge.parse(body, cfg.image), body))
-        except SpecError:
-            continue  # reported on the edge itself; an invalid edge publishes nothing
+            published.append((Publication.of(RelayEdge.parse(body, cfg.image)), body))
+        except SpecError:  # reported on the edge itself; it keeps what it published last
+            kept = Publication.from_status(body["metadata"]["name"], body.get("status"))
+            if kept is not None:
+                published.append((kept, body))
     streams: dict[str, list[str]] = {}
     for body in gateway_bodies:
         edge_name = (body.get("spec") or {}).get("edge", "")
         streams.setdefault(edge_name, []).extend((body.get("status") or {}).get("addresses") or [])
     doc = ranges.document(
-        ranges.EdgeRanges(
-            edge=edge.name,
-            location=edge.location,
-            relay_cidrs=tuple((body.get("status") or {}).get("addresses") or []),
-            relay_ports=tuple(edge.client_ports()),
-            relay_port_range=edge.relay_ports,
-            stream_cidrs=tuple(streams.get(edge.name, [])),
-        )
-        for edge, body in edges
+        pub.ranges((body.get("status") or {}).get("addresses") or [], streams.get(pub.name, []))
+        for pub, body in published
     )
-    ctx.metrics.edges.labels(namespace).set(len(edges))
-    if not edges:
-        for name in (labels.IP_RANGES, labels.EDGE_DIRECTORY):
-            existing = await kube.get(k8s.CONFIGMAPS, namespace, name)
-            if (
-                existing is not None
-                and (existing["metadata"].get("labels") or {}).get(labels.MANAGED_BY)
-                == labels.MANAGER
-            ):
-                await kube.delete(k8s.CONFIGMAPS, namespace, name)
-        return
+    ctx.metrics.edges.labels(namespace).set(len(published))
     current = await kube.get(k8s.CONFIGMAPS, namespace, labels.IP_RANGES)
     if (
         current is None
@@ -414,16 +350,20 @@ async def publish(ctx: Context, namespace: str) -> None:
         or not _has_labels(current)
     ):
         await _put_configmap(ctx, namespace, labels.IP_RANGES, ranges.configmap_data(doc, _now()))
-    text = directory.render(directory.document([e for e, _ in edges], cfg.global_host))
+    text = directory.render([pub for pub, _ in published], cfg.global_host)
     current = await kube.get(k8s.CONFIGMAPS, namespace, labels.EDGE_DIRECTORY)
     if (
         current is None
-        or (current.get("data") or {}) != {labels.EDGE_DIRECTORY_KEY: text}
+        or _data(current) != {labels.EDGE_DIRECTORY_KEY: text}
         or not _has_labels(current)
     ):
         await _put_configmap(
             ctx, namespace, labels.EDGE_DIRECTORY, {labels.EDGE_DIRECTORY_KEY: text}
         )
+
+
+def _data(configmap: Obj | None) -> dict[str, str]:
+    return dict((configmap or {}).get("data") or {})
 
 
 def _has_labels(obj: Obj) -> bool:
@@ -461,18 +401,9 @@ class Reconciler:
             if kind == NAMESPACE:
                 await publish(ctx, namespace)
                 return
-            res = k8s.RELAY_EDGES if kind == EDGE else k8s.STREAM_GATEWAYS
-            body = await ctx.kube.get(res, namespace, name)
-            if body is None or _deleting(body):
-                result = "gone"
-            else:
-                try:
-                    await (reconcile_edge if kind == EDGE else reconcile_gateway)(ctx, body)
-                except SpecError:
-                    raise  # reported on the object already
-                except Exception as exc:
-                    await _failed(ctx, res, body, f"{type(exc).__name__}: {exc}")
-                    raise
+            result = await self._object(kind, namespace, name)
+            if result == "retry":
+                return
             await self.run(NAMESPACE, namespace, "")
             if kind == EDGE:
                 await self.wake_gateways(namespace, name)
@@ -489,6 +420,26 @@ class Reconciler:
             if kind != NAMESPACE or result != "success":
                 ctx.metrics.reconciles.labels(kind, result).inc()
                 ctx.metrics.duration.labels(kind).observe(time.monotonic() - started)
+
+    async def _object(self, kind: str, namespace: str, name: str) -> str:
+        """Reconcile one RelayEdge or StreamGateway as it is now: "success", "gone", or "retry"
+        (it changed while being reconciled: reconciled again at once). A failure other than an
+        invalid spec is reported in its status, then raised."""
+        res = k8s.RELAY_EDGES if kind == EDGE else k8s.STREAM_GATEWAYS
+        body = await self.ctx.kube.get(res, namespace, name)
+        if body is None or _deleting(body):
+            return "gone"
+        try:
+            await (reconcile_edge if kind == EDGE else reconcile_gateway)(self.ctx, body)
+        except st.Stale:
+            self.schedule(kind, namespace, name)
+            return "retry"
+        except SpecError:
+            raise  # reported on the object already
+        except Exception as exc:
+            await st.failed(self.ctx.kube, res, body, f"{type(exc).__name__}: {exc}")
+            raise
+        return "success"
 
     async def wake_gateways(self, namespace: str, edge: str) -> None:
         for body in await self.ctx.kube.list(k8s.STREAM_GATEWAYS, namespace):

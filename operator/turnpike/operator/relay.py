@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any
 
-from turnpike.operator import labels
+from turnpike.operator import labels, placement
 from turnpike.operator.model import RelayEdge
 
 Obj = dict[str, Any]
@@ -186,12 +186,9 @@ def pod_template(edge: RelayEdge, config: dict[str, str], keyring_secret: str) -
         spec["securityContext"]["sysctls"] = [
             {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
         ]
-    if edge.workload.node_selector:
-        spec["nodeSelector"] = edge.workload.node_selector
-    if edge.workload.affinity:
-        spec["affinity"] = edge.workload.affinity
-    if edge.workload.tolerations:
-        spec["tolerations"] = list(edge.workload.tolerations)
+    spec.update(
+        placement.scheduling(edge.workload, labels.relay_selector(edge.name), not edge.daemonset)
+    )
     return {
         "metadata": {
             "labels": labels.relay_labels(edge.name),
@@ -235,30 +232,59 @@ def workload(edge: RelayEdge, owner: Obj, config: dict[str, str], keyring_secret
     }
 
 
-def service(edge: RelayEdge, owner: Obj) -> Obj | None:
-    """A LoadBalancer keeping client source addresses (Local policy); none on the host network."""
+def service_names(edge: RelayEdge) -> list[str]:
+    """The relays' Services: none on the host network, one per protocol when split."""
+    name = labels.relay_name(edge.name)
     if edge.host_network:
-        return None
-    ports = [
-        {"name": "turn-udp", "port": edge.udp_port, "targetPort": edge.udp_port, "protocol": "UDP"},
-        {"name": "turn-tcp", "port": edge.tcp_port, "targetPort": edge.tcp_port, "protocol": "TCP"},
+        return []
+    return [f"{name}-udp", f"{name}-tcp"] if edge.exposure.split_protocols else [name]
+
+
+def stale_service_names(edge: RelayEdge) -> list[str]:
+    """Services an earlier spec of the edge had and this one does not."""
+    name = labels.relay_name(edge.name)
+    wanted = service_names(edge)
+    return [n for n in (name, f"{name}-udp", f"{name}-tcp") if n not in wanted]
+
+
+def services(edge: RelayEdge, owner: Obj) -> list[Obj]:
+    """LoadBalancers keeping client source addresses (Local policy), with the cloud settings of
+    ``spec.service``; one with both protocols, or one per protocol when split."""
+    udp = [
+        {"name": "turn-udp", "port": edge.udp_port, "targetPort": edge.udp_port, "protocol": "UDP"}
+    ]
+    tcp = [
+        {"name": "turn-tcp", "port": edge.tcp_port, "targetPort": edge.tcp_port, "protocol": "TCP"}
     ]
     if edge.tls:
-        ports += [
+        tcp += [
             {"name": f"turn-tls-{n}", "port": p, "targetPort": p, "protocol": "TCP"}
             for n, p in enumerate(edge.tls_ports)
         ]
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _metadata(edge, owner),
-        "spec": {
-            "type": "LoadBalancer",
-            "externalTrafficPolicy": "Local",
-            "selector": labels.relay_selector(edge.name),
-            "ports": ports,
-        },
-    }
+    names = service_names(edge)
+    if not names:
+        return []
+    port_sets = [udp, tcp] if len(names) == 2 else [udp + tcp]
+    out = []
+    for name, ports in zip(names, port_sets, strict=True):
+        meta = _metadata(edge, owner, name)
+        if edge.exposure.annotations:
+            meta["annotations"] = placement.service_annotations(edge.exposure)
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": meta,
+                "spec": {
+                    "type": "LoadBalancer",
+                    "externalTrafficPolicy": "Local",
+                    "selector": labels.relay_selector(edge.name),
+                    "ports": ports,
+                    **placement.load_balancer_fields(edge.exposure),
+                },
+            }
+        )
+    return out
 
 
 def disruption_budget(edge: RelayEdge, owner: Obj) -> Obj:
@@ -287,7 +313,4 @@ def children(
         workload(edge, owner, config, keyring_secret),
         disruption_budget(edge, owner),
     ]
-    svc = service(edge, owner)
-    if svc is not None:
-        out.append(svc)
-    return out
+    return out + services(edge, owner)

@@ -28,6 +28,7 @@ from turnpike.operator.keyring_secret import (
     Conflict,
     KeyringSummary,
     KubeCluster,
+    ensure_secret,
     probe_all,
 )
 from turnpike.operator.kube import RELAY_EDGES, Kube
@@ -39,7 +40,6 @@ from turnpike.operator.rotation_state import (
     Step,
     decide,
     format_time,
-    initial,
     needs_reports,
     parse_revoke,
     read_state,
@@ -94,15 +94,10 @@ class Rotator:
     async def ensure(self, namespace: str) -> bool:
         """Create the namespace's keyring Secret with one strong random key; True if created."""
         name = self.settings.secret_name
-        if await self.cluster.read_secret(namespace, name) is not None:
-            return False
-        now = self.clock()
-        keyring, state = initial(now)
-        annotations = {k: v for k, v in state.annotations().items() if v is not None}
-        created = await self.cluster.create_secret(namespace, name, keyring.to_json(), annotations)
-        if created:
+        keyring = await ensure_secret(self.cluster, namespace, name, self.clock())
+        if keyring is not None:
             log.info("created keyring Secret %s/%s (key %s)", namespace, name, keyring.ids[0])
-        return created
+        return keyring is not None
 
     async def tick(self, namespace: str, name: str | None = None) -> Step | None:
         """Look once and make at most one change. Returns the change made, if any."""

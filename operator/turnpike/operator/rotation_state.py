@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from turnpike.core.keyring import Key, Keyring, KeyringError
+from turnpike.core.keyring import Key, Keyring, KeyringError, new_key_id, new_secret
 from turnpike.operator.rotation_settings import RotationSettings
 
 PREFIX = "rotation.turnpike.io/"
@@ -173,20 +172,6 @@ def parse_revoke(text: str | None) -> list[str]:
     if not text:
         return []
     return [part for part in text.replace(",", " ").split() if part]
-
-
-def new_key_id(now: float, taken: Iterable[str]) -> str:
-    """A readable, unique id: when the key was made, plus a few random characters."""
-    stamp = datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("k%Y%m%d%H%M%S")
-    taken = set(taken)
-    while True:
-        kid = f"{stamp}-{secrets.token_hex(2)}"
-        if kid not in taken:
-            return kid
-
-
-def new_secret() -> str:
-    return secrets.token_urlsafe(32)  # 256 bits, URL-safe text (the HMAC key is its UTF-8 bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,7 +412,7 @@ def needs_reports(state: RotationState) -> bool:
 
 def initial(now: float) -> tuple[Keyring, RotationState]:
     """A brand-new keyring: one strong random signing key."""
-    keyring = Keyring((Key(new_key_id(now, ()), new_secret(), True),))
+    keyring = Keyring.generate(now=now)
     return keyring, RotationState(phase_since=now, signing_since=now)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from turnpike.relay import stun
+from turnpike.relay.fairshare import OUT_OF_RESOURCES
 from turnpike.relay.stun import Address
 
 log = logging.getLogger("turnpike.relay")
@@ -312,9 +313,11 @@ class PortPool:
                     socks.append(sock)
                     _tune(sock)
                     sock.bind((ip, p))
-            except OSError:
+            except OSError as exc:
                 for sock in socks:
                     sock.close()
+                if exc.errno in OUT_OF_RESOURCES:
+                    raise  # no other port would do better: say why instead of trying them all
                 continue
             self.in_use.update((ip, p) for p in ports)
             return socks

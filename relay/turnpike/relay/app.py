@@ -17,6 +17,7 @@ from turnpike.core.filewatch import FileWatcher
 from turnpike.core.health import HealthServer
 from turnpike.core.keyring import Keyring, parse_keyring
 from turnpike.relay.metrics import registry_for
+from turnpike.relay.offload import Offload, OffloadError
 from turnpike.relay.server import RelayConfig, RelayServer
 from turnpike.relay.transports import Listeners
 
@@ -39,6 +40,7 @@ class Options:
     drain_grace: float = 3600.0
     workers: int = 1
     reuse_port: bool = False
+    offload: str = "auto"
     argv: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -76,9 +78,16 @@ class Options:
             raise ValueError("--workers must be at least 1")
         if args.workers > 1 and any(hp.port == 0 for hp in (*listen, *tls_listen)):
             raise ValueError("--workers needs fixed ports, not port 0")
-        for name in ("user_quota", "total_quota", "max_bps"):
+        if args.workers > 1 and args.offload == "tc":
+            raise ValueError("--offload tc does not work with --workers yet (use auto or off)")
+        for name in ("user_quota", "total_quota", "max_bps", "reserve_percent"):
             if getattr(args, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        for name in ("account_quota", "ip_quota", "connections_per_ip"):
+            if (getattr(args, name) or 0) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative")
+        if args.reserve_percent >= 100:
+            raise ValueError("--reserve-percent must be below 100")
         config = RelayConfig(
             realm=args.realm,
             relay_ips=tuple(relay_ips),
@@ -87,7 +96,11 @@ class Options:
             allow_peer=tuple(args.allow_peer),
             deny_peer=tuple(args.deny_peer),
             user_quota=args.user_quota,
+            account_quota=args.account_quota,
+            ip_quota=args.ip_quota,
             total_quota=args.total_quota,
+            connections_per_ip=args.connections_per_ip,
+            reserve_percent=args.reserve_percent,
             max_bps=args.max_bps,
             max_lifetime=args.max_lifetime,
             default_lifetime=min(600, args.max_lifetime),
@@ -105,6 +118,7 @@ class Options:
             drain_grace=args.drain_grace,
             workers=args.workers,
             reuse_port=args.reuse_port,
+            offload=args.offload,
             argv=tuple(argv),
         )
 
@@ -169,7 +183,12 @@ def _keyring_changed(ring: Keyring) -> None:
 
 async def serve(options: Options, stop: asyncio.Event) -> int:
     keyring = FileWatcher(options.keyring, parse_keyring, on_change=_keyring_changed, logger=log)
-    server = RelayServer(options.config, lambda: keyring.current)
+    try:  # loaded before any allocation exists
+        offload = Offload.start(options.offload, shared_ports=options.reuse_port)
+    except OffloadError as exc:
+        log.error("%s", exc)
+        return 2
+    server = RelayServer(options.config, lambda: keyring.current, offload)
     listeners = Listeners(server)
     tls: TlsReloader | None = None
     health: HealthServer | None = None
@@ -195,11 +214,12 @@ async def serve(options: Options, stop: asyncio.Event) -> int:
                 **keyring.current.status(),
                 "allocations": len(server.table),
                 "draining": server.draining,
+                "offload": offload.mode,
             }
 
         if options.metrics is not None:
             health = HealthServer(
-                registry_for(server.stats, server.table, keyring),
+                registry_for(server.stats, server.table, keyring, offload),
                 lambda: not server.draining,
                 status,
             )
@@ -227,6 +247,7 @@ async def serve(options: Options, stop: asyncio.Event) -> int:
             await tls.stop()
         await listeners.close()
         await server.close()
+        offload.close()  # after every allocation's entries were removed
         if health is not None:
             with contextlib.suppress(Exception):
                 await health.stop()

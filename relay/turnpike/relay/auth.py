@@ -139,38 +139,3 @@ class Authenticator:
             if msg.verify_integrity(key):
                 return Identity(username, parsed.user, key)
         return Failure.BAD_INTEGRITY
-
-
-class RateLimiter:
-    """Token bucket per source IP for unauthenticated UDP replies (reflection/amplification).
-
-    The table is bounded: when it grows past ``max_sources`` it is cleared, which at worst lets a
-    flood of distinct sources each get one burst; it never grows without limit.
-    """
-
-    def __init__(
-        self,
-        rate: float = 10.0,
-        burst: float = 10.0,
-        max_sources: int = 4096,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_sources = max_sources
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, source: str) -> bool:
-        if self.rate <= 0:
-            return True
-        now = self._clock()
-        tokens, last = self._buckets.get(source, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._buckets[source] = (tokens, now)
-            return False
-        if len(self._buckets) >= self.max_sources and source not in self._buckets:
-            self._buckets.clear()
-        self._buckets[source] = (tokens - 1.0, now)
-        return True

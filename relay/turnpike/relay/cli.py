@@ -71,10 +71,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also refuse this range (add cluster pod/service CIDRs)",
     )
     parser.add_argument(
-        "--user-quota", type=int, default=12, metavar="N", help="allocations per user, 0 = no limit"
+        "--user-quota",
+        type=int,
+        default=100,
+        metavar="N",
+        help="allocations per credential (token), 0 = no limit (default 100)",
+    )
+    parser.add_argument(
+        "--account-quota",
+        type=int,
+        default=None,
+        metavar="N",
+        help="allocations per account, 0 = no limit (default: half the relay ports)",
+    )
+    parser.add_argument(
+        "--ip-quota",
+        type=int,
+        default=None,
+        metavar="N",
+        help="allocations per client IP (IPv6: per /64), 0 = no limit (default: a quarter of "
+        "the relay ports)",
     )
     parser.add_argument(
         "--total-quota", type=int, default=0, metavar="N", help="allocations in total, 0 = no limit"
+    )
+    parser.add_argument(
+        "--connections-per-ip",
+        type=int,
+        default=None,
+        metavar="N",
+        help="TCP/TLS connections per client IP, 0 = no limit (default: a tenth of the open-file "
+        "limit, at least 100)",
+    )
+    parser.add_argument(
+        "--reserve-percent",
+        type=float,
+        default=10.0,
+        metavar="PERCENT",
+        help="the last PERCENT of relay ports and file descriptors go only to clients holding "
+        "few (default 10)",
     )
     parser.add_argument(
         "--max-bps",
@@ -120,6 +155,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="processes sharing the listening ports with SO_REUSEPORT (default 1)",
+    )
+    parser.add_argument(
+        "--offload",
+        choices=("auto", "tc", "off"),
+        default="auto",
+        help="kernel fast path for ChannelData over IPv4/UDP: auto (when CAP_BPF and "
+        "CAP_NET_ADMIN allow and the program loads), tc (required: fail otherwise) or off",
     )
     # Set by the --workers supervisor for its children.
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)

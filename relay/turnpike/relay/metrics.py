@@ -17,12 +17,37 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from turnpike.core.keyring import Keyring
+from turnpike.relay.fairshare import ALLOCATION_REFUSALS, CONNECTION_LIMIT, CONNECTION_RESERVE
 from turnpike.relay.stun import Method
 
 if TYPE_CHECKING:
     from turnpike.relay.allocation import AllocationTable
+    from turnpike.relay.offload import Offload
 
 METHOD_NAMES = {int(m): m.name.lower() for m in Method}
+
+# How `--workers` merges each family across the worker processes (``workers.merge_metrics``):
+# "sum" for what each worker counts or holds on its own, "max" for what every worker counts the
+# same way (each reloads the same keyring file), "one" for a value every worker shares.
+MERGE: dict[str, str] = {
+    "turnpike_relay_keyring_keys": "one",
+    "turnpike_relay_keyring_reloads": "max",
+    "turnpike_relay_keyring_errors": "max",
+    "turnpike_relay_allocations": "sum",
+    "turnpike_relay_allocations_created": "sum",
+    "turnpike_relay_allocations_removed": "sum",
+    "turnpike_relay_packets": "sum",
+    "turnpike_relay_bytes": "sum",
+    "turnpike_relay_dropped_packets": "sum",
+    "turnpike_relay_requests": "sum",
+    "turnpike_relay_auth_failures": "sum",
+    "turnpike_relay_peer_denied": "sum",
+    "turnpike_relay_unauthorized_dropped": "sum",
+    "turnpike_relay_malformed": "sum",
+    "turnpike_relay_allocations_refused": "sum",
+    "turnpike_relay_connections_refused": "sum",
+    "turnpike_relay_fd_exhausted": "sum",
+}
 
 
 class RelayStats:
@@ -36,6 +61,9 @@ class RelayStats:
         self.allocations_removed: Counter[str] = Counter()  # by reason
         self.unauthorized_dropped = 0  # 401s not sent because of the per-source limit
         self.malformed: Counter[str] = Counter()  # by transport
+        self.refusals: Counter[str] = Counter()  # Allocates refused, by fair-share rule
+        self.connections_refused: Counter[str] = Counter()  # TCP/TLS closed at once, by rule
+        self.fd_exhausted: Counter[str] = Counter()  # EMFILE/ENFILE met, by where
 
     def request(self, method: int, code: int) -> None:
         self.requests[(METHOD_NAMES.get(method, "other"), str(code))] += 1
@@ -53,11 +81,16 @@ class KeyringState(Protocol):
 
 class RelayCollector(Collector):
     def __init__(
-        self, stats: RelayStats, table: AllocationTable, keyring: KeyringState | None = None
+        self,
+        stats: RelayStats,
+        table: AllocationTable,
+        keyring: KeyringState | None = None,
+        offload: Offload | None = None,
     ) -> None:
         self.stats = stats
         self.table = table
         self.keyring = keyring
+        self.offload = offload
 
     def collect(self) -> Iterator[Metric]:
         s, table = self.stats, self.table
@@ -95,6 +128,18 @@ class RelayCollector(Collector):
         traffic.add(table.retired)
         for alloc in table.by_tuple.values():
             traffic.add(alloc.traffic)
+        if self.offload is not None:
+            yield from self._offload(self.offload)
+            kernel = self.offload.traffic()
+            traffic.add(kernel)  # what the kernel relayed counts in the totals too
+            offloaded = CounterMetricFamily(
+                "turnpike_relay_offload_packets",
+                "Packets relayed by the kernel fast path (included in turnpike_relay_packets)",
+                labels=["direction"],
+            )
+            offloaded.add_metric(["to_peer"], kernel.to_peer_packets)
+            offloaded.add_metric(["to_client"], kernel.to_client_packets)
+            yield offloaded
         packets = CounterMetricFamily(
             "turnpike_relay_packets", "Packets relayed, by direction", labels=["direction"]
         )
@@ -148,11 +193,66 @@ class RelayCollector(Collector):
         for transport, n in s.malformed.items():
             malformed.add_metric([transport], n)
         yield malformed
+        yield _by_label(
+            "turnpike_relay_allocations_refused",
+            "Allocates refused by the fair share (quota, reserve, no port, no descriptor), by rule",
+            "reason",
+            s.refusals,
+            [r.label for r in ALLOCATION_REFUSALS],
+        )
+        yield _by_label(
+            "turnpike_relay_connections_refused",
+            "TCP/TLS connections closed on arrival: per-address limit or descriptor reserve",
+            "reason",
+            s.connections_refused,
+            [CONNECTION_LIMIT, CONNECTION_RESERVE],
+        )
+        yield _by_label(
+            "turnpike_relay_fd_exhausted",
+            "Times the process ran out of file descriptors (EMFILE/ENFILE), by where",
+            "where",
+            s.fd_exhausted,
+            ["allocate", "accept"],
+        )
+
+    @staticmethod
+    def _offload(offload: Offload) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "turnpike_relay_offload_active",
+            "1 when the kernel fast path relays ChannelData, 0 when only userspace relays",
+            value=int(offload.active),
+        )
+        yield GaugeMetricFamily(
+            "turnpike_relay_offload_channels",
+            "Channels the kernel fast path currently relays",
+            value=offload.channels,
+        )
+        punted = CounterMetricFamily(
+            "turnpike_relay_offload_punted",
+            "Packets of offloaded channels handed to userspace, by reason",
+            labels=["reason"],
+        )
+        for reason, n in offload.punted().items():
+            punted.add_metric([reason], n)
+        yield punted
 
 
 def registry_for(
-    stats: RelayStats, table: AllocationTable, keyring: KeyringState | None = None
+    stats: RelayStats,
+    table: AllocationTable,
+    keyring: KeyringState | None = None,
+    offload: Offload | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(RelayCollector(stats, table, keyring))
+    registry.register(RelayCollector(stats, table, keyring, offload))
     return registry
+
+
+def _by_label(
+    name: str, documentation: str, label: str, counts: Counter[str], known: list[str]
+) -> CounterMetricFamily:
+    """A counter by one label, with every known value present from the start (as 0)."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value in dict.fromkeys([*known, *counts]):
+        family.add_metric([value], counts.get(value, 0))
+    return family

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import time
@@ -18,11 +19,15 @@ from typing import Any, Protocol
 
 from turnpike.core.addresses import AddressPolicy
 from turnpike.core.keyring import Keyring
+from turnpike.core.ratelimit import RateLimiter
 from turnpike.relay import allocation as allocs
+from turnpike.relay import fairshare as fair
 from turnpike.relay import stun
 from turnpike.relay.allocation import Allocation, AllocationTable, ClientSink, PortPool
-from turnpike.relay.auth import Authenticator, Failure, Identity, RateLimiter
+from turnpike.relay.auth import Authenticator, Failure, Identity
+from turnpike.relay.fairshare import FairShare, Refusal, Shares
 from turnpike.relay.metrics import METHOD_NAMES, RelayStats
+from turnpike.relay.offload import Offload
 from turnpike.relay.stun import Address, Attr, Class, Method
 
 log = logging.getLogger("turnpike.relay")
@@ -54,8 +59,12 @@ class RelayConfig:
     relay_ports: tuple[int, int] = (49152, 65535)
     allow_peer: tuple[str, ...] = ()
     deny_peer: tuple[str, ...] = ()
-    user_quota: int = 12  # 0 = unlimited
+    user_quota: int = fair.DEFAULT_TOKEN_QUOTA  # allocations per token; 0 = unlimited
+    account_quota: int | None = None  # per account; None: half the ports; 0 = unlimited
+    ip_quota: int | None = None  # per client address (IPv6: /64); None: a quarter of the ports
     total_quota: int = 0  # 0 = unlimited
+    connections_per_ip: int | None = None  # TCP/TLS; None: a tenth of the fd limit (>= 100)
+    reserve_percent: float = fair.DEFAULT_RESERVE_PERCENT  # of ports and fds, for small holders
     max_bps: int = 0  # per allocation, payload bits per second both ways; 0 = unlimited
     default_lifetime: int = allocs.DEFAULT_LIFETIME
     max_lifetime: int = allocs.MAX_LIFETIME
@@ -66,22 +75,56 @@ class RelayConfig:
     unauthorized_rate: float = 10.0  # UDP 401 replies per second per source IP; 0 = no limit
     sweep_interval: float = 1.0
 
+    def shares(self, ports: int) -> Shares:
+        return Shares.resolve(
+            ports,
+            fair.fd_limit(),
+            token=self.user_quota,
+            account=self.account_quota,
+            ip=self.ip_quota,
+            total=self.total_quota,
+            connections=self.connections_per_ip,
+            reserve_percent=self.reserve_percent,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _AllocateRequest:
+    ip: str  # the relay address to bind
+    even: bool
+    reserve_next: bool
+    token: int | None  # RESERVATION-TOKEN
+    dont_fragment: bool
+    lifetime: int
+
+
+UNKNOWN_RESERVATION = Refusal("unknown_reservation", 508, "Insufficient Capacity (no reservation)")
+
 
 def _family(ip: str) -> int:
     return 6 if ":" in ip else 4
 
 
 class RelayServer:
-    def __init__(self, config: RelayConfig, keyring: Callable[[], Keyring]) -> None:
+    def __init__(
+        self,
+        config: RelayConfig,
+        keyring: Callable[[], Keyring],
+        offload: Offload | None = None,
+    ) -> None:
         self.config = config
+        self.offload = offload if offload is not None else Offload()  # the kernel fast path
         self.keyring = keyring
         self.auth = Authenticator(keyring, config.realm, nonce_lifetime=config.nonce_lifetime)
         self.policy = AddressPolicy(config.allow_peer, config.deny_peer)
         self.table = AllocationTable(PortPool(*config.relay_ports))
+        low, high = config.relay_ports
+        ports = (high - low + 1) * len(config.relay_ips)
+        self.fair_share = FairShare(config.shares(ports), ports, fair.fd_limit(), fair.fds_open())
         self.table.on_removed = self._removed
         self.stats = RelayStats()
         self.limiter = RateLimiter(config.unauthorized_rate, burst=max(config.unauthorized_rate, 1))
-        self._log_limiter = RateLimiter(rate=5, burst=20)
+        self._log_limiter = RateLimiter(5, burst=20)
         self.relay_ip = {_family(ip): ip for ip in config.relay_ips}
         self.advertised_ip = dict(self.relay_ip)
         self.advertised_ip.update({_family(ip): ip for ip in config.external_ips})
@@ -102,6 +145,7 @@ class RelayServer:
     def start(self) -> None:
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        self.offload.start_sweeping(self.config.sweep_interval)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -117,6 +161,7 @@ class RelayServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        await self.offload.stop_sweeping()
         for task in list(self._tasks):
             task.cancel()
         self.table.close()
@@ -139,22 +184,46 @@ class RelayServer:
         for alloc in list(endpoint.allocations.values()):
             self.table.remove(alloc, "connection_closed")
 
+    def connection_opened(self, ip: str) -> bool:
+        """A TCP/TLS connection arrived from ``ip``: False when it must be closed at once."""
+        refused = self.fair_share.connect(ip, len(self.table.pool.in_use))
+        if refused is None:
+            return True
+        self.stats.connections_refused[refused] += 1
+        if self._log_limiter.allow(refused):
+            log.warning(
+                "connection refused: %s",
+                refused,
+                extra={"event": "connection_refused", "reason": refused},
+            )
+        return False
+
+    def connection_closed(self, ip: str) -> None:
+        self.fair_share.disconnect(ip)
+
     def _removed(self, alloc: Allocation, reason: str) -> None:
         endpoint: Endpoint = alloc.five_tuple[0]
         endpoint.allocations.pop(alloc.five_tuple[1], None)
         if self.hairpin.get(alloc.advertised) is alloc:
             del self.hairpin[alloc.advertised]
         alloc.client.closed = True
+        kernel = self.offload.forget(alloc)  # the fast path's entries go first
+        self.fair_share.give_back_allocation(alloc.user, alloc.five_tuple[1][0])
         self.stats.allocations_removed[reason] += 1
-        t = alloc.traffic
+        t = allocs.Traffic()
+        t.add(alloc.traffic)
+        t.add(kernel)
         seconds = round(time.monotonic() - alloc.created, 1)
         log.info(
-            "allocation %s:%d ended (%s) after %.0fs: %d/%d packets to peer/client",
+            "allocation %s:%d ended (%s) after %.0fs: %d/%d packets to peer/client"
+            " (%d/%d of them in the kernel)",
             *alloc.relayed,
             reason,
             seconds,
             t.to_peer_packets,
             t.to_client_packets,
+            kernel.to_peer_packets,
+            kernel.to_client_packets,
             extra={
                 "event": "allocation_ended",
                 "relayed": f"{alloc.relayed[0]}:{alloc.relayed[1]}",
@@ -164,6 +233,8 @@ class RelayServer:
                 "packets_to_client": t.to_client_packets,
                 "bytes_to_peer": t.to_peer_bytes,
                 "bytes_to_client": t.to_client_bytes,
+                "kernel_packets_to_peer": kernel.to_peer_packets,
+                "kernel_packets_to_client": kernel.to_client_packets,
             },
         )
 
@@ -288,6 +359,7 @@ class RelayServer:
         key: bytes | None = None,
         challenge: bool = False,
         unknown: tuple[int, ...] = (),
+        phrase: str | None = None,
     ) -> None:
         self.stats.request(msg.method, code)
         if code in (401, 438) and endpoint.name == "udp" and not self.limiter.allow(addr[0]):
@@ -297,7 +369,10 @@ class RelayServer:
             return
         response = stun.Message(msg.method, Class.ERROR, msg.transaction_id)
         response.magic_cookie = msg.magic_cookie
-        response.attributes[Attr.ERROR_CODE] = (code, stun.ERROR_REASONS.get(code, "Error"))
+        response.attributes[Attr.ERROR_CODE] = (
+            code,
+            phrase or stun.ERROR_REASONS.get(code, "Error"),
+        )
         if unknown:
             response.attributes[Attr.UNKNOWN_ATTRIBUTES] = unknown
         if challenge:
@@ -326,95 +401,125 @@ class RelayServer:
         alloc: Allocation | None,
         identity: Identity,
     ) -> None:
-        key = identity.key
-
-        def fail(code: int) -> None:
-            self._error(msg, endpoint, addr, code, key=key)
-
+        """Allocate (RFC 8656 §7.2): the request's checks, the fair share, then a relay socket."""
         if alloc is not None:
-            if msg.transaction_id == alloc.transaction_id:
-                endpoint.reply(alloc.response, addr)  # a retransmission: same answer
-            else:
-                fail(437)
+            self._allocate_again(msg, endpoint, addr, alloc, identity.key)
             return
         five = (id(endpoint), addr)
         if five in self._pending:
             return  # a retransmission while the relay socket is being set up
-        if self.draining:
-            fail(403)
+        request = self._allocate_request(msg, endpoint)
+        if isinstance(request, int):
+            self._error(msg, endpoint, addr, request, key=identity.key)
             return
+        ports_in_use = len(self.table.pool.in_use)
+        refusal = self.fair_share.check_allocation(identity.user, addr[0], ports_in_use)
+        bound = self._relay_socket(request) if refusal is None else refusal
+        if isinstance(bound, Refusal):
+            self._refuse(msg, endpoint, addr, identity.key, bound)
+            return
+        sock, ip, reservation_token = bound
+        if request.dont_fragment and not allocs.set_dont_fragment(sock):
+            # RFC 8656 §7.2: a server that cannot honour DONT-FRAGMENT treats it as unknown.
+            sock.close()
+            self.table.pool.release(ip, int(sock.getsockname()[1]))
+            self._error(msg, endpoint, addr, 420, key=identity.key, unknown=(Attr.DONT_FRAGMENT,))
+            return
+        self.fair_share.take_allocation(identity.user, addr[0])
+        self._pending.add(five)
+        finish = self._finish_allocate(
+            msg, endpoint, addr, identity, sock, ip, request.lifetime, reservation_token
+        )
+        task = asyncio.get_running_loop().create_task(finish)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _allocate_again(
+        self, msg: stun.Message, endpoint: Endpoint, addr: Any, alloc: Allocation, key: bytes
+    ) -> None:
+        if msg.transaction_id == alloc.transaction_id:
+            endpoint.reply(alloc.response, addr)  # a retransmission: same answer
+        else:
+            self._error(msg, endpoint, addr, 437, key=key)
+
+    def _allocate_request(self, msg: stun.Message, endpoint: Endpoint) -> _AllocateRequest | int:
+        """What an Allocate asks for, or the error code that refuses it."""
+        if self.draining:
+            return 403
         transport = msg.get(Attr.REQUESTED_TRANSPORT)
         if transport is None:
-            fail(400)
-            return
+            return 400
         if transport != UDP_PROTOCOL:
-            fail(442)
-            return
+            return 442
         token = msg.get(Attr.RESERVATION_TOKEN)
         even = msg.get(Attr.EVEN_PORT)
         family_code = msg.get(Attr.REQUESTED_ADDRESS_FAMILY)
         if token is not None and (even is not None or family_code is not None):
-            fail(400)
-            return
+            return 400
         if family_code is not None and family_code not in (FAMILY_IPV4, FAMILY_IPV6):
-            fail(440)
-            return
-        quota = self.config.user_quota
-        if quota and self.table.per_user.get(identity.user, 0) >= quota:
-            fail(486)
-            return
-        if self.config.total_quota and len(self.table) >= self.config.total_quota:
-            fail(508)
-            return
+            return 440
         if family_code is not None:
             family = 4 if family_code == FAMILY_IPV4 else 6
             if family not in self.relay_ip:
-                fail(440)
-                return
+                return 440
         elif endpoint.local_family in self.relay_ip:
             # Browsers omit REQUESTED-ADDRESS-FAMILY; follow the family they reached us over.
             family = endpoint.local_family
         else:
             family = next(iter(self.relay_ip))
-        ip = self.relay_ip[family]
-        reservation_token = 0
-        if token is not None:
-            reservation = self.table.take_reservation(token)
-            if reservation is None:
-                fail(508)
-                return
-            sock, ip = reservation.sock, reservation.ip
-        else:
-            reserve = even is not None and bool(even & 0x80)
-            socks = self.table.pool.bind(ip, even=even is not None, reserve_next=reserve)
-            if not socks:
-                log.warning("no relay port free in %d-%d", *self.config.relay_ports)
-                fail(508)
-                return
-            sock = socks[0]
-            if reserve:
-                reservation_token = self.table.reserve(socks[1], ip)
-        if Attr.DONT_FRAGMENT in msg and not allocs.set_dont_fragment(sock):
-            # RFC 8656 §7.2: a server that cannot honour DONT-FRAGMENT treats it as unknown.
-            sock.close()
-            self.table.pool.release(ip, int(sock.getsockname()[1]))
-            self._error(msg, endpoint, addr, 420, key=key, unknown=(Attr.DONT_FRAGMENT,))
-            return
-        self._pending.add(five)
-        task = asyncio.get_running_loop().create_task(
-            self._finish_allocate(
-                msg,
-                endpoint,
-                addr,
-                identity,
-                sock,
-                ip,
-                self._lifetime(msg) or self.config.default_lifetime,  # LIFETIME 0 is no request
-                reservation_token,
-            )
+        return _AllocateRequest(
+            ip=self.relay_ip[family],
+            even=even is not None,
+            reserve_next=even is not None and bool(even & 0x80),
+            token=token,
+            dont_fragment=Attr.DONT_FRAGMENT in msg,
+            lifetime=self._lifetime(msg) or self.config.default_lifetime,  # 0 is no request
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+    def _relay_socket(self, request: _AllocateRequest) -> tuple[socket.socket, str, int] | Refusal:
+        """A bound relay socket, its address and a new reservation token (0 when none)."""
+        if request.token is not None:
+            reservation = self.table.take_reservation(request.token)
+            if reservation is None:
+                return UNKNOWN_RESERVATION
+            return reservation.sock, reservation.ip, 0
+        try:
+            socks = self.table.pool.bind(
+                request.ip, even=request.even, reserve_next=request.reserve_next
+            )
+        except OSError as exc:  # the pool raises only when the process is out of resources
+            self.out_of_fds("allocate", exc)
+            return fair.OUT_OF_FDS
+        if not socks:
+            return fair.NO_PORT
+        token = self.table.reserve(socks[1], request.ip) if request.reserve_next else 0
+        return socks[0], request.ip, token
+
+    def _refuse(
+        self, msg: stun.Message, endpoint: Endpoint, addr: Any, key: bytes, refusal: Refusal
+    ) -> None:
+        self.stats.refusals[refusal.label] += 1
+        if self._log_limiter.allow(refusal.label):
+            log.warning(
+                "allocation refused: %s (%d %s)",
+                refusal.label,
+                refusal.code,
+                refusal.phrase,
+                extra={"event": "allocation_refused", "reason": refusal.label},
+            )
+        self._error(msg, endpoint, addr, refusal.code, key=key, phrase=refusal.phrase)
+
+    def out_of_fds(self, where: str, exc: OSError) -> None:
+        """EMFILE/ENFILE (or no buffer memory): counted and logged as what it is."""
+        self.stats.fd_exhausted[where] += 1
+        if self._log_limiter.allow("out_of_fds"):
+            log.error(
+                "out of file descriptors on %s: %s (limit %d); raise the limit (ulimit -n)",
+                where,
+                errno.errorcode.get(exc.errno or 0, exc),
+                fair.fd_limit(),
+                extra={"event": "out_of_fds", "where": where},
+            )
 
     async def _finish_allocate(
         self,
@@ -433,16 +538,22 @@ class RelayServer:
         try:
             loop = asyncio.get_running_loop()
             transport, _ = await loop.create_datagram_endpoint(lambda: proto, sock=sock)
-        except OSError:
+        except OSError as exc:
             sock.close()
             self.table.pool.release(*bound)
-            self._error(msg, endpoint, addr, 508, key=identity.key)
+            self.fair_share.give_back_allocation(identity.user, addr[0])
+            refusal = fair.NO_PORT
+            if exc.errno in fair.OUT_OF_RESOURCES:
+                self.out_of_fds("allocate", exc)
+                refusal = fair.OUT_OF_FDS
+            self._refuse(msg, endpoint, addr, identity.key, refusal)
             return
         finally:
             self._pending.discard(five)
         if endpoint.is_closing():
             transport.close()
             self.table.pool.release(*bound)
+            self.fair_share.give_back_allocation(identity.user, addr[0])
             return
         alloc = Allocation(
             (endpoint, addr),
@@ -511,6 +622,7 @@ class RelayServer:
             self.table.remove(alloc, "deleted")
         else:
             alloc.expires = time.monotonic() + lifetime
+            self.offload.sync(alloc)  # the kernel's entries carry the new expiry
         self._success(msg, endpoint, addr, {Attr.LIFETIME: lifetime}, identity.key)
 
     def _check_peer(
@@ -600,6 +712,7 @@ class RelayServer:
             self._error(msg, endpoint, addr, 508, key=alloc.key)
             return
         alloc.bind_channel(channel, peer, self.config.channel_lifetime)
+        self.offload.sync(alloc)  # only now may the kernel relay this channel
         self._success(msg, endpoint, addr, {}, alloc.key)
 
     def _send_indication(self, msg: stun.Message, endpoint: Endpoint, addr: Any) -> None:

@@ -13,6 +13,7 @@ import ssl
 from typing import Any
 
 from turnpike.relay.allocation import Allocation, ClientSink
+from turnpike.relay.fairshare import OUT_OF_RESOURCES
 from turnpike.relay.server import RelayServer
 
 # A STUN message over TCP is at most this large; anything claiming more is garbage.
@@ -94,10 +95,15 @@ class StreamConnection(asyncio.Protocol):
         self.addr: Any = None
         self.buffer = bytearray()
         self._idle: asyncio.TimerHandle | None = None
+        self._counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.addr = transport.get_extra_info("peername")
+        if not self.server.connection_opened(self.addr[0]):
+            self._abort()  # over its address's share: closed before it costs more than its fd
+            return
+        self._counted = True
         loop = asyncio.get_running_loop()
         self._idle = loop.call_later(ALLOCATE_TIMEOUT, self._close_if_unallocated)
 
@@ -110,6 +116,9 @@ class StreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
             self._idle.cancel()
+        if self._counted:
+            self._counted = False
+            self.server.connection_closed(self.addr[0])
         self.server.endpoint_closed(self)
         self.transport = None
 
@@ -162,6 +171,23 @@ class StreamConnection(asyncio.Protocol):
         return self.transport is None or self.transport.is_closing()
 
 
+def _tcp_listener(host: str, port: int, reuse_port: bool, family: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == 6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def _udp_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if _family_of(host) == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -187,7 +213,6 @@ class Listeners:
     def __init__(self, server: RelayServer) -> None:
         self.server = server
         self.udp: list[tuple[UdpListener, asyncio.DatagramTransport]] = []
-        self.streams: list[asyncio.Server] = []
         self.accepting: list[tuple[socket.socket, asyncio.Task[None]]] = []
         self._sniffing: set[asyncio.Task[None]] = set()
 
@@ -208,32 +233,23 @@ class Listeners:
         family = _family_of(host)
         if tls is not None:
             return await self._listen_tls_or_plain(host, port, reuse_port, tls, family)
-        name = "tcp"
         # With port 0 the UDP port may be taken for TCP by someone else: try a few numbers.
         for attempt in range(20 if port == 0 else 1):
             udp_sock = _udp_socket(host, port, reuse_port)
-            chosen = port if udp_sock is None else int(udp_sock.getsockname()[1])
+            chosen = int(udp_sock.getsockname()[1])
             try:
-                server = await loop.create_server(
-                    lambda: StreamConnection(self.server, name, family),
-                    host,
-                    chosen,
-                    reuse_port=reuse_port or None,
-                    backlog=1024,
-                )
+                tcp_sock = _tcp_listener(host, chosen, reuse_port, family)
             except OSError:
-                if udp_sock is not None:
-                    udp_sock.close()
+                udp_sock.close()
                 if attempt == 19 or port != 0:
                     raise
                 continue
             break
-        if udp_sock is not None:
-            listener = UdpListener(self.server, family)
-            transport, _ = await loop.create_datagram_endpoint(lambda: listener, sock=udp_sock)
-            self.udp.append((listener, transport))
-        self.streams.append(server)
-        bound = server.sockets[0].getsockname()
+        listener = UdpListener(self.server, family)
+        transport, _ = await loop.create_datagram_endpoint(lambda: listener, sock=udp_sock)
+        self.udp.append((listener, transport))
+        self.accepting.append((tcp_sock, loop.create_task(self._accept(tcp_sock, None, family))))
+        bound = tcp_sock.getsockname()
         return str(bound[0]), int(bound[1])
 
     async def _listen_tls_or_plain(
@@ -246,30 +262,27 @@ class Listeners:
         them apart: a TLS record starts with 0x16, STUN with 0x00/0x01, ChannelData 0x40-0x7F.
         """
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET6 if family == 6 else socket.AF_INET)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == 6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((host, port))
-            sock.listen(1024)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        sock = _tcp_listener(host, port, reuse_port, family)
         self.accepting.append((sock, loop.create_task(self._accept(sock, tls, family))))
         bound = sock.getsockname()
         return str(bound[0]), int(bound[1])
 
-    async def _accept(self, listener: socket.socket, tls: ssl.SSLContext, family: int) -> None:
+    async def _accept(
+        self, listener: socket.socket, tls: ssl.SSLContext | None, family: int
+    ) -> None:
+        """Accept connections ourselves (not ``create_server``), so running out of descriptors
+        is seen, counted and logged here: uvloop would drop such connections silently."""
         loop = asyncio.get_running_loop()
         while True:
             try:
                 conn, _ = await loop.sock_accept(listener)
-            except OSError:  # EMFILE and friends: back off instead of spinning
+            except OSError as exc:  # EMFILE and friends: back off instead of spinning
+                if exc.errno in OUT_OF_RESOURCES:
+                    self.server.out_of_fds("accept", exc)
                 await asyncio.sleep(0.1)
+                continue
+            if tls is None:
+                await self._serve(conn, "tcp", family)
                 continue
             # One task per new connection (not per packet) until it has said which protocol.
             task = loop.create_task(self._sniff(conn, tls, family))
@@ -294,6 +307,16 @@ class Listeners:
         except (OSError, TimeoutError, ssl.SSLError):
             conn.close()
 
+    async def _serve(
+        self, conn: socket.socket, name: str, family: int, tls: ssl.SSLContext | None = None
+    ) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: StreamConnection(self.server, name, family), conn, ssl=tls
+            )
+        except (OSError, ssl.SSLError):
+            conn.close()
+
     async def close(self) -> None:
         for listener, task in self.accepting:
             task.cancel()
@@ -302,8 +325,3 @@ class Listeners:
             task.cancel()
         for _, transport in self.udp:
             transport.close()
-        for server in self.streams:
-            server.close()
-        for server in self.streams:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2)

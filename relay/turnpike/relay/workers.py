@@ -3,8 +3,8 @@
 The kernel hashes each UDP 5-tuple and each TCP connection to one worker, so a client's allocation
 lives in exactly one process and no state is shared. Quotas are therefore per worker. This
 supervisor starts the workers, serves ``--metrics`` for all of them (it scrapes each worker's own
-loopback metrics port and sums the samples), forwards SIGTERM so they drain, and restarts a worker
-that dies unexpectedly.
+loopback metrics port and merges the samples as each family declares in ``metrics.MERGE``),
+forwards SIGTERM so they drain, and restarts a worker that dies unexpectedly.
 """
 
 from __future__ import annotations
@@ -19,18 +19,25 @@ import signal
 import socket
 import sys
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from turnpike.core.config import HostPort
 from turnpike.relay.app import Options
+from turnpike.relay.metrics import MERGE
 
 log = logging.getLogger("turnpike.relay")
 
-# The sample names one family may expose (counters, histograms, summaries, info).
-_SAMPLE_SUFFIXES = ("", "_total", "_created", "_bucket", "_sum", "_count", "_info")
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{.*\})?)\s+(\S+)$")
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$")
+_MERGERS: dict[str, Callable[[list[float]], float]] = {
+    "sum": sum,
+    "max": max,
+    "min": min,
+    "one": lambda values: values[0],  # the first worker that answered
+}
 
 
 def _free_loopback_port() -> int:
@@ -39,36 +46,48 @@ def _free_loopback_port() -> int:
         return int(s.getsockname()[1])
 
 
-def merge_metrics(texts: list[str]) -> str:
-    """Sum Prometheus text samples with the same name and labels across workers."""
+def merge_metrics(texts: list[str], merge: Mapping[str, str] = MERGE) -> str:
+    """Merge the workers' Prometheus texts: each family as ``merge`` declares (sum, max or one
+    worker's value; undeclared ones are summed), and ``_created`` series by their earliest value
+    (a creation time summed over workers is meaningless)."""
     comments: OrderedDict[str, None] = OrderedDict()
-    totals: OrderedDict[str, float] = OrderedDict()
+    values: OrderedDict[str, list[float]] = OrderedDict()
+    owner: dict[str, str] = {}  # sample key → its family
     for text in texts:
+        family = ""
         for line in text.splitlines():
             if line.startswith("#"):
                 comments.setdefault(line, None)
+                parts = line.split()
+                if len(parts) > 2 and parts[1] == "TYPE":
+                    family = parts[2]
                 continue
             match = _SAMPLE.match(line)
             if match is None:
                 continue
             try:
-                value = float(match.group(2))
+                value = float(match.group(3))
             except ValueError:
                 continue
-            totals[match.group(1)] = totals.get(match.group(1), 0.0) + value
+            key = match.group(1) + (match.group(2) or "")
+            values.setdefault(key, []).append(value)
+            owner.setdefault(key, family)
+    merged: dict[str, float] = {}
+    for key, samples in values.items():
+        family = owner[key].removesuffix("_total")
+        mode = "min" if key.split("{", 1)[0].endswith("_created") else merge.get(family, "sum")
+        merged[key] = _MERGERS[mode](samples)
     out: list[str] = []
     emitted: set[str] = set()
     for comment in comments:
-        parts = comment.split()
-        name = parts[2] if len(parts) > 2 else ""
         out.append(comment)
-        if comment.startswith("# TYPE"):
-            for key, value in totals.items():
-                base = key.split("{", 1)[0]
-                if key not in emitted and any(base == name + sfx for sfx in _SAMPLE_SUFFIXES):
-                    out.append(f"{key} {value!r}")
+        parts = comment.split()
+        if len(parts) > 2 and parts[1] == "TYPE":
+            for key in merged:
+                if key not in emitted and owner[key] == parts[2]:
+                    out.append(f"{key} {merged[key]!r}")
                     emitted.add(key)
-    out.extend(f"{k} {v!r}" for k, v in totals.items() if k not in emitted)
+    out.extend(f"{k} {v!r}" for k, v in merged.items() if k not in emitted)
     return "\n".join(out) + "\n"
 
 
@@ -124,74 +143,93 @@ class Worker:
         return f"http://127.0.0.1:{self.metrics_port}"
 
 
-async def supervise(options: Options, stop: asyncio.Event) -> int:
-    argv = [sys.executable, "-m", "turnpike", *options.argv]
-    workers = [Worker(i, argv) for i in range(options.workers)]
-    for worker in workers:
-        await worker.start()
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
-    draining = False
+class Fleet:
+    """The running workers, seen from the supervisor: health, metrics, restarts and the drain."""
 
-    async def fetch(worker: Worker, path: str) -> tuple[int, str]:
+    def __init__(self, workers: list[Worker], session: aiohttp.ClientSession) -> None:
+        self.workers = workers
+        self.session = session
+        self.draining = False
+
+    async def fetch(self, worker: Worker, path: str) -> tuple[int, str]:
         try:
-            async with session.get(worker.url + path) as resp:
+            async with self.session.get(worker.url + path) as resp:
                 return resp.status, await resp.text()
         except (aiohttp.ClientError, TimeoutError):
             return 599, ""
 
-    async def metrics(_: web.Request) -> web.Response:
-        results = await asyncio.gather(*(fetch(w, "/metrics") for w in workers))
+    async def metrics(self, _: web.Request) -> web.Response:
+        results = await asyncio.gather(*(self.fetch(w, "/metrics") for w in self.workers))
         body = merge_metrics([text for status, text in results if status == 200])
         return web.Response(text=body, content_type="text/plain", charset="utf-8")
 
-    async def live(_: web.Request) -> web.Response:
+    async def live(self, _: web.Request) -> web.Response:
         return web.json_response({"live": True})
 
-    async def ready(request: web.Request) -> web.Response:
-        del request
-        results = await asyncio.gather(*(fetch(w, "/ready") for w in workers))
+    async def ready(self, _: web.Request) -> web.Response:
+        results = await asyncio.gather(*(self.fetch(w, "/ready") for w in self.workers))
         body, ok = combine_ready(results)
-        ok = ok and not draining
-        body["ready"] = ok
+        body["ready"] = ok = ok and not self.draining
         return web.json_response(body, status=200 if ok else 503)
 
-    runner: web.AppRunner | None = None
-    if options.metrics is not None:
+    async def serve_health(self, address: HostPort) -> web.AppRunner:
         app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        app.router.add_get("/live", live)
-        app.router.add_get("/ready", ready)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/live", self.live)
+        app.router.add_get("/ready", self.ready)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, options.metrics.host, options.metrics.port).start()
+        await web.TCPSite(runner, address.host, address.port).start()
+        return runner
 
-    async def watch(worker: Worker) -> None:
+    async def watch(self, worker: Worker) -> None:
+        """Restart ``worker`` whenever it exits, until the drain begins."""
         while True:
             assert worker.proc is not None
             code = await worker.proc.wait()
-            if draining:
+            if self.draining:
                 return
             log.error("worker %d exited with %s, restarting", worker.index, code)
             await asyncio.sleep(1)
             await worker.start()
 
-    watchers = [asyncio.create_task(watch(w)) for w in workers]
-    try:
-        await stop.wait()
-        draining = True
-        for worker in workers:
+    async def drain(self) -> int:
+        """SIGTERM every worker and wait for each: 0 when all of them drained cleanly."""
+        self.draining = True
+        for worker in self.workers:
             if worker.proc is not None and worker.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     worker.proc.send_signal(signal.SIGTERM)
-        codes = [await w.proc.wait() for w in workers if w.proc is not None]
+        codes = [await w.proc.wait() for w in self.workers if w.proc is not None]
         return 0 if all(code == 0 for code in codes) else 1
-    finally:
-        for task in watchers:
-            task.cancel()
-        for worker in workers:
+
+    async def kill_leftovers(self) -> None:
+        for worker in self.workers:
             if worker.proc is not None and worker.proc.returncode is None:
                 worker.proc.kill()
                 await worker.proc.wait()
-        await session.close()
-        if runner is not None:
-            await runner.cleanup()
+
+
+async def supervise(options: Options, stop: asyncio.Event) -> int:
+    """Start the workers, serve their merged health and metrics, restart any that dies, and on
+    ``stop`` drain them all."""
+    argv = [sys.executable, "-m", "turnpike", *options.argv]
+    workers = [Worker(i, argv) for i in range(options.workers)]
+    for worker in workers:
+        await worker.start()
+    timeout = aiohttp.ClientTimeout(total=2)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        fleet = Fleet(workers, session)
+        runner: web.AppRunner | None = None
+        watchers = [asyncio.create_task(fleet.watch(w)) for w in workers]
+        try:
+            if options.metrics is not None:
+                runner = await fleet.serve_health(options.metrics)
+            await stop.wait()
+            return await fleet.drain()
+        finally:
+            for task in watchers:
+                task.cancel()
+            await fleet.kill_leftovers()
+            if runner is not None:
+                await runner.cleanup()

@@ -10,21 +10,27 @@ Every route needs HTTP Basic with an account's SID and auth token (or an API key
 
 from __future__ import annotations
 
-import ipaddress
 import json
+import logging
 import time
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from turnpike.core import errors as hosted
 from turnpike.core.accounts import Principal
 from turnpike.core.health import health_app
 from turnpike.streamgw import twiml
-from turnpike.streamgw.call import Call, Source
-from turnpike.streamgw.errors import StreamFailure, rest_error
+from turnpike.streamgw.admission import Refused
+from turnpike.streamgw.call import Call
+from turnpike.streamgw.errors import StreamFailure
 from turnpike.streamgw.gateway import Draining, Gateway
+from turnpike.streamgw.ingress import Source
+from turnpike.streamgw.rest_ingress import RequestError, parse_request
 from turnpike.streamgw.stream import Fork, StreamSpec
+
+log = logging.getLogger("turnpike.streamgw")
 
 GATEWAY = web.AppKey("gateway", Gateway)
 API_VERSION = "2010-04-01"
@@ -41,30 +47,11 @@ def _principal(request: web.Request) -> Principal:
     gateway = request.app[GATEWAY]
     principal = gateway.accounts().authenticate(request.headers.get("Authorization"))
     if principal is None:
-        raise ApiError(401, 20003, "Authenticate", {"WWW-Authenticate": 'Basic realm="Turnpike"'})
+        raise hosted.unauthenticated("Turnpike")
     return principal
 
 
-class ApiError(Exception):
-    """Answered with the hosted REST API's JSON error body (see `errors_middleware`)."""
-
-    def __init__(
-        self, status: int, code: int, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.headers = headers or {}
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-    except ApiError as exc:
-        response = rest_error(exc.status, exc.code, str(exc))
-        response.headers.update(exc.headers)
-    return response
+ApiError = hosted.ApiError  # every error leaves in the hosted shape (`hosted.middleware`)
 
 
 def _call_for(request: web.Request, principal: Principal, sid: str) -> Call:
@@ -72,19 +59,6 @@ def _call_for(request: web.Request, principal: Principal, sid: str) -> Call:
     if call is None or call.account.sid != principal.account.sid:
         raise ApiError(404, 20404, f"The requested resource /Calls/{sid} was not found")
     return call
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    try:
-        ip = ipaddress.ip_address(host)
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"rtp.remote must be IP:PORT, got {text!r}") from None
-    if not sep or not 1 <= number <= 65535:
-        raise ValueError(f"rtp.remote must be IP:PORT, got {text!r}")
-    return str(ip), number
 
 
 # ---- /v1/Calls (media-server side) -----------------------------------------------------------
@@ -97,69 +71,17 @@ async def create_call(request: web.Request) -> web.Response:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, 20001, "the request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, 20001, "the request body must be a JSON object")
-
-    def text(key: str, default: str | None = None) -> str | None:
-        value = body.get(key, default)
-        if value is not None and not isinstance(value, str):
-            raise ApiError(400, 20001, f"{key} must be a string")
-        return value
-
-    account_sid = text("accountSid", principal.account.sid)
-    if account_sid != principal.account.sid:
-        raise ApiError(403, 20003, "accountSid does not match the credentials")
-    from_, to = text("from", "") or "", text("to", "") or ""
-    document, url = text("twiml"), text("url")
-    if (document is None) == (url is None):
-        raise ApiError(
-            400, 20001, "give exactly one of twiml (a document) or url (a voice webhook)"
-        )
-    method = (text("method", "POST") or "POST").upper()
-    if method not in ("GET", "POST"):
-        raise ApiError(400, 20001, "method must be GET or POST")
-    codec = (text("codec", "PCMU") or "PCMU").upper()
-    if codec not in ("PCMU", "PCMA"):
-        raise ApiError(400, 20001, "codec must be PCMU or PCMA")
-    dtmf_pt = body.get("dtmfPayloadType", 101)
-    if not isinstance(dtmf_pt, int) or isinstance(dtmf_pt, bool) or not 96 <= dtmf_pt <= 127:
-        raise ApiError(400, 20001, "dtmfPayloadType must be a dynamic payload type (96-127)")
-    remote: tuple[str, int] | None = None
-    rtp = body.get("rtp")
-    if rtp is not None:
-        if not isinstance(rtp, dict) or not isinstance(rtp.get("remote", ""), str):
-            raise ApiError(400, 20001, 'rtp must be an object like {"remote": "IP:PORT"}')
-        if rtp.get("remote"):
-            try:
-                remote = _host_port(rtp["remote"])
-            except ValueError as exc:
-                raise ApiError(400, 20001, str(exc)) from None
-    status_callback = text("statusCallback")
-    cb_method = (text("statusCallbackMethod", "POST") or "POST").upper()
-    if cb_method not in ("GET", "POST"):
-        raise ApiError(400, 20001, "statusCallbackMethod must be GET or POST")
-    if document is not None:
-        try:
-            source = Source(document=twiml.parse(document))
-        except twiml.TwimlError as exc:
-            raise ApiError(400, exc.code, str(exc)) from None
-    else:
-        assert url is not None
-        source = Source(url=url, method=method)
     try:
-        call = await gateway.create_call(
-            principal.account,
-            from_,
-            to,
-            source,
-            codec=codec,
-            dtmf_pt=dtmf_pt,
-            remote=remote,
-            status_callback=status_callback,
-            status_callback_method=cb_method,
-        )
+        call_request, listener = parse_request(body, principal.account, gateway.callbacks)
+        call = await gateway.create_call(call_request, listener)
+    except RequestError as exc:
+        raise ApiError(exc.status, exc.code, str(exc)) from None
     except Draining as exc:
         raise ApiError(503, 20503, str(exc)) from None
+    except Refused as exc:  # the account's cap is its own (429); capacity is everyone's (503)
+        if exc.scope == "account":
+            raise hosted.too_many_requests(None, str(exc)) from None
+        raise hosted.unavailable(str(exc), retry_after=1) from None
     except OSError as exc:
         raise ApiError(503, 20503, f"cannot open an RTP port: {exc}") from None
     resource = call.resource()
@@ -186,7 +108,7 @@ async def delete_call(request: web.Request) -> web.Response:
 def _account_path(request: web.Request) -> Principal:
     principal = _principal(request)
     if request.match_info["account"] != principal.account.sid:
-        raise ApiError(403, 20003, "the AccountSid in the URL does not match the credentials")
+        raise hosted.forbidden("the AccountSid in the URL does not match the credentials")
     return principal
 
 
@@ -295,7 +217,7 @@ async def create_stream(request: web.Request) -> web.Response:
         target = call.check_stream(spec)
     except StreamFailure as exc:
         raise ApiError(400, exc.code, str(exc)) from None
-    fork = call.start_stream(spec, target)
+    fork = call.forks.start(spec, target)
     return web.json_response(stream_json(call, fork))
 
 
@@ -306,7 +228,7 @@ async def update_stream(request: web.Request) -> web.Response:
     if form.get("Status") != "stopped":
         raise ApiError(400, 20001, "Status must be stopped")
     key = request.match_info["stream"]
-    fork = call.find_fork(key)
+    fork = call.forks.find(key)
     if fork is None:
         raise ApiError(404, 20404, f"The requested resource /Streams/{key} was not found")
     if fork.spec.bidirectional:
@@ -319,7 +241,7 @@ async def update_stream(request: web.Request) -> web.Response:
 
 def create_app(gateway: Gateway, *, health: bool = True) -> web.Application:
     """The API app; with ``health`` it also serves ``/metrics``, ``/live`` and ``/ready``."""
-    app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[errors_middleware])
+    app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[hosted.middleware(log)])
     app[GATEWAY] = gateway
     app.router.add_post("/v1/Calls", create_call)
     app.router.add_get("/v1/Calls/{sid}", get_call)

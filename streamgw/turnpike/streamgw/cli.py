@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from turnpike.core.config import cidr, host_port, ip_address, port_range
+from turnpike.core.config import cidr, host_port, ip_address, port_range, positive_int
 
 NAME = "streamgw"
 HELP = "run the Media Streams gateway"
@@ -40,6 +40,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=(10000, 20000),
         metavar="MIN-MAX",
         help="UDP ports for RTP, one per call (default 10000-20000)",
+    )
+    parser.add_argument(
+        "--max-calls",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="concurrent calls in total (default: one per even port of --rtp-ports)",
+    )
+    parser.add_argument(
+        "--max-calls-per-account",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="concurrent calls per account (default: a tenth of --max-calls' default)",
     )
     parser.add_argument(
         "--allow-destination",
@@ -137,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
             rtp_fill_after=args.rtp_fill_after,
             rtp_idle_hangup=args.rtp_idle_hangup,
             drain_grace=args.drain_grace,
+            max_calls=args.max_calls,
+            max_account_calls=args.max_calls_per_account,
         )
         metrics = Metrics()
         gateway = Gateway(config, lambda: watcher.current, metrics)

@@ -51,6 +51,7 @@ def check_url(policy: AddressPolicy, url: URL) -> None:
     try:
         ipaddress.ip_address(host)
     except ValueError:
+        _refuse_legacy_ipv4(policy, host)
         # "localhost" comes from /etc/hosts and would be refused by the resolver anyway; refusing
         # it here gives a clearer error.
         loopback_allowed = policy.permits("127.0.0.1") or policy.permits("::1")
@@ -59,6 +60,22 @@ def check_url(policy: AddressPolicy, url: URL) -> None:
         return
     if not policy.permits(host):
         raise DestinationRefused(f"{host} is not an address this gateway may reach")
+
+
+def _refuse_legacy_ipv4(policy: AddressPolicy, host: str) -> None:
+    """Refuse ``127.1``, ``0x7f000001``, ``017700000001``: IPv4 in the old ``inet_aton`` forms.
+
+    They are names to `ipaddress` but addresses to the C library; aiohttp refuses to connect to
+    them, and they must be refused as destinations (not as some other error) whatever they mean.
+    """
+    try:
+        meant = socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return
+    where = "not an address this gateway may reach" if not policy.permits(meant) else "allowed"
+    raise DestinationRefused(
+        f"{host} is a non-canonical IPv4 literal for {meant} ({where}); write it as {meant}"
+    )
 
 
 def redact(url: str | URL) -> str:

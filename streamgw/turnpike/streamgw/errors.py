@@ -1,8 +1,6 @@
-"""The hosted service's Media Streams error and warning codes, and the REST error body."""
+"""The hosted service's Media Streams error and warning codes (REST errors: core.errors)."""
 
 from __future__ import annotations
-
-from aiohttp import web
 
 TITLES = {
     31900: "Stream - Unknown Error",
@@ -38,14 +36,3 @@ class StreamFailure(Exception):
         super().__init__(f"{code} {TITLES.get(code, 'Error')}: {detail}")
         self.code = code
         self.detail = detail
-
-
-def rest_error(status: int, code: int, message: str) -> web.Response:
-    """The hosted REST API's JSON error body."""
-    body = {
-        "code": code,
-        "message": message,
-        "more_info": f"https://www.twilio.com/docs/errors/{code}",
-        "status": status,
-    }
-    return web.json_response(body, status=status)

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from turnpike.core.accounts import Account, Accounts
+from turnpike.core.accounts import Accounts
 from turnpike.core.addresses import AddressPolicy
-from turnpike.streamgw.call import Call, Source
+from turnpike.streamgw.admission import Admission, Refused, Slot, default_caps
+from turnpike.streamgw.call import Call
 from turnpike.streamgw.callbacks import Callbacks
 from turnpike.streamgw.egress import new_session
-from turnpike.streamgw.media import open_endpoint
+from turnpike.streamgw.ingress import CallListener, CallRequest
+from turnpike.streamgw.media import MediaSettings
 from turnpike.streamgw.metrics import Metrics
 from turnpike.streamgw.stream import Egress, StreamSettings
 
@@ -37,6 +39,12 @@ class GatewayConfig:
     callback_attempts: int = 5
     callback_first_delay: float = 0.5
     keep_ended: int = 1000  # ended calls kept for GET
+    max_calls: int | None = None  # concurrent calls in total; None: one per RTP port
+    max_account_calls: int | None = None  # concurrent calls per account; None: a tenth of ports
+
+    @property
+    def media(self) -> MediaSettings:
+        return MediaSettings(self.rtp_timeout, self.rtp_fill_after, self.rtp_idle_hangup)
 
 
 class Draining(Exception):
@@ -54,6 +62,11 @@ class Gateway:
         self.accounts = accounts
         self.metrics = metrics or Metrics()
         self.policy = AddressPolicy(allow=config.allow_destinations)
+        total, per_account = default_caps(config.rtp_ports)
+        self.admission = Admission(
+            config.max_calls or total, config.max_account_calls or per_account
+        )
+        self._slots: dict[str, Slot] = {}
         self.calls: dict[str, Call] = {}
         self.ended: OrderedDict[str, Call] = OrderedDict()
         self.draining = False
@@ -92,46 +105,42 @@ class Gateway:
     def get(self, sid: str) -> Call | None:
         return self.calls.get(sid) or self.ended.get(sid)
 
-    async def create_call(
-        self,
-        account: Account,
-        from_: str,
-        to: str,
-        source: Source,
-        *,
-        codec: str = "PCMU",
-        dtmf_pt: int = 101,
-        remote: tuple[str, int] | None = None,
-        status_callback: str | None = None,
-        status_callback_method: str = "POST",
-    ) -> Call:
+    async def create_call(self, request: CallRequest, listener: CallListener) -> Call:
+        """A new call from any ingress: its RTP endpoint is open and its TwiML is running."""
         if self.draining:
             raise Draining("the gateway is draining and takes no new calls")
-        call = Call(
-            self,
-            account,
-            from_,
-            to,
-            codec,
-            dtmf_pt,
-            remote,
-            status_callback,
-            status_callback_method,
-        )
-        endpoint, port = await open_endpoint(self.config.rtp_ip, self.config.rtp_ports, call.on_rtp)
-        call.attach(endpoint, port)
+        try:
+            slot = self.admission.admit(request.account.sid)
+        except Refused as exc:
+            self.metrics.calls_refused.labels(exc.scope).inc()
+            raise
+        try:
+            call = Call(self, request, listener)
+            await call.media.open(self.config.rtp_ip, self.config.rtp_ports)
+        except BaseException:
+            self.admission.release(slot)
+            raise
+        self._slots[call.sid] = slot
         self.calls[call.sid] = call
         self.metrics.active_calls.inc()
         self.metrics.calls.inc()
         log.info(
-            "call %s from %s to %s: RTP on %s:%d", call.sid, from_, to, self.config.rtp_ip, port
+            "call %s from %s to %s: RTP on %s:%d",
+            call.sid,
+            request.from_,
+            request.to,
+            self.config.rtp_ip,
+            call.media.local_port,
         )
-        call.begin(source)
+        call.begin(request.source)
         return call
 
     def call_ended(self, call: Call) -> None:
         if self.calls.pop(call.sid, None) is not None:
             self.metrics.active_calls.dec()
+        slot = self._slots.pop(call.sid, None)
+        if slot is not None:
+            self.admission.release(slot)
         self.ended[call.sid] = call
         while len(self.ended) > self.config.keep_ended:
             self.ended.popitem(last=False)

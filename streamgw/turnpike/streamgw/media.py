@@ -1,21 +1,29 @@
-"""The call's RTP side: a UDP endpoint per call, and the 20 ms clock that paces audio out.
+"""The call's media side: its RTP session, the 20 ms media clock, and the playout of prompts.
 
-Inbound packets are reordered, converted to µ-law and cut into 160-byte frames as they arrive,
-so audio reaches the WebSockets with no added delay. The clock ticks every 20 ms of real time: it
-sends the next outbound frame to the caller, and when the caller has gone quiet it fills the
-inbound track with silence frames so media time keeps running, as the hosted service does.
+`MediaSession` owns one call's UDP endpoint, where RTP goes (given, or latched from the first
+packet), the inbound path (reorder → µ-law → 160-byte frames; the `InboundPath` slot is where a
+jitter buffer plugs in) and the clock. Inbound frames are handed on as they complete, so audio
+reaches the WebSockets with no added delay. The clock ticks every 20 ms of real time: it sends the
+next outbound frame to the caller (a bidirectional stream's audio first, then `<Play>`/`<Say>`
+audio from the `Playout`, else silence), and when the caller has gone quiet it fills the inbound
+track with silence frames so media time keeps running, as the hosted service does. What the call
+does with frames, digits and silence is behind `MediaEvents`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
+import time
 from collections.abc import Callable
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 from turnpike.streamgw import g711, rtp
+from turnpike.streamgw.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,19 @@ class RtpSender:
         return data
 
 
+class InboundPath(Protocol):
+    """RTP packets in, 20 ms µ-law frames and DTMF keys out (the jitter-buffer slot)."""
+
+    def accept(self, packet: rtp.RtpPacket) -> tuple[list[bytes], list[str]]:
+        """Frames completed and keys pressed because of this packet."""
+
+    def tick(self) -> list[bytes]:
+        """Frames due at this 20 ms tick (a jitter buffer releases its frames here)."""
+
+    def flush(self) -> list[bytes]:
+        """Everything held back: the caller has gone quiet."""
+
+
 class InboundAssembler:
     """RTP in → µ-law 20 ms frames, in sequence order, with losses filled by silence."""
 
@@ -113,6 +134,9 @@ class InboundAssembler:
         for lost, pkt in self.reorder.push(packet):
             self._take(lost, pkt, frames, keys)
         return frames, keys
+
+    def tick(self) -> list[bytes]:
+        return []  # frames leave as soon as they are complete
 
     def flush(self) -> list[bytes]:
         frames: list[bytes] = []
@@ -143,3 +167,193 @@ class InboundAssembler:
         while len(pending) >= FRAME:
             frames.append(bytes(pending[:FRAME]))
             del pending[:FRAME]
+
+
+class Playout:
+    """Prompt audio (``<Play>``, ``<Say>``) waiting for the clock, in 20 ms frames."""
+
+    def __init__(self) -> None:
+        self._audio = bytearray()
+        self._done = asyncio.Event()
+        self._done.set()
+
+    async def play(self, audio: bytes) -> None:
+        """Queue ``audio`` and wait until the clock has sent all of it (or `clear` was called)."""
+        if not audio:
+            return
+        self._done.clear()
+        self._audio += audio
+        await self._done.wait()
+
+    def next_frame(self) -> bytes | None:
+        if not self._audio:
+            return None
+        frame = bytes(self._audio[:FRAME])
+        del self._audio[:FRAME]
+        if len(frame) < FRAME:
+            frame += g711.SILENCE_FRAME[: FRAME - len(frame)]
+        if not self._audio:
+            self._done.set()
+        return frame
+
+    def clear(self) -> None:
+        self._audio.clear()
+        self._done.set()
+
+
+@dataclass(frozen=True, slots=True)
+class MediaSettings:
+    rtp_timeout: float = 5.0  # no RTP for this long: warning 31953
+    rtp_fill_after: float = 0.25  # no RTP for this long: inbound track carries silence frames
+    rtp_idle_hangup: float = 60.0  # no RTP for this long: hang up (0: never)
+
+
+class MediaEvents(Protocol):
+    """What the media session tells its call, and asks of it."""
+
+    def inbound_frame(self, index: int, frame: bytes, arrival: float) -> None:
+        """The caller's frame number ``index``; ``arrival`` is 0.0 for filled silence."""
+
+    def outbound_frame(self, index: int, frame: bytes) -> None:
+        """Frame number ``index`` just sent to the caller."""
+
+    def dtmf(self, key: str) -> None: ...
+
+    def stream_frame(self) -> bytes | None:
+        """Audio from a bidirectional stream for the caller, ahead of prompts."""
+
+    def rtp_timeout(self, detail: str) -> None:
+        """No RTP for ``rtp_timeout`` seconds (once per silence)."""
+
+    def rtp_idle(self) -> None:
+        """No RTP for ``rtp_idle_hangup`` seconds."""
+
+
+class MediaSession:
+    """One call's RTP: endpoint, remote address, inbound path, outbound sender and clock."""
+
+    def __init__(
+        self,
+        settings: MediaSettings,
+        metrics: Metrics,
+        events: MediaEvents,
+        codec: str,
+        dtmf_pt: int,
+        remote: tuple[str, int] | None,
+        inbound: InboundPath | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.events = events
+        self.codec = codec
+        self.remote = remote
+        self._remote_fixed = remote is not None
+        codec_pt = rtp.PT_PCMA if codec == "PCMA" else rtp.PT_PCMU
+        self.inbound: InboundPath = inbound or InboundAssembler(codec_pt, dtmf_pt)
+        self.playout = Playout()
+        self.accepting = True  # False once the call is ending: RTP in is ignored
+        self.local_port = 0
+        self._sender = RtpSender(codec)
+        self._endpoint: RtpEndpoint | None = None
+        self._index = {"inbound": 0, "outbound": 0}
+        self._last_rtp = time.monotonic()
+        self._rtp_warned = False
+        self._clock: asyncio.Task[None] | None = None
+
+    async def open(self, ip: str, ports: tuple[int, int]) -> None:
+        self._endpoint, self.local_port = await open_endpoint(ip, ports, self.on_rtp)
+
+    def start(self, name: str) -> None:
+        self._clock = asyncio.get_running_loop().create_task(self._run_clock(), name=name)
+
+    async def close(self) -> None:
+        self.playout.clear()
+        if self._clock is not None:
+            self._clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock
+        if self._endpoint is not None:
+            self._endpoint.close()
+
+    def frame_index(self, track: str) -> int:
+        return self._index[track]
+
+    # ---- RTP in ----------------------------------------------------------------------------
+
+    def on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self.accepting:
+            return
+        if self.remote is None:
+            self.remote = addr  # symmetric RTP: answer where the caller sends from
+        elif addr != self.remote and not (self._remote_fixed and addr[0] == self.remote[0]):
+            self.metrics.dropped("rtp_foreign_source")
+            return
+        try:
+            packet = rtp.parse(data)
+        except ValueError:
+            self.metrics.dropped("rtp_malformed")
+            return
+        now = time.monotonic()
+        self._last_rtp = now
+        self._rtp_warned = False
+        frames, keys = self.inbound.accept(packet)
+        if frames:
+            self.metrics.rx_rtp.inc(len(frames))
+        self._emit_inbound(frames, now)
+        for key in keys:
+            self.events.dtmf(key)
+
+    def _emit_inbound(self, frames: list[bytes], arrival: float) -> None:
+        for frame in frames:
+            index = self._index["inbound"]
+            self._index["inbound"] = index + 1
+            self.events.inbound_frame(index, frame, arrival)
+
+    # ---- the 20 ms clock -------------------------------------------------------------------
+
+    async def _run_clock(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while True:
+            deadline += TICK
+            delay = deadline - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.2:
+                deadline = loop.time()  # far behind (a stalled host): resync rather than burst
+            try:
+                self._tick()
+            except Exception:  # the clock must survive any one bad frame
+                log.exception("%s: clock tick failed", asyncio.current_task())
+
+    def _tick(self) -> None:
+        self._send_outbound()
+        now = time.monotonic()
+        self._emit_inbound(self.inbound.tick(), now)
+        self._watch_silence(now)
+
+    def _send_outbound(self) -> None:
+        frame = self.events.stream_frame() or self.playout.next_frame() or g711.SILENCE_FRAME
+        if self.remote is not None and self._endpoint is not None:
+            self._endpoint.send(self._sender.packet(frame), self.remote)
+            self.metrics.tx_rtp.inc()
+        index = self._index["outbound"]
+        self._index["outbound"] = index + 1
+        self.events.outbound_frame(index, frame)
+
+    def _watch_silence(self, now: float) -> None:
+        settings = self.settings
+        idle = now - self._last_rtp
+        if idle >= settings.rtp_fill_after:
+            self._emit_inbound(self.inbound.flush(), now)
+            # Keep inbound media time running through silence; on the first quiet tick, back-fill
+            # the time since the last packet.
+            count = 1
+            if idle < settings.rtp_fill_after + TICK:
+                count = max(1, int(idle / TICK))
+            self._emit_inbound([g711.SILENCE_FRAME] * count, 0.0)
+        if idle >= settings.rtp_timeout and not self._rtp_warned:
+            self._rtp_warned = True
+            self.events.rtp_timeout(f"no RTP from the caller for {settings.rtp_timeout:g} s")
+        if settings.rtp_idle_hangup and idle >= settings.rtp_idle_hangup:
+            self.events.rtp_idle()

@@ -91,3 +91,49 @@ INBOUND_KEYS = {
     "mark": frozenset({"event", "streamSid", "mark"}),
     "clear": frozenset({"event", "streamSid"}),
 }
+
+
+class StreamEncoder:
+    """One stream's outgoing messages, numbered in the order they are made.
+
+    ``sequenceNumber`` counts every message after ``connected``; ``chunk`` counts per track from
+    1; ``timestamp`` is media time since the stream started, from the call's frame counters
+    (``base``: each track's frame index when the stream began).
+    """
+
+    def __init__(
+        self, stream_sid: str, account_sid: str, call_sid: str, base: Mapping[str, int]
+    ) -> None:
+        self.stream_sid = stream_sid
+        self.account_sid = account_sid
+        self.call_sid = call_sid
+        self._base = dict(base)
+        self._seq = 0
+        self._chunks = dict.fromkeys(self._base, 0)
+
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def start(self, tracks: Sequence[str], custom_parameters: Mapping[str, str]) -> str:
+        seq = self._next()
+        return start(
+            seq, self.account_sid, self.stream_sid, self.call_sid, tracks, custom_parameters
+        )
+
+    def media(self, track: str, index: int, payload_b64: str) -> str:
+        """Frame ``index`` (the call's counter for ``track``) as a ``media`` message."""
+        seq = self._next()
+        chunk = self._chunks[track] + 1
+        self._chunks[track] = chunk
+        timestamp = (index - self._base[track]) * 20
+        return media(seq, track, chunk, timestamp, payload_b64, self.stream_sid)
+
+    def dtmf(self, digit: str) -> str:
+        return dtmf(self._next(), self.stream_sid, digit)
+
+    def mark(self, name: str) -> str:
+        return mark(self._next(), self.stream_sid, name)
+
+    def stop(self) -> str:
+        return stop(self._next(), self.stream_sid, self.account_sid, self.call_sid)

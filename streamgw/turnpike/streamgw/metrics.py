@@ -11,6 +11,14 @@ class Metrics:
         r = self.registry
         self.active_calls = Gauge("turnpike_streamgw_active_calls", "Calls in progress", registry=r)
         self.calls = Counter("turnpike_streamgw_calls", "Calls accepted", registry=r)
+        self.calls_refused = Counter(
+            "turnpike_streamgw_calls_refused",
+            "Calls refused by admission: account (its concurrent-call cap) or total (capacity)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("account", "total"):
+            self.calls_refused.labels(reason)
         self.active_streams = Gauge(
             "turnpike_streamgw_active_streams", "Streams open, by kind", ["kind"], registry=r
         )

@@ -1,11 +1,13 @@
 """One stream: a WebSocket client to the customer's server.
 
-The call hands each fork ready-made base64 frames; the fork only formats its own counters into the
-message template and appends to a bounded queue, so nothing in the media path ever waits on a
+`Fork` (``<Start><Stream>``) and `BidirectionalFork` (``<Connect><Stream>``) are thin classes
+around one `messages.StreamEncoder`. The call hands each fork ready-made base64 frames; the fork's
+encoder only formats its own counters into the message template and the fork appends it to a
+bounded queue, so nothing in the media path ever waits on a
 customer's socket. A writer coroutine drains the queue; when the server reads too slowly the queue
 fills and further audio is dropped (31930) instead of growing without bound or slowing the call.
 
-Bidirectional forks also own the playout queue: audio and marks from the server, played by the
+`BidirectionalFork` also owns the playout queue: audio and marks from the server, played by the
 call's 20 ms clock, with marks echoed once the audio queued before them has been sent.
 """
 
@@ -175,20 +177,14 @@ class Fork:
         self.error: StreamFailure | None = None
         self.date_updated = time.time()
         self.reported: set[int] = set()
-        self._seq = 0
-        self._chunks = {"inbound": 0, "outbound": 0}
-        self._base = {t: call.frame_index(t) for t in ("inbound", "outbound")}
+        base = {t: call.frame_index(t) for t in ("inbound", "outbound")}
+        self.encoder = messages.StreamEncoder(sid, call.account.sid, call.sid, base)
         self._queue: deque[tuple[str, float]] = deque()
         self._wake = asyncio.Event()
         self._finish: str | None = None  # why the writer should leave: "stop" | "remote" | "error"
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
-        # Bidirectional playout: audio (bytes) and marks (str) in arrival order.
-        self._playout: deque[bytes | str] = deque()
-        self._playout_offset = 0
-        self.playout_bytes = 0
-        self.played_frames = 0
 
     @property
     def display_name(self) -> str:
@@ -222,7 +218,9 @@ class Fork:
             if self._finish is not None:  # stopped while connecting: leave quietly
                 await self._close_ws(1000)
                 return
-            self._queue.appendleft((self._next_start(), 0.0))
+            self._queue.appendleft(
+                (self.encoder.start(self.tracks, dict(self.spec.parameters)), 0.0)
+            )
             self._queue.appendleft((messages.connected(), 0.0))
             self.status = "in-progress"
             self.date_updated = time.time()
@@ -248,7 +246,7 @@ class Fork:
             gauge.dec()
             self.status = "stopped"
             self.date_updated = time.time()
-            self._drop_playout()
+            self._stopped()
             if started:
                 self._callback("stream-stopped")
             self.done.set()
@@ -275,7 +273,7 @@ class Fork:
             return
         self._finish = "stop"
         if self.status == "in-progress":
-            self._queue.append((self._next_stop(), 0.0))
+            self._queue.append((self.encoder.stop(), 0.0))
         self._wake.set()
 
     async def stop_and_wait(self) -> None:
@@ -290,6 +288,12 @@ class Fork:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    def fail_before_start(self, failure: StreamFailure) -> None:
+        """A stream that cannot start: reported like a connection failure, never connected."""
+        self.status = "stopped"
+        self._fail(failure)
+        self.done.set()
 
     def _fail(self, failure: StreamFailure) -> None:
         self.error = failure
@@ -347,26 +351,10 @@ class Fork:
 
     # ---- messages to the server ------------------------------------------------------------
 
-    def _next_start(self) -> str:
-        self._seq += 1
-        return messages.start(
-            self._seq,
-            self.call.account.sid,
-            self.sid,
-            self.call.sid,
-            self.tracks,
-            dict(self.spec.parameters),
-        )
-
-    def _next_stop(self) -> str:
-        self._seq += 1
-        return messages.stop(self._seq, self.sid, self.call.account.sid, self.call.sid)
-
-    def _control(self, text_of_seq: Callable[[int], str]) -> None:
+    def _control(self, make: Callable[[], str]) -> None:
         if self.status != "in-progress" or self._finish is not None:
             return
-        self._seq += 1
-        self._queue.append((text_of_seq(self._seq), 0.0))
+        self._queue.append((make(), 0.0))
         self._wake.set()
 
     def push_media(self, track: str, index: int, payload_b64: str, arrival: float) -> None:
@@ -377,20 +365,8 @@ class Fork:
             self.egress.metrics.dropped("websocket_backpressure")
             self.warn_once(31930, "the WebSocket server is not reading fast enough; audio dropped")
             return
-        self._seq += 1
-        chunk = self._chunks[track] + 1
-        self._chunks[track] = chunk
-        timestamp = (index - self._base[track]) * 20
-        self._queue.append(
-            (messages.media(self._seq, track, chunk, timestamp, payload_b64, self.sid), arrival)
-        )
+        self._queue.append((self.encoder.media(track, index, payload_b64), arrival))
         self._wake.set()
-
-    def push_dtmf(self, digit: str) -> None:
-        self._control(lambda seq: messages.dtmf(seq, self.sid, digit))
-
-    def _echo_mark(self, name: str) -> None:
-        self._control(lambda seq: messages.mark(seq, self.sid, name))
 
     async def _write(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         metrics = self.egress.metrics
@@ -417,8 +393,7 @@ class Fork:
         while True:
             msg = await ws.receive()
             if msg.type is aiohttp.WSMsgType.TEXT:
-                if self.spec.bidirectional:
-                    self._on_text(msg.data)
+                self._on_text(msg.data)
                 continue
             if msg.type is aiohttp.WSMsgType.BINARY:
                 self.warn_once(
@@ -459,6 +434,41 @@ class Fork:
         self._queue.clear()
         self._wake.set()
         self._abort_ws()
+
+    def _on_text(self, data: str) -> None:
+        """A text message from a ``<Start>`` stream's server: ignored, like the hosted service."""
+
+    def _stopped(self) -> None:
+        """The stream has stopped (hook for subclasses)."""
+
+
+class BidirectionalFork(Fork):
+    """A ``<Connect><Stream>``: also plays the server's audio to the caller, with marks and clear.
+
+    Audio (bytes) and marks (str) wait in arrival order; the call's 20 ms clock takes frames with
+    `next_playout_frame`, and a mark is echoed once the audio queued before it has been sent.
+    """
+
+    def __init__(
+        self,
+        call: CallView,
+        spec: StreamSpec,
+        sid: str,
+        url: URL,
+        egress: Egress,
+        on_finished: Callable[[Fork], None],
+    ) -> None:
+        super().__init__(call, spec, sid, url, egress, on_finished)
+        self._playout: deque[bytes | str] = deque()
+        self._playout_offset = 0
+        self.playout_bytes = 0
+        self.played_frames = 0
+
+    def push_dtmf(self, digit: str) -> None:
+        self._control(lambda: self.encoder.dtmf(digit))
+
+    def _echo_mark(self, name: str) -> None:
+        self._control(lambda: self.encoder.mark(name))
 
     def _on_text(self, data: str) -> None:
         try:
@@ -530,7 +540,7 @@ class Fork:
         for name in pending:
             self._echo_mark(name)
 
-    def _drop_playout(self) -> None:
+    def _stopped(self) -> None:
         self._playout.clear()
         self._playout_offset = 0
         self.playout_bytes = 0

@@ -1,15 +1,18 @@
 """A small CEL evaluator for the ``x-kubernetes-validations`` rules of custom resources.
 
-It covers the part of CEL that CRD rules written without list iteration use: ``self`` and field
-selection, ``has()``, ``size()``, literals, ``! && || ?:``, comparisons, ``+ -`` and ``in``.
-Anything else raises CelError, so a rule outside the subset fails loudly in tests rather than
-being silently accepted.
+It covers the part of CEL that Turnpike's CRD rules use: ``self`` and field selection, ``has()``,
+``size()``, ``string()``, ``int()``, literals, ``! && || ?:``, comparisons, ``+ -``, ``in``, the
+string methods ``matches`` (RE2 patterns free of RE2-only syntax, searched as CEL does),
+``startsWith``, ``endsWith``, ``contains`` and ``size``, and the list macros ``all`` and
+``exists``. Anything else raises CelError, so a rule outside the subset fails loudly in tests
+rather than being silently accepted.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +67,20 @@ class _Parser:
         self.toks = _tokens(source)
         self.pos = 0
         self.this = this
+        self.declared: set[str] = set()  # macro variables in scope while parsing
+        self.bound: dict[str, Any] = {}  # their values while evaluating
+
+    @contextmanager
+    def _binding(self, name: str, value: Any) -> Iterator[None]:
+        saved = self.bound.get(name, _ABSENT)
+        self.bound[name] = value
+        try:
+            yield
+        finally:
+            if saved is _ABSENT:
+                del self.bound[name]
+            else:
+                self.bound[name] = saved
 
     def peek(self) -> _Tok:
         return self.toks[self.pos]
@@ -140,12 +157,45 @@ class _Parser:
         while self.peek().text in (".", "["):
             if self.take().text == ".":
                 name = self.take().text
+                if self.peek().text == "(":
+                    value = self.method(value, name)
+                    continue
                 value = lambda value=value, name=name: _select(value(), name)  # noqa: E731
             else:
                 index = self.ternary()
                 self.take("]")
                 value = lambda value=value, index=index: _index(value(), index())  # noqa: E731
         return value
+
+    def method(self, target: Thunk, name: str) -> Thunk:
+        self.take("(")
+        if name in ("all", "exists"):
+            var = self.take().text
+            self.take(",")
+            self.declared.add(var)
+            body = self.ternary()
+            self.declared.discard(var)
+            self.take(")")
+            return lambda: self._macro(name, var, _present(target()), body)
+        args = []
+        while self.peek().text != ")":
+            args.append(self.ternary())
+            if self.peek().text == ",":
+                self.take()
+        self.take(")")
+        if name not in _METHODS or len(args) != _METHODS[name][0]:
+            raise CelError(f"unsupported CEL method {name!r} with {len(args)} argument(s)")
+        call = _METHODS[name][1]
+        return lambda: call(_present(target()), *(_present(a()) for a in args))
+
+    def _macro(self, name: str, var: str, items: Any, body: Thunk) -> bool:
+        if not isinstance(items, list):
+            raise CelError(f"{name}() needs a list, got {items!r}")
+        results = []
+        for item in items:
+            with self._binding(var, item):
+                results.append(_bool(body()))
+        return all(results) if name == "all" else any(results)
 
     def primary(self) -> Thunk:
         tok = self.take()
@@ -175,6 +225,15 @@ class _Parser:
                 return lambda: None
             if tok.text == "self":
                 return lambda: self.this
+            if tok.text in self.declared:
+                name = tok.text
+                return lambda: self.bound[name]
+            if tok.text in ("string", "int") and self.peek().text == "(":
+                self.take("(")
+                inner = self.ternary()
+                self.take(")")
+                convert = _to_string if tok.text == "string" else _to_int
+                return lambda: convert(_present(inner()))
             if tok.text in ("has", "size"):
                 self.take("(")
                 inner = self.postfix() if tok.text == "has" else self.ternary()
@@ -183,6 +242,45 @@ class _Parser:
                     return lambda: not isinstance(inner(), _Absent)
                 return lambda: len(_present(inner()))
         raise CelError(f"unsupported CEL at {tok.text!r}")
+
+
+def _matches(text: Any, pattern: Any) -> bool:
+    if not isinstance(text, str) or not isinstance(pattern, str):
+        raise CelError("matches() needs a string and a pattern")
+    return re.search(pattern, text) is not None
+
+
+def _string_method(op: Callable[[str, str], bool]) -> Callable[[Any, Any], bool]:
+    def call(text: Any, other: Any) -> bool:
+        if not isinstance(text, str) or not isinstance(other, str):
+            raise CelError("no such overload: string methods take strings")
+        return op(text, other)
+
+    return call
+
+
+_METHODS: dict[str, tuple[int, Callable[..., Any]]] = {
+    "matches": (1, _matches),
+    "startsWith": (1, _string_method(str.startswith)),
+    "endsWith": (1, _string_method(str.endswith)),
+    "contains": (1, _string_method(str.__contains__)),
+    "size": (0, len),
+}
+
+
+def _to_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, str)):
+        return str(value)
+    raise CelError(f"no such overload: string({value!r})")
+
+
+def _to_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise CelError(f"no such overload: int({value!r})") from None
 
 
 def _logic(left: Thunk, right: Thunk, is_or: bool) -> bool:

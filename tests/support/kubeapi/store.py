@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import patches, schema
+from . import patches, quantity, schema
 from .selectors import Selector
 
 Obj = dict[str, Any]
@@ -118,8 +118,28 @@ def _without_rv(obj: Obj) -> Obj:
     return {**body, "metadata": meta}
 
 
-def _spec_part(obj: Obj) -> Obj:
-    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+_GENERATION_GROUPS = ("apps", "batch", "policy", "networking.k8s.io", "apiextensions.k8s.io")
+
+
+def tracks_generation(rt: ResourceType) -> bool:
+    """Whether objects of this type carry ``metadata.generation`` (custom resources and the
+    controller-driven built-in types; ConfigMaps, Secrets, Services, … have none)."""
+    return rt.schema is not None or rt.group in _GENERATION_GROUPS
+
+
+def _generation_part(rt: ResourceType, obj: Obj) -> Obj:
+    """What a change must touch to bump the generation: the spec (everything but metadata, and
+    status when it is a subresource); for a Deployment also its annotations, which it copies to
+    its ReplicaSets."""
+    skip = (
+        ("metadata", "apiVersion", "kind", "status")
+        if rt.status_subresource or not rt.schema
+        else ("metadata", "apiVersion", "kind")
+    )
+    part = {k: v for k, v in obj.items() if k not in skip}
+    if rt.key == ("apps", "deployments"):
+        part["annotations"] = obj.get("metadata", {}).get("annotations") or {}
+    return part
 
 
 class Store:
@@ -267,7 +287,7 @@ class Store:
                 f"unable to create new content in namespace {ns} because it is being terminated",
             )
 
-    def _prepare(self, rt: ResourceType, obj: Obj) -> Obj:
+    def _prepare(self, rt: ResourceType, obj: Obj, old: Obj | None = None) -> Obj:
         """Type-specific normalisation and validation of a body about to be stored."""
         if rt.key == ("", "secrets"):
             string_data = obj.pop("stringData", None) or {}
@@ -275,11 +295,17 @@ class Store:
             for key, value in string_data.items():
                 data[key] = base64.b64encode(str(value).encode()).decode()
             obj["data"] = data
+        self._check_owner_references(rt, obj)
+        try:
+            quantity.canonicalise(rt.group, rt.plural, obj)
+        except quantity.QuantityError as exc:
+            name = obj.get("metadata", {}).get("name", "")
+            raise ApiError(422, "Invalid", f'{rt.kind} "{name}" is invalid: {exc}') from None
         if rt.schema is not None:
             meta = obj.get("metadata", {})
             obj = schema.prune_and_default(obj, rt.schema)
             obj["metadata"] = meta
-            errors = schema.validate(obj, rt.schema)
+            errors = schema.validate(obj, rt.schema, old)
             if errors:
                 name = meta.get("name", "")
                 causes = [{"message": e} for e in errors]
@@ -290,6 +316,20 @@ class Store:
                     {"name": name, "group": rt.group, "kind": rt.kind, "causes": causes},
                 )
         return obj
+
+    def _check_owner_references(self, rt: ResourceType, obj: Obj) -> None:
+        """At most one owner may be the controller, as the API server insists."""
+        refs = obj.get("metadata", {}).get("ownerReferences") or []
+        controllers = [f"{r.get('kind')}/{r.get('name')}" for r in refs if r.get("controller")]
+        if len(controllers) > 1:
+            name = obj.get("metadata", {}).get("name", "")
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{rt.kind} "{name}" is invalid: metadata.ownerReferences: Invalid value: '
+                f'Only one reference can have Controller set to true. Found "true" in '
+                f"references for {' and '.join(controllers)}",
+            )
 
     def create(self, rt: ResourceType, ns: str | None, body: Obj) -> Obj:
         obj = copy.deepcopy(body)
@@ -331,7 +371,9 @@ class Store:
             meta.pop(key, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now()
-        meta["generation"] = 1
+        meta.pop("generation", None)
+        if tracks_generation(rt):
+            meta["generation"] = 1
         if rt.status_subresource:
             obj.pop("status", None)
         obj = self._prepare(rt, obj)
@@ -473,8 +515,19 @@ class Store:
                 new.pop("status", None)
         if rt.key == ("", "services"):
             new.setdefault("spec", {})["clusterIP"] = old.get("spec", {}).get("clusterIP")
-        new = self._prepare(rt, new)
-        if _spec_part(new) != _spec_part(old):
+            was = old.get("spec", {}).get("loadBalancerClass")
+            if was is not None and new["spec"].get("loadBalancerClass") != was:
+                name = old["metadata"]["name"]
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f'Service "{name}" is invalid: spec.loadBalancerClass: Invalid value: '
+                    f"{new['spec'].get('loadBalancerClass')!r}: may not change once set",
+                )
+        new = self._prepare(rt, new, old)
+        if not tracks_generation(rt):
+            meta.pop("generation", None)
+        elif _generation_part(rt, {**new, "metadata": meta}) != _generation_part(rt, old):
             meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
         new["metadata"] = meta
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):

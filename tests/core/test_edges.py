@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from turnpike.tokens.edges import EdgeDirectory, EdgesError, Ports
+from turnpike.core.edges import Edge, EdgeDirectory, EdgesError, Ports
 
 SAMPLE = {
     "global": {"host": "turn.example.org"},
@@ -89,3 +89,23 @@ def test_broken_files_name_the_problem(doc: Any, problem: str) -> None:
         EdgeDirectory.parse(text, "edges.json")
     assert str(caught.value).startswith("edges.json: ")
     assert problem in str(caught.value)
+
+
+def test_the_documented_example_renders_back_to_itself() -> None:
+    directory = EdgeDirectory.parse(json.dumps(SAMPLE))
+    assert json.loads(directory.render()) == SAMPLE
+    assert directory.render().endswith("}\n")
+
+
+def test_render_then_parse_gives_the_same_directory() -> None:
+    # Everything a directory can say: global ports and location, an IPv6 host, odd ports.
+    directory = EdgeDirectory(
+        Edge("global", "2001:db8::1", "Anywhere", Ports(3479, 3480, 3481)),
+        (
+            Edge("local", "127.0.0.1", "This machine", Ports(40000, 40000, 40000)),
+            Edge("dublin", "dublin.turn.example.org", "", Ports()),
+        ),
+    )
+    assert EdgeDirectory.parse(directory.render()) == directory
+    plain = EdgeDirectory(Edge("global", "turn.example.org"))
+    assert json.loads(plain.render()) == {"global": {"host": "turn.example.org"}, "edges": []}

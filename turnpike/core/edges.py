@@ -1,7 +1,9 @@
 """The edge directory: where the relays are, as the token API advertises them in ``ice_servers``.
 
-The operator generates this file from the RelayEdge resources; in a cluster it is a mounted
-ConfigMap, reloaded on change. Format::
+The operator renders this file from the RelayEdge resources (in a cluster it is a mounted
+ConfigMap, reloaded on change), ``turnpike dev`` renders it for the fleet on one machine, and the
+token API parses it; all three use this module (`EdgeDirectory.render`, `EdgeDirectory.parse`).
+Format::
 
     {"global": {"host": "turn.example.org"},
      "edges": [{"name": "ashburn", "location": "US East Coast (Virginia)",
@@ -94,6 +96,23 @@ class EdgeDirectory:
     def status(self) -> dict[str, Any]:
         return {"edges": [GLOBAL, *self.names]}
 
+    def document(self) -> dict[str, Any]:
+        """The directory as the file's JSON document; `parse` reads it back unchanged. The global
+        entry leaves out a location it lacks and the default ports; every edge has all fields."""
+        top: dict[str, Any] = {"host": self.global_edge.host}
+        if self.global_edge.location:
+            top["location"] = self.global_edge.location
+        if self.global_edge.ports != Ports():
+            top["ports"] = _ports(self.global_edge.ports)
+        edges = [
+            {"name": e.name, "location": e.location, "host": e.host, "ports": _ports(e.ports)}
+            for e in self.edges
+        ]
+        return {"global": top, "edges": edges}
+
+    def render(self) -> str:
+        return json.dumps(self.document(), indent=2) + "\n"
+
     @classmethod
     def parse(cls, data: bytes | str, source: str = "edges") -> EdgeDirectory:
         def fail(problem: str) -> EdgesError:
@@ -137,6 +156,10 @@ class EdgeDirectory:
             seen.add(name)
             edges.append(_edge(name, raw, f"edge {name!r}", fail))
         return cls(global_edge, tuple(edges))
+
+
+def _ports(ports: Ports) -> dict[str, int]:
+    return {"udp": ports.udp, "tcp": ports.tcp, "tls": ports.tls}
 
 
 def _edge(name: str, raw: dict[str, Any], where: str, fail: Any) -> Edge:

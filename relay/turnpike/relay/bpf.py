@@ -1,0 +1,160 @@
+"""Loading an eBPF object and using its maps, through the system's libbpf (``libbpf.so.1``).
+
+libbpf does the hard parts (ELF parsing, BTF, map creation, relocations, the verifier log); this
+module is a thin typed layer over the handful of its public functions the relay needs. Programs
+are attached with a BPF link (TCX, Linux 6.6+): the attachment belongs to the link's file
+descriptor, so when this process exits, for whatever reason, the program is detached and its
+maps are freed with it. Nothing is pinned and nothing outlives the process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from pathlib import Path
+
+# <linux/bpf.h> enum bpf_attach_type; newer than the headers some distributions ship.
+BPF_TCX_INGRESS = 46
+BPF_ANY = 0
+BPF_NOEXIST = 1
+
+
+class BpfError(OSError):
+    """A libbpf call failed; ``errno`` says why (EPERM: no CAP_BPF/CAP_NET_ADMIN)."""
+
+
+_lib: ctypes.CDLL | None = None
+
+
+def libbpf() -> ctypes.CDLL:
+    """The system's libbpf, with the prototypes used here declared (raises BpfError if absent)."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        raise BpfError(0, f"libbpf is not installed ({exc})") from None
+    vp, cp, i, u32 = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32
+    prototypes: dict[str, tuple[type | None, list[type]]] = {
+        "libbpf_set_print": (vp, [vp]),
+        "bpf_object__open_file": (vp, [cp, vp]),
+        "bpf_object__load": (i, [vp]),
+        "bpf_object__close": (None, [vp]),
+        "bpf_object__find_program_by_name": (vp, [vp, cp]),
+        "bpf_object__find_map_by_name": (vp, [vp, cp]),
+        "bpf_program__fd": (i, [vp]),
+        "bpf_map__fd": (i, [vp]),
+        "bpf_link_create": (i, [i, i, u32, vp]),
+        "bpf_map_update_elem": (i, [i, vp, vp, ctypes.c_uint64]),
+        "bpf_map_lookup_elem": (i, [i, vp, vp]),
+        "bpf_map_lookup_and_delete_elem": (i, [i, vp, vp]),
+        "libbpf_num_possible_cpus": (i, []),
+    }
+    for function, (restype, argtypes) in prototypes.items():
+        fn = getattr(lib, function)
+        fn.restype = restype
+        fn.argtypes = argtypes
+    lib.libbpf_set_print(None)  # no libbpf chatter on stderr; failures raise BpfError here
+    _lib = lib
+    return lib
+
+
+ENOENT = 2
+
+
+def _check(result: int, what: str) -> int:
+    """libbpf 1.x returns -errno on failure."""
+    if result < 0:
+        raise BpfError(-result, f"{what}: {os.strerror(-result)}")
+    return result
+
+
+class BpfMap:
+    """One map of a loaded object; keys and values are ``ctypes.Structure`` instances."""
+
+    def __init__(self, fd: int, name: str) -> None:
+        self.fd = fd
+        self.name = name
+
+    def update(self, key: ctypes.Structure, value: ctypes.Structure, flags: int = BPF_ANY) -> None:
+        lib = libbpf()
+        _check(
+            lib.bpf_map_update_elem(self.fd, ctypes.byref(key), ctypes.byref(value), flags),
+            f"updating map {self.name}",
+        )
+
+    def lookup(self, key: ctypes.Structure | ctypes.c_uint32, value: ctypes._CData) -> bool:
+        """Fill ``value``; False when the key is absent."""
+        result = libbpf().bpf_map_lookup_elem(self.fd, ctypes.byref(key), ctypes.byref(value))
+        if result == -ENOENT:
+            return False
+        _check(result, f"reading map {self.name}")
+        return True
+
+    def pop(self, key: ctypes.Structure, value: ctypes.Structure) -> bool:
+        """Delete ``key`` and fill ``value`` with what it held, in one step; False if absent."""
+        result = libbpf().bpf_map_lookup_and_delete_elem(
+            self.fd, ctypes.byref(key), ctypes.byref(value)
+        )
+        if result == -ENOENT:
+            return False
+        _check(result, f"deleting from map {self.name}")
+        return True
+
+
+def possible_cpus() -> int:
+    """How many values a per-CPU map holds for each key."""
+    return _check(libbpf().libbpf_num_possible_cpus(), "counting CPUs")
+
+
+class BpfObject:
+    """A compiled eBPF object file, loaded into the kernel (needs CAP_BPF and CAP_NET_ADMIN)."""
+
+    def __init__(self, path: Path) -> None:
+        lib = libbpf()
+        ctypes.set_errno(0)
+        obj = lib.bpf_object__open_file(str(path).encode(), None)
+        if not obj:
+            code = ctypes.get_errno() or 22
+            raise BpfError(code, f"cannot open {path.name}: {os.strerror(code)}")
+        self._obj: int | None = obj
+        self._links: list[int] = []
+        try:
+            _check(lib.bpf_object__load(obj), f"loading {path.name}")
+        except BpfError:
+            self.close()
+            raise
+
+    def _handle(self) -> int:
+        if self._obj is None:
+            raise BpfError(9, "the eBPF object is closed")  # EBADF
+        return self._obj
+
+    def map(self, name: str) -> BpfMap:
+        found = libbpf().bpf_object__find_map_by_name(self._handle(), name.encode())
+        if not found:
+            raise BpfError(2, f"no map {name!r} in the eBPF object")
+        return BpfMap(_check(libbpf().bpf_map__fd(found), f"map {name}"), name)
+
+    def program_fd(self, name: str) -> int:
+        found = libbpf().bpf_object__find_program_by_name(self._handle(), name.encode())
+        if not found:
+            raise BpfError(2, f"no program {name!r} in the eBPF object")
+        return _check(libbpf().bpf_program__fd(found), f"program {name}")
+
+    def attach_tc_ingress(self, program: str, ifindex: int) -> None:
+        """Attach ``program`` at TC ingress of ``ifindex`` with a link this process holds."""
+        fd = libbpf().bpf_link_create(self.program_fd(program), ifindex, BPF_TCX_INGRESS, None)
+        self._links.append(_check(fd, f"attaching to interface {ifindex}"))
+
+    def close(self) -> None:
+        """Detach every link and free the programs and maps (idempotent)."""
+        for fd in self._links:
+            os.close(fd)
+        self._links.clear()
+        if self._obj is not None:
+            libbpf().bpf_object__close(self._obj)
+            self._obj = None

@@ -1,0 +1,450 @@
+"""The kernel fast path's control plane: mirrors bound channels into the eBPF program's maps.
+
+``fastpath.bpf.c`` (next to this module, compiled by ``scripts/install``) relays ChannelData over
+IPv4/UDP in the kernel. This module decides nothing on its own: the relay server calls ``sync``
+after a ChannelBind or Refresh succeeded and ``forget`` when an allocation ends, and a sweep
+every second drops the entries of channels userspace has expired. Each entry carries the
+channel's (or the allocation's, if sooner) expiry, which the program checks itself.
+
+Only what the program relays exactly is offloaded: UDP clients on an IPv4 listener, IPv4 relayed
+addresses and peers, allocations without ``--max-bps``, peers that are not this relay's own
+NAT-advertised addresses. Everything else keeps the userspace path, which
+stays complete: the program hands every packet it does not handle up unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import socket
+import struct
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from turnpike.relay.allocation import Allocation, Traffic
+from turnpike.relay.bpf import BpfMap, BpfObject, possible_cpus
+
+log = logging.getLogger("turnpike.relay")
+
+MODES = ("auto", "tc", "off")
+PROGRAM = "turnpike_fastpath"
+OBJECT_NAME = "fastpath.bpf.o"
+# The program's enum punt_reason, in order.
+PUNT_REASONS = ("expired", "length", "mtu", "size")
+
+
+# <linux/netlink.h>, <linux/rtnetlink.h>
+_NETLINK_ROUTE = 0
+_NLM_F_REQUEST = 1
+_RTM_NEWROUTE = 24
+_RTM_GETROUTE = 26
+_RTA_DST = 1
+_RTA_OIF = 4
+_RTA_PREFSRC = 7
+
+
+class OffloadError(RuntimeError):
+    """``--offload tc`` was asked for and cannot be had."""
+
+
+def _be32(ip: str) -> int:
+    return int.from_bytes(socket.inet_aton(ip), sys.byteorder)
+
+
+def _be16(port: int) -> int:
+    return int.from_bytes(port.to_bytes(2, "big"), sys.byteorder)
+
+
+class ClientKey(ctypes.Structure):
+    _fields_ = [
+        ("client_ip", ctypes.c_uint32),
+        ("server_ip", ctypes.c_uint32),
+        ("client_port", ctypes.c_uint16),
+        ("server_port", ctypes.c_uint16),
+        ("channel", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+    ]
+
+
+class PeerKey(ctypes.Structure):
+    _fields_ = [
+        ("peer_ip", ctypes.c_uint32),
+        ("relay_ip", ctypes.c_uint32),
+        ("peer_port", ctypes.c_uint16),
+        ("relay_port", ctypes.c_uint16),
+    ]
+
+
+class Route(ctypes.Structure):
+    _fields_ = [
+        ("src_ip", ctypes.c_uint32),
+        ("dst_ip", ctypes.c_uint32),
+        ("src_port", ctypes.c_uint16),
+        ("dst_port", ctypes.c_uint16),
+        ("channel", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+        ("ifindex", ctypes.c_uint32),
+        ("pad2", ctypes.c_uint32),
+        ("expires_ns", ctypes.c_uint64),
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+    ]
+
+
+def object_path() -> Path:
+    """Where ``scripts/install`` put the compiled program (it may not exist)."""
+    return Path(str(resources.files("turnpike.relay").joinpath(OBJECT_NAME)))
+
+
+def monotonic_ns(expiry: float) -> int:
+    """A ``time.monotonic()`` instant as ``bpf_ktime_get_ns()`` counts (both CLOCK_MONOTONIC)."""
+    return max(0, int(expiry * 1e9))
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One channel as installed: its two keys and what was written."""
+
+    peer: tuple[str, int]
+    expires_ns: int
+    client_key: ClientKey
+    peer_key: PeerKey
+
+
+@dataclass(slots=True)
+class _Installed:
+    entries: dict[int, _Entry] = field(default_factory=dict)
+    folded: Traffic = field(default_factory=Traffic)  # counts of entries already deleted
+
+
+class Routes:
+    """The egress interface for a destination, asked of the kernel's routing table.
+
+    One netlink request (RTM_GETROUTE, as ``ip route get`` sends) per new channel. The standard
+    library's netlink socket does it in a few lines; pyroute2's synchronous API would need an
+    event loop of its own, which cannot run inside the relay's.
+    """
+
+    _REQUEST = struct.Struct("=IHHII BBBBBBBBI HH4s")  # nlmsghdr, rtmsg, one rtattr (RTA_DST)
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE)
+        self._sock.settimeout(1.0)
+        self._sock.bind((0, 0))
+        self._seq = 0
+
+    def lookup(self, ip: str) -> tuple[int, str] | None:
+        """(egress interface index, preferred source address) towards ``ip``; None: no route."""
+        self._seq += 1
+        request = self._REQUEST.pack(
+            self._REQUEST.size, _RTM_GETROUTE, _NLM_F_REQUEST, self._seq, 0,
+            socket.AF_INET, 32, 0, 0, 0, 0, 0, 0, 0,
+            8, _RTA_DST, socket.inet_aton(ip),
+        )  # fmt: skip
+        try:
+            self._sock.send(request)
+            while True:
+                answer = self._sock.recv(65536)
+                length, kind, _, seq, _ = struct.unpack_from("=IHHII", answer)
+                if seq == self._seq:
+                    break
+        except OSError as exc:
+            log.debug("no route to %s: %s", ip, exc)
+            return None
+        if kind != _RTM_NEWROUTE:
+            return None  # NLMSG_ERROR: no route
+        oif = source = None
+        offset = 16 + 12  # nlmsghdr, rtmsg
+        while offset + 4 <= length:
+            size, attr = struct.unpack_from("=HH", answer, offset)
+            if size < 4:
+                break
+            if attr == _RTA_OIF:
+                oif = int(struct.unpack_from("=I", answer, offset + 4)[0])
+            elif attr == _RTA_PREFSRC:
+                source = socket.inet_ntoa(answer[offset + 4 : offset + 8])
+            offset += (size + 3) & ~3
+        return None if oif is None or source is None else (oif, source)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class Offload:
+    """The fast path of one relay process; inactive (every method a no-op) unless started."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.mode = "off"  # what is in force: "tc" or "off"
+        self._object: BpfObject | None = None
+        self._to_peer: BpfMap | None = None
+        self._to_client: BpfMap | None = None
+        self._punted: BpfMap | None = None
+        self._routes: Routes | None = None
+        self._installed: dict[Allocation, _Installed] = {}
+        self._retired = Traffic()  # kernel counts of allocations that have ended
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def start(
+        cls, mode: str, *, shared_ports: bool = False, interfaces: list[int] | None = None
+    ) -> Offload:
+        """Load and attach the program per ``mode`` (auto, tc or off).
+
+        ``auto`` falls back to the userspace path with one log line when the program cannot be
+        had; ``tc`` raises OffloadError instead. ``shared_ports``: this is one of several
+        ``--workers`` processes (not supported yet). ``interfaces`` defaults to every interface
+        of this network namespace.
+        """
+        offload = cls()
+        if mode not in MODES:
+            raise ValueError(f"--offload must be one of {', '.join(MODES)}")
+        if mode == "off":
+            log.info("kernel fast path off (--offload off): relaying in userspace")
+            return offload
+        try:
+            if shared_ports:
+                raise OffloadError("the kernel fast path does not work with --workers yet")
+            offload._load(interfaces)
+        except (OffloadError, OSError) as exc:
+            offload.close()
+            if mode == "tc":
+                raise OffloadError(f"--offload tc: {exc}") from None
+            log.info(
+                "kernel fast path unavailable (%s): relaying in userspace",
+                exc,
+                extra={"event": "offload_unavailable", "reason": str(exc)},
+            )
+        return offload
+
+    def _load(self, interfaces: list[int] | None) -> None:
+        path = object_path()
+        if not path.is_file():
+            raise OffloadError(f"{OBJECT_NAME} was not built (scripts/install builds it)")
+        obj = self._object = BpfObject(path)
+        self._to_peer = obj.map("to_peer")
+        self._to_client = obj.map("to_client")
+        self._punted = obj.map("punted")
+        self._routes = Routes()
+        indexes = interfaces if interfaces is not None else [i for i, _ in socket.if_nameindex()]
+        for ifindex in indexes:
+            obj.attach_tc_ingress(PROGRAM, ifindex)
+        self.active = True
+        self.mode = "tc"
+        log.info(
+            "kernel fast path on: ChannelData over IPv4/UDP relayed by TC on %d interfaces",
+            len(indexes),
+            extra={"event": "offload_active", "interfaces": len(indexes)},
+        )
+
+    def start_sweeping(self, interval: float) -> None:
+        if self.active and self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(interval))
+
+    async def _sweep_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.sweep()
+            except Exception:  # a bug here must not stop the sweep; the kernel expires anyway
+                log.exception("fast path sweep failed")
+
+    async def stop_sweeping(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    def close(self) -> None:
+        """Detach the program and free its maps; relaying continues in userspace only."""
+        for alloc in list(self._installed):
+            self.forget(alloc)
+        if self._routes is not None:
+            self._routes.close()
+            self._routes = None
+        if self._object is not None:
+            self._object.close()
+            self._object = None
+        self.active = False
+        self.mode = "off"
+
+    # ---------------------------------------------------------------- entries
+
+    def sync(self, alloc: Allocation) -> None:
+        """Make the kernel's entries for ``alloc`` match its channels and lifetimes."""
+        if not self.active:
+            return
+        wanted = self._wanted(alloc)
+        installed = self._installed.get(alloc)
+        if installed is None:
+            if not wanted:
+                return
+            installed = self._installed[alloc] = _Installed()
+        for channel, entry in list(installed.entries.items()):
+            target = wanted.get(channel)
+            if target is None or target[0] != entry.peer or target[1] != entry.expires_ns:
+                self._delete(installed, channel)
+        for channel, (peer, expires_ns) in wanted.items():
+            if channel not in installed.entries:
+                self._insert(alloc, installed, channel, peer, expires_ns)
+
+    def forget(self, alloc: Allocation) -> Traffic:
+        """Remove every entry of ``alloc`` (it ended); returns what the kernel relayed for it."""
+        installed = self._installed.pop(alloc, None)
+        if installed is None:
+            return Traffic()
+        for channel in list(installed.entries):
+            self._delete(installed, channel)
+        self._retired.add(installed.folded)
+        return installed.folded
+
+    def sweep(self) -> None:
+        """Drop the entries of channels userspace expired (the kernel already ignores them)."""
+        for alloc in list(self._installed):
+            self.sync(alloc)
+
+    def _wanted(self, alloc: Allocation) -> dict[int, tuple[tuple[str, int], int]]:
+        """channel -> (peer, expiry in ns) for every channel the kernel may relay."""
+        endpoint = alloc.five_tuple[0]
+        if endpoint.name != "udp" or alloc.family != 4 or alloc.bandwidth is not None:
+            return {}
+        if alloc.client.closed or _listener_address(endpoint) is None:
+            return {}
+        wanted: dict[int, tuple[tuple[str, int], int]] = {}
+        for channel, peer in alloc.channels.items():
+            if ":" in peer[0] or peer in alloc.hairpin:
+                continue
+            expiry = min(alloc.channel_expiry.get(channel, 0.0), alloc.expires)
+            wanted[channel] = ((peer[0], int(peer[1])), monotonic_ns(expiry))
+        return wanted
+
+    def _insert(
+        self,
+        alloc: Allocation,
+        installed: _Installed,
+        channel: int,
+        peer: tuple[str, int],
+        expires_ns: int,
+    ) -> None:
+        assert self._to_peer is not None and self._to_client is not None
+        assert self._routes is not None
+        server = _listener_address(alloc.five_tuple[0])
+        client = alloc.five_tuple[1]
+        if server is None or time.clock_gettime_ns(time.CLOCK_MONOTONIC) >= expires_ns:
+            return
+        to_peer_route = self._routes.lookup(peer[0])
+        to_client_route = self._routes.lookup(client[0])
+        if to_peer_route is None or to_client_route is None:
+            return  # no route: userspace relays (and reports) it
+        relayed = alloc.relayed
+        # A socket bound to 0.0.0.0 answers from the address the route prefers, as the kernel
+        # would for userspace; its key has address 0, which the program tries second.
+        server_src = to_client_route[1] if server[0] == "0.0.0.0" else server[0]
+        relayed_src = to_peer_route[1] if relayed[0] == "0.0.0.0" else relayed[0]
+        client_key = ClientKey(
+            _be32(client[0]), _be32(server[0]), _be16(client[1]), _be16(server[1]), _be16(channel)
+        )
+        peer_key = PeerKey(_be32(peer[0]), _be32(relayed[0]), _be16(peer[1]), _be16(relayed[1]))
+        to_peer = Route(
+            _be32(relayed_src), _be32(peer[0]), _be16(relayed[1]), _be16(peer[1]), 0, 0,
+            to_peer_route[0], 0, expires_ns,
+        )  # fmt: skip
+        to_client = Route(
+            _be32(server_src), _be32(client[0]), _be16(server[1]), _be16(client[1]),
+            _be16(channel), 0, to_client_route[0], 0, expires_ns,
+        )  # fmt: skip
+        # The reverse direction first: a peer's answer never races ahead of its entry.
+        self._to_client.update(peer_key, to_client)
+        self._to_peer.update(client_key, to_peer)
+        installed.entries[channel] = _Entry(peer, expires_ns, client_key, peer_key)
+
+    def _delete(self, installed: _Installed, channel: int) -> None:
+        assert self._to_peer is not None and self._to_client is not None
+        entry = installed.entries.pop(channel)
+        held = Route()
+        if self._to_peer.pop(entry.client_key, held):
+            installed.folded.to_peer_packets += held.packets
+            installed.folded.to_peer_bytes += held.bytes
+        held = Route()
+        if self._to_client.pop(entry.peer_key, held):
+            installed.folded.to_client_packets += held.packets
+            installed.folded.to_client_bytes += held.bytes
+
+    # ---------------------------------------------------------------- reading
+
+    @property
+    def channels(self) -> int:
+        return sum(len(i.entries) for i in self._installed.values())
+
+    def traffic(self) -> Traffic:
+        """Everything the kernel relayed: ended allocations, deleted and live entries."""
+        total = Traffic()
+        total.add(self._retired)
+        for installed in self._installed.values():
+            total.add(self._kernel(installed))
+        return total
+
+    def total(self, alloc: Allocation) -> Traffic:
+        """What ``alloc`` relayed on both paths so far: userspace's counts plus the kernel's."""
+        total = Traffic()
+        total.add(alloc.traffic)
+        installed = self._installed.get(alloc)
+        if installed is not None:
+            total.add(self._kernel(installed))
+        return total
+
+    def _kernel(self, installed: _Installed) -> Traffic:
+        """The kernel's counts for one allocation: deleted entries and live ones."""
+        total = Traffic()
+        total.add(installed.folded)
+        for entry in installed.entries.values():
+            for packets, octets, direction in self._live(entry):
+                if direction == "to_peer":
+                    total.to_peer_packets += packets
+                    total.to_peer_bytes += octets
+                else:
+                    total.to_client_packets += packets
+                    total.to_client_bytes += octets
+        return total
+
+    def _live(self, entry: _Entry) -> Iterator[tuple[int, int, str]]:
+        assert self._to_peer is not None and self._to_client is not None
+        held = Route()
+        if self._to_peer.lookup(entry.client_key, held):
+            yield held.packets, held.bytes, "to_peer"
+        held = Route()
+        if self._to_client.lookup(entry.peer_key, held):
+            yield held.packets, held.bytes, "to_client"
+
+    def punted(self) -> dict[str, int]:
+        """Packets that matched an entry but were handed to userspace, by reason."""
+        if self._punted is None:
+            return {}
+        cpus = possible_cpus()
+        counts: dict[str, int] = {}
+        for index, reason in enumerate(PUNT_REASONS):
+            values = (ctypes.c_uint64 * cpus)()
+            self._punted.lookup(ctypes.c_uint32(index), values)
+            counts[reason] = sum(values)
+        return counts
+
+
+def _listener_address(endpoint: Any) -> tuple[str, int] | None:
+    """The IPv4 address (maybe 0.0.0.0) and port a UDP listener is bound to; None for IPv6."""
+    transport = getattr(endpoint, "transport", None)
+    if transport is None:
+        return None
+    sockname = transport.get_extra_info("sockname")
+    if not sockname or ":" in sockname[0]:
+        return None
+    return str(sockname[0]), int(sockname[1])

@@ -1,0 +1,424 @@
+"""The relay's kernel fast path, across real veth interfaces in network namespaces (root only).
+
+A real ``turnpike relay --offload tc`` runs in the relay namespace; the client and the peers
+have their own namespaces, so every relayed packet leaves one interface and enters another,
+exactly as it would between hosts. The metrics tell which packets the kernel relayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import struct
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from support import TurnpikeProcess, turnpike
+from support.netns import Topology, topology
+from support.relay import REALM, RawClient, credentials, write_keyring
+
+from turnpike.relay import stun
+from turnpike.relay.stun import Attr, Class, Method
+
+pytestmark = [pytest.mark.e2e]
+
+PORT = 3478  # the namespaces are private: fixed ports are free
+METRICS = "127.0.0.1:9641"
+CHANNEL = 0x4000
+SO_NO_CHECK = 11  # <asm-generic/socket.h>: send UDP without a checksum
+
+
+@pytest.fixture(scope="module")
+def topo() -> Iterator[Topology]:
+    with topology() as t:
+        yield t
+
+
+async def http_get(topo: Topology, path: str) -> tuple[int, str]:
+    """GET on the relay's metrics server, from inside the relay namespace."""
+    with topo.inside(topo.relay):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{METRICS}{path}") as resp,
+        ):
+            return resp.status, await resp.text()
+
+
+async def metrics(topo: Topology) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    _, text = await http_get(topo, "/metrics")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(values: dict[Any, float], name: str, **labels: str) -> float:
+    return values.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@contextlib.asynccontextmanager
+async def netns_relay(
+    topo: Topology, tmp_path: Path, *extra: str, offload: str = "tc", listen: str = ""
+) -> AsyncIterator[TurnpikeProcess]:
+    keyring = write_keyring(tmp_path / "keyring.json")
+    args = [
+        "relay", "--listen", listen or f"{topo.relay_ip}:{PORT}", "--realm", REALM,
+        "--keyring", str(keyring), "--allow-peer", "10.71.2.0/24", "--metrics", METRICS,
+        "--relay-ports", "40000-40999", "--offload", offload, "--drain-grace", "1", *extra,
+    ]  # fmt: skip
+    async with turnpike(args, prefix=topo.exec_prefix(topo.relay)) as proc:
+        for _ in range(200):
+            assert proc.proc is not None
+            if proc.proc.returncode is not None:
+                raise AssertionError(f"relay exited:\n{proc.text}")
+            with contextlib.suppress(aiohttp.ClientError):
+                status, _ = await http_get(topo, "/ready")
+                if status == 200:
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"relay not ready:\n{proc.text}")
+        yield proc
+
+
+class Peer(asyncio.DatagramProtocol):
+    """A UDP peer that echoes what it gets (over ``echo_with`` when set) and keeps it."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.echo_with: RawUdp | None = None
+        self.echo = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.queue.put_nowait((data, addr))
+        if not self.echo:
+            return
+        if self.echo_with is not None:
+            self.echo_with.send(data, addr)
+        elif self.transport is not None:
+            self.transport.sendto(data, addr)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    async def nothing(self, wait: float = 0.5) -> bool:
+        """True when nothing arrives within ``wait`` seconds."""
+        try:
+            await asyncio.wait_for(self.queue.get(), wait)
+        except TimeoutError:
+            return True
+        return False
+
+
+@contextlib.asynccontextmanager
+async def peer_in(topo: Topology, ip: str) -> AsyncIterator[Peer]:
+    loop = asyncio.get_running_loop()
+    with topo.inside(topo.peer):
+        transport, peer = await loop.create_datagram_endpoint(Peer, local_addr=(ip, 0))
+    try:
+        yield peer
+    finally:
+        transport.close()
+
+
+@contextlib.asynccontextmanager
+async def client_in(topo: Topology) -> AsyncIterator[RawClient]:
+    with topo.inside(topo.client):
+        client = await RawClient.connect((topo.relay_ip, PORT))
+    client.login(*credentials())
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF or 0xFFFF
+
+
+class RawUdp:
+    """Sends UDP with the full checksum computed here (no offload: CHECKSUM_NONE in the kernel)."""
+
+    def __init__(self, src: tuple[str, int]) -> None:
+        self.src = src
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+
+    def send(self, payload: bytes, dst: tuple[str, int]) -> None:
+        length = 8 + len(payload)
+        pseudo = socket.inet_aton(self.src[0]) + socket.inet_aton(dst[0])
+        pseudo += struct.pack("!BBH", 0, socket.IPPROTO_UDP, length)
+        header = struct.pack("!HHHH", self.src[1], dst[1], length, 0)
+        check = _checksum(pseudo + header + payload)
+        self.sock.sendto(header[:6] + struct.pack("!H", check) + payload, (dst[0], 0))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def bind_channel(client: RawClient, peer: tuple[str, int], channel: int = CHANNEL) -> None:
+    reply = await client.request(
+        Method.CHANNEL_BIND, {Attr.CHANNEL_NUMBER: channel, Attr.XOR_PEER_ADDRESS: peer}
+    )
+    assert reply.cls == Class.SUCCESS, reply.get(Attr.ERROR_CODE)
+
+
+async def channel_data(client: RawClient, timeout: float = 2.0) -> bytes:
+    while True:
+        data = await client.receive(timeout)
+        if stun.is_channel_data(data):
+            return data
+
+
+def csum_errors(topo: Topology) -> int:
+    return sum(topo.snmp(ns)["Udp"]["InCsumErrors"] for ns in (topo.client, topo.relay, topo.peer))
+
+
+@pytest.mark.parametrize("checksum", ["partial", "full", "none"])
+async def test_both_directions_byte_exact_through_the_kernel(
+    topo: Topology, tmp_path: Path, checksum: str
+) -> None:
+    """Every size from 1 to 1,400 bytes, each way, relayed by the kernel, byte for byte."""
+    errors_before = csum_errors(topo)
+    async with (
+        netns_relay(topo, tmp_path),
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate()
+        await bind_channel(client, peer.address)
+        client_raw = peer_raw = None
+        if checksum == "full":
+            with topo.inside(topo.client):
+                client_raw = RawUdp(client.local_address)
+            with topo.inside(topo.peer):
+                peer_raw = peer.echo_with = RawUdp(peer.address)
+        elif checksum == "none":
+            for sock in (client.transport.get_extra_info("socket"),
+                         peer.transport.get_extra_info("socket")):  # fmt: skip
+                sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+        before = await metrics(topo)
+        assert sample(before, "turnpike_relay_offload_active") == 1
+        assert sample(before, "turnpike_relay_offload_channels") == 1
+        try:
+            for size in range(1, 1401):
+                payload = bytes((size + i) % 251 for i in range(size))
+                message = stun.channel_header(CHANNEL, size) + payload
+                if client_raw is not None:
+                    client_raw.send(message, (topo.relay_ip, PORT))
+                else:
+                    client.send_raw(message)
+                got, source = await asyncio.wait_for(peer.queue.get(), 2)
+                assert (got, source[:2]) == (payload, relayed)
+                assert await channel_data(client) == message
+        finally:
+            for raw in (client_raw, peer_raw):
+                if raw is not None:
+                    raw.close()
+        after = await metrics(topo)
+    kernel = {d: sample(after, "turnpike_relay_offload_packets_total", direction=d)
+              - sample(before, "turnpike_relay_offload_packets_total", direction=d)
+              for d in ("to_peer", "to_client")}  # fmt: skip
+    assert kernel == {"to_peer": 1400, "to_client": 1400}
+    assert sample(after, "turnpike_relay_packets_total", direction="to_peer") >= 1400
+    assert csum_errors(topo) == errors_before
+
+
+def kernel_packets(values: dict[Any, float], direction: str) -> float:
+    return sample(values, "turnpike_relay_offload_packets_total", direction=direction)
+
+
+async def test_refresh_zero_removes_the_entries(topo: Topology, tmp_path: Path) -> None:
+    async with (
+        netns_relay(topo, tmp_path),
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate()
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"one")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"one"
+        reply = await client.request(Method.REFRESH, {Attr.LIFETIME: 0})
+        assert reply.cls == Class.SUCCESS
+        values = await metrics(topo)
+        assert sample(values, "turnpike_relay_offload_channels") == 0
+        client.send_channel(CHANNEL, b"two")
+        assert peer.transport is not None
+        peer.transport.sendto(b"three", relayed)
+        assert await peer.nothing()
+        with pytest.raises(TimeoutError):
+            await channel_data(client, timeout=0.5)
+        values = await metrics(topo)
+    assert kernel_packets(values, "to_peer") == 1
+    assert kernel_packets(values, "to_client") == 1  # the echo of "one"
+
+
+async def test_an_expired_entry_is_never_used_even_if_the_relay_stalls(
+    topo: Topology, tmp_path: Path
+) -> None:
+    async with (
+        netns_relay(topo, tmp_path) as relay,
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate({Attr.LIFETIME: 2})
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"alive")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"alive"
+        assert await channel_data(client) == stun.channel_header(CHANNEL, 5) + b"alive"
+        assert relay.proc is not None
+        relay.proc.send_signal(signal.SIGSTOP)  # userspace can no longer remove anything
+        try:
+            await asyncio.sleep(2.5)
+            client.send_channel(CHANNEL, b"late")
+            assert peer.transport is not None
+            peer.transport.sendto(b"late too", relayed)
+            assert await peer.nothing(1.0)
+            with pytest.raises(TimeoutError):
+                await channel_data(client, timeout=0.5)
+        finally:
+            relay.proc.send_signal(signal.SIGCONT)
+        values = await metrics(topo)
+    assert sample(values, "turnpike_relay_offload_punted_total", reason="expired") >= 2
+    assert kernel_packets(values, "to_peer") == 1
+
+
+async def test_a_peer_without_a_channel_is_never_reached_through_the_kernel(
+    topo: Topology, tmp_path: Path
+) -> None:
+    async with (
+        netns_relay(topo, tmp_path),
+        peer_in(topo, topo.peer_ip) as peer,
+        peer_in(topo, topo.other_peer_ip) as other,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate()
+        await bind_channel(client, peer.address)
+        reply = await client.request(Method.CREATE_PERMISSION, peers=[other.address])
+        assert reply.cls == Class.SUCCESS
+        # The other peer has a permission, no channel: userspace sends a Data indication.
+        assert other.transport is not None
+        other.transport.sendto(b"from the other peer", relayed)
+        data = await client.receive_message()
+        assert (data.method, data.cls) == (Method.DATA, Class.INDICATION)
+        assert data.get(Attr.DATA) == b"from the other peer"
+        # An unbound channel number goes nowhere, whichever peer it might mean.
+        client.send_channel(CHANNEL + 1, b"nobody")
+        assert await other.nothing()
+        assert await peer.nothing(0.1)
+        values = await metrics(topo)
+    assert kernel_packets(values, "to_client") == 0
+    assert kernel_packets(values, "to_peer") == 0
+
+
+async def test_what_the_kernel_does_not_handle_takes_the_userspace_path(
+    topo: Topology, tmp_path: Path
+) -> None:
+    """Padded ChannelData and a datagram too large for the client link once the header is on."""
+    async with (
+        netns_relay(topo, tmp_path),
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate()
+        await bind_channel(client, peer.address)
+        peer.echo = False
+        client.send_raw(stun.channel_header(CHANNEL, 3) + b"abc\0")  # padded to 4 bytes
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"abc"
+        # 1,500 bytes on the wire to the relay; 1,496 to the peer: the kernel relays it.
+        fits = bytes(range(256)) * 5 + bytes(1468 - 1280)
+        client.send_channel(CHANNEL, fits)
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == fits
+        # 1,500 bytes from the peer would be 1,504 to the client: userspace sends it (in IP
+        # fragments), the kernel does not.
+        big = fits + b"end!"
+        assert peer.transport is not None
+        peer.transport.sendto(big, relayed)
+        assert await channel_data(client) == stun.channel_header(CHANNEL, len(big)) + big
+        values = await metrics(topo)
+    assert sample(values, "turnpike_relay_offload_punted_total", reason="length") == 1
+    assert sample(values, "turnpike_relay_offload_punted_total", reason="mtu") == 1
+    assert kernel_packets(values, "to_peer") == 1  # the one that fits
+    assert kernel_packets(values, "to_client") == 0
+    assert sample(values, "turnpike_relay_packets_total", direction="to_peer") == 2
+    assert sample(values, "turnpike_relay_packets_total", direction="to_client") == 1
+
+
+async def test_killing_the_relay_stops_relaying(topo: Topology, tmp_path: Path) -> None:
+    async with (
+        netns_relay(topo, tmp_path) as relay,
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate()
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"before")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"before"
+        await channel_data(client)
+        assert relay.proc is not None
+        relay.proc.kill()
+        await relay.proc.wait()
+        client.send_channel(CHANNEL, b"after")
+        assert peer.transport is not None
+        peer.transport.sendto(b"after too", relayed)
+        assert await peer.nothing()
+        with pytest.raises(TimeoutError):
+            await channel_data(client, timeout=0.5)
+
+
+async def test_offload_off_relays_in_userspace(topo: Topology, tmp_path: Path) -> None:
+    async with (
+        netns_relay(topo, tmp_path, offload="off"),
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        await client.allocate()
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"hello")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"hello"
+        assert await channel_data(client) == stun.channel_header(CHANNEL, 5) + b"hello"
+        values = await metrics(topo)
+        _, ready = await http_get(topo, "/ready")
+    assert '"offload": "off"' in ready
+    assert sample(values, "turnpike_relay_offload_active") == 0
+    assert kernel_packets(values, "to_peer") == 0
+    assert sample(values, "turnpike_relay_packets_total", direction="to_peer") == 1
+
+
+async def test_default_wildcard_listener_is_offloaded(topo: Topology, tmp_path: Path) -> None:
+    """``--listen 0.0.0.0:PORT`` (the default address): answers come from the routed address."""
+    listen = f"0.0.0.0:{PORT}"
+    async with (
+        netns_relay(topo, tmp_path, "--relay-ip", topo.relay_ip, listen=listen),
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate()
+        await bind_channel(client, peer.address)
+        for size in (1, 5, 99, 1400):
+            payload = bytes(i % 256 for i in range(size))
+            client.send_channel(CHANNEL, payload)
+            got, source = await asyncio.wait_for(peer.queue.get(), 2)
+            assert (got, source[:2]) == (payload, relayed)
+            assert await channel_data(client) == stun.channel_header(CHANNEL, size) + payload
+        values = await metrics(topo)
+    assert kernel_packets(values, "to_peer") == 4
+    assert kernel_packets(values, "to_client") == 4

@@ -1,0 +1,127 @@
+"""Network namespaces joined by veth pairs, so traffic crosses real interfaces (root only).
+
+``Topology`` builds three namespaces, client — relay — peer, each with its own veth link to the
+relay namespace, and always deletes them. Sockets are made inside a namespace with ``inside``
+(the calling thread enters it and returns; a socket stays in the namespace it was made in).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from support import IN_CI, require_tool
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"setns: {os.strerror(code)}")
+
+
+def require_root() -> None:
+    """Skip (fail under CI=true) unless this process may create namespaces and load eBPF."""
+    require_tool("ip", "apt-get install iproute2")
+    if os.geteuid() != 0:
+        message = "needs root: network namespaces, veth pairs and eBPF programs"
+        if IN_CI:
+            pytest.fail(f"{message}; CI runs as root")
+        pytest.skip(message)
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+class Topology:
+    """client (10.71.1.2) — relay (10.71.1.1 | 10.71.2.1) — peer (10.71.2.2, 10.71.2.3)."""
+
+    client_ip = "10.71.1.2"
+    relay_ip = "10.71.1.1"  # where the relay listens and relays from
+    relay_peer_side = "10.71.2.1"
+    peer_ip = "10.71.2.2"
+    other_peer_ip = "10.71.2.3"  # a second peer address in the peer namespace
+
+    def __init__(self, tag: str) -> None:
+        base = f"tp{os.getpid()}{tag}"
+        self.client, self.relay, self.peer = f"{base}c", f"{base}r", f"{base}p"
+
+    def create(self) -> None:
+        for name in (self.client, self.relay, self.peer):
+            ip("netns", "add", name)
+        for inner, ns, out in (("c0", self.client, "r0"), ("p0", self.peer, "r1")):
+            ip("link", "add", inner, "netns", ns, "type", "veth", "peer", out, "netns", self.relay)
+        ip("-n", self.client, "addr", "add", f"{self.client_ip}/24", "dev", "c0")
+        ip("-n", self.relay, "addr", "add", f"{self.relay_ip}/24", "dev", "r0")
+        ip("-n", self.relay, "addr", "add", f"{self.relay_peer_side}/24", "dev", "r1")
+        ip("-n", self.peer, "addr", "add", f"{self.peer_ip}/24", "dev", "p0")
+        ip("-n", self.peer, "addr", "add", f"{self.other_peer_ip}/24", "dev", "p0")
+        for name, links in ((self.client, ("lo", "c0")), (self.relay, ("lo", "r0", "r1")),
+                            (self.peer, ("lo", "p0"))):  # fmt: skip
+            for link in links:
+                ip("-n", name, "link", "set", link, "up")
+        ip("-n", self.client, "route", "add", "default", "via", self.relay_ip)
+        ip("-n", self.peer, "route", "add", "default", "via", self.relay_peer_side)
+
+    def delete(self) -> None:
+        for name in (self.client, self.relay, self.peer):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def inside(name: str) -> Iterator[None]:
+        """Run the block with this thread in namespace ``name`` (nests)."""
+        here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        try:
+            there = os.open(f"/run/netns/{name}", os.O_RDONLY)
+            try:
+                _setns(there)
+            finally:
+                os.close(there)
+            try:
+                yield
+            finally:
+                _setns(here)
+        finally:
+            os.close(here)
+
+    def exec_prefix(self, name: str) -> list[str]:
+        return ["ip", "netns", "exec", name]
+
+    def snmp(self, name: str) -> dict[str, dict[str, int]]:
+        """/proc/net/snmp of namespace ``name``: {"Udp": {"InCsumErrors": 0, ...}, ...}."""
+        text = subprocess.run(
+            [*self.exec_prefix(name), "cat", "/proc/net/snmp"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        tables: dict[str, dict[str, int]] = {}
+        lines = text.splitlines()
+        for header, values in zip(lines[::2], lines[1::2], strict=True):
+            name_, *fields = header.split()
+            tables[name_.rstrip(":")] = dict(
+                zip(fields, (int(v) for v in values.split()[1:]), strict=True)
+            )
+        return tables
+
+
+@contextlib.contextmanager
+def topology(tag: str = "") -> Iterator[Topology]:
+    require_root()
+    topo = Topology(tag)
+    topo.delete()  # left over from a killed run with the same pid
+    try:
+        topo.create()
+        yield topo
+    finally:
+        topo.delete()
