@@ -4,14 +4,19 @@
 #   DOCKER_BUILDKIT=1 docker build --network=host -t turnpike:local .
 #   docker run --rm turnpike:local --version
 #
-# Stage 1 builds wheels for Turnpike and its pinned dependencies; stage 2 installs them into a
+# Stage 1 compiles the relay's eBPF fast path with Debian's clang and builds wheels for Turnpike
+# and its pinned dependencies; stage 2 installs them (and libbpf1, the one runtime library) into a
 # clean slim Python with no compiler, no pip and no build tools, running as a numeric non-root
 # user, and fails the build unless every component is there and imports.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 DEBIAN_FRONTEND=noninteractive
+# Debian's clang and libbpf headers, for the relay's kernel fast path (an eBPF object).
+RUN apt-get update -qq \
+    && apt-get install -y -qq --no-install-recommends clang libbpf-dev >/dev/null \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what the package is built from (see .dockerignore): the metadata, the pins, and the four
 # source folders (each component folder holds its portion of the turnpike package).
@@ -20,6 +25,9 @@ COPY turnpike ./turnpike
 COPY relay ./relay
 COPY streamgw ./streamgw
 COPY operator ./operator
+# The fast path's object is compiled next to its source, so the wheel ships it (package data).
+RUN clang -O2 -g -Wall -Werror -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
+    -c relay/turnpike/relay/fastpath.bpf.c -o relay/turnpike/relay/fastpath.bpf.o
 # The optional ca-certificates secret is the build host's trust store (scripts/image passes it),
 # for pip behind an intercepting proxy; a secret mount never lands in a layer.
 RUN --mount=type=secret,id=ca-certificates \
@@ -38,13 +46,21 @@ COPY --from=build /wheels.sha256 /usr/share/turnpike/wheels.sha256
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels turnpike \
     && pip uninstall --yes pip setuptools wheel \
+    && apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libbpf1 \
+       >/dev/null \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && groupadd --gid 10001 turnpike \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin turnpike
 # A wheel built without a component folder would still install; this makes such a build fail:
-# every subcommand's module loads (turnpike --version builds the full command line), and every
-# component package is present and each of its modules imports.
+# every subcommand's module loads (turnpike --version builds the full command line), every
+# component package is present and each of its modules imports, and the relay's fast path
+# object and the libbpf that loads it are there (a pod granted CAP_BPF and CAP_NET_ADMIN uses
+# them; without those capabilities the relay says so once and relays in userspace).
 RUN turnpike --version \
+    && python3 -c 'from turnpike.relay import bpf, offload; \
+assert offload.object_path().is_file(), offload.object_path(); bpf.libbpf()' \
     && python3 -c 'import importlib, pkgutil; \
 [importlib.import_module(m.name) \
  for c in ("core", "tokens", "dev", "relay", "streamgw", "operator") \

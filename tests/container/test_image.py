@@ -56,6 +56,7 @@ def test_a_build_that_lost_a_component_fails(
     pyproject.write_text(text.replace('    "turnpike.streamgw",\n', ""))
 
     broken = "localhost/turnpike-test-broken:latest"
+    podman("rmi", "--force", broken, check=False)  # left by an earlier session, if any
     proc = scripts_image(podman, broken, context=context)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output[-3000:]
