@@ -78,10 +78,11 @@ def test_final_stage_has_no_build_tools() -> None:
         assert not BUILD_TOOLS.search(run.replace("build,", "")), run
     assert "pip uninstall --yes pip setuptools wheel" in " ".join(final.all("RUN"))
     # Nothing from the source tree is copied into the final image directly: only the wheels'
-    # checksums from the build stage (they key the install step's cache).
+    # checksums from the build stage (they key the install steps' cache).
     assert final.all("ADD") == []
-    assert [c.split()[0] for c in final.all("COPY")] == [f"--from={_stages()[0].name}"]
-    assert all(c.split()[1].endswith(".sha256") for c in final.all("COPY"))
+    copies = [c.split() for c in final.all("COPY")]
+    assert copies and all(c[0] == f"--from={_stages()[0].name}" for c in copies)
+    assert all(c[1].endswith(".sha256") for c in copies)
 
 
 def test_runs_as_numeric_non_root_user() -> None:
