@@ -5,7 +5,7 @@
 #   docker run --rm turnpike:local --version
 #
 # Stage 1 compiles the relay's eBPF fast path with Debian's clang and builds wheels for Turnpike
-# and its pinned dependencies; stage 2 installs them (and libbpf1, the one runtime library) into a
+# and its pinned dependencies; stage 2 installs them (and libbpf1 and espeak-ng) into a
 # clean slim Python with no compiler, no pip and no build tools, running as a numeric non-root
 # user, and fails the build unless every component is there and imports. Dependencies and
 # Turnpike itself are separate steps, so a source change rebuilds only Turnpike's own wheel.
@@ -50,9 +50,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
+# Debian's runtime packages (no recommends): libbpf1 loads the relay's fast path, espeak-ng is
+# the gateway's embedded <Say> engine.
 RUN apt-get update -qq \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libbpf1 \
-       >/dev/null \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libbpf1 espeak-ng \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log \
     && groupadd --gid 10001 turnpike \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \

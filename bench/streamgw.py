@@ -13,6 +13,11 @@ WebSocket server process plays the customer. Two kinds of stream, ramped up in s
 
 CPU per stream is the gateway's utime+stime (from /proc) over the step divided by its length and
 the number of streams.
+
+**hostile TwiML**: the p99 of a few healthy forks, once quiet and once while other calls keep
+arriving with entity-bomb documents (billion laughs, inline UTF-8 and fetched UTF-16) and
+``<Say>`` with words never spoken before (a fresh espeak-ng synthesis each): neither parsing nor
+speech synthesis may stall the event loop that carries the healthy streams.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,11 +56,12 @@ class StreamgwParams:
     echo_streams: list[int] = field(default_factory=lambda: [10, 25, 50, 100, 150])
     duration: float = 4.0
     p99_limit_ms: float = 20.0
+    hostile_streams: int = 20
     smoke: bool = False
 
     @classmethod
     def smoke_preset(cls) -> StreamgwParams:
-        return cls(fork_streams=[2], echo_streams=[2], duration=0.6, smoke=True)
+        return cls(fork_streams=[2], echo_streams=[2], duration=0.6, hostile_streams=2, smoke=True)
 
 
 class Gateway:
@@ -205,6 +212,102 @@ def _step(
     return step
 
 
+def billion_laughs() -> str:
+    entities = '<!ENTITY l0 "lol">' + "".join(
+        f'<!ENTITY l{n} "{f"&l{n - 1};" * 10}">' for n in range(1, 10)
+    )
+    return f"<!DOCTYPE Response [{entities}]><Response><Say>&l9;</Say></Response>"
+
+
+class Disturber:
+    """Keeps sending the gateway entity bombs (``bombs``) or fresh ``<Say>`` calls (``say``)."""
+
+    def __init__(self, gw: Gateway, kind: str) -> None:
+        self.gw = gw
+        self.kind = kind
+        self.stop = threading.Event()
+        self.counts = {"bombs_refused": 0, "bombs_fetched": 0, "say_calls": 0}
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Disturber:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._thread.join(timeout=60)
+
+    async def _run(self) -> None:
+        import aiohttp
+        from aiohttp import web
+
+        bomb = billion_laughs()
+
+        async def serve_bomb(_: web.Request) -> web.Response:
+            return web.Response(body=bomb.encode("utf-16"), content_type="application/xml")
+
+        app = web.Application()
+        app.router.add_post("/bomb", serve_bomb)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = servers.free_dual_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        said: list[str] = []
+        async with aiohttp.ClientSession(headers=self.gw.headers) as http:
+
+            async def post(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+                async with http.post(f"{self.gw.base}/v1/Calls", json=body) as resp:
+                    return resp.status, await resp.json()
+
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                if self.kind == "bombs":
+                    status, _ = await post({"twiml": bomb})
+                    self.counts["bombs_refused"] += status == 400
+                    status, out = await post({"url": f"http://127.0.0.1:{port}/bomb"})
+                    self.counts["bombs_fetched"] += status == 201
+                    await asyncio.sleep(0.02)
+                    continue
+                text = f"Disturbance number {n} says {secrets.token_hex(4)}"
+                status, out = await post({"twiml": f"<Response><Say>{text}</Say></Response>"})
+                if status == 201:
+                    self.counts["say_calls"] += 1
+                    said.append(out["sid"])
+                await asyncio.sleep(0.2)
+            for sid in said:
+                async with http.delete(f"{self.gw.base}/v1/Calls/{sid}") as resp:
+                    await resp.read()
+        await runner.cleanup()
+
+
+def _hostile(
+    params: StreamgwParams,
+    gw: Gateway,
+    service: servers.Service,
+    callers: Callers,
+    consumers: Consumers,
+    ws_port: int,
+) -> dict[str, Any]:
+    n = params.hostile_streams
+    args = (params, gw, service, callers, consumers, ws_port)
+    quiet = _step("fork", n, *args)
+    with Disturber(gw, "bombs") as bombs:
+        bombed = _step("fork", n, *args)
+    with Disturber(gw, "say") as says:
+        speaking = _step("fork", n, *args)
+    return {
+        "streams": n,
+        "quiet_p99_ms": quiet["latency_p99_ms"],
+        "bombs_p99_ms": bombed["latency_p99_ms"],
+        "say_p99_ms": speaking["latency_p99_ms"],
+        "dropped_frames": [s["dropped_frames"] for s in (quiet, bombed, speaking)],
+        "bombs_refused": bombs.counts["bombs_refused"],
+        "bombs_fetched": bombs.counts["bombs_fetched"],
+        "say_calls": says.counts["say_calls"],
+    }
+
+
 def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, Any]:
     from turnpike.core.sids import new_sid
     from turnpike.dev.tlsgen import make_dev_tls
@@ -215,6 +318,7 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
     tmp = Path(tempfile.mkdtemp(prefix="turnpike-bench-streamgw-"))
     account, token = new_sid("AC"), secrets.token_hex(16)
     steps: list[dict[str, Any]] = []
+    hostile: dict[str, Any] = {}
     command: list[str] = []
     try:
         tls = make_dev_tls(tmp, "127.0.0.1", days=1)
@@ -268,6 +372,15 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
                         )
                         if not step["pass"]:
                             break
+                log(f" hostile TwiML, {params.hostile_streams} healthy forks")
+                hostile = _hostile(params, gw, service, callers, consumers, ws["port"])
+                log(
+                    f"  p99 {hostile['quiet_p99_ms'] or 0:.1f} ms quiet, "
+                    f"{hostile['bombs_p99_ms'] or 0:.1f} ms while "
+                    f"{hostile['bombs_refused'] + hostile['bombs_fetched']} entity bombs arrived, "
+                    f"{hostile['say_p99_ms'] or 0:.1f} ms while "
+                    f"{hostile['say_calls']} new <Say> calls arrived"
+                )
             finally:
                 service.stop()
     finally:
@@ -307,6 +420,7 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
         "params": asdict(params),
         "command": command,
         "steps": steps,
+        "hostile_twiml": hostile,
         "summary": {**summary, "headline": headline},
     }
     path = write_result(out_dir, "streamgw", result)

@@ -39,6 +39,11 @@ def test_streamgw_smoke(tmp_path: Path) -> None:
         if step["kind"] == "echo":
             assert step["echoed_frames_back"] > 0
             assert step["playout_jitter_p99_ms"] is not None
+    hostile = result["hostile_twiml"]
+    assert hostile["bombs_refused"] > 0 and hostile["bombs_fetched"] > 0
+    assert hostile["say_calls"] > 0
+    for phase in ("quiet", "bombs", "say"):
+        assert hostile[f"{phase}_p99_ms"] is not None
     assert len(result["summary"]["headline"]) == 2
     assert (tmp_path / "streamgw.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the README's figures section renders from this result

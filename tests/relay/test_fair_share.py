@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -98,9 +100,31 @@ async def timed_allocation(address: tuple[str, int], source: str, what: str) -> 
     print(f"normal client allocated in {(time.perf_counter() - started) * 1000:.1f} ms {what}")
 
 
+def free_udp_range(size: int) -> int:
+    """The first port of ``size`` consecutive UDP ports free on 127.0.0.1 right now, below the
+    ephemeral range (so the relay's own listening port, a free ephemeral one, is never in it)."""
+    rng = random.Random()
+    for _ in range(200):
+        low = rng.randrange(12000, 32000 - size)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(low, low + size):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return low
+    raise RuntimeError(f"no {size} consecutive free UDP ports")
+
+
 async def test_one_address_with_many_tokens_cannot_take_the_ports(tmp_path: Path) -> None:
+    low = free_udp_range(40)
     flags = (
-        "--relay-ports", f"{(low := free_port() // 64 * 64 % 20000 + 40000)}-{low + 39}",
+        "--relay-ports", f"{low}-{low + 39}",
         "--user-quota", "3", "--ip-quota", "15", "--account-quota", "20",
     )  # fmt: skip
     clients: list[RawClient] = []

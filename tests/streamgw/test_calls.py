@@ -71,7 +71,7 @@ async def test_invalid_twiml_is_refused_with_a_clear_error(gw: Harness) -> None:
     cases = {
         "<Response><Start>": 12100,
         "<Reply/>": 12100,
-        "<Response><Say>hello</Say></Response>": 12200,
+        "<Response><Record/></Response>": 12200,
         '<Response><Pause length="soon"/></Response>': 12200,
         '<!DOCTYPE x [<!ENTITY a "b">]><Response/>': 12100,
         '<Response><Start><Stream url="wss://x" colour="red"/></Start></Response>': 12200,
@@ -90,10 +90,10 @@ async def test_invalid_twiml_is_refused_with_a_clear_error(gw: Harness) -> None:
             "accountSid": ACCOUNT,
             "from": "a",
             "to": "b",
-            "twiml": "<Response><Say>x</Say></Response>",
+            "twiml": "<Response><Dial>+15550003333</Dial></Response>",
         },
     )
-    assert "<Say> is not supported" in out["message"]
+    assert "<Dial> is not supported" in out["message"]
     assert not gw.gateway.calls
 
 

@@ -10,7 +10,6 @@ resource kind.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import time
 from dataclasses import dataclass, field
@@ -47,10 +46,6 @@ class Context:
 
 def _deleting(obj: Obj) -> bool:
     return bool(obj["metadata"].get("deletionTimestamp"))
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def ensure_keyring(ctx: Context, namespace: str) -> None:
@@ -99,11 +94,11 @@ def _ready_conditions(
 
 
 async def reconcile_edge(ctx: Context, body: Obj) -> None:
+    """The relay's children from the spec, the addresses discovered now, and the status."""
     try:
         edge = RelayEdge.parse(body, ctx.config.image)
     except SpecError as exc:
-        why = Condition(DEGRADED, True, "InvalidSpec", str(exc))
-        await st.stuck(ctx.kube, k8s.RELAY_EDGES, body, why, "fix the spec to continue")
+        await st.invalid(ctx.kube, k8s.RELAY_EDGES, body, exc)
         raise
     nodes = await ctx.kube.list(k8s.NODES)
     await ensure_keyring(ctx, edge.namespace)
@@ -222,11 +217,11 @@ def _edge_status(
 
 
 async def reconcile_gateway(ctx: Context, body: Obj) -> None:
+    """The gateway's children once its edge exists, its egress addresses, and the status."""
     try:
         gw = StreamGateway.parse(body, ctx.config.image)
     except SpecError as exc:
-        why = Condition(DEGRADED, True, "InvalidSpec", str(exc))
-        await st.stuck(ctx.kube, k8s.STREAM_GATEWAYS, body, why, "fix the spec to continue")
+        await st.invalid(ctx.kube, k8s.STREAM_GATEWAYS, body, exc)
         raise
     edge_body = await ctx.kube.get(k8s.RELAY_EDGES, gw.namespace, gw.edge)
     if edge_body is None or _deleting(edge_body):
@@ -349,7 +344,9 @@ async def publish(ctx: Context, namespace: str) -> None:
         or not ranges.same_content(current.get("data"), doc)
         or not _has_labels(current)
     ):
-        await _put_configmap(ctx, namespace, labels.IP_RANGES, ranges.configmap_data(doc, _now()))
+        await _put_configmap(
+            ctx, namespace, labels.IP_RANGES, ranges.configmap_data(doc, k8s.timestamp())
+        )
     text = directory.render([pub for pub, _ in published], cfg.global_host)
     current = await kube.get(k8s.CONFIGMAPS, namespace, labels.EDGE_DIRECTORY)
     if (

@@ -101,6 +101,7 @@ class Options:
             total_quota=args.total_quota,
             connections_per_ip=args.connections_per_ip,
             reserve_percent=args.reserve_percent,
+            worker_of=max(1, args.worker_of),
             max_bps=args.max_bps,
             max_lifetime=args.max_lifetime,
             default_lifetime=min(600, args.max_lifetime),

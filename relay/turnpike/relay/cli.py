@@ -165,6 +165,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # Set by the --workers supervisor for its children.
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # The worker count, so each worker's fair share is its part of the port range.
+    parser.add_argument("--worker-of", type=int, default=1, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,7 +28,8 @@ METHOD_NAMES = {int(m): m.name.lower() for m in Method}
 
 # How `--workers` merges each family across the worker processes (``workers.merge_metrics``):
 # "sum" for what each worker counts or holds on its own, "max" for what every worker counts the
-# same way (each reloads the same keyring file), "one" for a value every worker shares.
+# same way (each reloads the same keyring file), "min" for a state that holds only when it holds
+# in every worker, "one" for a value every worker shares.
 MERGE: dict[str, str] = {
     "turnpike_relay_keyring_keys": "one",
     "turnpike_relay_keyring_reloads": "max",
@@ -47,6 +48,10 @@ MERGE: dict[str, str] = {
     "turnpike_relay_allocations_refused": "sum",
     "turnpike_relay_connections_refused": "sum",
     "turnpike_relay_fd_exhausted": "sum",
+    "turnpike_relay_offload_active": "min",  # 1 only when every worker's fast path is on
+    "turnpike_relay_offload_channels": "sum",
+    "turnpike_relay_offload_packets": "sum",
+    "turnpike_relay_offload_punted": "sum",
 }
 
 

@@ -126,10 +126,10 @@ def combine_ready(results: list[tuple[int, str]]) -> tuple[dict[str, Any], bool]
 
 
 class Worker:
-    def __init__(self, index: int, argv: list[str]) -> None:
+    def __init__(self, index: int, count: int, argv: list[str]) -> None:
         self.index = index
         self.metrics_port = _free_loopback_port()
-        self.argv = [*argv, "--workers", "1", "--reuse-port"]
+        self.argv = [*argv, "--workers", "1", "--reuse-port", "--worker-of", str(count)]
         self.argv += ["--metrics", f"127.0.0.1:{self.metrics_port}"]
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -214,7 +214,7 @@ async def supervise(options: Options, stop: asyncio.Event) -> int:
     """Start the workers, serve their merged health and metrics, restart any that dies, and on
     ``stop`` drain them all."""
     argv = [sys.executable, "-m", "turnpike", *options.argv]
-    workers = [Worker(i, argv) for i in range(options.workers)]
+    workers = [Worker(i, options.workers, argv) for i in range(options.workers)]
     for worker in workers:
         await worker.start()
     timeout = aiohttp.ClientTimeout(total=2)

@@ -117,6 +117,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MESSAGES",
         help="messages buffered for a slow WebSocket server before audio is dropped (31930)",
     )
+    parser.add_argument(
+        "--tts",
+        type=_tts,
+        default="espeak",
+        metavar="ENGINE",
+        help="<Say> engine: espeak (default, espeak-ng), command:ARGV (WAV on stdout; {voice} "
+        "and {language} are replaced, the text is on stdin) or http:URL (POST JSON, WAV back)",
+    )
+    parser.add_argument(
+        "--tts-cache-mb",
+        type=float,
+        default=32.0,
+        metavar="MB",
+        help="synthesized <Say> audio kept for reuse, in MB (default 32)",
+    )
+
+
+def _tts(value: str) -> str:
+    from turnpike.streamgw.tts import engine_from_flag
+
+    try:
+        engine_from_flag(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -153,10 +178,13 @@ def run(args: argparse.Namespace) -> int:
             drain_grace=args.drain_grace,
             max_calls=args.max_calls,
             max_account_calls=args.max_calls_per_account,
+            tts=args.tts,
+            tts_cache_bytes=int(args.tts_cache_mb * 1024 * 1024),
         )
         metrics = Metrics()
         gateway = Gateway(config, lambda: watcher.current, metrics)
         await gateway.start()
+        await gateway.converter.start()  # prompt conversion workers ready before the first call
         runner = web.AppRunner(create_app(gateway, health=args.metrics is None), access_log=None)
         health: HealthServer | None = None
         try:

@@ -20,12 +20,13 @@ import contextlib
 import errno
 import json
 import logging
+import socket
 import ssl
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 from yarl import URL
@@ -342,12 +343,16 @@ class Fork:
             self._abort_ws()
 
     def _abort_ws(self) -> None:
+        """Drop the connection at once, with no closing handshake: shut its socket down (public
+        API only: the connection's transport socket, as asyncio hands it out), which ends the
+        connection both ways; aiohttp then sees it closed."""
         ws = self._ws
-        if ws is None:
+        if ws is None or ws.closed:
             return
-        response: Any = getattr(ws, "_response", None)
-        if response is not None:
-            response.close()  # releases and closes the underlying connection at once
+        sock = ws.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     # ---- messages to the server ------------------------------------------------------------
 
