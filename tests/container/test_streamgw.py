@@ -1,5 +1,6 @@
 """The stream gateway from the image, in the pod the operator renders for a StreamGateway: it
-answers /ready, and a call handed to it is streamed to a WebSocket consumer on the host."""
+answers /ready, a call handed to it is streamed to a WebSocket consumer on the host, and <Say>
+speaks through the image's espeak-ng."""
 
 from __future__ import annotations
 
@@ -110,6 +111,38 @@ async def test_streamgw_container_streams_a_call_to_a_consumer_on_the_host(
                 assert resp.status == 200, await resp.text()
             stop = await conn.next("stop")
             assert stop["streamSid"] == start["streamSid"]
+
+            # <Say> runs the image's espeak-ng under the same settings: speech, not silence,
+            # reaches the consumer on the outbound track.
+            twiml = (
+                f'<Response><Start><Stream url="{ws.url("/say")}" track="outbound_track"/>'
+                '</Start><Say>Hello from the container.</Say><Pause length="60"/></Response>'
+            )
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"http://127.0.0.1:{api}/v1/Calls",
+                    json={**call, "twiml": twiml},
+                    headers={"Authorization": basic(ACCOUNT, TOKEN)},
+                ) as resp,
+            ):
+                assert resp.status == 201, await resp.text()
+                second = await resp.json()
+            said = await ws.accept()
+            spoken = b""
+            async with asyncio.timeout(20):
+                while sum(byte not in (0xFF, 0x7F) for byte in spoken) < 800:
+                    msg = await said.next("media")
+                    assert msg["media"]["track"] == "outbound"
+                    spoken += base64.b64decode(msg["media"]["payload"])
+            async with (
+                aiohttp.ClientSession() as http,
+                http.delete(
+                    f"http://127.0.0.1:{api}/v1/Calls/{second['sid']}",
+                    headers={"Authorization": basic(ACCOUNT, TOKEN)},
+                ) as resp,
+            ):
+                assert resp.status == 200, await resp.text()
         assert TOKEN not in running.output
     finally:
         peer.close()
