@@ -354,6 +354,8 @@ class Fork:
             await asyncio.wait_for(ws.close(code=code), self.egress.settings.stop_grace)
         except (TimeoutError, aiohttp.ClientError, ConnectionError, RuntimeError):
             self._abort_ws()
+        else:
+            self._sock = None  # closed politely: nothing left to drop
 
     def _abort_ws(self) -> None:
         """Drop the connection at once, with no closing handshake, through public API only (the
