@@ -262,6 +262,14 @@ def relay_edge_spec() -> Schema:
                 "description": "relays bind the node's addresses directly; no Service is created",
                 "default": False,
             },
+            "offload": _string(
+                "the relay's kernel fast path for ChannelData over IPv4/UDP (--offload): off, "
+                "auto (used when it loads) or tc (required); auto and tc run the relay container "
+                "as UID 0 with only CAP_BPF and CAP_NET_ADMIN added, which the restricted Pod "
+                "Security Standard refuses",
+                enum=["off", "auto", "tc"],
+                default="off",
+            ),
             "ports": {
                 "type": "object",
                 "description": "client-facing listener ports",

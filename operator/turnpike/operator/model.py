@@ -114,6 +114,7 @@ class Exposure:
         )
 
 
+<<<<<<< HEAD
 def _count(value: Any, field: str, top: int | None = None) -> int | None:
     """An optional whole number of at least 0 (and at most ``top``); None when absent."""
     if value is None:
@@ -152,6 +153,16 @@ class Quotas:
             connections_per_ip=_count(spec.get("connectionsPerIP"), field + "connectionsPerIP"),
             reserve_percent=_count(spec.get("reservePercent"), field + "reservePercent", 99),
         )
+=======
+OFFLOAD_MODES = ("off", "auto", "tc")
+
+
+def _offload(value: Any) -> str:
+    mode = str(value or "off")
+    if mode not in OFFLOAD_MODES:
+        raise SpecError(f"spec.offload: one of {', '.join(OFFLOAD_MODES)}, not {mode!r}")
+    return mode
+>>>>>>> fastpath
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +189,7 @@ class RelayEdge:
     grace_seconds: int
     workload: Workload
     exposure: Exposure
+    offload: str = "off"  # the relay's --offload: off, auto or tc
 
     @property
     def tls(self) -> bool:
@@ -233,6 +245,7 @@ class RelayEdge:
             grace_seconds=int(spec.get("terminationGracePeriodSeconds", 3600)),
             workload=Workload.parse(spec, default_image, crds.RELAY_RESOURCES),
             exposure=Exposure.parse(spec, "LoadBalancer"),
+            offload=_offload(spec.get("offload")),
         )
         edge.check_ports()
         return edge

@@ -41,6 +41,7 @@ def relay_config(
         # Drain a little shorter than the pod's grace period so the relay exits on its own
         # terms (final metrics, closed allocations) before the kubelet kills it.
         "TURNPIKE_DRAIN_GRACE": str(max(edge.grace_seconds - DRAIN_MARGIN, 0)),
+        "TURNPIKE_OFFLOAD": edge.offload,
     }
     if deny:
         data["TURNPIKE_DENY_PEER"] = ",".join(deny)
@@ -133,23 +134,33 @@ def binds_privileged_ports(edge: RelayEdge) -> bool:
 
 
 def container_security(edge: RelayEdge) -> Obj:
-    """Read-only root, no privilege escalation, every capability dropped; the one exception is a
-    host-network relay binding a port below 1024. A non-root process cannot use an added
-    capability there: Kubernetes grants no ambient capabilities, so for any uid but 0 an added
-    one stays in the bounding set only, and no-new-privileges rules out file capabilities. That
-    container alone runs as uid 0 holding NET_BIND_SERVICE and nothing else (no DAC override:
-    it reads only the root-owned Secret files). Off the host network the pod's own
-    net.ipv4.ip_unprivileged_port_start sysctl opens the port to the non-root user instead."""
+    """Read-only root, no privilege escalation, every capability dropped, with two exceptions.
+
+    A host-network relay binding a port below 1024 needs NET_BIND_SERVICE. A relay with the
+    kernel fast path (``offload`` auto or tc) must load an eBPF program and attach it to the
+    pod's (with hostNetwork, the node's) interfaces: exactly CAP_BPF and CAP_NET_ADMIN, nothing
+    privileged. A non-root process cannot use an added capability: Kubernetes grants no ambient
+    capabilities, so for any uid but 0 an added one stays in the bounding set only, and
+    no-new-privileges rules out file capabilities. Such a container alone runs as uid 0 holding
+    just those capabilities (no DAC override: it reads only the root-owned Secret files); the
+    restricted Pod Security Standard refuses it, which is why ``offload`` is off unless asked
+    for. Off the host network the pod's own net.ipv4.ip_unprivileged_port_start sysctl opens a
+    low port to the non-root user instead.
+    """
+    fast = edge.offload != "off"
+    low = edge.host_network and binds_privileged_ports(edge)
+    add = [cap for cap, wanted in (("BPF", fast), ("NET_ADMIN", fast),
+                                   ("NET_BIND_SERVICE", low)) if wanted]  # fmt: skip
     security: Obj = {
         "runAsNonRoot": True,
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
-    if edge.host_network and binds_privileged_ports(edge):
+    if add:
         security["runAsNonRoot"] = False
         security["runAsUser"] = 0
-        security["capabilities"]["add"] = ["NET_BIND_SERVICE"]
+        security["capabilities"]["add"] = add
     return security
 
 
