@@ -114,7 +114,6 @@ class Exposure:
         )
 
 
-<<<<<<< HEAD
 def _count(value: Any, field: str, top: int | None = None) -> int | None:
     """An optional whole number of at least 0 (and at most ``top``); None when absent."""
     if value is None:
@@ -153,7 +152,8 @@ class Quotas:
             connections_per_ip=_count(spec.get("connectionsPerIP"), field + "connectionsPerIP"),
             reserve_percent=_count(spec.get("reservePercent"), field + "reservePercent", 99),
         )
-=======
+
+
 OFFLOAD_MODES = ("off", "auto", "tc")
 
 
@@ -162,7 +162,6 @@ def _offload(value: Any) -> str:
     if mode not in OFFLOAD_MODES:
         raise SpecError(f"spec.offload: one of {', '.join(OFFLOAD_MODES)}, not {mode!r}")
     return mode
->>>>>>> fastpath
 
 
 @dataclass(frozen=True, slots=True)
