@@ -47,16 +47,28 @@ def relay_config(
         data["TURNPIKE_DENY_PEER"] = ",".join(deny)
     if edge.allow_peers:
         data["TURNPIKE_ALLOW_PEER"] = ",".join(edge.allow_peers)
-    if edge.user_quota is not None:
-        data["TURNPIKE_USER_QUOTA"] = str(edge.user_quota)
-    if edge.total_quota is not None:
-        data["TURNPIKE_TOTAL_QUOTA"] = str(edge.total_quota)
+    data.update(quota_config(edge))
     if external_ip:
         data["TURNPIKE_EXTERNAL_IP"] = external_ip
     if edge.tls:
         data["TURNPIKE_TLS_CERT"] = f"{TLS_DIR}/tls.crt"
         data["TURNPIKE_TLS_KEY"] = f"{TLS_DIR}/tls.key"
     return data
+
+
+def quota_config(edge: RelayEdge) -> dict[str, str]:
+    """``spec.quotas`` as the relay's fair-share variables; an absent field sets nothing, so the
+    relay's own default (sized from its port range and open-file limit) applies."""
+    quotas = edge.quotas
+    values = {
+        "TURNPIKE_USER_QUOTA": quotas.per_user,
+        "TURNPIKE_ACCOUNT_QUOTA": quotas.per_account,
+        "TURNPIKE_IP_QUOTA": quotas.per_ip,
+        "TURNPIKE_TOTAL_QUOTA": quotas.total,
+        "TURNPIKE_CONNECTIONS_PER_IP": quotas.connections_per_ip,
+        "TURNPIKE_RESERVE_PERCENT": quotas.reserve_percent,
+    }
+    return {name: str(value) for name, value in values.items() if value is not None}
 
 
 def _metadata(edge: RelayEdge, owner: Obj, name: str | None = None) -> Obj:
