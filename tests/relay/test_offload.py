@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import TurnpikeProcess, turnpike
-from support.netns import Topology, topology
+from support.netns import Topology, require_fast_path, topology
 from support.relay import REALM, RawClient, credentials, write_keyring
 
 from turnpike.relay import stun
@@ -37,6 +37,7 @@ SO_NO_CHECK = 11  # <asm-generic/socket.h>: send UDP without a checksum
 
 @pytest.fixture(scope="module")
 def topo() -> Iterator[Topology]:
+    require_fast_path()
     with topology() as t:
         yield t
 

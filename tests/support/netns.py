@@ -37,6 +37,18 @@ def require_root() -> None:
         pytest.skip(message)
 
 
+def require_fast_path() -> None:
+    """Root, and the relay's eBPF program built (scripts/install does it where clang is)."""
+    from turnpike.relay.offload import object_path
+
+    require_root()
+    if not object_path().is_file():
+        message = "the kernel fast path is not built (scripts/install, with clang and libbpf-dev)"
+        if IN_CI:
+            pytest.fail(f"{message}; CI must build it")
+        pytest.skip(message)
+
+
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
