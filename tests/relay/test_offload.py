@@ -260,7 +260,7 @@ def kernel_packets(values: dict[Any, float], direction: str) -> float:
 
 async def test_refresh_zero_removes_the_entries(topo: Topology, tmp_path: Path) -> None:
     async with (
-        netns_relay(topo, tmp_path),
+        netns_relay(topo, tmp_path) as relay,
         peer_in(topo, topo.peer_ip) as peer,
         client_in(topo) as client,
     ):
@@ -281,6 +281,9 @@ async def test_refresh_zero_removes_the_entries(topo: Topology, tmp_path: Path) 
         values = await metrics(topo)
     assert kernel_packets(values, "to_peer") == 1
     assert kernel_packets(values, "to_client") == 1  # the echo of "one"
+    # The allocation's last log line counts both paths.
+    assert "ended (deleted)" in relay.text, relay.text
+    assert "1/1 packets to peer/client (1/1 of them in the kernel)" in relay.text, relay.text
 
 
 async def test_an_expired_entry_is_never_used_even_if_the_relay_stalls(
