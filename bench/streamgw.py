@@ -13,6 +13,11 @@ WebSocket server process plays the customer. Two kinds of stream, ramped up in s
 
 CPU per stream is the gateway's utime+stime (from /proc) over the step divided by its length and
 the number of streams.
+
+**hostile TwiML**: the p99 of a few healthy forks, once quiet and once while other calls keep
+arriving with entity-bomb documents (billion laughs, inline UTF-8 and fetched UTF-16) and
+``<Say>`` with words never spoken before (a fresh espeak-ng synthesis each): neither parsing nor
+speech synthesis may stall the event loop that carries the healthy streams.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +47,7 @@ from bench.common import (
     write_result,
 )
 from bench.rtpgen import Callers
+from bench.sipcalls import SipGateway
 from bench.wsconsumer import Consumers
 
 
@@ -50,11 +57,13 @@ class StreamgwParams:
     echo_streams: list[int] = field(default_factory=lambda: [10, 25, 50, 100, 150])
     duration: float = 4.0
     p99_limit_ms: float = 20.0
+    hostile_streams: int = 20
+    sip: bool = False  # calls placed over SIP (INVITE/ACK/BYE) instead of POST /v1/Calls
     smoke: bool = False
 
     @classmethod
     def smoke_preset(cls) -> StreamgwParams:
-        return cls(fork_streams=[2], echo_streams=[2], duration=0.6, smoke=True)
+        return cls(fork_streams=[2], echo_streams=[2], duration=0.6, hostile_streams=2, smoke=True)
 
 
 class Gateway:
@@ -113,24 +122,27 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def step_twiml(kind: str, ws_port: int) -> str:
+    url = f"wss://127.0.0.1:{ws_port}/{kind}"
+    if kind == "fork":
+        return (
+            f'<Response><Start><Stream url="{url}" track="inbound_track"/></Start>'
+            '<Pause length="600"/></Response>'
+        )
+    return f'<Response><Connect><Stream url="{url}"/></Connect></Response>'
+
+
 def _step(
     kind: str,
     n: int,
     params: StreamgwParams,
-    gw: Gateway,
+    gw: Gateway | SipGateway,
     service: servers.Service,
     callers: Callers,
     consumers: Consumers,
     ws_port: int,
 ) -> dict[str, Any]:
-    url = f"wss://127.0.0.1:{ws_port}/{kind}"
-    if kind == "fork":
-        twiml = (
-            f'<Response><Start><Stream url="{url}" track="inbound_track"/></Start>'
-            '<Pause length="600"/></Response>'
-        )
-    else:
-        twiml = f'<Response><Connect><Stream url="{url}"/></Connect></Response>'
+    twiml = step_twiml(kind, ws_port)
     (opened,) = callers.broadcast({"op": "open", "calls": n}, timeout=30)
     remotes = [(str(h), int(p)) for h, p in opened["addresses"]]
     consumers.broadcast({"op": "echo", "echo": kind == "echo"}, timeout=10)
@@ -175,6 +187,7 @@ def _step(
         "streams": n,
         "frames_per_stream": frames,
         "call_setup_s": round(setup_s, 3),
+        "calls_per_s": round(n / setup_s, 1) if setup_s > 0 else None,
         "rtp_sent": sent["sent"],
         "sender_late_max_ms": round(sent["late_max_s"] * 1000, 2),
         "ws_frames": delivered,
@@ -205,6 +218,102 @@ def _step(
     return step
 
 
+def billion_laughs() -> str:
+    entities = '<!ENTITY l0 "lol">' + "".join(
+        f'<!ENTITY l{n} "{f"&l{n - 1};" * 10}">' for n in range(1, 10)
+    )
+    return f"<!DOCTYPE Response [{entities}]><Response><Say>&l9;</Say></Response>"
+
+
+class Disturber:
+    """Keeps sending the gateway entity bombs (``bombs``) or fresh ``<Say>`` calls (``say``)."""
+
+    def __init__(self, gw: Gateway, kind: str) -> None:
+        self.gw = gw
+        self.kind = kind
+        self.stop = threading.Event()
+        self.counts = {"bombs_refused": 0, "bombs_fetched": 0, "say_calls": 0}
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Disturber:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._thread.join(timeout=60)
+
+    async def _run(self) -> None:
+        import aiohttp
+        from aiohttp import web
+
+        bomb = billion_laughs()
+
+        async def serve_bomb(_: web.Request) -> web.Response:
+            return web.Response(body=bomb.encode("utf-16"), content_type="application/xml")
+
+        app = web.Application()
+        app.router.add_post("/bomb", serve_bomb)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = servers.free_dual_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        said: list[str] = []
+        async with aiohttp.ClientSession(headers=self.gw.headers) as http:
+
+            async def post(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+                async with http.post(f"{self.gw.base}/v1/Calls", json=body) as resp:
+                    return resp.status, await resp.json()
+
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                if self.kind == "bombs":
+                    status, _ = await post({"twiml": bomb})
+                    self.counts["bombs_refused"] += status == 400
+                    status, out = await post({"url": f"http://127.0.0.1:{port}/bomb"})
+                    self.counts["bombs_fetched"] += status == 201
+                    await asyncio.sleep(0.02)
+                    continue
+                text = f"Disturbance number {n} says {secrets.token_hex(4)}"
+                status, out = await post({"twiml": f"<Response><Say>{text}</Say></Response>"})
+                if status == 201:
+                    self.counts["say_calls"] += 1
+                    said.append(out["sid"])
+                await asyncio.sleep(0.2)
+            for sid in said:
+                async with http.delete(f"{self.gw.base}/v1/Calls/{sid}") as resp:
+                    await resp.read()
+        await runner.cleanup()
+
+
+def _hostile(
+    params: StreamgwParams,
+    gw: Gateway,
+    service: servers.Service,
+    callers: Callers,
+    consumers: Consumers,
+    ws_port: int,
+) -> dict[str, Any]:
+    n = params.hostile_streams
+    args = (params, gw, service, callers, consumers, ws_port)
+    quiet = _step("fork", n, *args)
+    with Disturber(gw, "bombs") as bombs:
+        bombed = _step("fork", n, *args)
+    with Disturber(gw, "say") as says:
+        speaking = _step("fork", n, *args)
+    return {
+        "streams": n,
+        "quiet_p99_ms": quiet["latency_p99_ms"],
+        "bombs_p99_ms": bombed["latency_p99_ms"],
+        "say_p99_ms": speaking["latency_p99_ms"],
+        "dropped_frames": [s["dropped_frames"] for s in (quiet, bombed, speaking)],
+        "bombs_refused": bombs.counts["bombs_refused"],
+        "bombs_fetched": bombs.counts["bombs_fetched"],
+        "say_calls": says.counts["say_calls"],
+    }
+
+
 def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, Any]:
     from turnpike.core.sids import new_sid
     from turnpike.dev.tlsgen import make_dev_tls
@@ -215,13 +324,14 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
     tmp = Path(tempfile.mkdtemp(prefix="turnpike-bench-streamgw-"))
     account, token = new_sid("AC"), secrets.token_hex(16)
     steps: list[dict[str, Any]] = []
+    hostile: dict[str, Any] = {}
     command: list[str] = []
     try:
         tls = make_dev_tls(tmp, "127.0.0.1", days=1)
         (tmp / "accounts.json").write_text(
             json.dumps({"accounts": [{"sid": account, "authToken": token}]})
         )
-        api, metrics = servers.free_dual_port(), servers.free_dual_port()
+        api, metrics, sip = (servers.free_dual_port() for _ in range(3))
         args = [
             "streamgw",
             "--listen", f"127.0.0.1:{api}",
@@ -232,16 +342,24 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
             "--ca-file", str(tls.ca_cert),
             "--metrics", f"127.0.0.1:{metrics}",
         ]  # fmt: skip
-        command = ["turnpike", *[Path(a).name if a.startswith("/") else a for a in args]]
         with Consumers() as consumers, Callers(1) as callers:
             (ws,) = consumers.broadcast(
                 {"op": "start", "cert": str(tls.cert), "key": str(tls.key)}, timeout=30
             )
+            sip_gw: SipGateway | None = None
+            if params.sip:
+                documents = [step_twiml(kind, ws["port"]) for kind in ("fork", "echo")]
+                numbers = SipGateway.numbers_file(tmp / "numbers.json", account, documents)
+                args += ["--sip", f"127.0.0.1:{sip}", "--numbers", str(tmp / "numbers.json")]
+                args += ["--sip-trust", "127.0.0.1/32"]
+                sip_gw = SipGateway(sip, numbers)
+            command = ["turnpike", *[Path(a).name if a.startswith("/") else a for a in args]]
             service = servers.start_turnpike(
                 "streamgw", args, tmp, f"http://127.0.0.1:{metrics}/ready"
             )
             try:
-                gw = Gateway(f"http://127.0.0.1:{api}", account, token)
+                rest = Gateway(f"http://127.0.0.1:{api}", account, token)
+                gw: Gateway | SipGateway = sip_gw or rest
                 for kind, levels in (("fork", params.fork_streams), ("echo", params.echo_streams)):
                     for n in levels:
                         log(f" {kind} x{n}")
@@ -256,7 +374,8 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
                             break
                         steps.append(step)
                         log(
-                            f"  dropped {step['dropped_frames']}, p50 "
+                            f"  {step['calls_per_s']} calls/s set up, "
+                            f"dropped {step['dropped_frames']}, p50 "
                             f"{step['latency_p50_ms'] or 0:.1f} ms, p99 "
                             f"{step['latency_p99_ms'] or 0:.1f} ms, "
                             f"{step['cpu_per_stream_pct']:.2f} % CPU/stream"
@@ -268,7 +387,19 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
                         )
                         if not step["pass"]:
                             break
+                if sip_gw is None:  # the hostile-TwiML check is about documents, not ingress
+                    log(f" hostile TwiML, {params.hostile_streams} healthy forks")
+                    hostile = _hostile(params, rest, service, callers, consumers, ws["port"])
+                    log(
+                        f"  p99 {hostile['quiet_p99_ms'] or 0:.1f} ms quiet, "
+                        f"{hostile['bombs_p99_ms'] or 0:.1f} ms while "
+                        f"{hostile['bombs_refused'] + hostile['bombs_fetched']} entity bombs "
+                        f"arrived, {hostile['say_p99_ms'] or 0:.1f} ms while "
+                        f"{hostile['say_calls']} new <Say> calls arrived"
+                    )
             finally:
+                if sip_gw is not None:
+                    sip_gw.close()
                 service.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -297,8 +428,9 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
             headline.append(line)
         else:
             headline.append(f"{kind}: no level passed")
+    name = "streamgw-sip" if params.sip else "streamgw"
     result: dict[str, Any] = {
-        "benchmark": "streamgw",
+        "benchmark": name,
         "date": utc_now(),
         "smoke": params.smoke,
         "machine": info,
@@ -307,9 +439,10 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
         "params": asdict(params),
         "command": command,
         "steps": steps,
+        "hostile_twiml": hostile,
         "summary": {**summary, "headline": headline},
     }
-    path = write_result(out_dir, "streamgw", result)
+    path = write_result(out_dir, name, result)
     log(f"wrote {path}")
     if plots:
         from bench.plots import plot_streamgw

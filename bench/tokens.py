@@ -63,6 +63,7 @@ def _check_token(body: str | None) -> dict[str, Any]:
 
 
 def run(params: TokensParams, out_dir: Path, plots: bool = True) -> dict[str, Any]:
+    from turnpike.core.edges import GLOBAL, Edge, EdgeDirectory
     from turnpike.core.keyring import Keyring
     from turnpike.core.sids import new_sid
 
@@ -78,9 +79,8 @@ def run(params: TokensParams, out_dir: Path, plots: bool = True) -> dict[str, An
         (tmp / "accounts.json").write_text(
             json.dumps({"accounts": [{"sid": account, "authToken": token}]})
         )
-        (tmp / "edges.json").write_text(
-            json.dumps({"global": {"host": "turn.bench.example"}, "edges": []})
-        )
+        edges = EdgeDirectory(Edge(GLOBAL, "turn.bench.example"))
+        (tmp / "edges.json").write_text(edges.render())
         port = servers.free_dual_port()
         base = f"http://127.0.0.1:{port}"
         args = [

@@ -7,7 +7,13 @@ import sys
 import pytest
 
 from turnpike.cli import build_parser
-from turnpike.core.config import apply_env_defaults, env_name, host_port, port_range
+from turnpike.core.config import (
+    apply_env_defaults,
+    env_name,
+    host_port,
+    port_range,
+    positive_int,
+)
 
 
 def test_help_lists_subcommands() -> None:
@@ -61,6 +67,13 @@ def test_host_port_rejects(bad: str) -> None:
 def test_port_range_rejects(bad: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         port_range(bad)
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "ten", "1.5"])
+def test_positive_int_rejects(bad: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        positive_int(bad)
+    assert positive_int("40") == 40
 
 
 def test_every_subcommand_builds() -> None:

@@ -192,6 +192,8 @@ def test_refuses_bad_flags(tmp_path: Path) -> None:
     cases = [
         (["--listen", "127.0.0.1:3478", "--tls-listen", "127.0.0.1:5349"], "--tls-cert"),
         (["--listen", "127.0.0.1:0", "--workers", "2"], "fixed ports"),
+        ([*listen, "--account-quota", "-1"], "--account-quota must not be negative"),
+        ([*listen, "--reserve-percent", "100"], "--reserve-percent must be below 100"),
         # Files that are missing or broken: one line, no traceback, the secret never quoted.
         ([*listen, "--keyring", str(tmp_path / "nope.json")], "cannot start"),
         ([*listen, "--keyring", str(broken)], "no signing key"),
@@ -336,6 +338,9 @@ async def test_workers_share_the_ports(tmp_path: Path) -> None:
         assert code == 0
 
 
+KEYRING = b'{"keys": [{"id": "k", "secret": "s", "signing": true}]}'
+
+
 def test_options_from_flags() -> None:
     from turnpike.cli import build_parser
     from turnpike.relay.app import Options
@@ -345,7 +350,7 @@ def test_options_from_flags() -> None:
 
     from turnpike.core.config import HostPort
 
-    # coturn's defaults: TURN on 3478, relay ports 49152-65535, 12 allocations per user.
+    # coturn's defaults: TURN on 3478, relay ports 49152-65535; 100 allocations per credential.
     defaults = options("--relay-ip", "10.1.2.3")
     assert defaults.listen == (HostPort("0.0.0.0", 3478),)
     assert defaults.config.max_lifetime == 3600
@@ -354,6 +359,15 @@ def test_options_from_flags() -> None:
     assert plain.config.relay_ips == ("192.0.2.10", "2001:db8::5")
     assert plain.config.relay_ports == (49152, 65535)
     assert plain.config.user_quota == 100
+    # Each of N workers shares out 1/N of the ports (two relay addresses: twice the range).
+    from turnpike.core.keyring import parse_keyring
+    from turnpike.relay.server import RelayServer
+
+    for workers, ports in ((1, 2 * 16384), (2, 16384)):
+        worker = options("--listen", "192.0.2.10:3478", "--listen", "[2001:db8::5]:3478",
+                         "--worker-of", str(workers))  # fmt: skip
+        share = RelayServer(worker.config, lambda: parse_keyring(KEYRING, "k")).fair_share
+        assert share.ports == ports and share.shares.account == ports // 2
     nat = options("--listen", "0.0.0.0:3478", "--external-ip", "203.0.113.9")
     assert nat.config.relay_ips == ("0.0.0.0",)
     assert nat.config.external_ips == ("203.0.113.9",)
@@ -457,15 +471,17 @@ def test_every_relay_metric_declares_how_workers_merge_it() -> None:
     from turnpike.core.keyring import parse_keyring
     from turnpike.relay.allocation import AllocationTable, PortPool
     from turnpike.relay.metrics import MERGE, RelayStats, registry_for
+    from turnpike.relay.offload import Offload
 
     class Ring:
         reloads = errors = 0
         current = parse_keyring(b'{"keys": [{"id": "k", "secret": "s", "signing": true}]}', "k")
 
-    text = generate_latest(registry_for(RelayStats(), AllocationTable(PortPool(1, 2)), Ring()))
+    table = AllocationTable(PortPool(1, 2))
+    text = generate_latest(registry_for(RelayStats(), table, Ring(), Offload()))
     families = {f.name for f in text_string_to_metric_families(text.decode())}
     assert families == set(MERGE)
-    assert set(MERGE.values()) <= {"sum", "max", "one"}
+    assert set(MERGE.values()) <= {"sum", "max", "min", "one"}
 
 
 def test_combined_ready_reports_only_what_every_worker_has() -> None:

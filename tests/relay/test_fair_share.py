@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import TurnpikeProcess, free_dual_port, free_port, turnpike
+from support import TurnpikeProcess, free_dual_port, free_port, free_udp_range, turnpike
 from support.relay import RawClient, credentials, raw_client, write_keyring
 
 from turnpike.relay import stun
@@ -99,8 +99,9 @@ async def timed_allocation(address: tuple[str, int], source: str, what: str) -> 
 
 
 async def test_one_address_with_many_tokens_cannot_take_the_ports(tmp_path: Path) -> None:
+    low = free_udp_range(40)
     flags = (
-        "--relay-ports", f"{(low := free_port() // 64 * 64 % 20000 + 40000)}-{low + 39}",
+        "--relay-ports", f"{low}-{low + 39}",
         "--user-quota", "3", "--ip-quota", "15", "--account-quota", "20",
     )  # fmt: skip
     clients: list[RawClient] = []
@@ -135,6 +136,26 @@ async def test_one_address_with_many_tokens_cannot_take_the_ports(tmp_path: Path
             refused = await metric(r.metrics, "turnpike_relay_allocations_refused")
             assert refused["token_quota"] == 1 and refused["ip_quota"] == 17
             assert refused["account_quota"] == 5 and refused["port_reserve"] == 3
+        finally:
+            for client in clients:
+                client.close()
+
+
+async def test_a_browser_page_with_default_quotas_never_meets_a_quota(tmp_path: Path) -> None:
+    """The review's per-token defect: a page with 4 peer connections sharing one token gathers 12
+    relay candidates each (3 TURN URLs x 2 interfaces x 2 families), and an ICE restart as many
+    again while the old ones live: 96 allocations on one credential from one address, with the
+    default quotas. Another user, from another address, is still served next to it."""
+    low = free_udp_range(120)
+    clients: list[RawClient] = []
+    async with relay(tmp_path, "--relay-ports", f"{low}-{low + 119}") as r:
+        try:
+            page = [await allocate(r.address, token(ATTACKER, 0), "127.0.0.2", clients)
+                    for _ in range(96)]  # fmt: skip
+            assert page == [(None, "")] * 96
+            await timed_allocation(r.address, "127.0.0.3", "next to a 96-allocation page")
+            refused = await metric(r.metrics, "turnpike_relay_allocations_refused")
+            assert refused and set(refused.values()) == {0}, refused
         finally:
             for client in clients:
                 client.close()

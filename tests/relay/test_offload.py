@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import struct
@@ -20,7 +21,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import TurnpikeProcess, turnpike
-from support.netns import Topology, topology
+from support.netns import Topology, require_fast_path, topology
 from support.relay import REALM, RawClient, credentials, write_keyring
 
 from turnpike.relay import stun
@@ -36,6 +37,7 @@ SO_NO_CHECK = 11  # <asm-generic/socket.h>: send UDP without a checksum
 
 @pytest.fixture(scope="module")
 def topo() -> Iterator[Topology]:
+    require_fast_path()
     with topology() as t:
         yield t
 
@@ -65,15 +67,25 @@ def sample(values: dict[Any, float], name: str, **labels: str) -> float:
 
 @contextlib.asynccontextmanager
 async def netns_relay(
-    topo: Topology, tmp_path: Path, *extra: str, offload: str = "tc", listen: str = ""
+    topo: Topology,
+    tmp_path: Path,
+    *extra: str,
+    offload: str = "tc",
+    listen: str = "",
+    capabilities: str = "",
 ) -> AsyncIterator[TurnpikeProcess]:
+    """The real relay in the relay namespace; ``capabilities`` (``-all,+bpf``, say) limits the
+    root process's capability bounding set through util-linux's setpriv."""
     keyring = write_keyring(tmp_path / "keyring.json")
     args = [
         "relay", "--listen", listen or f"{topo.relay_ip}:{PORT}", "--realm", REALM,
         "--keyring", str(keyring), "--allow-peer", "10.71.2.0/24", "--metrics", METRICS,
         "--relay-ports", "40000-40999", "--offload", offload, "--drain-grace", "1", *extra,
     ]  # fmt: skip
-    async with turnpike(args, prefix=topo.exec_prefix(topo.relay)) as proc:
+    prefix = topo.exec_prefix(topo.relay)
+    if capabilities:
+        prefix += ["setpriv", "--bounding-set", capabilities, "--inh-caps", "-all", "--"]
+    async with turnpike(args, prefix=prefix) as proc:
         for _ in range(200):
             assert proc.proc is not None
             if proc.proc.returncode is not None:
@@ -136,8 +148,8 @@ async def peer_in(topo: Topology, ip: str) -> AsyncIterator[Peer]:
 
 
 @contextlib.asynccontextmanager
-async def client_in(topo: Topology) -> AsyncIterator[RawClient]:
-    with topo.inside(topo.client):
+async def client_in(topo: Topology, namespace: str = "") -> AsyncIterator[RawClient]:
+    with topo.inside(namespace or topo.client):
         client = await RawClient.connect((topo.relay_ip, PORT))
     client.login(*credentials())
     try:
@@ -248,7 +260,7 @@ def kernel_packets(values: dict[Any, float], direction: str) -> float:
 
 async def test_refresh_zero_removes_the_entries(topo: Topology, tmp_path: Path) -> None:
     async with (
-        netns_relay(topo, tmp_path),
+        netns_relay(topo, tmp_path) as relay,
         peer_in(topo, topo.peer_ip) as peer,
         client_in(topo) as client,
     ):
@@ -269,6 +281,9 @@ async def test_refresh_zero_removes_the_entries(topo: Topology, tmp_path: Path) 
         values = await metrics(topo)
     assert kernel_packets(values, "to_peer") == 1
     assert kernel_packets(values, "to_client") == 1  # the echo of "one"
+    # The allocation's last log line counts both paths.
+    assert "ended (deleted)" in relay.text, relay.text
+    assert "1/1 packets to peer/client (1/1 of them in the kernel)" in relay.text, relay.text
 
 
 async def test_an_expired_entry_is_never_used_even_if_the_relay_stalls(
@@ -422,3 +437,120 @@ async def test_default_wildcard_listener_is_offloaded(topo: Topology, tmp_path: 
         values = await metrics(topo)
     assert kernel_packets(values, "to_peer") == 4
     assert kernel_packets(values, "to_client") == 4
+
+
+async def test_cap_bpf_and_cap_net_admin_are_all_it_needs(topo: Topology, tmp_path: Path) -> None:
+    """The capabilities the operator grants (and nothing else) load and attach the program."""
+    async with (
+        netns_relay(topo, tmp_path, capabilities="-all,+bpf,+net_admin"),
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        await client.allocate()
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"lean")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"lean"
+        assert await channel_data(client) == stun.channel_header(CHANNEL, 4) + b"lean"
+        values = await metrics(topo)
+    assert kernel_packets(values, "to_peer") == 1
+    assert kernel_packets(values, "to_client") == 1
+
+
+async def test_auto_without_the_capabilities_relays_in_userspace(
+    topo: Topology, tmp_path: Path
+) -> None:
+    capabilities = "-sys_admin,-bpf,-net_admin,-perfmon"
+    async with (
+        netns_relay(topo, tmp_path, offload="auto", capabilities=capabilities) as relay,
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        await client.allocate()
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"slow but sure")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"slow but sure"
+        values = await metrics(topo)
+        _, ready = await http_get(topo, "/ready")
+    assert '"offload": "off"' in ready
+    assert sample(values, "turnpike_relay_offload_active") == 0
+    assert sample(values, "turnpike_relay_packets_total", direction="to_peer") == 1
+    lines = [line for line in relay.text.splitlines() if "kernel fast path" in line]
+    assert len(lines) == 1 and "unavailable" in lines[0] and "userspace" in lines[0], relay.text
+    # --offload tc refuses to start without them, with one clear line.
+    keyring = str(tmp_path / "keyring.json")
+    refused = TurnpikeProcess(
+        ["relay", "--listen", f"{topo.relay_ip}:{PORT + 1}", "--keyring", keyring,
+         "--offload", "tc"],
+        prefix=[*topo.exec_prefix(topo.relay), "setpriv", "--bounding-set", capabilities, "--"],
+    )  # fmt: skip
+    await refused.start()
+    assert refused.proc is not None
+    code = await asyncio.wait_for(refused.proc.wait(), 30)
+    await refused.stop()
+    assert code == 2
+    assert "--offload tc" in refused.text and "Traceback" not in refused.text, refused.text
+
+
+async def test_an_interface_that_appears_later_is_attached_too(
+    topo: Topology, tmp_path: Path
+) -> None:
+    """A host-network relay's node gains a veth with every new pod: the relay follows."""
+    async with netns_relay(topo, tmp_path), peer_in(topo, topo.peer_ip) as peer:
+        before = sample(await metrics(topo), "turnpike_relay_offload_interfaces")
+        namespace, _ = topo.add_host(len(topo.extra))
+        for _ in range(100):  # the relay looks once a second
+            values = await metrics(topo)
+            if sample(values, "turnpike_relay_offload_interfaces") > before:
+                break
+            await asyncio.sleep(0.1)
+        assert sample(values, "turnpike_relay_offload_interfaces") == before + 1
+        async with client_in(topo, namespace) as client:
+            await client.allocate()
+            await bind_channel(client, peer.address)
+            client.send_channel(CHANNEL, b"new pod")
+            assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"new pod"
+            assert await channel_data(client) == stun.channel_header(CHANNEL, 7) + b"new pod"
+        values = await metrics(topo)
+    assert kernel_packets(values, "to_peer") == 1
+    assert kernel_packets(values, "to_client") == 1
+
+
+async def test_workers_share_the_supervisors_program_and_a_dead_workers_channels_go(
+    topo: Topology, tmp_path: Path
+) -> None:
+    """``--workers 2``: the supervisor alone loads and attaches; workers write their channels;
+    when a worker dies its entries are removed before it restarts."""
+    async with (
+        netns_relay(topo, tmp_path, "--workers", "2") as relay,
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate()
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"via a worker")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"via a worker"
+        assert await channel_data(client) == stun.channel_header(CHANNEL, 12) + b"via a worker"
+        values = await metrics(topo)
+        assert sample(values, "turnpike_relay_offload_active") == 1
+        interfaces = topo.interfaces(topo.relay)  # lo, r0, r1 (and any an earlier test added)
+        assert sample(values, "turnpike_relay_offload_interfaces") == interfaces
+        assert sample(values, "turnpike_relay_offload_channels") == 1
+        assert kernel_packets(values, "to_peer") == 1
+        assert kernel_packets(values, "to_client") == 1
+        assert relay.proc is not None
+        children = Path(f"/proc/{relay.proc.pid}/task/{relay.proc.pid}/children").read_text()
+        workers = [int(pid) for pid in children.split()]
+        assert len(workers) == 2
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            if "removed 2 fast-path entries" in relay.text:
+                break
+            await asyncio.sleep(0.05)
+        assert "removed 2 fast-path entries" in relay.text, relay.text
+        client.send_channel(CHANNEL, b"orphaned")
+        assert peer.transport is not None
+        peer.transport.sendto(b"orphaned too", relayed)
+        assert await peer.nothing()
+        with pytest.raises(TimeoutError):
+            await channel_data(client, timeout=0.5)

@@ -13,6 +13,7 @@ from turnpike.operator.rotation_state import (
     A_PHASE,
     A_RETIRED,
     A_VERSION,
+    Look,
     Phase,
     RotationState,
     decide,
@@ -60,7 +61,7 @@ def test_hand_edited_or_missing_annotations_read_as_the_safe_state() -> None:
 
 def test_nothing_to_do_costs_nothing() -> None:
     state = RotationState(signing_since=NOW - 10, retired={"a": NOW, "c": NOW})
-    assert decide(RING, state, NOW, RotationSettings(), None) is None
+    assert decide(Look(RING, state, NOW), RotationSettings()) is None
 
 
 def test_revoke_annotation_parsing() -> None:

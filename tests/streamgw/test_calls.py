@@ -27,6 +27,8 @@ async def test_voice_webhook_is_signed_and_its_twiml_runs(
         "AccountSid": ACCOUNT,
         "From": "+15551230000",
         "To": "+15559870000",
+        "Caller": "+15551230000",
+        "Called": "+15559870000",
         "CallStatus": "in-progress",
         "Direction": "inbound",
         "ApiVersion": "2010-04-01",
@@ -71,7 +73,7 @@ async def test_invalid_twiml_is_refused_with_a_clear_error(gw: Harness) -> None:
     cases = {
         "<Response><Start>": 12100,
         "<Reply/>": 12100,
-        "<Response><Say>hello</Say></Response>": 12200,
+        "<Response><Record/></Response>": 12200,
         '<Response><Pause length="soon"/></Response>': 12200,
         '<!DOCTYPE x [<!ENTITY a "b">]><Response/>': 12100,
         '<Response><Start><Stream url="wss://x" colour="red"/></Start></Response>': 12200,
@@ -90,10 +92,10 @@ async def test_invalid_twiml_is_refused_with_a_clear_error(gw: Harness) -> None:
             "accountSid": ACCOUNT,
             "from": "a",
             "to": "b",
-            "twiml": "<Response><Say>x</Say></Response>",
+            "twiml": "<Response><Dial>+15550003333</Dial></Response>",
         },
     )
-    assert "<Say> is not supported" in out["message"]
+    assert "<Dial> is not supported" in out["message"]
     assert not gw.gateway.calls
 
 

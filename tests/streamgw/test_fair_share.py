@@ -10,9 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
-from support.streamgw import ACCOUNT, OTHER, OTHER_TOKEN, Harness, MakeGateway, basic
+import aiohttp
+from support import free_port, free_udp_range, turnpike
+from support.streamgw import (
+    ACCOUNT,
+    OTHER,
+    OTHER_TOKEN,
+    TOKEN,
+    Harness,
+    MakeGateway,
+    basic,
+    write_accounts,
+)
 
 from turnpike.streamgw.admission import default_caps, rtp_capacity
 
@@ -71,7 +83,8 @@ async def test_one_account_at_its_cap_never_blocks_another(make_gateway: MakeGat
 async def test_failed_starts_give_their_slot_back(make_gateway: MakeGateway) -> None:
     # A range with room for two calls' RTP ports, and caps above it: the third call finds no
     # port (503), and that failure must not leak a slot.
-    gw = await make_gateway(rtp_ports=(31000, 31003), max_calls=10, max_account_calls=10)
+    low = free_udp_range(4)  # two even ports, each with its odd neighbour
+    gw = await make_gateway(rtp_ports=(low, low + 3), max_calls=10, max_account_calls=10)
     for _ in range(2):
         await gw.create_call(twiml=PAUSE)
     for _ in range(3):
@@ -96,3 +109,39 @@ async def test_every_error_status_has_the_hosted_shape(gw: Harness) -> None:
     headers = {"Authorization": gw.auth, "Content-Type": "application/json"}
     async with gw.session.post(gw.base + "/v1/Calls", data=big, headers=headers) as resp:
         assert_hosted(await resp.json(), 413, 20413)
+
+
+async def test_the_gateway_process_keeps_a_share_for_other_accounts(tmp_path: Path) -> None:
+    """The review's attack on the real ``turnpike streamgw``: one account opens calls as fast as
+    it can; at 40 it is refused, and another account's call still starts."""
+    api, metrics = free_port(), free_port()
+    low = 40000 + free_port() % 10000 // 2 * 2
+    args = [
+        "streamgw", "--listen", f"127.0.0.1:{api}", "--metrics", f"127.0.0.1:{metrics}",
+        "--accounts", str(write_accounts(tmp_path / "accounts.json")),
+        "--rtp-ip", "127.0.0.1", "--rtp-ports", f"{low}-{low + 198}",
+        "--max-calls-per-account", "40", "--drain-grace", "0",
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{api}/v1/Calls"
+    async with (
+        turnpike(args, ready_url=f"http://127.0.0.1:{metrics}/ready"),
+        aiohttp.ClientSession() as http,
+    ):
+
+        async def place(account: str, token: str) -> tuple[int, Any]:
+            headers = {"Authorization": basic(account, token)}
+            async with http.post(base, json=call_body(account), headers=headers) as resp:
+                return resp.status, await resp.json()
+
+        flood = await asyncio.gather(*(place(ACCOUNT, TOKEN) for _ in range(50)))
+        assert sorted(status for status, _ in flood) == [201] * 40 + [429] * 10
+        assert_hosted(next(out for status, out in flood if status == 429), 429, 20429)
+        started = time.perf_counter()
+        status, out = await place(OTHER, OTHER_TOKEN)
+        latency = (time.perf_counter() - started) * 1000
+        print(f"other account's call started in {latency:.1f} ms next to 40 calls at the cap")
+        assert status == 201, out
+        async with http.get(f"http://127.0.0.1:{metrics}/metrics") as resp:
+            text = await resp.text()
+        assert 'turnpike_streamgw_calls_refused_total{reason="account"} 10.0' in text
+        assert "turnpike_streamgw_active_calls 41.0" in text

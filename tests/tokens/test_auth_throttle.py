@@ -8,12 +8,27 @@ every time, never delayed by the throttle (its latency is printed, not asserted)
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
-from tokens.helpers import ACCOUNT, OTHER, OTHER_TOKEN, TOKEN, Api, ApiFactory, basic
+from support import free_port, turnpike
+from tokens.helpers import (
+    ACCOUNT,
+    EDGES_DOC,
+    OTHER,
+    OTHER_TOKEN,
+    TOKEN,
+    Api,
+    ApiFactory,
+    accounts_doc,
+    basic,
+    keyring_doc,
+    write_json,
+)
 
 from turnpike.tokens.throttle import AuthThrottle
 
@@ -97,3 +112,33 @@ async def test_default_throttle_leaves_a_typo_alone(
         status, _, _ = await tokens(api, session, ACCOUNT, "typo")
         assert status == 401
     await normal_client(api, session, ACCOUNT, TOKEN)
+
+
+async def test_the_token_api_process_throttles_a_guessing_address(
+    tmp_path: Path, sessions: dict[str, aiohttp.ClientSession]
+) -> None:
+    """The review's attack on the real ``turnpike tokens``: one address sends wrong tokens as fast
+    as it can; it gets 429 after its burst while a valid caller elsewhere keeps getting 201."""
+    port = free_port()
+    keyring = write_json(tmp_path / "keyring.json", keyring_doc())
+    accounts = write_json(tmp_path / "accounts.json", accounts_doc())
+    edges = write_json(tmp_path / "edges.json", EDGES_DOC)
+    args = [
+        "tokens", "--listen", f"127.0.0.1:{port}", "--keyring", str(keyring),
+        "--accounts", str(accounts), "--edges", str(edges), "--auth-failures-per-source", "10",
+    ]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/2010-04-01/Accounts/{ACCOUNT}/Tokens.json"
+    async with turnpike(args, ready_url=f"http://127.0.0.1:{port}/ready"):
+        attacker, normal = client(sessions, "127.0.0.5"), client(sessions, "127.0.0.6")
+
+        async def post(session: aiohttp.ClientSession, token: str) -> int:
+            headers = {"Authorization": basic(ACCOUNT, token)}
+            async with session.post(url, headers=headers) as resp:
+                return resp.status
+
+        flood = await asyncio.gather(*(post(attacker, f"wrong-{n}") for n in range(200)))
+        assert flood.count(401) == 10 and flood.count(429) == 190
+        started = time.perf_counter()
+        assert await post(normal, TOKEN) == 201
+        print(f"valid request answered in {(time.perf_counter() - started) * 1000:.1f} ms")
+        assert await post(attacker, TOKEN) == 201  # its own valid token still works

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -25,11 +24,9 @@ log = logging.getLogger("turnpike.tokens")
 
 
 def _bound_port(runner: web.AppRunner) -> tuple[str, int]:
-    for site in runner.sites:
-        server: Any = getattr(site, "_server", None)
-        for sock in getattr(server, "sockets", None) or ():
-            host, port = sock.getsockname()[:2]
-            return str(host), int(port)
+    for address in runner.addresses:
+        host, port = address[:2]
+        return str(host), int(port)
     raise RuntimeError("the listener has no socket")
 
 

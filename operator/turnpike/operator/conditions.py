@@ -12,10 +12,11 @@ other set; the hidden one comes back as soon as the other clears.
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from turnpike.operator import kube
 
 Obj = dict[str, Any]
 
@@ -35,10 +36,6 @@ class Condition:
     message: str
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def entry(cond: Condition, old: Obj | None, generation: int | None) -> Obj:
     """``cond`` as a status entry; it keeps ``old``'s lastTransitionTime when its status did not
     change, so the time says when it last flipped, not when it was last written."""
@@ -50,7 +47,7 @@ def entry(cond: Condition, old: Obj | None, generation: int | None) -> Obj:
         "status": status,
         "reason": cond.reason,
         "message": cond.message,
-        "lastTransitionTime": since or _now(),
+        "lastTransitionTime": since or kube.timestamp(),
     }
     if generation is not None:
         out["observedGeneration"] = generation

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import aiohttp
 
 from turnpike.core.keyring import Keyring
 from turnpike.operator import conditions, labels
-from turnpike.operator.kube import EVENTS, PODS, RELAY_EDGES, SECRETS, ApiError, Kube
+from turnpike.operator.kube import EVENTS, PODS, RELAY_EDGES, SECRETS, ApiError, Kube, timestamp
 from turnpike.operator.rotation_state import PodReport, initial, report_from_ready
 
 DATA_KEY = labels.KEYRING_KEY
@@ -145,10 +144,6 @@ async def ensure_secret(cluster: Cluster, namespace: str, name: str, now: float)
             namespace, name, keyring.to_json(), state.annotations()
         )
         return keyring if created else None
-
-
-def _now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ready(pod: Obj) -> bool:
@@ -332,7 +327,7 @@ class KubeCluster:
                         "uid": meta.get("uid", ""),
                     }
                 )
-        stamp = _now_rfc3339()
+        stamp = timestamp()
         for target in targets:
             body: Obj = {
                 "metadata": {"generateName": f"{target['name']}.", "namespace": view.namespace},

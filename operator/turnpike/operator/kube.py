@@ -8,6 +8,7 @@ checks that every request the operator sent is covered by it.
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,11 @@ from turnpike.core.version import __version__
 
 Obj = dict[str, Any]
 USER_AGENT = f"turnpike-operator/{__version__}"
+
+
+def timestamp() -> str:
+    """Now, as Kubernetes writes times (RFC 3339, UTC, whole seconds)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)

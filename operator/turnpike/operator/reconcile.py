@@ -10,7 +10,6 @@ resource kind.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import time
 from dataclasses import dataclass, field
@@ -68,10 +67,6 @@ def _deleting(obj: Obj) -> bool:
     return bool(obj["metadata"].get("deletionTimestamp"))
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 async def ensure_keyring(ctx: Context, namespace: str) -> None:
     """The keyring Secret relays mount, created when missing exactly as keyring rotation creates
     it (rotation owns it from then on). Checked once per namespace by this process: keyring
@@ -122,13 +117,13 @@ def _ready_conditions(
 
 
 async def reconcile_edge(ctx: Context, body: Obj) -> bool:
-    """Reconcile one RelayEdge; True when what it publishes (addresses, publication) may have
-    changed, so the namespace must be republished."""
+    """The relay's children from the spec, the addresses discovered now, and the status; True
+    when what the edge publishes (addresses, publication) may have changed, so the namespace
+    must be republished."""
     try:
         edge = RelayEdge.parse(body, ctx.config.image)
     except SpecError as exc:
-        why = Condition(DEGRADED, True, "InvalidSpec", str(exc))
-        await st.stuck(ctx.kube, k8s.RELAY_EDGES, body, why, "fix the spec to continue")
+        await st.invalid(ctx.kube, k8s.RELAY_EDGES, body, exc)
         raise
     nodes = await ctx.nodes.list()
     await ensure_keyring(ctx, edge.namespace)
@@ -143,6 +138,7 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
     publishes = (
         before.get("addresses") != addresses
         or before.get("publication") != Publication.of(edge).to_status()
+        or before.get("observedGeneration") != body["metadata"].get("generation")
     )
     written = await st.write(ctx.kube, k8s.RELAY_EDGES, body, status_of)
     if written is None:
@@ -258,12 +254,12 @@ def _edge_status(
 
 
 async def reconcile_gateway(ctx: Context, body: Obj) -> bool:
-    """Reconcile one StreamGateway; True when its published egress ranges may have changed."""
+    """The gateway's children once its edge exists, its egress addresses, and the status; True
+    when its published egress ranges may have changed."""
     try:
         gw = StreamGateway.parse(body, ctx.config.image)
     except SpecError as exc:
-        why = Condition(DEGRADED, True, "InvalidSpec", str(exc))
-        await st.stuck(ctx.kube, k8s.STREAM_GATEWAYS, body, why, "fix the spec to continue")
+        await st.invalid(ctx.kube, k8s.STREAM_GATEWAYS, body, exc)
         raise
     edge_body = await ctx.kube.get(k8s.RELAY_EDGES, gw.namespace, gw.edge)
     if edge_body is None or _deleting(edge_body):
@@ -288,7 +284,11 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> bool:
         return _gateway_status(gw, body, deployment, addresses, location)
 
     before = body.get("status") or {}
-    publishes = before.get("addresses") != addresses or before.get("edge") != gw.edge
+    publishes = (
+        before.get("addresses") != addresses
+        or before.get("edge") != gw.edge
+        or before.get("observedGeneration") != body["metadata"].get("generation")  # e.g. SIP
+    )
     written = await st.write(ctx.kube, k8s.STREAM_GATEWAYS, body, status_of)
     if written is None:
         return True
@@ -359,6 +359,17 @@ async def _put_configmap(
     ctx.metrics.published.labels(name).inc()
 
 
+def _sip_entry(body: Obj, addresses: list[str], image: str) -> ranges.SipEntry | None:
+    """A gateway answering SIP: carriers send signalling and RTP to its addresses."""
+    try:
+        gw = StreamGateway.parse(body, image)
+    except SpecError:
+        return None  # reported on the gateway itself
+    if gw.sip is None:
+        return None
+    return ranges.SipEntry(tuple(addresses), gw.sip.port, gw.rtp_ports)
+
+
 async def publish(ctx: Context, namespace: str) -> None:
     """Rewrite `turnpike-ip-ranges` and `turnpike-edges` in ``namespace`` when content changed.
 
@@ -380,11 +391,20 @@ async def publish(ctx: Context, namespace: str) -> None:
             if kept is not None:
                 published.append((kept, body))
     streams: dict[str, list[str]] = {}
+    sip: dict[str, list[ranges.SipEntry]] = {}
     for body in gateway_bodies:
         edge_name = (body.get("spec") or {}).get("edge", "")
-        streams.setdefault(edge_name, []).extend((body.get("status") or {}).get("addresses") or [])
+        addresses = (body.get("status") or {}).get("addresses") or []
+        streams.setdefault(edge_name, []).extend(addresses)
+        entry = _sip_entry(body, addresses, cfg.image)
+        if entry is not None:
+            sip.setdefault(edge_name, []).append(entry)
     doc = ranges.document(
-        pub.ranges((body.get("status") or {}).get("addresses") or [], streams.get(pub.name, []))
+        pub.ranges(
+            (body.get("status") or {}).get("addresses") or [],
+            streams.get(pub.name, []),
+            tuple(sip.get(pub.name, [])),
+        )
         for pub, body in published
     )
     ctx.metrics.edges.labels(namespace).set(len(published))
@@ -398,7 +418,11 @@ async def publish(ctx: Context, namespace: str) -> None:
         or not _has_labels(current)
     ):
         await _put_configmap(
-            ctx, namespace, labels.IP_RANGES, ranges.configmap_data(doc, _now()), any_edges
+            ctx,
+            namespace,
+            labels.IP_RANGES,
+            ranges.configmap_data(doc, k8s.timestamp()),
+            any_edges,
         )
     text = directory.render([pub for pub, _ in published], cfg.global_host)
     current = await kube.get(k8s.CONFIGMAPS, namespace, labels.EDGE_DIRECTORY)

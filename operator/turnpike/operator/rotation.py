@@ -35,6 +35,7 @@ from turnpike.operator.keyring_secret import (
     Conflict,
     KeyringSummary,
     KubeCluster,
+    SecretView,
     ensure_secret,
     probe_all,
 )
@@ -44,6 +45,7 @@ from turnpike.operator.rotation_settings import RotationSettings
 from turnpike.operator.rotation_state import (
     A_REVOKE,
     A_ROTATE_NOW,
+    Look,
     RotationState,
     Step,
     decide,
@@ -113,59 +115,72 @@ class Rotator:
         view = await self.cluster.read_secret(namespace, name)
         if view is None:
             return None
-        now = self.clock()
+        look = await self._look(view)
+        if look is None:
+            return None
+        step = decide(look, self.settings)
+        if not await self._write(view, look, step):
+            return None
+        if step is not None:
+            await self._announce(view, step)
+        final = step.keyring if step is not None and step.keyring is not None else look.keyring
+        written = look.state if step is None else step.state
+        self._observe(namespace, final, written, look.now)
+        await self.cluster.publish(namespace, summary_of(final, written))
+        return step
+
+    async def _look(self, view: SecretView) -> Look | None:
+        """The keyring, its state and the manual requests from the Secret, and the pods' reports
+        when the phase needs them; None (reported) when the keyring cannot be used."""
+        source = f"Secret {view.namespace}/{view.name}"
         try:
             if view.keyring_json is None:
-                raise KeyringError(f"Secret {namespace}/{name} has no keyring.json")
-            keyring = Keyring.parse(view.keyring_json, f"Secret {namespace}/{name}")
+                raise KeyringError(f"{source} has no keyring.json")
+            keyring = Keyring.parse(view.keyring_json, source)
         except KeyringError as exc:
             # Never "repair" a broken keyring by generating keys: that would cut off every pod.
             message = f"keyring unusable, rotation paused: {exc}"
             log.error("%s", message)
-            summary = KeyringSummary(0, "", None, message)
-            await self.cluster.publish(namespace, summary)
+            await self.cluster.publish(view.namespace, KeyringSummary(0, "", None, message))
             return None
+        now = self.clock()
         state = read_state(view.annotations, keyring, now)
         rotate_now = view.annotations.get(A_ROTATE_NOW, "").strip().lower() not in _FALSE
-        revoke_ids = parse_revoke(view.annotations.get(A_REVOKE))
+        revoke_ids = tuple(parse_revoke(view.annotations.get(A_REVOKE)))
         reports = None
         if needs_reports(state) and not revoke_ids:
-            consumers = await self.cluster.consumers(namespace, name)
+            consumers = await self.cluster.consumers(view.namespace, view.name)
             reports = await probe_all(self.cluster, consumers)
-        step = decide(
-            keyring,
-            state,
-            now,
-            self.settings,
-            reports,
-            rotate_now=rotate_now,
-            revoke_ids=revoke_ids,
-        )
-        written = state if step is None else step.state
-        annotations = dict(written.annotations())
+        return Look(keyring, state, now, reports, rotate_now, revoke_ids)
+
+    async def _write(self, view: SecretView, look: Look, step: Step | None) -> bool:
+        """Write the step's keyring and state (and clear the requests it acted on) in one write
+        of the Secret; False when the Secret changed meanwhile (the next tick decides again)."""
+        annotations = dict((look.state if step is None else step.state).annotations())
         if step is not None:
             if step.clear_rotate_now:
                 annotations[A_ROTATE_NOW] = None
             if step.clear_revoke:
                 annotations[A_REVOKE] = None
         new_json = None if step is None or step.keyring is None else step.keyring.to_json()
-        if new_json is not None or _differs(view.annotations, annotations):
-            try:
-                await self.cluster.write_secret(view, new_json, annotations)
-            except Conflict:
-                log.info("keyring Secret %s/%s changed meanwhile; deciding again", namespace, name)
-                return None
-        if step is not None:
-            log.log(logging.WARNING if step.warning else logging.INFO, "%s", step.message)
-            await self.cluster.event(
-                view, step.warning, step.reason, step.message, on_edges=step.warning
+        if new_json is None and not _differs(view.annotations, annotations):
+            return True
+        try:
+            await self.cluster.write_secret(view, new_json, annotations)
+        except Conflict:
+            log.info(
+                "keyring Secret %s/%s changed meanwhile; deciding again", view.namespace, view.name
             )
-            if self.metrics is not None and step.outcome is not None:
-                self.metrics.rotations.labels(namespace, step.outcome).inc()
-        final = step.keyring if step is not None and step.keyring is not None else keyring
-        self._observe(namespace, final, written, now)
-        await self.cluster.publish(namespace, summary_of(final, written))
-        return step
+            return False
+        return True
+
+    async def _announce(self, view: SecretView, step: Step) -> None:
+        log.log(logging.WARNING if step.warning else logging.INFO, "%s", step.message)
+        await self.cluster.event(
+            view, step.warning, step.reason, step.message, on_edges=step.warning
+        )
+        if self.metrics is not None and step.outcome is not None:
+            self.metrics.rotations.labels(view.namespace, step.outcome).inc()
 
     def _observe(self, namespace: str, keyring: Keyring, state: RotationState, now: float) -> None:
         if self.metrics is None:
@@ -198,75 +213,21 @@ def register(
     """Add the rotation handlers to ``registry``. ``kube`` is the operator's REST client, or a
     function returning it once the operator has logged in. Returns the engine (for tests and
     for `ensure_keyring_secret`)."""
-    metrics = RotationMetrics(metrics_registry)
     cluster = KubeCluster(kube)
-    engine = Rotator(cluster, settings, clock, metrics)
-    locks: dict[str, asyncio.Lock] = {}
-
-    outages = Outages(log)
-    last_tick: dict[str, float] = {}  # namespace → loop time of its last tick
+    engine = Rotator(cluster, settings, clock, RotationMetrics(metrics_registry))
 
     def is_keyring(name: str | None, **_: Any) -> bool:
         return name == settings.secret_name
 
-    async def keyring_daemon(namespace: str | None, stopped: kopf.DaemonStopped, **_: Any) -> None:
-        if namespace is None:
-            return
-        lock = locks.setdefault(namespace, asyncio.Lock())
-        loop = asyncio.get_running_loop()
-        while not stopped:
-            async with lock:  # another edge's daemon may just have ticked this namespace
-                if loop.time() - last_tick.get(namespace, -math.inf) >= settings.check_interval / 2:
-                    last_tick[namespace] = loop.time()
-                    work = f"keyring rotation in {namespace}"
-                    try:
-                        await engine.tick(namespace, settings.secret_name)
-                    except Exception as exc:  # the next tick starts from the Secret again
-                        outages.failed(work, exc)
-                    else:
-                        outages.succeeded(work)
-            await stopped.wait(settings.check_interval)
-
-    async def edge_needs_keyring(namespace: str | None, **_: Any) -> None:
-        if namespace is not None:
-            await ensure_keyring_secret(engine, namespace)
-
-    async def keyring_event(body: Any, namespace: str | None, type: str | None, **_: Any) -> None:
-        if namespace is None:
-            return
-        if type == "DELETED":
-            # Relay and token pods mount the Secret as a required volume: deleted while the
-            # namespace still has edges, any pod that restarts would never start. Recreate it
-            # (with a new key; the old keys went with the Secret) rather than wait for an edge.
-            if await cluster.kube.list(RELAY_EDGES, namespace):
-                log.warning(
-                    "keyring Secret %s/%s was deleted; recreating it",
-                    namespace,
-                    settings.secret_name,
-                )
-                await engine.ensure(namespace)
-            return
-        await release_secret(cluster.kube, namespace, body)
-
-    async def close(**_: Any) -> None:
-        await cluster.close()
-
-    kopf.daemon(
-        RELAY_EDGES.group,
-        RELAY_EDGES.version,
-        RELAY_EDGES.plural,
-        id="keyring-rotation",
-        cancellation_timeout=5,
-        registry=registry,
-    )(keyring_daemon)
+    # The daemons live on the RelayEdges (which carry the operator's finalizer anyway), never on
+    # the Secret: a kopf daemon puts a finalizer on its object.
+    edges = (RELAY_EDGES.group, RELAY_EDGES.version, RELAY_EDGES.plural)
+    kopf.daemon(*edges, id="keyring-rotation", cancellation_timeout=5, registry=registry)(
+        _daemon(engine)
+    )
+    hook = _edge_hook(engine)
     for on in (kopf.on.create, kopf.on.resume):
-        on(
-            RELAY_EDGES.group,
-            RELAY_EDGES.version,
-            RELAY_EDGES.plural,
-            id="keyring-secret",
-            registry=registry,
-        )(edge_needs_keyring)
+        on(*edges, id="keyring-secret", registry=registry)(hook)
     kopf.on.event(
         "v1",
         "secrets",
@@ -274,9 +235,73 @@ def register(
         when=is_keyring,
         id="keyring-recreate",
         registry=registry,
-    )(keyring_event)
+    )(_keyring_events(engine, cluster))
+
+    async def close(**_: Any) -> None:
+        await cluster.close()
+
     kopf.on.cleanup(id="keyring-rotation-cleanup", registry=registry)(close)
     return engine
+
+
+def _daemon(engine: Rotator) -> Any:
+    """One tick every check interval for each namespace's keyring Secret, however many edges the
+    namespace has (each edge's daemon skips a namespace another one just ticked); a failing tick
+    is logged once per cause, not once per tick."""
+    locks: dict[str, asyncio.Lock] = {}
+    last_tick: dict[str, float] = {}  # namespace → loop time of its last tick
+    outages = Outages(log)
+
+    async def keyring_daemon(namespace: str | None, stopped: kopf.DaemonStopped, **_: Any) -> None:
+        if namespace is None:
+            return
+        interval = engine.settings.check_interval
+        lock = locks.setdefault(namespace, asyncio.Lock())
+        loop = asyncio.get_running_loop()
+        while not stopped:
+            async with lock:
+                if loop.time() - last_tick.get(namespace, -math.inf) >= interval / 2:
+                    last_tick[namespace] = loop.time()
+                    work = f"keyring rotation in {namespace}"
+                    try:
+                        await engine.tick(namespace, engine.settings.secret_name)
+                    except Exception as exc:  # the next tick starts from the Secret again
+                        outages.failed(work, exc)
+                    else:
+                        outages.succeeded(work)
+            await stopped.wait(interval)
+
+    return keyring_daemon
+
+
+def _edge_hook(engine: Rotator) -> Any:
+    """A RelayEdge appeared (or the operator resumed): its namespace needs a keyring Secret."""
+
+    async def edge_needs_keyring(namespace: str | None, **_: Any) -> None:
+        if namespace is not None:
+            await ensure_keyring_secret(engine, namespace)
+
+    return edge_needs_keyring
+
+
+def _keyring_events(engine: Rotator, cluster: KubeCluster) -> Any:
+    """The keyring Secret's events (label-selected: no other Secret reaches the operator).
+    Deleted while the namespace still has edges: recreated (with a new key; the old keys went
+    with the Secret), since relay and token pods mount it as a required volume and any pod that
+    restarts would never start. Otherwise: a finalizer an older version left on it is removed."""
+
+    async def keyring_event(body: Any, namespace: str | None, type: str | None, **_: Any) -> None:
+        if namespace is None:
+            return
+        if type != "DELETED":
+            await release_secret(cluster.kube, namespace, body)
+            return
+        if await cluster.kube.list(RELAY_EDGES, namespace):
+            name = engine.settings.secret_name
+            log.warning("keyring Secret %s/%s was deleted; recreating it", namespace, name)
+            await engine.ensure(namespace)
+
+    return keyring_event
 
 
 _OLD_FINALIZERS = (labels.FINALIZER, labels.KOPF_DEFAULT_FINALIZER)

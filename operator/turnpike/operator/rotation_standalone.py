@@ -2,18 +2,18 @@
 
 ``turnpike operator`` registers rotation with its other handlers (``operator/main.py``);
 this module exists for running and testing rotation by itself, with its settings read from the
-same ``TURNPIKE_*`` variables as the operator's flags and credentials found the way kopf finds
-them (service account in a pod, else ``KUBECONFIG``).
+same ``TURNPIKE_*`` variables as the operator's flags and credentials found exactly as the
+operator finds them (`main.connection_info`: service account in a pod, else ``KUBECONFIG``).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import kopf
 
 from turnpike.operator.kube import Kube
+from turnpike.operator.main import client_for, connection_info, describe_login_failure
 from turnpike.operator.rotation import register
 from turnpike.operator.rotation_settings import settings_from_env
 
@@ -27,16 +27,12 @@ def _client() -> Kube:
 
 
 @kopf.on.startup()
-async def _login(settings: kopf.OperatorSettings, logger: Any, **_: Any) -> None:
+async def _login(**_: Any) -> None:
     global _kube
-    info = None
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        info = kopf.login_with_service_account(settings=settings, logger=logger)
-    if info is None:
-        info = kopf.login_with_kubeconfig(settings=settings, logger=logger)
-    if info is None:
-        raise kopf.PermanentError("no service account and no KUBECONFIG")
-    _kube = Kube.connect(info.server, info.as_http_headers(), info.as_ssl_context())
+    try:
+        _kube = client_for(connection_info())  # found exactly as `turnpike operator` finds them
+    except Exception as exc:
+        raise kopf.PermanentError(describe_login_failure(exc)) from None
 
 
 @kopf.on.cleanup()

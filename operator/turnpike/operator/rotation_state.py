@@ -199,11 +199,27 @@ class Step:
     clear_revoke: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Look:
+    """What one look at the fleet saw, all a decision depends on besides the settings."""
+
+    keyring: Keyring
+    state: RotationState
+    now: float
+    reports: list[PodReport] | None = None
+    """The ready pods' reports; None: not asked (`needs_reports` says when they are needed, so a
+    stable keyring costs no HTTP requests)."""
+    rotate_now: bool = False
+    """Someone asked to rotate now (the rotate-now annotation)."""
+    revoke_ids: tuple[str, ...] = ()
+    """Keys someone asked to revoke (the revoke annotation)."""
+
+
 def _lagging(reports: Iterable[PodReport], ok: Any) -> list[str]:
     return sorted(r.pod + (f" ({r.error})" if r.error else "") for r in reports if not ok(r))
 
 
-def revoke(keyring: Keyring, state: RotationState, ids: list[str], now: float) -> Step:
+def revoke(keyring: Keyring, state: RotationState, ids: Iterable[str], now: float) -> Step:
     """Drop the named keys at once. Credentials they signed stop working as soon as pods reload.
 
     Revoking the signing key makes another key sign straight away: the candidate if one is being
@@ -211,8 +227,9 @@ def revoke(keyring: Keyring, state: RotationState, ids: list[str], now: float) -
     reload, so for that short time new credentials may be refused too. That is the price of an
     emergency; the alternative is to keep signing with a compromised key.
     """
-    unknown = sorted(set(ids) - set(keyring.ids))
-    gone = set(ids) & set(keyring.ids)
+    ids = set(ids)
+    unknown = sorted(ids - set(keyring.ids))
+    gone = ids & set(keyring.ids)
     if not gone:
         return Step(
             None,
@@ -262,117 +279,124 @@ def revoke(keyring: Keyring, state: RotationState, ids: list[str], now: float) -
     )
 
 
-def decide(
-    keyring: Keyring,
-    state: RotationState,
-    now: float,
-    settings: RotationSettings,
-    reports: list[PodReport] | None,
-    *,
-    rotate_now: bool = False,
-    revoke_ids: list[str] | None = None,
-) -> Step | None:
-    """The next change to make, or None when nothing is due.
+def decide(look: Look, settings: RotationSettings) -> Step | None:
+    """The next change to make, or None when nothing is due: a revoke first, then removing
+    retired keys, then the rotation's next phase."""
+    if look.revoke_ids:
+        return revoke(look.keyring, look.state, look.revoke_ids, look.now)
+    removed = _remove_retired(look, settings)
+    if removed is not None:
+        return removed
+    if look.state.phase is Phase.ADDING:
+        return _promote(look, settings)
+    if look.state.phase is Phase.SWITCHING:
+        return _complete(look, settings)
+    return _start(look, settings)
 
-    ``reports`` are the ready pods' reports; None means they were not looked at (the caller asks
-    `needs_reports` first so a stable keyring costs no HTTP requests).
-    """
-    if revoke_ids:
-        return revoke(keyring, state, revoke_ids, now)
 
+def _remove_retired(look: Look, settings: RotationSettings) -> Step | None:
+    state, now = look.state, look.now
     due = sorted(
         kid
         for kid, t in state.retired.items()
         if now - t >= settings.retire_after and not _still_signed(state, t)
     )
-    if due:
-        keep = tuple(k for k in keyring.keys if k.id not in due)
-        return Step(
-            Keyring(keep),
-            replace(
-                state,
-                version=state.version + 1,
-                retired={k: t for k, t in state.retired.items() if k not in due},
-            ),
-            "KeyRemoved",
-            f"removed retired key {', '.join(due)}: no credential it signed can still be used",
-        )
+    if not due:
+        return None
+    keep = tuple(k for k in look.keyring.keys if k.id not in due)
+    return Step(
+        Keyring(keep),
+        replace(
+            state,
+            version=state.version + 1,
+            retired={k: t for k, t in state.retired.items() if k not in due},
+        ),
+        "KeyRemoved",
+        f"removed retired key {', '.join(due)}: no credential it signed can still be used",
+    )
 
-    if state.phase is Phase.ADDING:
-        assert reports is not None and state.candidate is not None
-        candidate = state.candidate
-        lagging = _lagging(reports, lambda r: r.error is None and candidate in r.keys)
-        if not lagging:
-            old = keyring.signing_key.id
-            keys = tuple(Key(k.id, k.secret, k.id == candidate) for k in keyring.keys)
-            return Step(
-                Keyring(keys),
-                replace(
-                    state,
-                    version=state.version + 1,
-                    phase=Phase.SWITCHING,
-                    phase_since=now,
-                    signing_since=now,
-                    last_rotation=now,
-                    # Its clock starts only once every pod has stopped signing with it.
-                    retired={**state.retired, old: now},
-                    blocked=None,
-                ),
-                "KeyPromoted",
-                f"key {candidate} signs new credentials; every ready pod ({len(reports)}) has "
-                f"loaded it; key {old} is accepted until retired",
-                outcome="promoted",
-                clear_rotate_now=rotate_now,
-            )
+
+def _promote(look: Look, settings: RotationSettings) -> Step | None:
+    """Adding: once every ready pod has loaded the candidate, it signs."""
+    state, now, reports = look.state, look.now, look.reports
+    assert reports is not None and state.candidate is not None
+    candidate = state.candidate
+    lagging = _lagging(reports, lambda r: r.error is None and candidate in r.keys)
+    if lagging:
         return _maybe_block(state, now, settings, lagging, f"to load key {candidate}")
+    old = look.keyring.signing_key.id
+    keys = tuple(Key(k.id, k.secret, k.id == candidate) for k in look.keyring.keys)
+    return Step(
+        Keyring(keys),
+        replace(
+            state,
+            version=state.version + 1,
+            phase=Phase.SWITCHING,
+            phase_since=now,
+            signing_since=now,
+            last_rotation=now,
+            # Its clock starts only once every pod has stopped signing with it.
+            retired={**state.retired, old: now},
+            blocked=None,
+        ),
+        "KeyPromoted",
+        f"key {candidate} signs new credentials; every ready pod ({len(reports)}) has "
+        f"loaded it; key {old} is accepted until retired",
+        outcome="promoted",
+        clear_rotate_now=look.rotate_now,
+    )
 
-    if state.phase is Phase.SWITCHING:
-        assert reports is not None and state.candidate is not None
-        signer = state.candidate
-        lagging = _lagging(reports, lambda r: r.error is None and r.signing == signer)
-        if not lagging:
-            # From now on nothing signs with the old keys: start their retirement clocks.
-            return Step(
-                None,
-                replace(
-                    state,
-                    phase=Phase.STABLE,
-                    candidate=None,
-                    phase_since=now,
-                    retired={
-                        kid: now if _still_signed(state, t) else t
-                        for kid, t in state.retired.items()
-                    },
-                    blocked=None,
-                ),
-                "KeyRotated",
-                f"every ready pod ({len(reports)}) signs with key {signer}",
-                outcome="completed",
-                clear_rotate_now=rotate_now,
-            )
+
+def _complete(look: Look, settings: RotationSettings) -> Step | None:
+    """Switching: once every ready pod signs with the new key, the old keys' clocks start."""
+    state, now, reports = look.state, look.now, look.reports
+    assert reports is not None and state.candidate is not None
+    signer = state.candidate
+    lagging = _lagging(reports, lambda r: r.error is None and r.signing == signer)
+    if lagging:
         return _maybe_block(state, now, settings, lagging, f"to sign with key {signer}")
+    return Step(
+        None,
+        replace(
+            state,
+            phase=Phase.STABLE,
+            candidate=None,
+            phase_since=now,
+            retired={
+                kid: now if _still_signed(state, t) else t for kid, t in state.retired.items()
+            },
+            blocked=None,
+        ),
+        "KeyRotated",
+        f"every ready pod ({len(reports)}) signs with key {signer}",
+        outcome="completed",
+        clear_rotate_now=look.rotate_now,
+    )
 
-    if rotate_now or now - state.signing_since >= settings.interval:
-        kid = new_key_id(now, keyring.ids)
-        keys = (*keyring.keys, Key(kid, new_secret(), False))
-        why = "asked to rotate now" if rotate_now else "the signing key is due for rotation"
-        return Step(
-            Keyring(keys),
-            replace(
-                state,
-                version=state.version + 1,
-                phase=Phase.ADDING,
-                candidate=kid,
-                phase_since=now,
-                blocked=None,
-            ),
-            "KeyAdded",
-            f"added key {kid}, accepted but not signing yet ({why}); "
-            "waiting for every pod to load it",
-            outcome="started",
-            clear_rotate_now=rotate_now,
-        )
-    return None
+
+def _start(look: Look, settings: RotationSettings) -> Step | None:
+    """Stable: when asked, or when the signing key is due, add a new key (not signing yet)."""
+    state, now = look.state, look.now
+    if not look.rotate_now and now - state.signing_since < settings.interval:
+        return None
+    kid = new_key_id(now, look.keyring.ids)
+    keys = (*look.keyring.keys, Key(kid, new_secret(), False))
+    why = "asked to rotate now" if look.rotate_now else "the signing key is due for rotation"
+    return Step(
+        Keyring(keys),
+        replace(
+            state,
+            version=state.version + 1,
+            phase=Phase.ADDING,
+            candidate=kid,
+            phase_since=now,
+            blocked=None,
+        ),
+        "KeyAdded",
+        f"added key {kid}, accepted but not signing yet ({why}); waiting for every pod to load it",
+        outcome="started",
+        clear_rotate_now=look.rotate_now,
+    )
 
 
 def _maybe_block(

@@ -107,6 +107,12 @@ async def stuck(
         warn_if_new(written, why, same_message=True)
 
 
+async def invalid(kube: k8s.Kube, res: k8s.Resource, body: Obj, problem: Exception) -> None:
+    """The spec cannot be used: say why, until the spec changes."""
+    why = Condition(DEGRADED, True, "InvalidSpec", str(problem))
+    await stuck(kube, res, body, why, "fix the spec to continue")
+
+
 async def failed(kube: k8s.Kube, res: k8s.Resource, body: Obj, message: str) -> None:
     """Say in the object's status why its reconcile failed (it is retried; the next success
     clears it); the other conditions stay as they are."""

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from turnpike.core.config import HostPort
 from turnpike.core.filewatch import FileWatcher
 from turnpike.core.health import HealthServer
 from turnpike.core.keyring import Keyring, parse_keyring
+from turnpike.core.tls import TlsReloader, tls_context
 from turnpike.relay.metrics import registry_for
 from turnpike.relay.offload import Offload, OffloadError
 from turnpike.relay.server import RelayConfig, RelayServer
@@ -41,6 +41,8 @@ class Options:
     workers: int = 1
     reuse_port: bool = False
     offload: str = "auto"
+    offload_maps: tuple[int, ...] = ()  # a --workers process: the supervisor's maps
+    offload_owner: int = 0
     argv: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -78,8 +80,6 @@ class Options:
             raise ValueError("--workers must be at least 1")
         if args.workers > 1 and any(hp.port == 0 for hp in (*listen, *tls_listen)):
             raise ValueError("--workers needs fixed ports, not port 0")
-        if args.workers > 1 and args.offload == "tc":
-            raise ValueError("--offload tc does not work with --workers yet (use auto or off)")
         for name in ("user_quota", "total_quota", "max_bps", "reserve_percent"):
             if getattr(args, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
@@ -101,6 +101,7 @@ class Options:
             total_quota=args.total_quota,
             connections_per_ip=args.connections_per_ip,
             reserve_percent=args.reserve_percent,
+            worker_of=max(1, args.worker_of),
             max_bps=args.max_bps,
             max_lifetime=args.max_lifetime,
             default_lifetime=min(600, args.max_lifetime),
@@ -119,6 +120,8 @@ class Options:
             workers=args.workers,
             reuse_port=args.reuse_port,
             offload=args.offload,
+            offload_maps=tuple(int(fd) for fd in args.offload_maps.split(",") if fd),
+            offload_owner=args.offload_owner,
             argv=tuple(argv),
         )
 
@@ -137,46 +140,6 @@ def primary_address() -> str | None:
     return None if address.startswith(("0.", "127.")) else address
 
 
-def tls_context(cert: str, key: str) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    return ctx
-
-
-class TlsReloader:
-    """Reloads the certificate and key into the live context; new handshakes use the new pair.
-
-    ``SSLContext.load_cert_chain`` on the context the listener already holds replaces its
-    certificate for later handshakes, so no listener restarts and no connection drops.
-    """
-
-    def __init__(self, ctx: ssl.SSLContext, cert: str, key: str) -> None:
-        self.ctx, self.cert, self.key = ctx, cert, key
-        self.watchers = [FileWatcher(path, self._parse) for path in (cert, key)]
-        for watcher in self.watchers:
-            watcher._on_change = self._apply
-
-    def _parse(self, data: bytes, source: str) -> bytes:
-        try:
-            tls_context(self.cert, self.key)  # validate the pair before touching the live one
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"{source}: unusable certificate/key pair ({exc})") from None
-        return data
-
-    def _apply(self, _: bytes) -> None:
-        self.ctx.load_cert_chain(self.cert, self.key)
-        log.info("TLS certificate reloaded")
-
-    def start(self) -> None:
-        for watcher in self.watchers:
-            watcher.start()
-
-    async def stop(self) -> None:
-        for watcher in self.watchers:
-            await watcher.stop()
-
-
 def _keyring_changed(ring: Keyring) -> None:
     log.info("keyring now has keys %s (signing %s)", list(ring.ids), ring.signing_key.id)
 
@@ -184,7 +147,13 @@ def _keyring_changed(ring: Keyring) -> None:
 async def serve(options: Options, stop: asyncio.Event) -> int:
     keyring = FileWatcher(options.keyring, parse_keyring, on_change=_keyring_changed, logger=log)
     try:  # loaded before any allocation exists
-        offload = Offload.start(options.offload, shared_ports=options.reuse_port)
+        if len(options.offload_maps) == 3:  # the --workers supervisor owns the program
+            offload = Offload.adopt(
+                (options.offload_maps[0], options.offload_maps[1], options.offload_maps[2]),
+                options.offload_owner,
+            )
+        else:
+            offload = Offload.start(options.offload, shared_ports=options.reuse_port)
     except OffloadError as exc:
         log.error("%s", exc)
         return 2

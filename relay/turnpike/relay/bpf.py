@@ -51,6 +51,8 @@ def libbpf() -> ctypes.CDLL:
         "bpf_map_update_elem": (i, [i, vp, vp, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (i, [i, vp, vp]),
         "bpf_map_lookup_and_delete_elem": (i, [i, vp, vp]),
+        "bpf_map_delete_elem": (i, [i, vp]),
+        "bpf_map_get_next_key": (i, [i, vp, vp]),
         "libbpf_num_possible_cpus": (i, []),
     }
     for function, (restype, argtypes) in prototypes.items():
@@ -104,6 +106,30 @@ class BpfMap:
         _check(result, f"deleting from map {self.name}")
         return True
 
+    def items(
+        self, key_type: type[ctypes.Structure], value_type: type[ctypes.Structure]
+    ) -> list[tuple[ctypes.Structure, ctypes.Structure]]:
+        """Every (key, value) in the map now (a snapshot; entries may change meanwhile)."""
+        lib = libbpf()
+        found: list[tuple[ctypes.Structure, ctypes.Structure]] = []
+        previous: ctypes.Structure | None = None
+        while True:
+            key = key_type()
+            here = ctypes.byref(previous) if previous is not None else None
+            result = lib.bpf_map_get_next_key(self.fd, here, ctypes.byref(key))
+            if result == -ENOENT:
+                return found
+            _check(result, f"listing map {self.name}")
+            value = value_type()
+            if self.lookup(key, value):
+                found.append((key, value))
+            previous = key
+
+    def delete(self, key: ctypes.Structure) -> None:
+        result = libbpf().bpf_map_delete_elem(self.fd, ctypes.byref(key))
+        if result != -ENOENT:
+            _check(result, f"deleting from map {self.name}")
+
 
 def possible_cpus() -> int:
     """How many values a per-CPU map holds for each key."""
@@ -121,7 +147,7 @@ class BpfObject:
             code = ctypes.get_errno() or 22
             raise BpfError(code, f"cannot open {path.name}: {os.strerror(code)}")
         self._obj: int | None = obj
-        self._links: list[int] = []
+        self._links: dict[int, int] = {}  # interface index -> link fd
         try:
             _check(lib.bpf_object__load(obj), f"loading {path.name}")
         except BpfError:
@@ -147,12 +173,25 @@ class BpfObject:
 
     def attach_tc_ingress(self, program: str, ifindex: int) -> None:
         """Attach ``program`` at TC ingress of ``ifindex`` with a link this process holds."""
+        if ifindex in self._links:
+            return
         fd = libbpf().bpf_link_create(self.program_fd(program), ifindex, BPF_TCX_INGRESS, None)
-        self._links.append(_check(fd, f"attaching to interface {ifindex}"))
+        self._links[ifindex] = _check(fd, f"attaching to interface {ifindex}")
+
+    @property
+    def attached(self) -> set[int]:
+        """Interface indexes this object holds a link on."""
+        return set(self._links)
+
+    def release(self, ifindex: int) -> None:
+        """Drop the link on an interface (the kernel detached it when the interface went)."""
+        fd = self._links.pop(ifindex, None)
+        if fd is not None:
+            os.close(fd)
 
     def close(self) -> None:
         """Detach every link and free the programs and maps (idempotent)."""
-        for fd in self._links:
+        for fd in self._links.values():
             os.close(fd)
         self._links.clear()
         if self._obj is not None:

@@ -165,12 +165,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # Set by the --workers supervisor for its children.
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    # The worker count, so each worker's fair share is its part of the port range.
+    parser.add_argument("--worker-of", type=int, default=1, help=argparse.SUPPRESS)
+    # The fast path's maps (inherited descriptors) and this worker's number in its entries.
+    parser.add_argument("--offload-maps", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--offload-owner", type=int, default=0, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
     from turnpike.core.keyring import parse_keyring
     from turnpike.core.service import run as run_service
-    from turnpike.relay.app import Options, serve, tls_context
+    from turnpike.core.tls import tls_context
+    from turnpike.relay.app import Options, serve
 
     try:
         options = Options.from_args(args, argv=sys.argv[1:])

@@ -7,9 +7,10 @@ Quotas count what each holder has *now* (allocations, TCP/TLS connections), neve
   range, so one account can never take every port;
 - per client address (an IPv6 client counts per /64, what one subscriber gets): ``ip``
   allocations, a quarter of the range by default, and ``connections`` TCP/TLS connections;
-- a reserve: once fewer than ``reserve_percent`` of the ports (or of the file descriptors) are
-  free, only holders with fewer than ``token`` allocations (or ``small_connections``
-  connections) get more, so the last ones always go to clients that have little.
+- a reserve: once no more than ``reserve_percent`` of the ports (or of the file descriptors)
+  are free, only accounts and addresses holding fewer than ``token`` allocations (addresses
+  holding fewer than ``SMALL_CONNECTIONS`` connections) get more, so the last ones always go to
+  clients that have little.
 
 Every refusal is a `Refusal` with its own STUN error code and reason phrase and a metric label
 that names the rule, never the holder. This module only counts; the server decides.

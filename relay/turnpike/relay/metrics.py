@@ -28,7 +28,8 @@ METHOD_NAMES = {int(m): m.name.lower() for m in Method}
 
 # How `--workers` merges each family across the worker processes (``workers.merge_metrics``):
 # "sum" for what each worker counts or holds on its own, "max" for what every worker counts the
-# same way (each reloads the same keyring file), "one" for a value every worker shares.
+# same way (each reloads the same keyring file), "min" for a state that holds only when it holds
+# in every worker, "one" for a value every worker shares.
 MERGE: dict[str, str] = {
     "turnpike_relay_keyring_keys": "one",
     "turnpike_relay_keyring_reloads": "max",
@@ -47,6 +48,11 @@ MERGE: dict[str, str] = {
     "turnpike_relay_allocations_refused": "sum",
     "turnpike_relay_connections_refused": "sum",
     "turnpike_relay_fd_exhausted": "sum",
+    "turnpike_relay_offload_active": "min",  # 1 only when every worker's fast path is on
+    "turnpike_relay_offload_channels": "sum",
+    "turnpike_relay_offload_interfaces": "sum",  # reported by the supervisor alone
+    "turnpike_relay_offload_packets": "sum",
+    "turnpike_relay_offload_punted": "sum",
 }
 
 
@@ -217,24 +223,51 @@ class RelayCollector(Collector):
 
     @staticmethod
     def _offload(offload: Offload) -> Iterator[Metric]:
-        yield GaugeMetricFamily(
-            "turnpike_relay_offload_active",
-            "1 when the kernel fast path relays ChannelData, 0 when only userspace relays",
-            value=int(offload.active),
-        )
+        if offload.adopted:  # a --workers process: the supervisor reports the attachment
+            yield _offload_active(offload)
+        else:
+            yield from offload_attachment(offload)
         yield GaugeMetricFamily(
             "turnpike_relay_offload_channels",
             "Channels the kernel fast path currently relays",
             value=offload.channels,
         )
-        punted = CounterMetricFamily(
-            "turnpike_relay_offload_punted",
-            "Packets of offloaded channels handed to userspace, by reason",
-            labels=["reason"],
-        )
-        for reason, n in offload.punted().items():
-            punted.add_metric([reason], n)
-        yield punted
+
+
+def _offload_active(offload: Offload) -> Metric:
+    return GaugeMetricFamily(
+        "turnpike_relay_offload_active",
+        "1 when the kernel fast path relays ChannelData, 0 when only userspace relays",
+        value=int(offload.active),
+    )
+
+
+def offload_attachment(offload: Offload) -> Iterator[Metric]:
+    """What the owner of the program reports: on or off, where, and what it handed up."""
+    yield _offload_active(offload)
+    yield GaugeMetricFamily(
+        "turnpike_relay_offload_interfaces",
+        "Interfaces the kernel fast path is attached to",
+        value=offload.interfaces,
+    )
+    punted = CounterMetricFamily(
+        "turnpike_relay_offload_punted",
+        "Packets of offloaded channels handed to userspace, by reason",
+        labels=["reason"],
+    )
+    for reason, n in offload.punted().items():
+        punted.add_metric([reason], n)
+    yield punted
+
+
+class OffloadCollector(Collector):
+    """The --workers supervisor's own samples: it owns the program and its attachment."""
+
+    def __init__(self, offload: Offload) -> None:
+        self.offload = offload
+
+    def collect(self) -> Iterator[Metric]:
+        yield from offload_attachment(self.offload)
 
 
 def registry_for(

@@ -65,6 +65,7 @@ class RelayConfig:
     total_quota: int = 0  # 0 = unlimited
     connections_per_ip: int | None = None  # TCP/TLS; None: a tenth of the fd limit (>= 100)
     reserve_percent: float = fair.DEFAULT_RESERVE_PERCENT  # of ports and fds, for small holders
+    worker_of: int = 1  # --workers: the kernel spreads clients evenly, each worker gets its part
     max_bps: int = 0  # per allocation, payload bits per second both ways; 0 = unlimited
     default_lifetime: int = allocs.DEFAULT_LIFETIME
     max_lifetime: int = allocs.MAX_LIFETIME
@@ -119,7 +120,7 @@ class RelayServer:
         self.policy = AddressPolicy(config.allow_peer, config.deny_peer)
         self.table = AllocationTable(PortPool(*config.relay_ports))
         low, high = config.relay_ports
-        ports = (high - low + 1) * len(config.relay_ips)
+        ports = max(1, (high - low + 1) * len(config.relay_ips) // config.worker_of)
         self.fair_share = FairShare(config.shares(ports), ports, fair.fd_limit(), fair.fds_open())
         self.table.on_removed = self._removed
         self.stats = RelayStats()

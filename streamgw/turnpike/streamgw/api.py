@@ -72,7 +72,7 @@ async def create_call(request: web.Request) -> web.Response:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, 20001, "the request body must be a JSON object") from None
     try:
-        call_request, listener = parse_request(body, principal.account, gateway.callbacks)
+        call_request, listener = await parse_request(body, principal.account, gateway.callbacks)
         call = await gateway.create_call(call_request, listener)
     except RequestError as exc:
         raise ApiError(exc.status, exc.code, str(exc)) from None
@@ -167,7 +167,7 @@ async def update_call(request: web.Request) -> web.Response:
         return web.json_response(call_json(call))
     if isinstance(doc, str):
         try:
-            call.redirect(Source(document=twiml.parse(doc)))
+            call.redirect(Source(document=await twiml.parse_async(doc)))
         except twiml.TwimlError as exc:
             raise ApiError(400, exc.code, str(exc)) from None
     elif isinstance(url, str):

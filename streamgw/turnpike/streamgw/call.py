@@ -10,8 +10,10 @@ from creation until it ends, and the `CallOutcome` its ingress is told about at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from yarl import URL
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TWIML_ERRORS = (11200, 12100, 12200)  # errors that end a call, reported with its outcome
+TWIML_ERRORS = (11200, 11750, 12100, 12200)  # errors that end a call, reported with its outcome
 
 
 class Call:
@@ -59,7 +61,10 @@ class Call:
         self.forks = Forks(self, gateway.egress)
         self.fetcher = Fetcher(gateway.session, gateway.policy)
         self.runner = Runner(self)
+        self.speaker = gateway.speaker
         self.answered = False
+        self.rejected: str | None = None  # the <Reject> reason, if the TwiML refused the call
+        self._digits: asyncio.Queue[str] | None = None  # keys for a running <Gather>
         self._ending: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
 
@@ -79,6 +84,11 @@ class Call:
             self.answered = True
             self.listener.answered(self)
 
+    def reject(self, reason: str) -> None:
+        """``<Reject>``: end the call, unanswered if it was not answered yet."""
+        self.rejected = reason
+        self.end(f"rejected ({reason})")
+
     def end(self, reason: str = "hangup") -> asyncio.Task[None]:
         if self._ending is None:
             self.media.accepting = False
@@ -92,17 +102,21 @@ class Call:
         forks = self.forks.active()
         await asyncio.gather(*(f.stop_and_wait() for f in forks), return_exceptions=True)
         await self.media.close()
-        # Completed only once every stream has sent its stop: GET never shows a half-ended call.
-        self.status = "completed"
+        # Ended only once every stream has sent its stop: GET never shows a half-ended call.
+        outcome = self._outcome(reason)
+        self.status = outcome.status
         self.ended = time.time()
-        self.listener.ended(self, self._outcome(reason))
+        self.listener.ended(self, outcome)
         self.gateway.call_ended(self)
         self.done.set()
 
     def _outcome(self, reason: str) -> CallOutcome:
         errors = [i for i in self.issues if i["code"] in TWIML_ERRORS]
         error = (errors[-1]["code"], errors[-1]["message"]) if errors else None
-        return CallOutcome(self.status, reason, self.answered, error=error)
+        status = "completed"
+        if self.rejected is not None and not self.answered:
+            status = "busy" if self.rejected == "busy" else "no-answer"
+        return CallOutcome(status, reason, self.answered, self.rejected, error)
 
     @property
     def live(self) -> bool:
@@ -125,6 +139,15 @@ class Call:
             self.forks.reject(spec, failure)
             return None
         return self.forks.start(spec, url)
+
+    @contextlib.contextmanager
+    def collect_digits(self) -> Iterator[asyncio.Queue[str]]:
+        """DTMF keys pressed while the block runs (``<Gather>``), in order."""
+        self._digits = asyncio.Queue()
+        try:
+            yield self._digits
+        finally:
+            self._digits = None
 
     def stop_connect(self) -> None:
         """Leave a running ``<Connect><Stream>`` (and any prompt): the document was abandoned."""
@@ -160,6 +183,8 @@ class Call:
             "AccountSid": self.account.sid,
             "From": self.from_,
             "To": self.to,
+            "Caller": self.from_,
+            "Called": self.to,
             "CallStatus": self.status,
             "Direction": "inbound",
             "ApiVersion": "2010-04-01",
@@ -175,6 +200,8 @@ class Call:
 
     def dtmf(self, key: str) -> None:
         self.forks.dtmf(key)
+        if self._digits is not None:
+            self._digits.put_nowait(key)
 
     def stream_frame(self) -> bytes | None:
         return self.forks.playout_frame()

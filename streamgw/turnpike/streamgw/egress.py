@@ -13,7 +13,6 @@ import ssl
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from turnpike.core.addresses import AddressPolicy
@@ -26,7 +25,7 @@ class DestinationRefused(OSError):
 class PolicyResolver(AbstractResolver):
     def __init__(self, policy: AddressPolicy) -> None:
         self._policy = policy
-        self._inner = DefaultResolver()
+        self._inner = aiohttp.DefaultResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET

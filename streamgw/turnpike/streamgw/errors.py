@@ -22,6 +22,8 @@ TITLES = {
     31951: "Stream - Protocol - Invalid Message",
     31953: "Stream - Media - RTP timeout",
     11200: "HTTP retrieval failure",
+    11750: "TwiML response body too large",
+    13500: "Say - speech synthesis failed",
     12100: "Document parse failure",
     12200: "Schema validation warning",
 }

@@ -1,7 +1,10 @@
 """Fetching what TwiML names: voice webhooks, ``<Redirect>`` and ``action`` documents, audio.
 
-Every URL is checked against the destination policy, and every failure becomes a `FetchError`
-carrying the hosted error code and a message whose URLs are redacted.
+One helper, `Fetcher.fetch`, serves them all: the URL must be http(s) and pass the destination
+policy; the body is read to its end (chunk by chunk, up to a size cap), a declared
+``Content-Length`` above the cap is refused before reading, and a body that ends before its
+``Content-Length`` (or its last chunk) is an error, never a silently shorter document or prompt.
+Every failure is a `FetchError` with the hosted error code and a message whose URLs are redacted.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from turnpike.streamgw.egress import DestinationRefused, check_url, redact
 from turnpike.streamgw.errors import TITLES
 
 HTTP_RETRIEVAL_FAILURE = 11200
+DOCUMENT_TOO_LARGE = 11750
 MAX_DOCUMENT = 1024 * 1024
 MAX_AUDIO = 64 * 1024 * 1024
+CHUNK = 64 * 1024
 
 
 class FetchError(Exception):
@@ -26,6 +31,26 @@ class FetchError(Exception):
         super().__init__(f"{code} {TITLES.get(code, 'Error')}: {detail}")
         self.code = code
         self.detail = detail
+
+
+class BodyTooLarge(ValueError):
+    pass
+
+
+async def read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, to EOF; `BodyTooLarge` past ``limit``; a cut body raises
+    ``aiohttp.ClientPayloadError`` (aiohttp checks Content-Length and chunked framing)."""
+    declared = resp.content_length
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(f"Content-Length {declared} is over the {limit}-byte limit")
+    body = bytearray()
+    while chunk := await resp.content.read(CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"larger than {limit} bytes")
+    if declared is not None and len(body) != declared:
+        raise aiohttp.ClientPayloadError(f"body ended after {len(body)} of {declared} bytes")
+    return bytes(body)
 
 
 class Fetcher:
@@ -39,9 +64,31 @@ class Fetcher:
         self, url: str, method: str, params: Mapping[str, str], auth_token: str
     ) -> bytes:
         """A signed webhook request (the call's parameters) and the TwiML it answers."""
-        shown = redact(url)  # for messages: customers' URLs may carry credentials
         try:
             target, headers, form = signed_request(url, method, params, auth_token)
+        except ValueError as exc:
+            raise FetchError(HTTP_RETRIEVAL_FAILURE, f"{redact(url)}: {exc}") from None
+        return await self.fetch(
+            method, target, redact(url), MAX_DOCUMENT, 15.0, headers=headers, data=form
+        )
+
+    async def audio(self, url: str, shown: str) -> bytes:
+        """A ``GET`` of an audio file; ``shown`` names it in messages."""
+        return await self.fetch("GET", URL(url), shown, MAX_AUDIO, 30.0)
+
+    async def fetch(
+        self,
+        method: str,
+        target: URL,
+        shown: str,
+        limit: int,
+        timeout: float,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: object = None,
+    ) -> bytes:
+        """``shown`` names the URL in messages (customers' URLs may carry credentials)."""
+        try:
             if target.scheme not in ("http", "https"):
                 raise FetchError(
                     HTTP_RETRIEVAL_FAILURE, f"{shown}: only http and https URLs can be fetched"
@@ -51,44 +98,22 @@ class Fetcher:
                 method,
                 target,
                 headers=headers,
-                data=form,
-                timeout=aiohttp.ClientTimeout(total=15),
+                data=data,
+                timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
-                body = await resp.content.read(MAX_DOCUMENT + 1)
                 if resp.status >= 300:
                     raise FetchError(HTTP_RETRIEVAL_FAILURE, f"{shown} answered HTTP {resp.status}")
-                if len(body) > MAX_DOCUMENT:
-                    raise FetchError(
-                        HTTP_RETRIEVAL_FAILURE,
-                        f"{shown}: document larger than {MAX_DOCUMENT} bytes",
-                    )
-                return body
+                return await read_body(resp, limit)
+        except BodyTooLarge as exc:
+            code = DOCUMENT_TOO_LARGE if limit == MAX_DOCUMENT else HTTP_RETRIEVAL_FAILURE
+            raise FetchError(code, f"{shown}: {exc}") from None
         except DestinationRefused as exc:
             raise FetchError(HTTP_RETRIEVAL_FAILURE, f"{shown}: {exc}") from None
         except aiohttp.ClientConnectorError as exc:
             raise FetchError(HTTP_RETRIEVAL_FAILURE, f"{shown}: {exc.os_error}") from None
+        except aiohttp.ClientPayloadError as exc:
+            raise FetchError(HTTP_RETRIEVAL_FAILURE, f"{shown}: the body was cut: {exc}") from None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise FetchError(
                 HTTP_RETRIEVAL_FAILURE, f"{shown}: {type(exc).__name__}: {exc}"
             ) from None
-
-    async def audio(self, url: str, shown: str) -> bytes:
-        """A ``GET`` of an audio file; ``shown`` names it in messages."""
-        try:
-            target = URL(url)
-            if target.scheme not in ("http", "https"):
-                raise FetchError(
-                    HTTP_RETRIEVAL_FAILURE, f"{shown}: only http and https URLs can be played"
-                )
-            check_url(self.policy, target)
-            async with self.session.get(target, timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                if resp.status >= 300:
-                    raise FetchError(HTTP_RETRIEVAL_FAILURE, f"{shown} answered HTTP {resp.status}")
-                data = await resp.content.read(MAX_AUDIO + 1)
-        except (DestinationRefused, aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise FetchError(HTTP_RETRIEVAL_FAILURE, f"{shown}: {exc}") from None
-        if len(data) > MAX_AUDIO:
-            raise FetchError(
-                HTTP_RETRIEVAL_FAILURE, f"{shown}: audio larger than {MAX_AUDIO} bytes"
-            )
-        return data

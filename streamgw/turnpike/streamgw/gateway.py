@@ -16,11 +16,13 @@ from turnpike.core.addresses import AddressPolicy
 from turnpike.streamgw.admission import Admission, Refused, Slot, default_caps
 from turnpike.streamgw.call import Call
 from turnpike.streamgw.callbacks import Callbacks
+from turnpike.streamgw.convert import AudioConverter
 from turnpike.streamgw.egress import new_session
 from turnpike.streamgw.ingress import CallListener, CallRequest
 from turnpike.streamgw.media import MediaSettings
 from turnpike.streamgw.metrics import Metrics
 from turnpike.streamgw.stream import Egress, StreamSettings
+from turnpike.streamgw.tts import Speaker, engine_from_flag
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ class GatewayConfig:
     ca_file: str | None = None
     stream: StreamSettings = field(default_factory=StreamSettings)
     rtp_timeout: float = 5.0  # no RTP for this long: warning 31953
-    rtp_fill_after: float = 0.25  # no RTP for this long: inbound track carries silence frames
+    rtp_fill_after: float = 0.25  # audio received played out this long ago: silence frames
     rtp_idle_hangup: float = 60.0  # no RTP for this long: hang up (0: never)
     drain_grace: float = 30.0
     callback_attempts: int = 5
@@ -41,6 +43,8 @@ class GatewayConfig:
     keep_ended: int = 1000  # ended calls kept for GET
     max_calls: int | None = None  # concurrent calls in total; None: one per RTP port
     max_account_calls: int | None = None  # concurrent calls per account; None: a tenth of ports
+    tts: str = "espeak"  # the <Say> engine: espeak, command:ARGV or http:URL (see tts.py)
+    tts_cache_bytes: int = 32 * 1024 * 1024
 
     @property
     def media(self) -> MediaSettings:
@@ -73,6 +77,8 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self._callbacks: Callbacks | None = None
         self._egress: Egress | None = None
+        self._speaker: Speaker | None = None
+        self.converter = AudioConverter()
 
     async def start(self) -> None:
         self._session = new_session(self.policy, self.config.ca_file)
@@ -86,6 +92,9 @@ class Gateway:
         self._egress = Egress(
             self._session, self.policy, self._callbacks, self.metrics, self.config.stream
         )
+        self._speaker = Speaker(
+            engine_from_flag(self.config.tts), self.converter, self.config.tts_cache_bytes
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -96,6 +105,11 @@ class Gateway:
     def callbacks(self) -> Callbacks:
         assert self._callbacks is not None, "Gateway.start() first"
         return self._callbacks
+
+    @property
+    def speaker(self) -> Speaker:
+        assert self._speaker is not None, "Gateway.start() first"
+        return self._speaker
 
     @property
     def egress(self) -> Egress:
@@ -161,6 +175,9 @@ class Gateway:
 
     async def close(self) -> None:
         await self.drain(0)
+        if self._speaker is not None:
+            await self._speaker.close()
+        await asyncio.to_thread(self.converter.close)
         if self._callbacks is not None:
             await self._callbacks.close()
         if self._session is not None:

@@ -21,7 +21,8 @@ from turnpike.streamgw.egress import redact
 from turnpike.streamgw.fetch import FetchError
 from turnpike.streamgw.ingress import Source
 from turnpike.streamgw.stream import StreamSpec
-from turnpike.streamgw.wav import WavError, wav_to_ulaw
+from turnpike.streamgw.tts import TtsError
+from turnpike.streamgw.wav import WavError
 
 if TYPE_CHECKING:
     from turnpike.streamgw.call import Call
@@ -36,6 +37,7 @@ class _End:
 
 END: Final = _End()
 NEXT: Final = None
+SAY_FAILED = 13500
 Step = Source | _End | None
 Handler = Callable[["Call", Any], Awaitable[Step]]
 
@@ -50,8 +52,12 @@ def resolve(call: Call, url: str) -> str:
 
 
 async def start(call: Call, verb: twiml.Start) -> Step:
-    launch(call, verb.stream, bidirectional=False)
-    return NEXT
+    fork = launch(call, verb.stream, bidirectional=False)
+    if not verb.action:
+        return NEXT
+    # Hosted semantics: the stream is started, then the action URL's TwiML replaces the rest.
+    extra = (("StreamSid", fork.sid),) if fork is not None else ()
+    return Source(url=verb.action, method=verb.method, extra=extra)
 
 
 async def stop_stream(call: Call, verb: twiml.StopStream) -> Step:
@@ -83,18 +89,92 @@ async def play(call: Call, verb: twiml.Play) -> Step:
     shown = f"<Play> {redact(url)}"  # for messages: customers' URLs may carry credentials
     try:
         data = await call.fetcher.audio(url, shown)
-        audio = await asyncio.to_thread(wav_to_ulaw, data)
+        audio = await call.gateway.converter.to_ulaw(data)
     except FetchError as exc:
         call.report(exc.code, exc.detail)
         return NEXT
     except WavError as exc:
         call.report(12300, f"{shown}: {exc}")
         return NEXT
+    await play_audio(call, audio, verb.loop)
+    return NEXT
+
+
+async def say(call: Call, verb: twiml.Say) -> Step:
+    try:
+        audio = await call.speaker.speak(verb.text, verb.voice or "", verb.language or "")
+    except TtsError as exc:
+        call.report(SAY_FAILED, f"<Say>: {exc}")
+        return NEXT
+    await play_audio(call, audio, verb.loop)
+    return NEXT
+
+
+async def play_audio(call: Call, audio: bytes, loop: int) -> None:
+    """Into the call's outbound audio, ``loop`` times (0: until the call ends)."""
     rounds = 0
-    while call.live and (verb.loop == 0 or rounds < verb.loop):
+    while call.live and (loop == 0 or rounds < loop):
         rounds += 1
         await call.media.playout.play(audio)
+
+
+async def gather(call: Call, verb: twiml.Gather) -> Step:
+    """Collect DTMF: nested prompts play until the first key; then keys until ``numDigits``,
+    ``finishOnKey`` or ``timeout`` seconds without one."""
+    digits = ""
+    with call.collect_digits() as keys:
+        key = await _prompts_until_key(call, verb.prompts, keys)
+        while True:
+            if key is None:
+                key = await _next_key(keys, verb.timeout)
+                if key is None:
+                    break
+            if key == verb.finish_on_key:
+                break
+            digits += key
+            key = None
+            if verb.num_digits is not None and len(digits) >= verb.num_digits:
+                break
+    # Hosted semantics: without an action, the keys go to the document's own URL (inline TwiML
+    # has none, so it goes on with the next verb).
+    action = verb.action or call.doc_url
+    if action and (digits or verb.action_on_empty_result):
+        return Source(url=action, method=verb.method, extra=(("Digits", digits),))
     return NEXT
+
+
+async def _prompts_until_key(
+    call: Call, prompts: tuple[twiml.Prompt, ...], keys: asyncio.Queue[str]
+) -> str | None:
+    """Run the prompts; the first key interrupts them (barge-in) and is returned."""
+    speaking = asyncio.create_task(_prompts(call, prompts))
+    first = asyncio.create_task(keys.get())
+    try:
+        await asyncio.wait({speaking, first}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        first.cancel()
+        speaking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await speaking
+        call.media.playout.clear()
+    return first.result() if first.done() and not first.cancelled() else None
+
+
+async def _prompts(call: Call, prompts: tuple[twiml.Prompt, ...]) -> None:
+    for prompt in prompts:
+        await HANDLERS[type(prompt)](call, prompt)
+
+
+async def _next_key(keys: asyncio.Queue[str], timeout: float) -> str | None:
+    try:
+        return await asyncio.wait_for(keys.get(), timeout)
+    except TimeoutError:
+        return None
+
+
+async def reject(call: Call, verb: twiml.Reject) -> Step:
+    call.reject(verb.reason)
+    return END
 
 
 async def hangup(call: Call, verb: twiml.Hangup) -> Step:
@@ -113,6 +193,9 @@ HANDLERS: dict[type, Handler] = {
     twiml.Play: play,
     twiml.Hangup: hangup,
     twiml.Redirect: redirect,
+    twiml.Say: say,
+    twiml.Gather: gather,
+    twiml.Reject: reject,
 }
 
 
@@ -189,7 +272,7 @@ class Runner:
         text = await call.fetcher.document(url, source.method, params, call.account.auth_token)
         call.doc_url = url
         try:
-            return twiml.parse(text)
+            return await twiml.parse_async(text)
         except twiml.TwimlError as exc:
             raise FetchError(exc.code, f"{redact(url)}: {exc}") from None
 
@@ -197,6 +280,8 @@ class Runner:
         for verb in document.verbs:
             if not self.call.live:
                 return None
+            if not isinstance(verb, twiml.Reject):
+                self.call.answer()
             step = await HANDLERS[type(verb)](self.call, verb)
             if step is END:
                 return None

@@ -55,7 +55,7 @@ class RestListener:
         self.callbacks.send(call.sid, self.url, self.method, params, call.account.auth_token)
 
 
-def parse_request(
+async def parse_request(
     body: Any, account: Account, callbacks: Callbacks
 ) -> tuple[CallRequest, RestListener]:
     """The call a ``POST /v1/Calls`` body asks for; `RequestError` says what is wrong with it."""
@@ -79,7 +79,10 @@ def parse_request(
         fields.text("statusCallback"),
         fields.choice("statusCallbackMethod", "POST", twiml.METHODS),
     )
-    source = Source(url=url, method=method) if url is not None else _inline(document or "")
+    if url is not None:
+        source = Source(url=url, method=method)
+    else:
+        source = await _inline(document or "")
     request = CallRequest(account, from_, to, source, remote, codec, dtmf_pt)
     return request, listener
 
@@ -101,9 +104,9 @@ class _Fields:
         return value
 
 
-def _inline(document: str) -> Source:
+async def _inline(document: str) -> Source:
     try:
-        return Source(document=twiml.parse(document))
+        return Source(document=await twiml.parse_async(document))
     except twiml.TwimlError as exc:
         raise RequestError(exc.code, str(exc)) from None
 

@@ -20,12 +20,14 @@ import contextlib
 import errno
 import json
 import logging
+import socket
 import ssl
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 from yarl import URL
@@ -83,6 +85,14 @@ class Egress:
     callbacks: Callbacks
     metrics: Metrics
     settings: StreamSettings = field(default_factory=StreamSettings)
+
+
+class _Socket(Protocol):
+    """What a fork uses of the socket asyncio hands out (``asyncio.trsock.TransportSocket``)."""
+
+    def setsockopt(self, level: int, option: int, value: bytes) -> None: ...
+
+    def shutdown(self, how: int) -> None: ...
 
 
 class CallView(Protocol):
@@ -183,6 +193,9 @@ class Fork:
         self._wake = asyncio.Event()
         self._finish: str | None = None  # why the writer should leave: "stop" | "remote" | "error"
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        # The connection's socket, kept from the start: aiohttp forgets the connection once a
+        # close has begun, and a close that cannot get through is exactly when it must be dropped.
+        self._sock: _Socket | None = None
         self._task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
 
@@ -215,6 +228,7 @@ class Fork:
                 self._fail(classify(exc))
                 return
             self._ws = ws
+            self._sock = ws.get_extra_info("socket")
             if self._finish is not None:  # stopped while connecting: leave quietly
                 await self._close_ws(1000)
                 return
@@ -340,14 +354,20 @@ class Fork:
             await asyncio.wait_for(ws.close(code=code), self.egress.settings.stop_grace)
         except (TimeoutError, aiohttp.ClientError, ConnectionError, RuntimeError):
             self._abort_ws()
+        else:
+            self._sock = None  # closed politely: nothing left to drop
 
     def _abort_ws(self) -> None:
-        ws = self._ws
-        if ws is None:
+        """Drop the connection at once, with no closing handshake, through public API only (the
+        connection's socket as asyncio hands it out): a zero linger makes the close that follows
+        reset the connection instead of waiting to deliver what a stuck server never reads, and
+        shutting the socket down ends it both ways, so aiohttp sees it closed and closes it."""
+        sock, self._sock = self._sock, None
+        if sock is None:
             return
-        response: Any = getattr(ws, "_response", None)
-        if response is not None:
-            response.close()  # releases and closes the underlying connection at once
+        with contextlib.suppress(OSError):  # already closed by aiohttp: nothing left to drop
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.shutdown(socket.SHUT_RDWR)
 
     # ---- messages to the server ------------------------------------------------------------
 
