@@ -104,6 +104,17 @@ def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.peering.priority = config.priority
     settings.peering.lifetime = config.peering_lifetime
     settings.peering.clusterwide = not config.namespaces
+    # Owned objects only: the watches of children, pods and Secrets ask the API server for the
+    # operator's managed-by label, so other workloads' churn and other Secrets' data never reach
+    # it (a handler's labels= filter alone is applied after everything was received).
+    selector = ",".join(f"{key}={value}" for key, value in labels.MANAGED.items())
+    for group, version, plural in (
+        *handlers.CHILD_KINDS,
+        ("", "v1", "pods"),
+        ("", "v1", "secrets"),
+    ):
+        key = (group, version, plural) if group else (version, plural)
+        settings.watching.label_selectors[key] = selector
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = 4
