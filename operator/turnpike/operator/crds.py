@@ -45,6 +45,8 @@ _IPV6_CIDR = f"{_ipv6()}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?"
 # character classes, not backslashes, so the same text is valid in CEL, RE2 and Python.
 CIDR_REGEX = f"^({_IPV4_CIDR}|{_IPV6_CIDR})$"
 _HOSTNAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+# A ConfigMap or Secret key: it becomes a file name in the mounted volume.
+CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 
 
 def _string(description: str, **extra: Any) -> Schema:
@@ -454,7 +456,43 @@ def stream_gateway_spec() -> Schema:
             "sip": _sip(),
             **_workload_fields(GATEWAY_RESOURCES),
         },
+        "x-kubernetes-validations": _gateway_listener_rules(),
     }
+
+
+GATEWAY_METRICS_PORT = 9642
+_SIP_ON = "has(self.sip)"
+
+
+def _gateway_listener_rules() -> list[Schema]:
+    """Gateway ports that would make every gateway pod fail with "Address already in use": the
+    HTTP listener and the SIP port (both TCP) against each other and the metrics port, and the
+    SIP port (also UDP) inside the RTP range."""
+    metrics = str(GATEWAY_METRICS_PORT)
+    return [
+        {
+            "rule": f"self.port != {metrics}",
+            "message": f"port must not be {metrics}, the gateway's metrics port",
+        },
+        {
+            "rule": f"!{_SIP_ON} || self.sip.port != self.port",
+            "message": "sip.port must differ from port: the SIP and HTTP listeners both use TCP",
+            "messageExpression": "'sip.port ' + string(self.sip.port) + ' is also port: the SIP "
+            "and HTTP listeners both use TCP'",
+        },
+        {
+            "rule": f"!{_SIP_ON} || self.sip.port != {metrics}",
+            "message": f"sip.port must not be {metrics}, the gateway's metrics port",
+        },
+        {
+            "rule": f"!{_SIP_ON} || !(self.rtpPorts.min <= self.sip.port "
+            "&& self.sip.port <= self.rtpPorts.max)",
+            "message": "rtpPorts must not include sip.port: RTP and SIP both use UDP",
+            "messageExpression": "'rtpPorts ' + string(self.rtpPorts.min) + '-' + "
+            "string(self.rtpPorts.max) + ' include sip.port ' + string(self.sip.port) + ': RTP "
+            "and SIP both use UDP'",
+        },
+    ]
 
 
 def _sip() -> Schema:
@@ -478,7 +516,12 @@ def _sip() -> Schema:
                 "properties": {
                     "configMapName": _string("ConfigMap holding it", **name),
                     "secretName": _string("Secret holding it", **name),
-                    "key": _string("key of the file", default="numbers.json", **name),
+                    "key": _string(
+                        "key of the file",
+                        default="numbers.json",
+                        pattern=CONFIG_KEY_PATTERN,
+                        **name,
+                    ),
                 },
                 "x-kubernetes-validations": [
                     {

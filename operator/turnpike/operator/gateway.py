@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from turnpike.operator import labels, placement
+from turnpike.operator import crds, labels, placement
 from turnpike.operator.model import StreamGateway
 from turnpike.operator.relay import config_hash, pod_security
 
 Obj = dict[str, Any]
 
-METRICS_PORT = 9642
+METRICS_PORT = crds.GATEWAY_METRICS_PORT
 ACCOUNTS_DIR = "/etc/turnpike/accounts"
 NUMBERS_DIR = "/etc/turnpike/numbers"
 

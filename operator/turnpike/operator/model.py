@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -268,6 +269,14 @@ class RelayEdge:
                 )
 
 
+def _config_key(value: Any, field: str) -> str:
+    """A ConfigMap/Secret key, which names a file in the mounted volume."""
+    key = str(value)
+    if key in (".", "..") or not re.fullmatch(crds.CONFIG_KEY_PATTERN, key):
+        raise SpecError(f"{field}: {key!r} is not a ConfigMap or Secret key (letters, digits, -._)")
+    return key
+
+
 @dataclass(frozen=True, slots=True)
 class SipSettings:
     """``spec.sip``: the gateway answers SIP; the numbers file comes from a ConfigMap or Secret."""
@@ -295,7 +304,7 @@ class SipSettings:
             realm=spec.get("realm") or None,
             numbers_kind="configMap" if config_map else "secret",
             numbers_name=str(config_map or secret),
-            numbers_key=str(numbers.get("key") or "numbers.json"),
+            numbers_key=_config_key(numbers.get("key") or "numbers.json", "spec.sip.numbers.key"),
         )
 
 
@@ -323,7 +332,7 @@ class StreamGateway:
             raise SpecError("spec.egress: static and source are mutually exclusive")
         if not spec.get("edge"):
             raise SpecError("spec.edge: required")
-        return cls(
+        gateway = cls(
             name=meta["name"],
             namespace=meta["namespace"],
             edge=spec["edge"],
@@ -341,3 +350,26 @@ class StreamGateway:
             exposure=Exposure.parse(spec, "ClusterIP"),
             sip=SipSettings.parse(spec.get("sip")),
         )
+        gateway.check_ports()
+        return gateway
+
+    def check_ports(self) -> None:
+        """The CRD's listener rules, repeated for objects stored before they existed."""
+        metrics = crds.GATEWAY_METRICS_PORT
+        if self.port == metrics:
+            raise SpecError(f"spec.port: {metrics} is the gateway's metrics port")
+        if self.sip is None:
+            return
+        port = self.sip.port
+        if port == self.port:
+            raise SpecError(
+                f"spec.sip.port: {port} is also spec.port: the SIP and HTTP listeners both use TCP"
+            )
+        if port == metrics:
+            raise SpecError(f"spec.sip.port: {metrics} is the gateway's metrics port")
+        low, high = self.rtp_ports
+        if low <= port <= high:
+            raise SpecError(
+                f"spec.rtpPorts: {low}-{high} include spec.sip.port {port}: RTP and SIP both "
+                "use UDP"
+            )
