@@ -50,6 +50,16 @@ def _parse(spec: dict[str, Any]) -> StreamGateway:
             r"spec.sip.port: 9642 is the gateway's metrics port",
         ),
         (
+            {"sip": {"numbers": NUMBERS, "tls": {"secretName": "c", "port": 5060}}},
+            "sip.tls.port 5060 is already taken: sip.port, port and the metrics port 9642",
+            r"spec.sip.tls.port: 5060 is already taken",
+        ),
+        (
+            {"sip": {"numbers": NUMBERS, "tls": {"secretName": "c", "port": 9642}}},
+            "sip.tls.port 9642 is already taken",
+            r"spec.sip.tls.port: 9642 is already taken",
+        ),
+        (
             {"port": 9642},
             "port must not be 9642, the gateway's metrics port",
             r"spec.port: 9642 is the gateway's metrics port",
@@ -71,6 +81,7 @@ def test_ports_that_work_together_pass() -> None:
         {"sip": {"numbers": NUMBERS}},  # 5060 beside 8080, RTP 20000-29999
         {"sip": {"port": 5080, "numbers": NUMBERS}, "rtpPorts": {"min": 5081, "max": 6000}},
         {"port": 5060, "rtpPorts": {"min": 5000, "max": 5999}},  # no SIP: HTTP is TCP only
+        {"sip": {"numbers": NUMBERS, "tls": {"secretName": "c"}}},  # 5061 beside 5060
     ):
         assert _errors(spec) == [], spec
         _parse(spec)

@@ -462,6 +462,7 @@ def stream_gateway_spec() -> Schema:
 
 GATEWAY_METRICS_PORT = 9642
 _SIP_ON = "has(self.sip)"
+_SIP_TLS_ON = "(has(self.sip) && has(self.sip.tls))"
 
 
 def _gateway_listener_rules() -> list[Schema]:
@@ -483,6 +484,13 @@ def _gateway_listener_rules() -> list[Schema]:
         {
             "rule": f"!{_SIP_ON} || self.sip.port != {metrics}",
             "message": f"sip.port must not be {metrics}, the gateway's metrics port",
+        },
+        {
+            "rule": f"!{_SIP_TLS_ON} || (self.sip.tls.port != self.sip.port "
+            f"&& self.sip.tls.port != self.port && self.sip.tls.port != {metrics})",
+            "message": f"sip.tls.port must differ from sip.port, port and {metrics} (all TCP)",
+            "messageExpression": "'sip.tls.port ' + string(self.sip.tls.port) + ' is already "
+            f"taken: sip.port, port and the metrics port {metrics} are TCP listeners too'",
         },
         {
             "rule": f"!{_SIP_ON} || !(self.rtpPorts.min <= self.sip.port "
@@ -510,6 +518,19 @@ def _sip() -> Schema:
                 "file's sipCredentials",
                 maxLength=128,
             ),
+            "tls": {
+                "type": "object",
+                "description": "also answer SIP over TLS (SIPS), with this certificate",
+                "required": ["secretName"],
+                "properties": {
+                    "port": _port("SIP over TLS port (TCP)", 5061),
+                    "secretName": _string(
+                        "kubernetes.io/tls Secret with the certificate (tls.crt, tls.key)",
+                        minLength=1,
+                        maxLength=253,
+                    ),
+                },
+            },
             "numbers": {
                 "type": "object",
                 "description": "the numbers file (which account and TwiML answer each number)",

@@ -13,6 +13,7 @@ Obj = dict[str, Any]
 METRICS_PORT = crds.GATEWAY_METRICS_PORT
 ACCOUNTS_DIR = "/etc/turnpike/accounts"
 NUMBERS_DIR = "/etc/turnpike/numbers"
+TLS_DIR = "/etc/turnpike/tls"
 
 
 def gateway_config(gateway: StreamGateway) -> dict[str, str]:
@@ -32,6 +33,10 @@ def gateway_config(gateway: StreamGateway) -> dict[str, str]:
             data["TURNPIKE_SIP_TRUST"] = ",".join(sip.trusted)
         if sip.realm:
             data["TURNPIKE_SIP_REALM"] = sip.realm
+        if sip.tls_port is not None:
+            data["TURNPIKE_SIP_TLS"] = f"0.0.0.0:{sip.tls_port}"
+            data["TURNPIKE_TLS_CERT"] = f"{TLS_DIR}/tls.crt"
+            data["TURNPIKE_TLS_KEY"] = f"{TLS_DIR}/tls.key"
     return data
 
 
@@ -40,10 +45,24 @@ def _sip_ports(gateway: StreamGateway) -> list[Obj]:
     if gateway.sip is None:
         return []
     port = gateway.sip.port
-    return [
+    ports = [
         {"name": "sip-udp", "containerPort": port, "protocol": "UDP"},
         {"name": "sip-tcp", "containerPort": port, "protocol": "TCP"},
     ]
+    if gateway.sip.tls_port is not None:
+        ports.append({"name": "sip-tls", "containerPort": gateway.sip.tls_port, "protocol": "TCP"})
+    return ports
+
+
+def _sip_tls_volume(gateway: StreamGateway) -> tuple[list[Obj], list[Obj]]:
+    """The SIP certificate's volume and mount (none without ``spec.sip.tls``)."""
+    if gateway.sip is None or gateway.sip.tls_port is None:
+        return [], []
+    secret = {"secretName": gateway.sip.tls_secret, "defaultMode": 0o440}
+    return (
+        [{"name": "tls", "secret": secret}],
+        [{"name": "tls", "mountPath": TLS_DIR, "readOnly": True}],
+    )
 
 
 def _numbers_volume(gateway: StreamGateway) -> list[Obj]:
@@ -68,6 +87,7 @@ def _metadata(gateway: StreamGateway, owner: Obj) -> Obj:
 
 def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Obj:
     name = labels.gateway_name(gateway.name)
+    tls_volumes, tls_mounts = _sip_tls_volume(gateway)
     container: Obj = {
         "name": "streamgw",
         "image": gateway.workload.image,
@@ -90,6 +110,7 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
                 if gateway.sip
                 else []
             ),
+            *tls_mounts,
         ],
         "readinessProbe": {"httpGet": {"path": "/ready", "port": METRICS_PORT}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/live", "port": METRICS_PORT}, "periodSeconds": 10},
@@ -110,6 +131,7 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
                 "secret": {"secretName": gateway.accounts_secret, "defaultMode": 0o440},
             },
             *_numbers_volume(gateway),
+            *tls_volumes,
         ],
         "terminationGracePeriodSeconds": 60,
         "enableServiceLinks": False,

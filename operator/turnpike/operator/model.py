@@ -277,6 +277,16 @@ def _config_key(value: Any, field: str) -> str:
     return key
 
 
+def _sip_tls(spec: Any) -> dict[str, Any]:
+    """``spec.sip.tls`` as SipSettings fields (none when absent)."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict) or not spec.get("secretName"):
+        raise SpecError("spec.sip.tls.secretName: required (a kubernetes.io/tls Secret)")
+    port = spec.get("port") or _default(_GATEWAY, "sip", "tls", "port")
+    return {"tls_port": int(port), "tls_secret": str(spec["secretName"])}
+
+
 @dataclass(frozen=True, slots=True)
 class SipSettings:
     """``spec.sip``: the gateway answers SIP; the numbers file comes from a ConfigMap or Secret."""
@@ -287,6 +297,8 @@ class SipSettings:
     numbers_kind: str  # "configMap" or "secret"
     numbers_name: str
     numbers_key: str
+    tls_port: int | None = None  # SIP over TLS, with the certificate in tls_secret
+    tls_secret: str = ""
 
     @classmethod
     def parse(cls, spec: Any) -> SipSettings | None:
@@ -305,6 +317,7 @@ class SipSettings:
             numbers_kind="configMap" if config_map else "secret",
             numbers_name=str(config_map or secret),
             numbers_key=_config_key(numbers.get("key") or "numbers.json", "spec.sip.numbers.key"),
+            **_sip_tls(spec.get("tls")),
         )
 
 
@@ -367,6 +380,12 @@ class StreamGateway:
             )
         if port == metrics:
             raise SpecError(f"spec.sip.port: {metrics} is the gateway's metrics port")
+        tls = self.sip.tls_port
+        if tls is not None and tls in (port, self.port, metrics):
+            raise SpecError(
+                f"spec.sip.tls.port: {tls} is already taken: spec.sip.port, spec.port and the "
+                f"metrics port {metrics} are TCP listeners too"
+            )
         low, high = self.rtp_ports
         if low <= port <= high:
             raise SpecError(

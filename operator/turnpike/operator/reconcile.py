@@ -261,10 +261,18 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> None:
 
 async def _gateway_problem(ctx: Context, gw: StreamGateway) -> Condition:
     """Reconcile's verdict on Degraded for a gateway whose children were written: a SIP
-    gateway's pods cannot start, or exit at once, without their numbers file."""
+    gateway's pods cannot start, or exit at once, without their certificate or numbers file."""
     sip = gw.sip
     if sip is None:
         return NOT_DEGRADED
+    if sip.tls_port is not None and not await ctx.kube.get(
+        k8s.SECRETS, gw.namespace, sip.tls_secret
+    ):
+        message = (
+            f'TLS Secret "{sip.tls_secret}" (spec.sip.tls) does not exist in namespace '
+            f'"{gw.namespace}"'
+        )
+        return Condition(DEGRADED, True, "TLSSecretNotFound", message)
     secret = sip.numbers_kind == "secret"
     kind = "Secret" if secret else "ConfigMap"
     source = await ctx.kube.get(
@@ -351,7 +359,7 @@ def _sip_entry(body: Obj, addresses: list[str], image: str) -> ranges.SipEntry |
         return None  # reported on the gateway itself
     if gw.sip is None:
         return None
-    return ranges.SipEntry(tuple(addresses), gw.sip.port, gw.rtp_ports)
+    return ranges.SipEntry(tuple(addresses), gw.sip.port, gw.rtp_ports, gw.sip.tls_port)
 
 
 async def publish(ctx: Context, namespace: str) -> None:
