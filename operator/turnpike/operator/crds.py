@@ -453,6 +453,13 @@ def stream_gateway_spec() -> Schema:
                 ],
             },
             "service": _service(split=False),
+            "hostNetwork": {
+                "type": "boolean",
+                "description": "gateway pods use their node's network: carriers reach SIP and the "
+                "RTP port range at the node's address (a Service cannot carry a port range); at "
+                "most one gateway pod per node",
+                "default": False,
+            },
             "sip": _sip(),
             **_workload_fields(GATEWAY_RESOURCES),
         },

@@ -138,6 +138,20 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
         "securityContext": pod_security(),
     }
     pod_spec.update(placement.scheduling(gateway.workload, labels.gateway_selector(gateway.name)))
+    # Declared either way, so that switching back from the host network is written back too
+    # (children are repaired with merge patches: null removes hostNetwork, and the others are
+    # the API's own defaults for a pod-network Deployment).
+    rolling: Obj = {"maxSurge": "25%", "maxUnavailable": "25%"}
+    pod_spec["hostNetwork"] = None
+    pod_spec["dnsPolicy"] = "ClusterFirst"
+    if gateway.host_network:
+        # The node's own addresses: what carriers send SIP and RTP to. The pod IP (the RTP
+        # address) is then the node's. Fixed host ports: a surge pod could not be scheduled next
+        # to the old one, so replace one at a time.
+        pod_spec["hostNetwork"] = True
+        pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
+        rolling = {"maxSurge": 0, "maxUnavailable": 1}
+    spec: Obj = {"strategy": {"type": "RollingUpdate", "rollingUpdate": rolling}}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -152,6 +166,7 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
                 },
                 "spec": pod_spec,
             },
+            **spec,
         },
     }
 

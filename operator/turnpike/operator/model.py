@@ -335,6 +335,7 @@ class StreamGateway:
     workload: Workload
     exposure: Exposure
     sip: SipSettings | None = None
+    host_network: bool = False
 
     @classmethod
     def parse(cls, body: Obj, default_image: str) -> StreamGateway:
@@ -362,6 +363,7 @@ class StreamGateway:
             workload=Workload.parse(spec, default_image, crds.GATEWAY_RESOURCES),
             exposure=Exposure.parse(spec, "ClusterIP"),
             sip=SipSettings.parse(spec.get("sip")),
+            host_network=bool(spec.get("hostNetwork", False)),
         )
         gateway.check_ports()
         return gateway
