@@ -453,6 +453,29 @@ def stream_gateway_spec() -> Schema:
                 ],
             },
             "service": _service(split=False),
+            "calls": {
+                "type": "object",
+                "description": "concurrent calls per gateway pod (the gateway's fair share); "
+                "beyond them new calls are refused as the hosted service refuses them",
+                "properties": {
+                    "max": _integer(
+                        "in total; the gateway's default (one per two RTP ports) when absent",
+                        minimum=1,
+                    ),
+                    "perAccount": _integer(
+                        "per account; the gateway's default (a tenth of its default total) "
+                        "when absent",
+                        minimum=1,
+                    ),
+                },
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "!(has(self.max) && has(self.perAccount)) "
+                        "|| self.perAccount <= self.max",
+                        "message": "calls.perAccount must not be greater than calls.max",
+                    }
+                ],
+            },
             "hostNetwork": {
                 "type": "boolean",
                 "description": "gateway pods use their node's network: carriers reach SIP and the "
@@ -524,6 +547,12 @@ def _sip() -> Schema:
                 "digest realm: sources outside trustedCidrs may authenticate with the accounts "
                 "file's sipCredentials",
                 maxLength=128,
+            ),
+            "inviteRate": _integer(
+                "new INVITEs a second from one source address, in bursts of five seconds' worth "
+                "(503 with Retry-After beyond); 0 = no limit; the gateway's default (10) when "
+                "absent",
+                minimum=0,
             ),
             "tls": {
                 "type": "object",

@@ -25,6 +25,11 @@ def gateway_config(gateway: StreamGateway) -> dict[str, str]:
     }
     if gateway.allowed_destinations:
         data["TURNPIKE_ALLOW_DESTINATION"] = ",".join(gateway.allowed_destinations)
+    # Unset caps keep the gateway's own defaults (sized from its RTP port range).
+    if gateway.max_calls is not None:
+        data["TURNPIKE_MAX_CALLS"] = str(gateway.max_calls)
+    if gateway.max_account_calls is not None:
+        data["TURNPIKE_MAX_CALLS_PER_ACCOUNT"] = str(gateway.max_account_calls)
     sip = gateway.sip
     if sip is not None:
         data["TURNPIKE_SIP"] = f"0.0.0.0:{sip.port}"
@@ -33,6 +38,8 @@ def gateway_config(gateway: StreamGateway) -> dict[str, str]:
             data["TURNPIKE_SIP_TRUST"] = ",".join(sip.trusted)
         if sip.realm:
             data["TURNPIKE_SIP_REALM"] = sip.realm
+        if sip.invite_rate is not None:
+            data["TURNPIKE_SIP_INVITE_RATE"] = str(sip.invite_rate)
         if sip.tls_port is not None:
             data["TURNPIKE_SIP_TLS"] = f"0.0.0.0:{sip.tls_port}"
             data["TURNPIKE_TLS_CERT"] = f"{TLS_DIR}/tls.crt"

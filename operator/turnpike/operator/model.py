@@ -115,14 +115,14 @@ class Exposure:
         )
 
 
-def _count(value: Any, field: str, top: int | None = None) -> int | None:
-    """An optional whole number of at least 0 (and at most ``top``); None when absent."""
+def _count(value: Any, field: str, top: int | None = None, low: int = 0) -> int | None:
+    """An optional whole number of at least ``low`` (and at most ``top``); None when absent."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpecError(f"{field}: {value!r} is not a whole number")
-    if value < 0 or (top is not None and value > top):
-        bounds = f"0-{top}" if top is not None else "at least 0"
+    if value < low or (top is not None and value > top):
+        bounds = f"{low}-{top}" if top is not None else f"at least {low}"
         raise SpecError(f"{field}: {value} is out of range ({bounds})")
     return value
 
@@ -299,6 +299,7 @@ class SipSettings:
     numbers_key: str
     tls_port: int | None = None  # SIP over TLS, with the certificate in tls_secret
     tls_secret: str = ""
+    invite_rate: int | None = None  # None: the gateway's default
 
     @classmethod
     def parse(cls, spec: Any) -> SipSettings | None:
@@ -318,7 +319,23 @@ class SipSettings:
             numbers_name=str(config_map or secret),
             numbers_key=_config_key(numbers.get("key") or "numbers.json", "spec.sip.numbers.key"),
             **_sip_tls(spec.get("tls")),
+            invite_rate=_count(spec.get("inviteRate"), "spec.sip.inviteRate"),
         )
+
+
+def _calls(spec: Any) -> dict[str, int | None]:
+    """``spec.calls`` as StreamGateway fields."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        raise SpecError("spec.calls: must be an object")
+    total = _count(spec.get("max"), "spec.calls.max", low=1)
+    per_account = _count(spec.get("perAccount"), "spec.calls.perAccount", low=1)
+    if total is not None and per_account is not None and per_account > total:
+        raise SpecError(
+            f"spec.calls.perAccount: {per_account} is greater than spec.calls.max {total}"
+        )
+    return {"max_calls": total, "max_account_calls": per_account}
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +353,8 @@ class StreamGateway:
     exposure: Exposure
     sip: SipSettings | None = None
     host_network: bool = False
+    max_calls: int | None = None  # None: the gateway's defaults
+    max_account_calls: int | None = None
 
     @classmethod
     def parse(cls, body: Obj, default_image: str) -> StreamGateway:
@@ -364,6 +383,7 @@ class StreamGateway:
             exposure=Exposure.parse(spec, "ClusterIP"),
             sip=SipSettings.parse(spec.get("sip")),
             host_network=bool(spec.get("hostNetwork", False)),
+            **_calls(spec.get("calls")),
         )
         gateway.check_ports()
         return gateway
