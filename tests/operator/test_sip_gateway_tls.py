@@ -173,3 +173,25 @@ async def test_sip_tls_is_wired_published_and_checked(kube: k8s.Kube, ns: str) -
         return cond.get("status") == "False"
 
     await eventually(fixed, what="Degraded cleared once the certificate exists")
+
+
+def test_ranges_list_the_tls_port_once_with_the_sip_ports() -> None:
+    from turnpike.operator import ranges
+
+    cidrs = ("198.51.100.16/28",)
+    gateways = (
+        ranges.SipEntry(cidrs, 5060, (20000, 29999), 5061),
+        ranges.SipEntry(cidrs, 5060, (20000, 29999), 5061),  # a second gateway, same ports
+        ranges.SipEntry(cidrs, 5080, (30000, 30999)),  # no TLS
+    )
+    entry = ranges.EdgeRanges("ashburn", "US East", (), (), (49152, 65535), cidrs, gateways)
+    doc = ranges.document([entry])
+    assert doc["edges"][0]["sip"]["ports"] == [
+        {"port": 5060, "protocol": "udp"},
+        {"port": 5060, "protocol": "tcp"},
+        {"port": 5080, "protocol": "udp"},
+        {"port": 5080, "protocol": "tcp"},
+        {"port": 5061, "protocol": "tcp"},
+    ]
+    (line,) = [row for row in ranges.render_txt(doc, "now").splitlines() if "sip (inbound)" in row]
+    assert line.endswith("5060/udp, 5060/tcp, 5080/udp, 5080/tcp, 5061/tcp")
