@@ -77,3 +77,37 @@ async def test_host_network_gateway_publishes_its_nodes_for_sip_and_rtp(
     finally:
         for name in nodes:
             await kube.delete(k8s.NODES, None, name)
+
+
+SIP_443 = {"numbers": {"configMapName": "n"}, "tls": {"secretName": "c", "port": 443}}
+
+
+def _pod(**spec: Any) -> dict[str, Any]:
+    from turnpike.operator import gateway as builder
+    from turnpike.operator.model import StreamGateway
+
+    body = {"metadata": {"name": "m", "namespace": "ns"}, "spec": {"edge": "a", **spec}}
+    owner = {"apiVersion": "turnpike.io/v1alpha1", "kind": "StreamGateway",
+             "metadata": {"name": "m", "namespace": "ns", "uid": "u"}}  # fmt: skip
+    _, deployment, _ = builder.children(StreamGateway.parse(body, "image"), owner)
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
+
+
+def test_ports_below_1024_open_by_sysctl_on_the_pod_network_only() -> None:
+    from support.kubeapi import schema as schema_support
+
+    from turnpike.operator import crds
+    from turnpike.operator.model import SpecError
+
+    sysctl = {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
+    assert _pod(sip=SIP_443)["securityContext"]["sysctls"] == [sysctl]
+    assert _pod(port=80)["securityContext"]["sysctls"] == [sysctl]
+    assert "sysctls" not in _pod(sip={**SIP_443, "tls": {"secretName": "c"}})["securityContext"]
+    # On the node's network that sysctl would be the node's: such ports are refused instead.
+    schema = crds.stream_gateway_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    obj = {"spec": {"edge": "a", "hostNetwork": True, "sip": SIP_443}}
+    errors = schema_support.validate(schema_support.prune_and_default(obj, schema), schema)
+    assert len(errors) == 1 and "with hostNetwork every gateway port" in errors[0], errors
+    with pytest.raises(SpecError, match="spec.hostNetwork: port 443 is below 1024"):
+        _pod(hostNetwork=True, sip=SIP_443)

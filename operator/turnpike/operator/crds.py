@@ -523,6 +523,14 @@ def _gateway_listener_rules() -> list[Schema]:
             f"taken: sip.port, port and the metrics port {metrics} are TCP listeners too'",
         },
         {
+            "rule": "!self.hostNetwork || (self.port >= 1024 && self.rtpPorts.min >= 1024 "
+            f"&& (!{_SIP_ON} || self.sip.port >= 1024) "
+            f"&& (!{_SIP_TLS_ON} || self.sip.tls.port >= 1024))",
+            "message": "with hostNetwork every gateway port (port, rtpPorts, sip.port, "
+            "sip.tls.port) must be 1024 or above: the non-root gateway cannot bind lower ports "
+            "on the node",
+        },
+        {
             "rule": f"!{_SIP_ON} || !(self.rtpPorts.min <= self.sip.port "
             "&& self.sip.port <= self.rtpPorts.max)",
             "message": "rtpPorts must not include sip.port: RTP and SIP both use UDP",

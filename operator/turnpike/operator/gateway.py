@@ -158,6 +158,12 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
         pod_spec["hostNetwork"] = True
         pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
         rolling = {"maxSurge": 0, "maxUnavailable": 1}
+    elif gateway.lowest_port() < 1024:
+        # A namespaced, "safe" sysctl for the pod's own network namespace: the gateway stays
+        # non-root with no capability (on the host network the CRD refuses such ports).
+        pod_spec["securityContext"]["sysctls"] = [
+            {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
+        ]
     spec: Obj = {"strategy": {"type": "RollingUpdate", "rollingUpdate": rolling}}
     return {
         "apiVersion": "apps/v1",

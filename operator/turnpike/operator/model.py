@@ -388,9 +388,21 @@ class StreamGateway:
         gateway.check_ports()
         return gateway
 
+    def lowest_port(self) -> int:
+        """The lowest port a gateway pod binds: a listener or the start of the RTP range."""
+        ports = [self.port, self.rtp_ports[0]]
+        if self.sip is not None:
+            ports += [self.sip.port] + ([self.sip.tls_port] if self.sip.tls_port else [])
+        return min(ports)
+
     def check_ports(self) -> None:
         """The CRD's listener rules, repeated for objects stored before they existed."""
         metrics = crds.GATEWAY_METRICS_PORT
+        if self.host_network and self.lowest_port() < 1024:
+            raise SpecError(
+                f"spec.hostNetwork: port {self.lowest_port()} is below 1024, which the non-root "
+                "gateway cannot bind on the node's network; use ports from 1024"
+            )
         if self.port == metrics:
             raise SpecError(f"spec.port: {metrics} is the gateway's metrics port")
         if self.sip is None:
