@@ -8,10 +8,13 @@ no-new-privileges, capabilities, sysctls, args, env and envFrom, and Secret, Con
 emptyDir volumes as the kubelet lays them out (files owned by root and the fsGroup, with the
 rendered modes, mounted read-only where the pod says so).
 
-Networking is the one deliberate difference: every container runs on the host network, and each
+Networking is the one deliberate difference: a container runs on the host network, and each
 wildcard listen address in the args and environment ("0.0.0.0:PORT") is rewritten to the
-loopback address and free port the test chose for it; an unmapped wildcard is an error, so no
-container ever listens on the host's real interfaces.
+loopback address and free port the test chose for it (an unmapped wildcard is an error, so no
+container ever listens on the host's real interfaces), or in a network namespace the test made.
+What a test adds to a pod (a kubeconfig instead of a service account, a test CA) is named in
+``extra_files``/``extra_env``. Podman's one semantic difference from a kubelet's runtime, ambient
+capabilities for non-root users, is undone at start (`PodRun.entrypoint`).
 """
 
 from __future__ import annotations
