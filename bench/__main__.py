@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--fork-streams", type=lambda t: [int(x) for x in _csv(t)])
     gw.add_argument("--echo-streams", type=lambda t: [int(x) for x in _csv(t)])
     gw.add_argument("--duration", type=float, help="seconds of RTP per step")
+    gw.add_argument(
+        "--sip",
+        action="store_true",
+        help="place the calls over SIP (INVITE/ACK/BYE) instead of POST /v1/Calls; "
+        "writes streamgw-sip.json",
+    )
     op = sub.add_parser("operator", help="operator: time to reconcile N RelayEdges")
     op.add_argument("--smoke", action="store_true", help="a few seconds; checks the harness")
     op.add_argument("--out", type=Path, help="output directory (default bench/results)")
@@ -96,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         gparams = StreamgwParams.smoke_preset() if args.smoke else StreamgwParams()
         _override(gparams, args, ("fork_streams", "echo_streams", "duration"))
+        gparams.sip = args.sip
         return streamgw_main(gparams, args.out, plots=not args.no_plots)
     if args.target == "report":
         from bench.report import main as report_main

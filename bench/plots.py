@@ -220,7 +220,7 @@ def plot_streamgw(result: dict[str, Any], out_dir: Path) -> Path:
     ax2.legend(fontsize=7)
     fig.text(0.5, 0.01, _subtitle(result), ha="center", fontsize=7, color="dimgray")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    return _save(fig, out_dir / "streamgw.png")
+    return _save(fig, out_dir / f"{result.get('benchmark', 'streamgw')}.png")
 
 
 def plot_operator(result: dict[str, Any], out_dir: Path) -> Path:

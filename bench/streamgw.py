@@ -47,6 +47,7 @@ from bench.common import (
     write_result,
 )
 from bench.rtpgen import Callers
+from bench.sipcalls import SipGateway
 from bench.wsconsumer import Consumers
 
 
@@ -57,6 +58,7 @@ class StreamgwParams:
     duration: float = 4.0
     p99_limit_ms: float = 20.0
     hostile_streams: int = 20
+    sip: bool = False  # calls placed over SIP (INVITE/ACK/BYE) instead of POST /v1/Calls
     smoke: bool = False
 
     @classmethod
@@ -120,24 +122,27 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def step_twiml(kind: str, ws_port: int) -> str:
+    url = f"wss://127.0.0.1:{ws_port}/{kind}"
+    if kind == "fork":
+        return (
+            f'<Response><Start><Stream url="{url}" track="inbound_track"/></Start>'
+            '<Pause length="600"/></Response>'
+        )
+    return f'<Response><Connect><Stream url="{url}"/></Connect></Response>'
+
+
 def _step(
     kind: str,
     n: int,
     params: StreamgwParams,
-    gw: Gateway,
+    gw: Gateway | SipGateway,
     service: servers.Service,
     callers: Callers,
     consumers: Consumers,
     ws_port: int,
 ) -> dict[str, Any]:
-    url = f"wss://127.0.0.1:{ws_port}/{kind}"
-    if kind == "fork":
-        twiml = (
-            f'<Response><Start><Stream url="{url}" track="inbound_track"/></Start>'
-            '<Pause length="600"/></Response>'
-        )
-    else:
-        twiml = f'<Response><Connect><Stream url="{url}"/></Connect></Response>'
+    twiml = step_twiml(kind, ws_port)
     (opened,) = callers.broadcast({"op": "open", "calls": n}, timeout=30)
     remotes = [(str(h), int(p)) for h, p in opened["addresses"]]
     consumers.broadcast({"op": "echo", "echo": kind == "echo"}, timeout=10)
@@ -182,6 +187,7 @@ def _step(
         "streams": n,
         "frames_per_stream": frames,
         "call_setup_s": round(setup_s, 3),
+        "calls_per_s": round(n / setup_s, 1) if setup_s > 0 else None,
         "rtp_sent": sent["sent"],
         "sender_late_max_ms": round(sent["late_max_s"] * 1000, 2),
         "ws_frames": delivered,
@@ -325,7 +331,7 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
         (tmp / "accounts.json").write_text(
             json.dumps({"accounts": [{"sid": account, "authToken": token}]})
         )
-        api, metrics = servers.free_dual_port(), servers.free_dual_port()
+        api, metrics, sip = (servers.free_dual_port() for _ in range(3))
         args = [
             "streamgw",
             "--listen", f"127.0.0.1:{api}",
@@ -336,16 +342,24 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
             "--ca-file", str(tls.ca_cert),
             "--metrics", f"127.0.0.1:{metrics}",
         ]  # fmt: skip
-        command = ["turnpike", *[Path(a).name if a.startswith("/") else a for a in args]]
         with Consumers() as consumers, Callers(1) as callers:
             (ws,) = consumers.broadcast(
                 {"op": "start", "cert": str(tls.cert), "key": str(tls.key)}, timeout=30
             )
+            sip_gw: SipGateway | None = None
+            if params.sip:
+                documents = [step_twiml(kind, ws["port"]) for kind in ("fork", "echo")]
+                numbers = SipGateway.numbers_file(tmp / "numbers.json", account, documents)
+                args += ["--sip", f"127.0.0.1:{sip}", "--numbers", str(tmp / "numbers.json")]
+                args += ["--sip-trust", "127.0.0.1/32"]
+                sip_gw = SipGateway(sip, numbers)
+            command = ["turnpike", *[Path(a).name if a.startswith("/") else a for a in args]]
             service = servers.start_turnpike(
                 "streamgw", args, tmp, f"http://127.0.0.1:{metrics}/ready"
             )
             try:
-                gw = Gateway(f"http://127.0.0.1:{api}", account, token)
+                rest = Gateway(f"http://127.0.0.1:{api}", account, token)
+                gw: Gateway | SipGateway = sip_gw or rest
                 for kind, levels in (("fork", params.fork_streams), ("echo", params.echo_streams)):
                     for n in levels:
                         log(f" {kind} x{n}")
@@ -360,7 +374,8 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
                             break
                         steps.append(step)
                         log(
-                            f"  dropped {step['dropped_frames']}, p50 "
+                            f"  {step['calls_per_s']} calls/s set up, "
+                            f"dropped {step['dropped_frames']}, p50 "
                             f"{step['latency_p50_ms'] or 0:.1f} ms, p99 "
                             f"{step['latency_p99_ms'] or 0:.1f} ms, "
                             f"{step['cpu_per_stream_pct']:.2f} % CPU/stream"
@@ -372,16 +387,19 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
                         )
                         if not step["pass"]:
                             break
-                log(f" hostile TwiML, {params.hostile_streams} healthy forks")
-                hostile = _hostile(params, gw, service, callers, consumers, ws["port"])
-                log(
-                    f"  p99 {hostile['quiet_p99_ms'] or 0:.1f} ms quiet, "
-                    f"{hostile['bombs_p99_ms'] or 0:.1f} ms while "
-                    f"{hostile['bombs_refused'] + hostile['bombs_fetched']} entity bombs arrived, "
-                    f"{hostile['say_p99_ms'] or 0:.1f} ms while "
-                    f"{hostile['say_calls']} new <Say> calls arrived"
-                )
+                if sip_gw is None:  # the hostile-TwiML check is about documents, not ingress
+                    log(f" hostile TwiML, {params.hostile_streams} healthy forks")
+                    hostile = _hostile(params, rest, service, callers, consumers, ws["port"])
+                    log(
+                        f"  p99 {hostile['quiet_p99_ms'] or 0:.1f} ms quiet, "
+                        f"{hostile['bombs_p99_ms'] or 0:.1f} ms while "
+                        f"{hostile['bombs_refused'] + hostile['bombs_fetched']} entity bombs "
+                        f"arrived, {hostile['say_p99_ms'] or 0:.1f} ms while "
+                        f"{hostile['say_calls']} new <Say> calls arrived"
+                    )
             finally:
+                if sip_gw is not None:
+                    sip_gw.close()
                 service.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -410,8 +428,9 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
             headline.append(line)
         else:
             headline.append(f"{kind}: no level passed")
+    name = "streamgw-sip" if params.sip else "streamgw"
     result: dict[str, Any] = {
-        "benchmark": "streamgw",
+        "benchmark": name,
         "date": utc_now(),
         "smoke": params.smoke,
         "machine": info,
@@ -423,7 +442,7 @@ def run(params: StreamgwParams, out_dir: Path, plots: bool = True) -> dict[str, 
         "hostile_twiml": hostile,
         "summary": {**summary, "headline": headline},
     }
-    path = write_result(out_dir, "streamgw", result)
+    path = write_result(out_dir, name, result)
     log(f"wrote {path}")
     if plots:
         from bench.plots import plot_streamgw

@@ -50,3 +50,25 @@ def test_streamgw_smoke(tmp_path: Path) -> None:
     from bench.report import streamgw_section
 
     assert "| kind | streams |" in "\n".join(streamgw_section(result))
+
+
+def test_streamgw_sip_smoke(tmp_path: Path) -> None:
+    """``--sip``: the same steps with calls placed by INVITE/ACK and ended by BYE."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "streamgw", "--smoke", "--sip", "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads((tmp_path / "streamgw-sip.json").read_text())
+    assert result["benchmark"] == "streamgw-sip" and result["params"]["sip"] is True
+    assert "--sip" in result["command"] and "--numbers" in result["command"]
+    assert {s["kind"] for s in result["steps"]} == {"fork", "echo"}
+    for step in result["steps"]:
+        assert "error" not in step, step
+        assert step["calls_per_s"] > 0 and step["ws_frames"] > 0
+    assert result["hostile_twiml"] == {}
+    assert (tmp_path / "streamgw-sip.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -47,3 +47,24 @@ def test_errors(doc: object, problem: str) -> None:
     with pytest.raises(AccountsError, match=problem) as info:
         Accounts.parse(text, "accounts.json")
     assert str(info.value).startswith("accounts.json: ")
+
+
+def test_sip_credentials_belong_to_one_account() -> None:
+    other = "AC" + "2" * 32
+    doc = {
+        "accounts": [
+            {"sid": AC, "authToken": "t", "sipCredentials": [{"username": "pbx", "password": "p"}]},
+            {"sid": other, "authToken": "u"},
+        ]
+    }
+    accounts = Accounts.parse(json.dumps(doc))
+    found = accounts.sip_user("pbx")
+    assert found is not None and found[0].sid == AC and found[1] == "p"
+    assert accounts.sip_user("nobody") is None
+    assert "p" not in repr(found[0])  # passwords never show up in logs
+    doc["accounts"][1]["sipCredentials"] = [{"username": "pbx", "password": "q"}]
+    with pytest.raises(AccountsError, match="listed twice"):
+        Accounts.parse(json.dumps(doc))
+    doc["accounts"][1]["sipCredentials"] = [{"username": "x"}]
+    with pytest.raises(AccountsError, match="non-empty password"):
+        Accounts.parse(json.dumps(doc))

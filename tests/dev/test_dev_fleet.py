@@ -38,7 +38,8 @@ def ports_in_state(state: dict[str, Any]) -> list[int]:
         state["streamgw"]["metrics"],
     ]
     return [int(u.split("://")[1].split("/")[0].rsplit(":", 1)[1]) for u in urls] + [
-        state["relay"]["port"]
+        state["relay"]["port"],
+        state["streamgw"]["sip"]["port"],
     ]
 
 
@@ -163,6 +164,16 @@ async def test_dev_fleet_end_to_end(tmp_path: Path) -> None:
         wav = next(line.split(": ", 1)[1] for line in text.splitlines() if "inbound:" in line)
         assert Path(wav).exists()
 
+        # the same call over SIP, to the dev number the banner shows
+        assert state["streamgw"]["sip"]["uri"].startswith("sip:+15550002222@127.0.0.1:")
+        call = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "turnpike", "dev", "call", "--state-file", str(state_file),
+            "--sip", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(call.communicate(), 60)
+        assert call.returncode == 0, out.decode() + dev.text
+        assert "over SIP" in out.decode() and "matches byte for byte" in out.decode()
+
         # any WAV a user has: espeak-ng writes 22.05 kHz 16-bit PCM, the call converts it
         espeak = require_tool("espeak-ng", "apt-get install espeak-ng")
         speech = tmp_path / "speech.wav"
@@ -178,6 +189,7 @@ async def test_dev_fleet_end_to_end(tmp_path: Path) -> None:
         code = await dev.stop(signal.SIGTERM)
     assert code == 0, dev.text
     assert f"Account SID         {state['accountSid']}" in dev.text  # the banner
+    assert f"SIP (UDP and TCP)   {state['streamgw']['sip']['uri']}" in dev.text
     assert state["curl"] in dev.text
     assert f"dev call --state-file {state_file}" in state["callCommand"]
     assert state["callCommand"] in dev.text

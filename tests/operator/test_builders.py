@@ -109,6 +109,30 @@ def test_relay_children_load_balancer_mode() -> None:
     assert annotations != deployment["spec"]["template"]["metadata"]["annotations"]
 
 
+def test_relay_kernel_fast_path_adds_exactly_bpf_and_net_admin() -> None:
+    default = relay.children(_edge(), OWNER, [], None, "keys")
+    assert default[0]["data"]["TURNPIKE_OFFLOAD"] == "off"
+    security = default[1]["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert security["runAsNonRoot"] is True and "runAsUser" not in security
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    for mode in ("auto", "tc"):
+        config, deployment, *_ = relay.children(_edge(offload=mode), OWNER, [], None, "keys")
+        assert config["data"]["TURNPIKE_OFFLOAD"] == mode
+        security = deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        assert security["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "NET_ADMIN"]}
+        assert security["runAsUser"] == 0 and security["runAsNonRoot"] is False
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["readOnlyRootFilesystem"] is True
+        assert "privileged" not in json.dumps(deployment)
+    host = relay.children(
+        _edge(offload="auto", hostNetwork=True, tlsSecretName="cert"), OWNER, [], None, "keys"
+    )
+    security = host[1]["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert security["capabilities"]["add"] == ["BPF", "NET_ADMIN", "NET_BIND_SERVICE"]
+    with pytest.raises(SpecError, match="spec.offload"):
+        _edge(offload="xdp")
+
+
 def test_relay_children_host_network_daemonset_with_tls() -> None:
     edge = _edge(
         mode="DaemonSet",
@@ -392,3 +416,70 @@ def test_ownership_refuses_what_turnpike_did_not_create() -> None:
     controlled["metadata"]["ownerReferences"] = [ref]
     with pytest.raises(apply.ForeignObject, match='controlled by Deployment "d"'):
         apply.check_ownership(desired, controlled)
+
+
+SIP_SPEC = {
+    "edge": "ashburn",
+    "sip": {
+        "port": 5070,
+        "trustedCidrs": ["203.0.113.0/24", "198.51.100.7"],
+        "realm": "trunks",
+        "numbers": {"configMapName": "numbers"},
+    },
+}
+
+
+def test_gateway_sip_children_and_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = {"metadata": {"name": "media", "namespace": "ns"}, "spec": SIP_SPEC}
+    gw = StreamGateway.parse(body, "turnpike:test")
+    assert gw.sip is not None and gw.sip.trusted == ("203.0.113.0/24", "198.51.100.7/32")
+    config, deployment, service = gateway.children(gw, {**OWNER, "kind": "StreamGateway"})
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    sip_ports = [(p["containerPort"], p["protocol"]) for p in container["ports"][2:]]
+    assert sip_ports == [(5070, "UDP"), (5070, "TCP")]
+    assert [(p["port"], p["protocol"]) for p in service["spec"]["ports"][1:]] == sip_ports
+    assert {"name": "numbers", "mountPath": "/etc/turnpike/numbers", "readOnly": True} in (
+        container["volumeMounts"]
+    )
+    assert {"name": "numbers", "configMap": {"name": "numbers", "defaultMode": 0o440}} in pod[
+        "volumes"
+    ]
+    env = {**config["data"], "TURNPIKE_RTP_IP": "10.244.0.5"}
+    args = _parse_as_container(container, env, monkeypatch)
+    assert str(args.sip) == "0.0.0.0:5070"
+    assert args.numbers == "/etc/turnpike/numbers/numbers.json"
+    assert args.sip_trust == ["203.0.113.0/24", "198.51.100.7/32"] and args.sip_realm == "trunks"
+    # Without spec.sip nothing about SIP appears.
+    plain = StreamGateway.parse({"metadata": body["metadata"], "spec": {"edge": "a"}}, "x")
+    config, deployment, service = gateway.children(plain, {**OWNER, "kind": "StreamGateway"})
+    assert not any(k.startswith("TURNPIKE_SIP") for k in config["data"])
+    assert len(service["spec"]["ports"]) == 1
+    secret = {**SIP_SPEC["sip"], "numbers": {"secretName": "n", "key": "routes.json"}}  # type: ignore[dict-item]
+    from_secret = StreamGateway.parse({**body, "spec": {"edge": "a", "sip": secret}}, "x")
+    config, deployment, _ = gateway.children(from_secret, {**OWNER, "kind": "StreamGateway"})
+    assert config["data"]["TURNPIKE_NUMBERS"] == "/etc/turnpike/numbers/routes.json"
+    assert deployment["spec"]["template"]["spec"]["volumes"][1]["secret"]["secretName"] == "n"
+    both = {**SIP_SPEC["sip"], "numbers": {"secretName": "n", "configMapName": "m"}}  # type: ignore[dict-item]
+    with pytest.raises(SpecError, match="exactly one"):
+        StreamGateway.parse({**body, "spec": {"edge": "a", "sip": both}}, "x")
+
+
+def test_ranges_publish_sip_signalling_and_media() -> None:
+    sip = ranges.SipEntry(("192.0.2.10/32", "192.0.2.11/32"), 5060, (20000, 29999))
+    entry = ranges.EdgeRanges(
+        "ashburn", "US East", ("192.0.2.1/32",), ((3478, "udp"),), (49152, 65535),
+        ("192.0.2.10/32", "192.0.2.11/32"), (sip,),
+    )  # fmt: skip
+    doc = ranges.document([entry])
+    assert doc["edges"][0]["sip"] == {
+        "cidrs": ["192.0.2.10/31"],
+        "ports": [{"port": 5060, "protocol": "udp"}, {"port": 5060, "protocol": "tcp"}],
+        "rtpPorts": ["20000-29999"],
+    }
+    text = ranges.render_txt(doc, "now")
+    (sip_line,) = [line for line in text.splitlines() if "sip (inbound)" in line]
+    assert sip_line.split("  ")[-1] == "5060/udp, 5060/tcp" and " 192.0.2.10/31 " in sip_line
+    assert "rtp (both ways)" in text and "20000-29999/udp" in text
+    no_sip = ranges.EdgeRanges("a", "b", (), (), (1, 2), ())
+    assert "sip" not in ranges.document([no_sip])["edges"][0]

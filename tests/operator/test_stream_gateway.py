@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -125,3 +126,50 @@ async def test_gateway_with_missing_edge_is_degraded_then_recovers(kube: k8s.Kub
     # And when the edge goes away again, the gateway says so.
     await kube.delete(k8s.RELAY_EDGES, ns, "nowhere")
     await eventually(degraded, what="Degraded again after the edge was deleted")
+
+
+async def test_sip_gateway_is_wired_and_published(kube: k8s.Kube, ns: str) -> None:
+    """``spec.sip``: the Deployment and Service carry the SIP port (UDP and TCP) and the numbers
+    file, and `turnpike-ip-ranges` publishes where carriers send signalling and RTP."""
+    await kube.create(
+        k8s.RELAY_EDGES, ns, edge("ashburn", "US East", addresses={"static": ["192.0.2.0/24"]})
+    )
+    numbers = {"numbers": []}
+    await kube.create(
+        k8s.CONFIGMAPS,
+        ns,
+        {
+            "metadata": {"name": "numbers", "namespace": ns},
+            "data": {"numbers.json": json.dumps(numbers)},
+        },
+    )
+    spec = {
+        "egress": {"static": ["198.51.100.16/28"]},
+        "rtpPorts": {"min": 31000, "max": 31999},
+        "sip": {"trustedCidrs": ["203.0.113.0/24"], "numbers": {"configMapName": "numbers"}},
+    }
+    await kube.create(k8s.STREAM_GATEWAYS, ns, gateway("trunk", "ashburn", **spec))
+
+    async def sip_ranges() -> dict[str, Any] | None:
+        entry = published(await ranges_doc(kube, ns)).get("ashburn") or {}
+        found: dict[str, Any] | None = entry.get("sip")
+        return found
+
+    assert await eventually(sip_ranges, what="SIP ranges") == {
+        "cidrs": ["198.51.100.16/28"],
+        "ports": [{"port": 5060, "protocol": "udp"}, {"port": 5060, "protocol": "tcp"}],
+        "rtpPorts": ["31000-31999"],
+    }
+    service = await kube.get(k8s.SERVICES, ns, GW("trunk"))
+    assert service is not None
+    assert [(p["port"], p["protocol"]) for p in service["spec"]["ports"]] == [
+        (8080, "TCP"),
+        (5060, "UDP"),
+        (5060, "TCP"),
+    ]
+    config = await kube.get(k8s.CONFIGMAPS, ns, GW("trunk"))
+    assert config is not None and config["data"]["TURNPIKE_SIP_TRUST"] == "203.0.113.0/24"
+    deployment = await kube.get(k8s.DEPLOYMENTS, ns, GW("trunk"))
+    assert deployment is not None
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "numbers", "configMap": {"name": "numbers", "defaultMode": 0o440}} in volumes

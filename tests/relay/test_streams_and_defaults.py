@@ -26,8 +26,8 @@ from support.relay import (
 
 from turnpike.core.filewatch import FileWatcher
 from turnpike.core.keyring import parse_keyring
+from turnpike.core.tls import tls_context
 from turnpike.relay import stun
-from turnpike.relay.app import tls_context
 from turnpike.relay.server import RelayConfig, RelayServer
 from turnpike.relay.stun import Attr, Class, Method
 from turnpike.relay.transports import Listeners

@@ -27,6 +27,8 @@ async def test_voice_webhook_is_signed_and_its_twiml_runs(
         "AccountSid": ACCOUNT,
         "From": "+15551230000",
         "To": "+15559870000",
+        "Caller": "+15551230000",
+        "Called": "+15559870000",
         "CallStatus": "in-progress",
         "Direction": "inbound",
         "ApiVersion": "2010-04-01",

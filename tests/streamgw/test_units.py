@@ -62,38 +62,6 @@ def test_rtp_round_trip_and_malformed() -> None:
             rtp.parse(bad)
 
 
-def test_reorder_buffer_restores_order_across_wrap() -> None:
-    buf = rtp.ReorderBuffer(depth=4)
-    seqs = [65533, 65535, 65534, 0, 2, 1, 1, 3]
-    out = []
-    for s in seqs:
-        out += [(lost, p.sequence) for lost, p in buf.push(rtp.RtpPacket(0, s, 0, 1, b""))]
-    assert out == [(0, 65533), (0, 65534), (0, 65535), (0, 0), (0, 1), (0, 2), (0, 3)]
-    assert buf.duplicates == 1
-
-
-def test_reorder_buffer_handles_a_swapped_first_pair_and_flush() -> None:
-    buf = rtp.ReorderBuffer()
-    assert buf.push(rtp.RtpPacket(0, 8, 0, 1, b"")) == []  # waits for a second packet
-    got = [p.sequence for _, p in buf.push(rtp.RtpPacket(0, 7, 0, 1, b""))]
-    got += [p.sequence for _, p in buf.push(rtp.RtpPacket(0, 10, 0, 1, b""))]
-    assert got == [7, 8]
-    assert [(lost, p.sequence) for lost, p in buf.flush()] == [(1, 10)]
-    lone = rtp.ReorderBuffer()
-    lone.push(rtp.RtpPacket(0, 3, 0, 1, b""))
-    assert [p.sequence for _, p in lone.flush()] == [3]
-
-
-def test_reorder_buffer_gives_up_on_lost_packets() -> None:
-    buf = rtp.ReorderBuffer(depth=2)
-    got = []
-    for s in [10, 12, 13, 14, 15]:
-        got += [(lost, p.sequence) for lost, p in buf.push(rtp.RtpPacket(0, s, 0, 1, b""))]
-    assert got == [(0, 10), (1, 12), (0, 13), (0, 14), (0, 15)]
-    assert buf.lost == 1
-    assert buf.push(rtp.RtpPacket(0, 11, 0, 1, b"")) == []  # too late now
-
-
 def test_telephone_event() -> None:
     event = rtp.parse_telephone_event(rtp.build_telephone_event(11, True, 800))
     assert event.key == "#" and event.end and event.duration == 800

@@ -2,10 +2,12 @@
 
 Format (in a cluster it comes from a Secret)::
 
-    {"accounts": [{"sid": "AC…", "authToken": "…", "apiKeys": [{"sid": "SK…", "secret": "…"}]}]}
+    {"accounts": [{"sid": "AC…", "authToken": "…", "apiKeys": [{"sid": "SK…", "secret": "…"}],
+                   "sipCredentials": [{"username": "pbx1", "password": "…"}]}]}
 
 Clients authenticate with HTTP Basic ``AccountSid:AuthToken`` or ``ApiKeySid:secret``, as with the
-hosted APIs.
+hosted APIs. ``sipCredentials`` (optional) are the usernames and passwords a PBX or trunk uses for
+SIP digest authentication at the stream gateway; a username belongs to one account only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import base64
 import binascii
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +32,7 @@ class Account:
     sid: str
     auth_token: str = field(repr=False)
     api_keys: dict[str, str] = field(default_factory=dict, repr=False)  # SK sid -> secret
+    sip_credentials: dict[str, str] = field(default_factory=dict, repr=False)  # user -> password
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +62,15 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
 class Accounts:
     by_sid: dict[str, Account]
     _key_owner: dict[str, Account] = field(repr=False)
+    _sip_owner: dict[str, Account] = field(default_factory=dict, repr=False)
 
     def get(self, sid: str) -> Account | None:
         return self.by_sid.get(sid)
+
+    def sip_user(self, username: str) -> tuple[Account, str] | None:
+        """The account a SIP digest username belongs to, and its password."""
+        account = self._sip_owner.get(username)
+        return None if account is None else (account, account.sip_credentials[username])
 
     def authenticate(self, header: str | None) -> Principal | None:
         """The principal a Basic ``Authorization`` header proves, or None."""
@@ -93,6 +103,7 @@ class Accounts:
             raise fail('expected an object with an "accounts" list')
         by_sid: dict[str, Account] = {}
         key_owner: dict[str, Account] = {}
+        sip_owner: dict[str, Account] = {}
         raw_accounts: list[Any] = doc["accounts"]
         for n, raw in enumerate(raw_accounts):
             if not isinstance(raw, dict):
@@ -118,10 +129,31 @@ class Accounts:
                 if ksid in keys or ksid in key_owner:
                     raise fail(f"API key {ksid} is listed twice")
                 keys[ksid] = secret
-            account = Account(sid, token, keys)
+            sip = _sip_credentials(raw.get("sipCredentials", []), sid, sip_owner, fail)
+            account = Account(sid, token, keys, sip)
             by_sid[sid] = account
             key_owner.update(dict.fromkeys(keys, account))
-        return cls(by_sid, key_owner)
+            sip_owner.update(dict.fromkeys(sip, account))
+        return cls(by_sid, key_owner, sip_owner)
+
+
+def _sip_credentials(
+    raw: Any, sid: str, taken: dict[str, Account], fail: Callable[[str], AccountsError]
+) -> dict[str, str]:
+    if not isinstance(raw, list):
+        raise fail(f'account {sid}: "sipCredentials" must be a list')
+    out: dict[str, str] = {}
+    for entry in raw:
+        user = entry.get("username") if isinstance(entry, dict) else None
+        password = entry.get("password") if isinstance(entry, dict) else None
+        if not isinstance(user, str) or not user or not user.isprintable() or '"' in user:
+            raise fail(f"account {sid}: a SIP username must be a non-empty printable string")
+        if not isinstance(password, str) or not password:
+            raise fail(f"account {sid}: SIP username {user} needs a non-empty password")
+        if user in out or user in taken:
+            raise fail(f"SIP username {user} is listed twice")
+        out[user] = password
+    return out
 
 
 def parse_accounts(data: bytes, source: str) -> Accounts:

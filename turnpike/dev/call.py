@@ -2,7 +2,8 @@
 
 It plays a WAV file as RTP (20 ms PCMU packets paced in real time) into the gateway of a running
 `turnpike dev`, with TwiML that forks the call's audio to the sample consumer, hangs up when the
-audio has been sent, and compares what the consumer recorded with what was sent.
+audio has been sent, and compares what the consumer recorded with what was sent. The call is
+handed over with ``POST /v1/Calls``, or with ``--sip`` placed over SIP to the dev number.
 """
 
 from __future__ import annotations
@@ -131,6 +132,44 @@ async def place_call(state: dict[str, Any], audio: bytes, twiml: str | None) -> 
             recording = await _wait_recording(http, state, call_sid, consumer_ssl)
     finally:
         transport.close()
+    return await _result(call_sid, audio, recording)
+
+
+async def place_sip_call(state: dict[str, Any], audio: bytes) -> CallResult:
+    """The same call over SIP: INVITE the dev number, stream, then BYE (see `sipcall`)."""
+    from turnpike.dev.sipcall import SipLeg
+
+    host = state["host"]
+    sip = state["streamgw"]["sip"]
+    consumer_ssl = ssl.create_default_context(cafile=state["consumer"]["caFile"])
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    transport, _ = await loop.create_datagram_endpoint(
+        _RtpSink, local_addr=(host, 0), family=family
+    )
+    leg = SipLeg(host, (sip["host"], sip["port"]), sip["uri"], "+15005550001")
+    try:
+        await leg.open()
+        media, call_sid = await leg.invite(host, transport.get_extra_info("sockname")[1])
+        if call_sid is None or media.remote is None:
+            raise RuntimeError("the gateway's 200 OK named no call or no media address")
+        async with aiohttp.ClientSession() as http:
+            await _wait_recording(http, state, call_sid, consumer_ssl, complete=False)
+            await send_rtp(transport, media.remote, audio)
+            await asyncio.sleep(0.3)  # let the last frames clear the gateway's jitter buffer
+            status = await leg.bye()
+            if status != 200:
+                raise RuntimeError(f"the gateway answered the BYE with {status}")
+            recording = await _wait_recording(http, state, call_sid, consumer_ssl)
+    except TimeoutError:
+        raise RuntimeError(f"no answer from the gateway's SIP port {sip['uri']}") from None
+    finally:
+        leg.close()
+        transport.close()
+    return await _result(call_sid, audio, recording)
+
+
+async def _result(call_sid: str, audio: bytes, recording: dict[str, Any]) -> CallResult:
     files = recording.get("files", {})
     received = (
         wav_to_ulaw(await asyncio.to_thread(Path(files["inbound"]).read_bytes))
@@ -161,7 +200,7 @@ async def _wait_recording(
     raise RuntimeError(f"the sample consumer recorded nothing for call {call_sid} within 10 s")
 
 
-def run_call(state_file: Path, wav: Path | None, twiml_file: Path | None) -> int:
+def run_call(state_file: Path, wav: Path | None, twiml_file: Path | None, sip: bool = False) -> int:
     try:
         state = json.loads(state_file.read_text())
     except FileNotFoundError:
@@ -186,9 +225,16 @@ def run_call(state_file: Path, wav: Path | None, twiml_file: Path | None) -> int
     except (OSError, ValueError) as exc:
         print(f"cannot use {twiml_file}: {exc}", file=sys.stderr)
         return 1
-    print(f"calling the gateway with {len(audio) / 8000:.2f} s of audio…", flush=True)
+    if sip and twiml is not None:
+        print("--sip calls the dev number, whose TwiML is in the numbers file", file=sys.stderr)
+        return 2
+    how = "over SIP" if sip else "through the REST API"
+    print(f"calling the gateway {how} with {len(audio) / 8000:.2f} s of audio…", flush=True)
     try:
-        result = asyncio.run(place_call(state, audio, twiml))
+        if sip:
+            result = asyncio.run(place_sip_call(state, audio))
+        else:
+            result = asyncio.run(place_call(state, audio, twiml))
     except (RuntimeError, aiohttp.ClientError, OSError) as exc:
         print(f"call failed: {exc}", file=sys.stderr)
         return 1

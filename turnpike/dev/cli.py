@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--free-ports",
         action="store_true",
-        help="use free ephemeral ports instead of the fixed defaults (3478, 8080, 8081, 8443)",
+        help="use free ephemeral ports instead of the fixed defaults (3478, 8080, 8081, 8443, "
+        "SIP 5060)",
     )
     sub = parser.add_subparsers(dest="dev_command", metavar="SUBCOMMAND")
     call = sub.add_parser(
@@ -48,13 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     call.add_argument("--twiml", type=Path, help="TwiML document to run instead of the default")
     apply_env_defaults(call)
+    # Added after the environment defaults: TURNPIKE_SIP is `turnpike streamgw --sip HOST:PORT`
+    # (set in every gateway container), and this switch must not read it.
+    call.add_argument(
+        "--sip",
+        action="store_true",
+        help="place the call over SIP to the dev number instead of through the REST API",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.dev_command == "call":
         from turnpike.dev.call import run_call
 
-        return run_call(args.state_file, args.wav, args.twiml)
+        return run_call(args.state_file, args.wav, args.twiml, args.sip)
 
     from turnpike.core import service
     from turnpike.dev.fleet import run_fleet

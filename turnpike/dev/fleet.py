@@ -42,6 +42,9 @@ STOP_TIMEOUT = 15.0
 _PR_SET_PDEATHSIG = 1
 
 
+DEV_NUMBER = "+15550002222"  # the dev number: routed to the sample consumer
+
+
 def default_state_file() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "turnpike" / "dev.json"
@@ -89,6 +92,7 @@ class Ports:
     relay_metrics: int = 9641
     tokens_metrics: int = 9642
     streamgw_metrics: int = 9643
+    sip: int = 5060
 
     @classmethod
     def free(cls, host: str) -> Ports:
@@ -103,6 +107,7 @@ class Ports:
             relay_metrics=_free_port(host, [tcp]),
             tokens_metrics=_free_port(host, [tcp]),
             streamgw_metrics=_free_port(host, [tcp]),
+            sip=_free_port(host, [udp, tcp]),
         )
 
 
@@ -171,6 +176,8 @@ class Fleet:
         self.tls = make_dev_tls(self.work / "tls", self.host)
         self.recordings = self.work / "recordings"
         self.recordings.mkdir(exist_ok=True)
+        numbers = self.work / "numbers.json"
+        numbers.write_text(json.dumps(self._numbers(), indent=2) + "\n")
 
         h, p = self.host, self.ports
         hp = _url_host(h)
@@ -210,6 +217,9 @@ class Fleet:
                     "--allow-destination", self.network,
                     "--ca-file", str(self.tls.ca_cert),
                     "--metrics", f"{hp}:{p.streamgw_metrics}",
+                    "--sip", f"{hp}:{p.sip}",
+                    "--numbers", str(numbers),
+                    "--sip-trust", self.network,
                 ],
                 f"http://{hp}:{p.streamgw_metrics}/ready",
             ),
@@ -241,6 +251,12 @@ class Fleet:
                 "callsUrl": f"http://{hp}:{p.streamgw}/v1/Calls",
                 "rtpIp": h,
                 "metrics": f"http://{hp}:{p.streamgw_metrics}/metrics",
+                "sip": {
+                    "uri": f"sip:{DEV_NUMBER}@{hp}:{p.sip}",
+                    "host": h,
+                    "port": p.sip,
+                    "number": DEV_NUMBER,
+                },
             },
             "consumer": {
                 "record": f"wss://{hp}:{p.consumer}/record",
@@ -253,9 +269,21 @@ class Fleet:
                 "keyring": str(keyring),
                 "accounts": str(self.work / "accounts.json"),
                 "edges": str(self.work / "edges.json"),
+                "numbers": str(numbers),
             },
             "curl": f"curl -s -X POST -u {sid}:{token} {tokens_url}",
             "callCommand": self._call_command(),
+        }
+
+    def _numbers(self) -> dict[str, Any]:
+        """The dev number: a call to it streams the caller's audio to the sample consumer."""
+        consumer = f"wss://{_url_host(self.host)}:{self.ports.consumer}/record"
+        twiml = (
+            f'<Response><Start><Stream url="{consumer}" name="dev-call"/></Start>'
+            '<Pause length="600"/></Response>'
+        )
+        return {
+            "numbers": [{"number": DEV_NUMBER, "accountSid": self.account["sid"], "twiml": twiml}]
         }
 
     def _call_command(self) -> str:
@@ -378,6 +406,7 @@ Turnpike dev fleet is running on {state["host"]}
   Token API           {tokens["url"]}
   ICE servers check   {tokens["checkPage"]}
   Stream gateway      {gw["callsUrl"]}
+  SIP (UDP and TCP)   {gw["sip"]["uri"]}
   Sample consumer     {consumer["record"]}  (echo: {consumer["echo"]})
   Recordings          {consumer["folder"]}
 
@@ -386,7 +415,7 @@ Turnpike dev fleet is running on {state["host"]}
 
 Get ICE servers:
   {state["curl"]}
-Place a test call through the gateway (in another terminal):
+Place a test call through the gateway (in another terminal; add --sip to call over SIP):
   {state["callCommand"]}
 
 Ctrl-C stops everything.

@@ -12,6 +12,7 @@ Obj = dict[str, Any]
 
 METRICS_PORT = 9642
 ACCOUNTS_DIR = "/etc/turnpike/accounts"
+NUMBERS_DIR = "/etc/turnpike/numbers"
 
 
 def gateway_config(gateway: StreamGateway) -> dict[str, str]:
@@ -23,7 +24,37 @@ def gateway_config(gateway: StreamGateway) -> dict[str, str]:
     }
     if gateway.allowed_destinations:
         data["TURNPIKE_ALLOW_DESTINATION"] = ",".join(gateway.allowed_destinations)
+    sip = gateway.sip
+    if sip is not None:
+        data["TURNPIKE_SIP"] = f"0.0.0.0:{sip.port}"
+        data["TURNPIKE_NUMBERS"] = f"{NUMBERS_DIR}/{sip.numbers_key}"
+        if sip.trusted:
+            data["TURNPIKE_SIP_TRUST"] = ",".join(sip.trusted)
+        if sip.realm:
+            data["TURNPIKE_SIP_REALM"] = sip.realm
     return data
+
+
+def _sip_ports(gateway: StreamGateway) -> list[Obj]:
+    """The SIP port for UDP and TCP (the container's and the Service's)."""
+    if gateway.sip is None:
+        return []
+    port = gateway.sip.port
+    return [
+        {"name": "sip-udp", "containerPort": port, "protocol": "UDP"},
+        {"name": "sip-tcp", "containerPort": port, "protocol": "TCP"},
+    ]
+
+
+def _numbers_volume(gateway: StreamGateway) -> list[Obj]:
+    sip = gateway.sip
+    if sip is None:
+        return []
+    if sip.numbers_kind == "secret":
+        source: Obj = {"secret": {"secretName": sip.numbers_name, "defaultMode": 0o440}}
+    else:
+        source = {"configMap": {"name": sip.numbers_name, "defaultMode": 0o440}}
+    return [{"name": "numbers", **source}]
 
 
 def _metadata(gateway: StreamGateway, owner: Obj) -> Obj:
@@ -50,8 +81,16 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
         "ports": [
             {"name": "http", "containerPort": gateway.port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+            *_sip_ports(gateway),
         ],
-        "volumeMounts": [{"name": "accounts", "mountPath": ACCOUNTS_DIR, "readOnly": True}],
+        "volumeMounts": [
+            {"name": "accounts", "mountPath": ACCOUNTS_DIR, "readOnly": True},
+            *(
+                [{"name": "numbers", "mountPath": NUMBERS_DIR, "readOnly": True}]
+                if gateway.sip
+                else []
+            ),
+        ],
         "readinessProbe": {"httpGet": {"path": "/ready", "port": METRICS_PORT}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/live", "port": METRICS_PORT}, "periodSeconds": 10},
         "securityContext": {
@@ -69,7 +108,8 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
             {
                 "name": "accounts",
                 "secret": {"secretName": gateway.accounts_secret, "defaultMode": 0o440},
-            }
+            },
+            *_numbers_volume(gateway),
         ],
         "terminationGracePeriodSeconds": 60,
         "enableServiceLinks": False,
@@ -109,7 +149,16 @@ def service(gateway: StreamGateway, owner: Obj) -> Obj:
                 "port": gateway.port,
                 "targetPort": gateway.port,
                 "protocol": "TCP",
-            }
+            },
+            *(
+                {
+                    "name": p["name"],
+                    "port": p["containerPort"],
+                    "targetPort": p["containerPort"],
+                    "protocol": p["protocol"],
+                }
+                for p in _sip_ports(gateway)
+            ),
         ],
     }
     if gateway.exposure.type == "LoadBalancer":

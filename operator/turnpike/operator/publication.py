@@ -68,7 +68,12 @@ class Publication:
         except (KeyError, TypeError, ValueError):
             return None
 
-    def ranges(self, relay_cidrs: list[str], stream_cidrs: list[str]) -> ranges.EdgeRanges:
+    def ranges(
+        self,
+        relay_cidrs: list[str],
+        stream_cidrs: list[str],
+        sip: tuple[ranges.SipEntry, ...] = (),
+    ) -> ranges.EdgeRanges:
         return ranges.EdgeRanges(
             edge=self.name,
             location=self.location,
@@ -76,6 +81,7 @@ class Publication:
             relay_ports=self.listeners,
             relay_port_range=self.relay_ports,
             stream_cidrs=tuple(stream_cidrs),
+            sip=sip,
         )
 
     def directory_entry(self) -> Edge:

@@ -40,10 +40,11 @@ class EdgeRanges:
     relay_ports: tuple[tuple[int, str], ...]
     relay_port_range: tuple[int, int]
     stream_cidrs: tuple[str, ...]
+    sip: tuple[SipEntry, ...] = ()  # gateways of the edge that answer SIP
 
     def as_json(self) -> dict[str, Any]:
         low, high = self.relay_port_range
-        return {
+        out: dict[str, Any] = {
             "edge": self.edge,
             "location": self.location,
             "relay": {
@@ -53,6 +54,26 @@ class EdgeRanges:
             },
             "streams": {"cidrs": collapse(self.stream_cidrs)},
         }
+        if self.sip:
+            ports = sorted({e.port for e in self.sip})
+            media = sorted({e.rtp_ports for e in self.sip})
+            out["sip"] = {
+                "cidrs": collapse(c for e in self.sip for c in e.cidrs),
+                "ports": [
+                    {"port": p, "protocol": proto} for p in ports for proto in ("udp", "tcp")
+                ],
+                "rtpPorts": [f"{low}-{high}" for low, high in media],
+            }
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SipEntry:
+    """One SIP-answering gateway: its addresses, its SIP port, its RTP port range."""
+
+    cidrs: tuple[str, ...]
+    port: int
+    rtp_ports: tuple[int, int]
 
 
 def document(edges: Iterable[EdgeRanges]) -> dict[str, Any]:
@@ -73,6 +94,13 @@ def render_txt(doc: dict[str, Any], generated: str) -> str:
             rows.append(
                 (edge["edge"], edge["location"], "streams (outbound)", cidr, "wss to your servers")
             )
+        if "sip" in edge:
+            sip = edge["sip"]
+            signalling = ", ".join(f"{p['port']}/{p['protocol']}" for p in sip["ports"])
+            media = ", ".join(f"{r}/udp" for r in sip["rtpPorts"])
+            for cidr in sip["cidrs"] or ["(pending)"]:
+                rows.append((edge["edge"], edge["location"], "sip (inbound)", cidr, signalling))
+                rows.append((edge["edge"], edge["location"], "rtp (both ways)", cidr, media))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

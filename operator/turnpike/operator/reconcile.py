@@ -310,6 +310,17 @@ async def _put_configmap(ctx: Context, namespace: str, name: str, data: dict[str
     ctx.metrics.published.labels(name).inc()
 
 
+def _sip_entry(body: Obj, addresses: list[str], image: str) -> ranges.SipEntry | None:
+    """A gateway answering SIP: carriers send signalling and RTP to its addresses."""
+    try:
+        gw = StreamGateway.parse(body, image)
+    except SpecError:
+        return None  # reported on the gateway itself
+    if gw.sip is None:
+        return None
+    return ranges.SipEntry(tuple(addresses), gw.sip.port, gw.rtp_ports)
+
+
 async def publish(ctx: Context, namespace: str) -> None:
     """Rewrite `turnpike-ip-ranges` and `turnpike-edges` in ``namespace`` when content changed.
 
@@ -330,11 +341,20 @@ async def publish(ctx: Context, namespace: str) -> None:
             if kept is not None:
                 published.append((kept, body))
     streams: dict[str, list[str]] = {}
+    sip: dict[str, list[ranges.SipEntry]] = {}
     for body in gateway_bodies:
         edge_name = (body.get("spec") or {}).get("edge", "")
-        streams.setdefault(edge_name, []).extend((body.get("status") or {}).get("addresses") or [])
+        addresses = (body.get("status") or {}).get("addresses") or []
+        streams.setdefault(edge_name, []).extend(addresses)
+        entry = _sip_entry(body, addresses, cfg.image)
+        if entry is not None:
+            sip.setdefault(edge_name, []).append(entry)
     doc = ranges.document(
-        pub.ranges((body.get("status") or {}).get("addresses") or [], streams.get(pub.name, []))
+        pub.ranges(
+            (body.get("status") or {}).get("addresses") or [],
+            streams.get(pub.name, []),
+            tuple(sip.get(pub.name, [])),
+        )
         for pub, body in published
     )
     ctx.metrics.edges.labels(namespace).set(len(published))

@@ -172,7 +172,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from turnpike.core.keyring import parse_keyring
     from turnpike.core.service import run as run_service
-    from turnpike.relay.app import Options, serve, tls_context
+    from turnpike.core.tls import tls_context
+    from turnpike.relay.app import Options, serve
 
     try:
         options = Options.from_args(args, argv=sys.argv[1:])

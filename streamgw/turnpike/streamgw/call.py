@@ -183,6 +183,8 @@ class Call:
             "AccountSid": self.account.sid,
             "From": self.from_,
             "To": self.to,
+            "Caller": self.from_,
+            "Called": self.to,
             "CallStatus": self.status,
             "Direction": "inbound",
             "ApiVersion": "2010-04-01",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import ssl
 import sys
 
 from turnpike.core.config import cidr, host_port, ip_address, port_range, positive_int
@@ -94,7 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.25,
         metavar="SECONDS",
-        help="no RTP for this long: the inbound track carries silence frames (default 0.25)",
+        help="once the audio received has played out and no RTP came for this long more, the "
+        "inbound track carries silence frames (default 0.25)",
     )
     parser.add_argument(
         "--rtp-idle-hangup",
@@ -102,6 +105,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         metavar="SECONDS",
         help="hang up a call that sent no RTP for this long; 0 never (default 60)",
+    )
+    parser.add_argument(
+        "--sip",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="answer SIP calls here, UDP and TCP on the same port (off unless given)",
+    )
+    parser.add_argument(
+        "--numbers",
+        metavar="FILE",
+        help="with --sip: which account and TwiML answer each called number; reloaded on change",
+    )
+    parser.add_argument(
+        "--sip-trust",
+        type=cidr,
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="with --sip: take calls from this signalling range (carriers, PBXs); repeatable. "
+        "Everything else is answered 403",
+    )
+    parser.add_argument(
+        "--sip-realm",
+        metavar="REALM",
+        help="with --sip: sources outside --sip-trust may authenticate INVITEs with SIP digest "
+        "(the accounts file's sipCredentials) in this realm; each may call its account's numbers",
+    )
+    parser.add_argument(
+        "--sip-tls",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="with --sip: also answer SIP over TLS here (needs --tls-cert and --tls-key)",
+    )
+    parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain (reloaded)")
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key (reloaded)")
+    parser.add_argument(
+        "--sip-invite-rate",
+        type=float,
+        default=10.0,
+        metavar="PER_SECOND",
+        help="with --sip: new INVITEs a second from one source address, in bursts of five "
+        "seconds' worth; beyond it 503 with Retry-After; 0 no limit (default 10)",
     )
     parser.add_argument(
         "--ws-connect-timeout",
@@ -148,10 +193,22 @@ def run(args: argparse.Namespace) -> int:
     from turnpike.core.accounts import AccountsError, parse_accounts
     from turnpike.core.filewatch import FileWatcher
     from turnpike.core.service import run as run_service
+    from turnpike.streamgw.sip.numbers import Numbers, NumbersError, parse_numbers
 
+    if args.sip is not None and not args.numbers:
+        print("turnpike streamgw: --sip needs --numbers FILE", file=sys.stderr)
+        return 2
+    if args.sip_tls is not None and (args.sip is None or not (args.tls_cert and args.tls_key)):
+        print("turnpike streamgw: --sip-tls needs --sip, --tls-cert and --tls-key", file=sys.stderr)
+        return 2
+    if args.sip is not None and not args.sip_trust and not args.sip_realm:
+        log.warning("--sip without --sip-trust or --sip-realm: every INVITE will be answered 403")
     try:
         watcher = FileWatcher(args.accounts, parse_accounts, logger=log)
-    except (OSError, AccountsError) as exc:
+        numbers: FileWatcher[Numbers] | None = None
+        if args.numbers:
+            numbers = FileWatcher(args.numbers, parse_numbers, logger=log)
+    except (OSError, AccountsError, NumbersError) as exc:
         print(f"turnpike streamgw: {exc}", file=sys.stderr)
         return 2
 
@@ -159,9 +216,13 @@ def run(args: argparse.Namespace) -> int:
         from aiohttp import web
 
         from turnpike.core.health import HealthServer
+        from turnpike.core.tls import TlsReloader, tls_context
         from turnpike.streamgw.api import create_app
         from turnpike.streamgw.gateway import Gateway, GatewayConfig
         from turnpike.streamgw.metrics import Metrics
+        from turnpike.streamgw.sip.bridge import GatewayCalls
+        from turnpike.streamgw.sip.digest import Digest
+        from turnpike.streamgw.sip.server import SipConfig, SipServer
         from turnpike.streamgw.stream import StreamSettings
 
         config = GatewayConfig(
@@ -187,10 +248,40 @@ def run(args: argparse.Namespace) -> int:
         await gateway.converter.start()  # prompt conversion workers ready before the first call
         runner = web.AppRunner(create_app(gateway, health=args.metrics is None), access_log=None)
         health: HealthServer | None = None
+        sip: SipServer | None = None
+        tls_reloader: TlsReloader | None = None
         try:
             await runner.setup()
             site = web.TCPSite(runner, args.listen.host, args.listen.port)
             await site.start()
+            if args.sip is not None and numbers is not None:
+                numbers_now = numbers
+                digest = None
+                if args.sip_realm:
+                    digest = Digest(args.sip_realm, lambda: watcher.current)
+                tls_ctx = None
+                if args.sip_tls is not None:
+                    tls_ctx = tls_context(args.tls_cert, args.tls_key)
+                    tls_reloader = TlsReloader(tls_ctx, args.tls_cert, args.tls_key)
+                sip = SipServer(
+                    SipConfig(
+                        args.sip.host,
+                        args.sip.port,
+                        args.rtp_ip,
+                        tuple(args.sip_trust),
+                        tls_listen=(
+                            (args.sip_tls.host, args.sip_tls.port) if args.sip_tls else None
+                        ),
+                        invite_rate=args.sip_invite_rate,
+                        invite_burst=max(1.0, 5 * args.sip_invite_rate),
+                    ),
+                    GatewayCalls(gateway),
+                    lambda: numbers_now.current,
+                    metrics,
+                    digest,
+                    tls_ctx,
+                )
+                await sip.start()
             if args.metrics is not None:
                 health = HealthServer(
                     metrics.registry,
@@ -198,8 +289,10 @@ def run(args: argparse.Namespace) -> int:
                     status=lambda: {"calls": len(gateway.calls)},
                 )
                 await health.start(args.metrics.host, args.metrics.port)
-        except OSError as exc:
+        except (OSError, ssl.SSLError) as exc:
             log.error("cannot listen: %s", exc)
+            if sip is not None:
+                await sip.close()
             await gateway.close()
             await runner.cleanup()
             return 1
@@ -209,10 +302,17 @@ def run(args: argparse.Namespace) -> int:
             args.rtp_ip,
             *args.rtp_ports,
         )
-        async with watcher:
+        async with watcher, contextlib.AsyncExitStack() as stack:
+            if numbers is not None:
+                await stack.enter_async_context(numbers)
+            if tls_reloader is not None:
+                tls_reloader.start()
+                stack.push_async_callback(tls_reloader.stop)
             await stop.wait()
             log.info("draining: no new calls; %d in progress", len(gateway.calls))
             await gateway.drain()
+            if sip is not None:
+                await sip.close()
             await gateway.close()
         await runner.cleanup()
         if health is not None:

@@ -35,7 +35,7 @@ class GatewayConfig:
     ca_file: str | None = None
     stream: StreamSettings = field(default_factory=StreamSettings)
     rtp_timeout: float = 5.0  # no RTP for this long: warning 31953
-    rtp_fill_after: float = 0.25  # no RTP for this long: inbound track carries silence frames
+    rtp_fill_after: float = 0.25  # audio received played out this long ago: silence frames
     rtp_idle_hangup: float = 60.0  # no RTP for this long: hang up (0: never)
     drain_grace: float = 30.0
     callback_attempts: int = 5

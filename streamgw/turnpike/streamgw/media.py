@@ -1,12 +1,13 @@
 """The call's media side: its RTP session, the 20 ms media clock, and the playout of prompts.
 
-`MediaSession` owns one call's UDP endpoint, where RTP goes (given, or latched from the first
-packet), the inbound path (reorder → µ-law → 160-byte frames; the `InboundPath` slot is where a
-jitter buffer plugs in) and the clock. Inbound frames are handed on as they complete, so audio
-reaches the WebSockets with no added delay. The clock ticks every 20 ms of real time: it sends the
-next outbound frame to the caller (a bidirectional stream's audio first, then `<Play>`/`<Say>`
-audio from the `Playout`, else silence), and when the caller has gone quiet it fills the inbound
-track with silence frames so media time keeps running, as the hosted service does. What the call
+`MediaSession` owns one call's UDP endpoint, where RTP goes (signalled, or latched by the rule in
+`latch`), the inbound path (the `jitter` buffer → µ-law → 160-byte frames, behind the
+`InboundPath` slot) and the clock. Inbound frames are handed on as soon as they are in order, so
+audio reaches the WebSockets with no added delay. The clock ticks every 20 ms of real time: it
+sends the next outbound frame to the caller (a bidirectional stream's audio first, then
+`<Play>`/`<Say>` audio from the `Playout`, else silence), and when the caller has gone quiet it
+has the jitter buffer conceal the missing time with silence so media time keeps running, as the
+hosted service does. What the call
 does with frames, digits and silence is behind `MediaEvents`.
 """
 
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from turnpike.streamgw import g711, rtp
+from turnpike.streamgw.jitter import Delivery, JitterBuffer
+from turnpike.streamgw.latch import Latch
 from turnpike.streamgw.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -101,72 +104,54 @@ class RtpSender:
 class InboundPath(Protocol):
     """RTP packets in, 20 ms µ-law frames and DTMF keys out (the jitter-buffer slot)."""
 
-    def accept(self, packet: rtp.RtpPacket) -> tuple[list[bytes], list[str]]:
+    def accept(self, packet: rtp.RtpPacket, now: float) -> tuple[list[bytes], list[str]]:
         """Frames completed and keys pressed because of this packet."""
 
-    def tick(self) -> list[bytes]:
-        """Frames due at this 20 ms tick (a jitter buffer releases its frames here)."""
-
-    def flush(self) -> list[bytes]:
-        """Everything held back: the caller has gone quiet."""
+    def conceal(self, now: float, grace: float) -> tuple[list[bytes], list[str]]:
+        """Called every tick: what was held, then silence once the caller has gone quiet."""
 
 
 class InboundAssembler:
-    """RTP in → µ-law 20 ms frames, in sequence order, with losses filled by silence."""
+    """RTP in → µ-law 20 ms frames and DTMF keys, through the call's jitter buffer."""
 
-    def __init__(self, codec_pt: int, dtmf_pt: int) -> None:
+    def __init__(self, codec_pt: int, dtmf_pt: int, now: float) -> None:
         self.codec_pt = codec_pt
         self.dtmf_pt = dtmf_pt
         self._translate = g711.ALAW_TO_ULAW if codec_pt == rtp.PT_PCMA else None
-        self.reorder = rtp.ReorderBuffer()
+        self.jitter = JitterBuffer(codec_pt, dtmf_pt, now)
         self._pending = bytearray()
         self._last_event_ts: int | None = None
-        self._ssrc: int | None = None
 
-    def accept(self, packet: rtp.RtpPacket) -> tuple[list[bytes], list[str]]:
-        """Frames completed and DTMF keys pressed because of this packet."""
-        if self._ssrc is not None and packet.ssrc != self._ssrc:
-            # A new source (the media server re-INVITEd or switched legs): start a fresh sequence.
-            self.reorder = rtp.ReorderBuffer()
-        self._ssrc = packet.ssrc
-        frames: list[bytes] = []
+    def accept(self, packet: rtp.RtpPacket, now: float) -> tuple[list[bytes], list[str]]:
+        return self._take(self.jitter.push(packet, now))
+
+    def conceal(self, now: float, grace: float) -> tuple[list[bytes], list[str]]:
+        """Frames of silence for real time with no audio (see `JitterBuffer.conceal`), after
+        whatever was held for a missing packet, and the keys among what was held."""
+        return self._take(self.jitter.conceal(now, grace))
+
+    def _take(self, delivery: Delivery) -> tuple[list[bytes], list[str]]:
         keys: list[str] = []
-        for lost, pkt in self.reorder.push(packet):
-            self._take(lost, pkt, frames, keys)
-        return frames, keys
-
-    def tick(self) -> list[bytes]:
-        return []  # frames leave as soon as they are complete
-
-    def flush(self) -> list[bytes]:
-        frames: list[bytes] = []
-        keys: list[str] = []
-        for lost, pkt in self.reorder.flush():
-            self._take(lost, pkt, frames, keys)
-        return frames
-
-    def _take(self, lost: int, pkt: rtp.RtpPacket, frames: list[bytes], keys: list[str]) -> None:
-        if pkt.payload_type == self.dtmf_pt:
+        for packet in delivery.events:
             try:
-                event = rtp.parse_telephone_event(pkt.payload)
+                event = rtp.parse_telephone_event(packet.payload)
             except ValueError:
-                return
+                continue
             # One key press is many packets sharing a timestamp (RFC 4733 §2.5): report it once.
-            if pkt.timestamp != self._last_event_ts and event.key is not None:
-                self._last_event_ts = pkt.timestamp
+            if packet.timestamp != self._last_event_ts and event.key is not None:
+                self._last_event_ts = packet.timestamp
                 keys.append(event.key)
-            return
-        if pkt.payload_type != self.codec_pt:
-            return  # comfort noise and codecs we did not agree on
-        if lost:
-            # Fill the lost packets' time (assume they were as long as this one), at most 1 s.
-            self._pending += g711.SILENCE_FRAME[:1] * min(lost * len(pkt.payload), 8000)
-        payload = pkt.payload.translate(self._translate) if self._translate else pkt.payload
-        self._pending += payload
         pending = self._pending
+        for piece in delivery.audio:
+            if isinstance(piece, int):
+                pending += g711.SILENCE_FRAME[:1] * piece
+            else:
+                pending += piece.translate(self._translate) if self._translate else piece
+        frames: list[bytes] = []
         while len(pending) >= FRAME:
             frames.append(bytes(pending[:FRAME]))
             del pending[:FRAME]
+        return frames, keys
 
 
 class Playout:
@@ -204,7 +189,7 @@ class Playout:
 @dataclass(frozen=True, slots=True)
 class MediaSettings:
     rtp_timeout: float = 5.0  # no RTP for this long: warning 31953
-    rtp_fill_after: float = 0.25  # no RTP for this long: inbound track carries silence frames
+    rtp_fill_after: float = 0.25  # audio received played out this long ago: silence frames
     rtp_idle_hangup: float = 60.0  # no RTP for this long: hang up (0: never)
 
 
@@ -246,10 +231,9 @@ class MediaSession:
         self.metrics = metrics
         self.events = events
         self.codec = codec
-        self.remote = remote
-        self._remote_fixed = remote is not None
         codec_pt = rtp.PT_PCMA if codec == "PCMA" else rtp.PT_PCMU
-        self.inbound: InboundPath = inbound or InboundAssembler(codec_pt, dtmf_pt)
+        self._latch = Latch(remote, (codec_pt, dtmf_pt))
+        self.inbound: InboundPath = inbound or InboundAssembler(codec_pt, dtmf_pt, time.monotonic())
         self.playout = Playout()
         self.accepting = True  # False once the call is ending: RTP in is ignored
         self.local_port = 0
@@ -278,25 +262,32 @@ class MediaSession:
     def frame_index(self, track: str) -> int:
         return self._index[track]
 
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        """Where the caller's RTP goes: signalled, or latched to (see `latch`)."""
+        return self._latch.remote
+
+    def move(self, remote: tuple[str, int] | None, codec_pt: int, dtmf_pt: int | None) -> None:
+        """A new offer or answer (SIP re-INVITE) moved the caller's media."""
+        self._latch.resignal(remote, (codec_pt,) if dtmf_pt is None else (codec_pt, dtmf_pt))
+
     # ---- RTP in ----------------------------------------------------------------------------
 
     def on_rtp(self, data: bytes, addr: tuple[str, int]) -> None:
         if not self.accepting:
-            return
-        if self.remote is None:
-            self.remote = addr  # symmetric RTP: answer where the caller sends from
-        elif addr != self.remote and not (self._remote_fixed and addr[0] == self.remote[0]):
-            self.metrics.dropped("rtp_foreign_source")
             return
         try:
             packet = rtp.parse(data)
         except ValueError:
             self.metrics.dropped("rtp_malformed")
             return
+        if not self._latch.admit(packet, addr):
+            self.metrics.dropped("rtp_foreign_source")
+            return
         now = time.monotonic()
         self._last_rtp = now
         self._rtp_warned = False
-        frames, keys = self.inbound.accept(packet)
+        frames, keys = self.inbound.accept(packet, now)
         if frames:
             self.metrics.rx_rtp.inc(len(frames))
         self._emit_inbound(frames, now)
@@ -329,7 +320,11 @@ class MediaSession:
     def _tick(self) -> None:
         self._send_outbound()
         now = time.monotonic()
-        self._emit_inbound(self.inbound.tick(), now)
+        # Keep inbound media time running through silence, once the audio received has played out.
+        frames, keys = self.inbound.conceal(now, self.settings.rtp_fill_after)
+        self._emit_inbound(frames, 0.0)
+        for key in keys:
+            self.events.dtmf(key)
         self._watch_silence(now)
 
     def _send_outbound(self) -> None:
@@ -344,14 +339,6 @@ class MediaSession:
     def _watch_silence(self, now: float) -> None:
         settings = self.settings
         idle = now - self._last_rtp
-        if idle >= settings.rtp_fill_after:
-            self._emit_inbound(self.inbound.flush(), now)
-            # Keep inbound media time running through silence; on the first quiet tick, back-fill
-            # the time since the last packet.
-            count = 1
-            if idle < settings.rtp_fill_after + TICK:
-                count = max(1, int(idle / TICK))
-            self._emit_inbound([g711.SILENCE_FRAME] * count, 0.0)
         if idle >= settings.rtp_timeout and not self._rtp_warned:
             self._rtp_warned = True
             self.events.rtp_timeout(f"no RTP from the caller for {settings.rtp_timeout:g} s")

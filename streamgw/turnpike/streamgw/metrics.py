@@ -59,6 +59,18 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
         )
+        self.sip_requests = Counter(
+            "turnpike_streamgw_sip_requests",
+            "SIP requests received, by method",
+            ["method"],
+            registry=r,
+        )
+        self.sip_refusals = Counter(
+            "turnpike_streamgw_sip_refused",
+            "SIP messages refused or dropped, by reason",
+            ["reason"],
+            registry=r,
+        )
         # Children looked up once: the per-frame paths must not pay for label resolution.
         self.rx_rtp = self.frames_received.labels("rtp")
         self.rx_ws = self.frames_received.labels("websocket")
@@ -69,6 +81,13 @@ class Metrics:
 
     def error(self, code: int) -> None:
         self.ws_errors.labels(str(code)).inc()
+
+    def sip_request(self, method: str) -> None:
+        known = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+        self.sip_requests.labels(method if method in known else "other").inc()
+
+    def sip_refused(self, reason: str) -> None:
+        self.sip_refusals.labels(reason).inc()
 
     def dropped(self, reason: str, count: int = 1) -> None:
         self.frames_dropped.labels(reason).inc(count)

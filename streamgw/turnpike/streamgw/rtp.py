@@ -1,4 +1,4 @@
-"""RTP (RFC 3550) packets, a reorder buffer, and RFC 4733 telephone events."""
+"""RTP (RFC 3550) packets and RFC 4733 telephone events."""
 
 from __future__ import annotations
 
@@ -83,68 +83,3 @@ def parse_telephone_event(payload: bytes) -> TelephoneEvent:
 
 def build_telephone_event(event: int, end: bool, duration: int, volume: int = 10) -> bytes:
     return struct.pack("!BBH", event, (0x80 if end else 0) | (volume & 0x3F), duration)
-
-
-class ReorderBuffer:
-    """Puts packets back in sequence order, dropping duplicates and very late packets.
-
-    Up to ``depth`` packets are held while a missing one may still arrive; past that the gap is
-    declared lost and delivery moves on. ``lost`` tells the caller how many packets were skipped so
-    it can fill their time with silence.
-    """
-
-    def __init__(self, depth: int = 4) -> None:
-        self.depth = depth
-        self._next: int | None = None
-        self._held: dict[int, RtpPacket] = {}
-        self.lost = 0
-        self.duplicates = 0
-
-    def push(self, packet: RtpPacket) -> list[tuple[int, RtpPacket]]:
-        """Packets now deliverable, in order, each with the number of packets lost before it."""
-        seq = packet.sequence
-        if seq in self._held:
-            self.duplicates += 1
-            return []
-        if self._next is None:
-            # The very first packet waits for a second one, so a swapped first pair still comes
-            # out in order; start from whichever is earlier (in 16-bit wrap-around order).
-            self._held[seq] = packet
-            if len(self._held) < 2:
-                return []
-            self._next = min(self._held, key=lambda s: (s - seq + 0x8000) & 0xFFFF)
-        else:
-            if (seq - self._next) & 0xFFFF >= 0x8000:
-                self.duplicates += 1  # already delivered, or skipped as lost
-                return []
-            self._held[seq] = packet
-        out: list[tuple[int, RtpPacket]] = []
-        self._drain(out, 0)
-        while len(self._held) > self.depth:
-            # Give up on the gap: jump to the nearest packet we do have.
-            nearest = min(self._held, key=lambda s: (s - self._next) & 0xFFFF)  # type: ignore[operator]
-            skipped = (nearest - self._next) & 0xFFFF
-            self.lost += skipped
-            self._next = nearest
-            self._drain(out, skipped)
-        return out
-
-    def flush(self) -> list[tuple[int, RtpPacket]]:
-        """Deliver everything held (the sender went quiet, so the gap will not fill)."""
-        out: list[tuple[int, RtpPacket]] = []
-        if self._next is None and self._held:
-            self._next = next(iter(self._held))
-        while self._held and self._next is not None:
-            nearest = min(self._held, key=lambda s: (s - self._next) & 0xFFFF)  # type: ignore[operator]
-            skipped = (nearest - self._next) & 0xFFFF
-            self.lost += skipped
-            self._next = nearest
-            self._drain(out, skipped)
-        return out
-
-    def _drain(self, out: list[tuple[int, RtpPacket]], skipped: int) -> None:
-        assert self._next is not None
-        while self._next in self._held:
-            out.append((skipped, self._held.pop(self._next)))
-            skipped = 0
-            self._next = (self._next + 1) & 0xFFFF
