@@ -59,10 +59,10 @@ def test_a_build_that_lost_a_component_fails(
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.bpf.o")
     for name in CONTEXT_DIRS:
         shutil.copytree(ROOT / name, context / name, ignore=ignore)
-    component = context / "streamgw" / "turnpike" / "streamgw"
-    shutil.rmtree(component)
-    component.mkdir()
-    (component / "__init__.py").write_text("")
+    # Its packages stay (so the wheel builds), their modules are gone.
+    for module in (context / "streamgw" / "turnpike" / "streamgw").rglob("*.py"):
+        if module.name != "__init__.py":
+            module.unlink()
 
     broken = f"localhost/turnpike-test-broken:{context_digest(context)}"
     podman("rmi", "--force", broken, check=False)  # left by an earlier session, if any
