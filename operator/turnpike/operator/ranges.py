@@ -56,12 +56,12 @@ class EdgeRanges:
         }
         if self.sip:
             ports = sorted({e.port for e in self.sip})
+            tls = sorted({e.tls_port for e in self.sip if e.tls_port is not None} - set(ports))
             media = sorted({e.rtp_ports for e in self.sip})
             out["sip"] = {
                 "cidrs": collapse(c for e in self.sip for c in e.cidrs),
-                "ports": [
-                    {"port": p, "protocol": proto} for p in ports for proto in ("udp", "tcp")
-                ],
+                "ports": [{"port": p, "protocol": proto} for p in ports for proto in ("udp", "tcp")]
+                + [{"port": p, "protocol": "tcp"} for p in tls],
                 "rtpPorts": [f"{low}-{high}" for low, high in media],
             }
         return out
@@ -69,11 +69,13 @@ class EdgeRanges:
 
 @dataclass(frozen=True, slots=True)
 class SipEntry:
-    """One SIP-answering gateway: its addresses, its SIP port, its RTP port range."""
+    """One SIP-answering gateway: its addresses, its SIP port, its RTP port range (and its SIP
+    over TLS port, a TCP port)."""
 
     cidrs: tuple[str, ...]
     port: int
     rtp_ports: tuple[int, int]
+    tls_port: int | None = None
 
 
 def document(edges: Iterable[EdgeRanges]) -> dict[str, Any]:
