@@ -24,7 +24,14 @@ from support.media import (
     reference_signature,
     speech_ulaw,
 )
-from support.sip import SIPP_DATA, pcap_rtp_payloads, run_baresip, run_sipp, send_udp
+from support.sip import (
+    SIPP_DATA,
+    pcap_rtp_payloads,
+    require_raw_sockets,
+    run_baresip,
+    run_sipp,
+    send_udp,
+)
 from support.streamgw import ACCOUNT, TOKEN, Harness, MakeGateway, write_accounts
 
 from turnpike.core.accounts import Accounts
@@ -117,6 +124,7 @@ def refused(rig: Rig, reason: str) -> float:
 async def test_a_sipp_call_streams_audio_byte_exact_dtmf_and_stop(
     make_rig: MakeRig, ws: WsServer, tmp_path: Path
 ) -> None:
+    require_raw_sockets()
     rig = await make_rig(
         [route(f'<Response><Connect><Stream url="{ws.url("/sip")}"/></Connect></Response>')]
     )
