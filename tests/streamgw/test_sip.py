@@ -162,9 +162,12 @@ async def test_hangup_in_twiml_sends_bye_over_tcp(
     assert "BYE sip:sipp@127.0.0.1" in result.messages
 
 
-async def test_reinvite_moves_the_media(make_rig: MakeRig, tmp_path: Path) -> None:
+@pytest.mark.parametrize("scenario", ["reinvite", "update"])
+async def test_reinvite_or_update_moves_the_media(
+    make_rig: MakeRig, tmp_path: Path, scenario: str
+) -> None:
     rig = await make_rig([route('<Response><Pause length="30"/></Response>')])
-    sipp = asyncio.create_task(run_sipp("reinvite", rig.server.port, tmp_path / "sipp"))
+    sipp = asyncio.create_task(run_sipp(scenario, rig.server.port, tmp_path / "sipp"))
     await until(lambda: bool(rig.gw.gateway.calls))
     (call,) = rig.gw.gateway.calls.values()
     first = call.media.remote
@@ -173,7 +176,7 @@ async def test_reinvite_moves_the_media(make_rig: MakeRig, tmp_path: Path) -> No
     assert call.media.remote == (first[0], first[1] + 2)
     result = await sipp
     assert result.returncode == 0, result.output + result.messages
-    assert result.messages.count("SIP/2.0 200 OK") >= 3  # INVITE, re-INVITE, BYE
+    assert result.messages.count("SIP/2.0 200 OK") >= 3  # INVITE, re-INVITE or UPDATE, BYE
     await call.done.wait()
 
 
@@ -543,3 +546,16 @@ async def test_sip_over_tls_with_baresip(
         # by the gateway's BYE, before baresip's own timer
         assert "terminated" in result.output, result.output + proc.text
         assert conn.messages[-1]["event"] == "stop" and inbound(conn.messages), conn.messages[-3:]
+
+
+async def test_rest_status_completed_sends_bye(make_rig: MakeRig, tmp_path: Path) -> None:
+    """A SIP call ended through the hosted REST API (Status=completed): the gateway sends BYE."""
+    rig = await make_rig([route('<Response><Pause length="30"/></Response>')])
+    sipp = asyncio.create_task(run_sipp("gateway_hangs_up", rig.server.port, tmp_path / "sipp"))
+    await until(lambda: [leg.state for leg in rig.server.legs.values()] == ["confirmed"])
+    (call,) = rig.gw.gateway.calls.values()
+    status, out = await rig.gw.rest(f"/Calls/{call.sid}.json", {"Status": "completed"})
+    assert status == 200, out
+    result = await sipp
+    assert result.returncode == 0, result.output + result.messages
+    assert f"X-Twilio-CallSid: {call.sid}" in result.messages

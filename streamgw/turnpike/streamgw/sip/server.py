@@ -40,7 +40,7 @@ from turnpike.streamgw.sip.transaction import ServerTransaction, Timers, Transac
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE"
 RINGING_AFTER = 0.2  # seconds without an answer before 180 Ringing
 Address = tuple[str, int]
 Send = Callable[[bytes], None]
@@ -282,7 +282,12 @@ class SipServer:
         if method == "INVITE":
             self._invite(message, transaction, send, transport, account)
             return
-        handler = {"BYE": self._bye, "CANCEL": self._cancel, "OPTIONS": self._options}.get(method)
+        handler = {
+            "BYE": self._bye,
+            "CANCEL": self._cancel,
+            "OPTIONS": self._options,
+            "UPDATE": self._update,
+        }.get(method)
         if handler is None:
             answer = response_to(message, 405 if method in ("REGISTER", "SUBSCRIBE") else 501)
             answer.add("Allow", ALLOW)
@@ -544,31 +549,64 @@ class SipServer:
             tx.respond(answer)
             return
         leg.dialog.refresh_target(request)
-        leg.origin = (leg.origin[0], leg.origin[1] + 1)
-        try:
-            if request.body:
-                body, negotiated = sdp.answer(
-                    sdp.parse(request.body), self.config.media_ip, leg.call.local_port, leg.origin
-                )
-                leg.call.move_media(negotiated)
-                leg.offer_in_200 = False
-            else:
-                body = sdp.offer(self.config.media_ip, leg.call.local_port, leg.origin)
-                leg.offer_in_200 = True
-        except sdp.NoCommonCodec as exc:
-            answer = response_to(request, 488)
-            answer.add("Warning", f'304 turnpike "{exc}"')
-            tx.respond(answer)
-            return
-        except sdp.SdpError:
-            tx.respond(response_to(request, 400))
-            return
+        if request.body:
+            body = self._answer_offer(leg, request, tx)
+            if body is None:
+                return
+            leg.offer_in_200 = False
+        else:
+            leg.origin = (leg.origin[0], leg.origin[1] + 1)
+            body = sdp.offer(self.config.media_ip, leg.call.local_port, leg.origin)
+            leg.offer_in_200 = True
         ok = response_to(request, 200)
         ok.add("Contact", self._contact(leg.transport))
         ok.add("Content-Type", "application/sdp")
         ok.body = body
         log.info("call %s: re-INVITE accepted", leg.call.sid)
         self._spawn(self._send_2xx(leg, tx, ok))
+
+    def _update(self, request: Message, tx: ServerTransaction, send: Send, transport: str) -> None:
+        """RFC 3311 UPDATE in a dialog: a new offer (hold, another address) answered in the 200,
+        or none (a session refresh); no ACK follows."""
+        leg = self.legs.get(request.call_id)
+        to_tag = parse_name_addr(request.require("To")).param("tag")
+        if leg is None or to_tag != leg.dialog.local_tag or leg.call is None:
+            tx.respond(response_to(request, 481))
+            return
+        if not leg.dialog.accepts_seq(request):
+            tx.respond(response_to(request, 500))
+            return
+        leg.dialog.refresh_target(request)
+        ok = response_to(request, 200)
+        ok.add("Contact", self._contact(leg.transport))
+        if request.body:
+            body = self._answer_offer(leg, request, tx)
+            if body is None:
+                return
+            ok.add("Content-Type", "application/sdp")
+            ok.body = body
+            log.info("call %s: UPDATE moved the media", leg.call.sid)
+        tx.respond(ok)
+
+    def _answer_offer(self, leg: Leg, request: Message, tx: ServerTransaction) -> bytes | None:
+        """Our answer to an offer inside the dialog, the media moved; None once refused."""
+        assert leg.call is not None
+        origin = (leg.origin[0], leg.origin[1] + 1)
+        try:
+            body, negotiated = sdp.answer(
+                sdp.parse(request.body), self.config.media_ip, leg.call.local_port, origin
+            )
+        except sdp.NoCommonCodec as exc:
+            answer = response_to(request, 488)
+            answer.add("Warning", f'304 turnpike "{exc}"')
+            tx.respond(answer)
+            return None
+        except sdp.SdpError:
+            tx.respond(response_to(request, 400))
+            return None
+        leg.origin = origin
+        leg.call.move_media(negotiated)
+        return body
 
     # ---- BYE, CANCEL, OPTIONS ---------------------------------------------------------------
 
