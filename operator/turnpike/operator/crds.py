@@ -437,6 +437,10 @@ def _sip() -> Schema:
         "required": ["numbers"],
         "properties": {
             "port": _port("SIP port, UDP and TCP", 5060),
+            "tlsSecretName": _string(
+                "kubernetes.io/tls Secret: also answer SIP over TLS on tlsPort", **name
+            ),
+            "tlsPort": _port("SIP over TLS port", 5061),
             "trustedCidrs": _cidrs("signalling ranges whose INVITEs are taken; others get 403"),
             "realm": _string(
                 "digest realm: sources outside trustedCidrs may authenticate with the accounts "

@@ -13,6 +13,7 @@ Obj = dict[str, Any]
 METRICS_PORT = 9642
 ACCOUNTS_DIR = "/etc/turnpike/accounts"
 NUMBERS_DIR = "/etc/turnpike/numbers"
+SIP_TLS_DIR = "/etc/turnpike/sip-tls"
 
 
 def gateway_config(gateway: StreamGateway) -> dict[str, str]:
@@ -32,6 +33,10 @@ def gateway_config(gateway: StreamGateway) -> dict[str, str]:
             data["TURNPIKE_SIP_TRUST"] = ",".join(sip.trusted)
         if sip.realm:
             data["TURNPIKE_SIP_REALM"] = sip.realm
+        if sip.tls_secret:
+            data["TURNPIKE_SIP_TLS"] = f"0.0.0.0:{sip.tls_port}"
+            data["TURNPIKE_TLS_CERT"] = f"{SIP_TLS_DIR}/tls.crt"
+            data["TURNPIKE_TLS_KEY"] = f"{SIP_TLS_DIR}/tls.key"
     return data
 
 
@@ -40,10 +45,22 @@ def _sip_ports(gateway: StreamGateway) -> list[Obj]:
     if gateway.sip is None:
         return []
     port = gateway.sip.port
-    return [
+    ports = [
         {"name": "sip-udp", "containerPort": port, "protocol": "UDP"},
         {"name": "sip-tcp", "containerPort": port, "protocol": "TCP"},
     ]
+    if gateway.sip.tls_secret:
+        ports.append({"name": "sip-tls", "containerPort": gateway.sip.tls_port, "protocol": "TCP"})
+    return ports
+
+
+def _sip_mounts(gateway: StreamGateway) -> list[Obj]:
+    if gateway.sip is None:
+        return []
+    mounts = [{"name": "numbers", "mountPath": NUMBERS_DIR, "readOnly": True}]
+    if gateway.sip.tls_secret:
+        mounts.append({"name": "sip-tls", "mountPath": SIP_TLS_DIR, "readOnly": True})
+    return mounts
 
 
 def _numbers_volume(gateway: StreamGateway) -> list[Obj]:
@@ -54,7 +71,10 @@ def _numbers_volume(gateway: StreamGateway) -> list[Obj]:
         source: Obj = {"secret": {"secretName": sip.numbers_name, "defaultMode": 0o440}}
     else:
         source = {"configMap": {"name": sip.numbers_name, "defaultMode": 0o440}}
-    return [{"name": "numbers", **source}]
+    volumes = [{"name": "numbers", **source}]
+    if sip.tls_secret:
+        volumes.append({"name": "sip-tls", "secret": {"secretName": sip.tls_secret}})
+    return volumes
 
 
 def _metadata(gateway: StreamGateway, owner: Obj) -> Obj:
@@ -85,11 +105,7 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
         ],
         "volumeMounts": [
             {"name": "accounts", "mountPath": ACCOUNTS_DIR, "readOnly": True},
-            *(
-                [{"name": "numbers", "mountPath": NUMBERS_DIR, "readOnly": True}]
-                if gateway.sip
-                else []
-            ),
+            *_sip_mounts(gateway),
         ],
         "readinessProbe": {"httpGet": {"path": "/ready", "port": METRICS_PORT}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/live", "port": METRICS_PORT}, "periodSeconds": 10},

@@ -229,6 +229,8 @@ class SipSettings:
     numbers_kind: str  # "configMap" or "secret"
     numbers_name: str
     numbers_key: str
+    tls_secret: str | None = None
+    tls_port: int = 5061
 
     @classmethod
     def parse(cls, spec: Any) -> SipSettings | None:
@@ -247,6 +249,8 @@ class SipSettings:
             numbers_kind="configMap" if config_map else "secret",
             numbers_name=str(config_map or secret),
             numbers_key=str(numbers.get("key") or "numbers.json"),
+            tls_secret=spec.get("tlsSecretName") or None,
+            tls_port=int(spec.get("tlsPort") or _default(_GATEWAY, "sip", "tlsPort")),
         )
 
 

@@ -56,12 +56,12 @@ class EdgeRanges:
         }
         if self.sip:
             ports = sorted({e.port for e in self.sip})
+            tls = sorted({e.tls_port for e in self.sip if e.tls_port})
             media = sorted({e.rtp_ports for e in self.sip})
             out["sip"] = {
                 "cidrs": collapse(c for e in self.sip for c in e.cidrs),
-                "ports": [
-                    {"port": p, "protocol": proto} for p in ports for proto in ("udp", "tcp")
-                ],
+                "ports": [{"port": p, "protocol": proto} for p in ports for proto in ("udp", "tcp")]
+                + [{"port": p, "protocol": "tls"} for p in tls],
                 "rtpPorts": [f"{low}-{high}" for low, high in media],
             }
         return out
@@ -74,6 +74,7 @@ class SipEntry:
     cidrs: tuple[str, ...]
     port: int
     rtp_ports: tuple[int, int]
+    tls_port: int | None = None
 
 
 def document(edges: Iterable[EdgeRanges]) -> dict[str, Any]:

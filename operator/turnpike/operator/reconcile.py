@@ -318,7 +318,8 @@ def _sip_entry(body: Obj, addresses: list[str], image: str) -> ranges.SipEntry |
         return None  # reported on the gateway itself
     if gw.sip is None:
         return None
-    return ranges.SipEntry(tuple(addresses), gw.sip.port, gw.rtp_ports)
+    tls_port = gw.sip.tls_port if gw.sip.tls_secret else None
+    return ranges.SipEntry(tuple(addresses), gw.sip.port, gw.rtp_ports, tls_port)
 
 
 async def publish(ctx: Context, namespace: str) -> None:
