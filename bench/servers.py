@@ -163,8 +163,8 @@ def command(
         "--keyring", str(keyring),
         "--allow-peer", "127.0.0.0/8",
         "--relay-ports", f"{lo}-{hi}",
-        "--workers", str(spec.workers),
         "--offload", spec.offload,
+        "--workers", str(spec.workers),
     ]  # fmt: skip
 
 

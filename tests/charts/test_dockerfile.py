@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from charts.chartkit import ROOT
 
-RUNTIME_PACKAGES = {"espeak-ng"}
+RUNTIME_PACKAGES = {"espeak-ng", "libbpf1"}
 BUILD_TOOLS = re.compile(
     r"\b(gcc|g\+\+|clang|make|build-essential|cc|python3?-dev|libc6?-dev|git|curl|wget)\b"
 )
@@ -73,14 +73,19 @@ def test_final_stage_has_no_build_tools() -> None:
     for run in final.all("RUN"):
         assert "apk add" not in run, run
         if "apt-get install" in run:
-            # Only the runtime programs the image needs (espeak-ng speaks <Say>), nothing more.
+            # Only the runtime programs the image needs (espeak-ng speaks <Say>, libbpf1 loads
+            # the relay's fast path), nothing more.
             assert "--no-install-recommends" in run and "rm -rf /var/lib/apt/lists" in run, run
             packages = run.split("--no-install-recommends", 1)[1].split("&&", 1)[0].split()
             assert packages and set(packages) <= RUNTIME_PACKAGES, packages
         assert not BUILD_TOOLS.search(run.replace("build,", "")), run
     assert "pip uninstall --yes pip setuptools wheel" in " ".join(final.all("RUN"))
-    # Nothing from the source tree is copied into the final image directly.
-    assert final.all("COPY") == [] and final.all("ADD") == []
+    # Nothing from the source tree is copied into the final image directly: only the wheels'
+    # checksums from the build stage (they key the install steps' cache).
+    assert final.all("ADD") == []
+    copies = [c.split() for c in final.all("COPY")]
+    assert copies and all(c[0] == f"--from={_stages()[0].name}" for c in copies)
+    assert all(c[1].endswith(".sha256") for c in copies)
 
 
 def test_runs_as_numeric_non_root_user() -> None:

@@ -57,6 +57,7 @@ def test_defaults_and_scenarios_pass(chart: helm_python.Chart) -> None:
         chart.validate_schema(load_yaml(path))
 
 
+EDGE = {"location": "x", "publicHostname": "a.b"}
 BAD_VALUES = [
     pytest.param(
         {"operator": {"replicass": 3}},
@@ -121,6 +122,16 @@ BAD_VALUES = [
         },
         "at '/relayEdges/0/spec': additional properties 'replica' not allowed",
         id="edge-misspelled-field",
+    ),
+    pytest.param(
+        {"relayEdges": [{"name": "a", "spec": {**EDGE, "quotas": {"reservePercent": 100}}}]},
+        "at '/relayEdges/0/spec/quotas/reservePercent': maximum: got 100, want 99",
+        id="edge-reserve-percent-too-high",
+    ),
+    pytest.param(
+        {"relayEdges": [{"name": "a", "spec": {**EDGE, "quotas": {"perToken": 50}}}]},
+        "at '/relayEdges/0/spec/quotas': additional properties 'perToken' not allowed",
+        id="edge-misspelled-quota",
     ),
     pytest.param(
         {

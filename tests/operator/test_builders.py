@@ -109,6 +109,30 @@ def test_relay_children_load_balancer_mode() -> None:
     assert annotations != deployment["spec"]["template"]["metadata"]["annotations"]
 
 
+def test_relay_kernel_fast_path_adds_exactly_bpf_and_net_admin() -> None:
+    default = relay.children(_edge(), OWNER, [], None, "keys")
+    assert default[0]["data"]["TURNPIKE_OFFLOAD"] == "off"
+    security = default[1]["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert security["runAsNonRoot"] is True and "runAsUser" not in security
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    for mode in ("auto", "tc"):
+        config, deployment, *_ = relay.children(_edge(offload=mode), OWNER, [], None, "keys")
+        assert config["data"]["TURNPIKE_OFFLOAD"] == mode
+        security = deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        assert security["capabilities"] == {"drop": ["ALL"], "add": ["BPF", "NET_ADMIN"]}
+        assert security["runAsUser"] == 0 and security["runAsNonRoot"] is False
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["readOnlyRootFilesystem"] is True
+        assert "privileged" not in json.dumps(deployment)
+    host = relay.children(
+        _edge(offload="auto", hostNetwork=True, tlsSecretName="cert"), OWNER, [], None, "keys"
+    )
+    security = host[1]["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert security["capabilities"]["add"] == ["BPF", "NET_ADMIN", "NET_BIND_SERVICE"]
+    with pytest.raises(SpecError, match="spec.offload"):
+        _edge(offload="xdp")
+
+
 def test_relay_children_host_network_daemonset_with_tls() -> None:
     edge = _edge(
         mode="DaemonSet",

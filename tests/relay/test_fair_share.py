@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import TurnpikeProcess, free_dual_port, free_port, turnpike
+from support import TurnpikeProcess, free_dual_port, free_port, free_udp_range, turnpike
 from support.relay import RawClient, credentials, raw_client, write_keyring
 
 from turnpike.relay import stun
@@ -100,27 +98,6 @@ async def timed_allocation(address: tuple[str, int], source: str, what: str) -> 
     print(f"normal client allocated in {(time.perf_counter() - started) * 1000:.1f} ms {what}")
 
 
-def free_udp_range(size: int) -> int:
-    """The first port of ``size`` consecutive UDP ports free on 127.0.0.1 right now, below the
-    ephemeral range (so the relay's own listening port, a free ephemeral one, is never in it)."""
-    rng = random.Random()
-    for _ in range(200):
-        low = rng.randrange(12000, 32000 - size)
-        socks: list[socket.socket] = []
-        try:
-            for port in range(low, low + size):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-        return low
-    raise RuntimeError(f"no {size} consecutive free UDP ports")
-
-
 async def test_one_address_with_many_tokens_cannot_take_the_ports(tmp_path: Path) -> None:
     low = free_udp_range(40)
     flags = (
@@ -159,6 +136,26 @@ async def test_one_address_with_many_tokens_cannot_take_the_ports(tmp_path: Path
             refused = await metric(r.metrics, "turnpike_relay_allocations_refused")
             assert refused["token_quota"] == 1 and refused["ip_quota"] == 17
             assert refused["account_quota"] == 5 and refused["port_reserve"] == 3
+        finally:
+            for client in clients:
+                client.close()
+
+
+async def test_a_browser_page_with_default_quotas_never_meets_a_quota(tmp_path: Path) -> None:
+    """The review's per-token defect: a page with 4 peer connections sharing one token gathers 12
+    relay candidates each (3 TURN URLs x 2 interfaces x 2 families), and an ICE restart as many
+    again while the old ones live: 96 allocations on one credential from one address, with the
+    default quotas. Another user, from another address, is still served next to it."""
+    low = free_udp_range(120)
+    clients: list[RawClient] = []
+    async with relay(tmp_path, "--relay-ports", f"{low}-{low + 119}") as r:
+        try:
+            page = [await allocate(r.address, token(ATTACKER, 0), "127.0.0.2", clients)
+                    for _ in range(96)]  # fmt: skip
+            assert page == [(None, "")] * 96
+            await timed_allocation(r.address, "127.0.0.3", "next to a 96-allocation page")
+            refused = await metric(r.metrics, "turnpike_relay_allocations_refused")
+            assert refused and set(refused.values()) == {0}, refused
         finally:
             for client in clients:
                 client.close()

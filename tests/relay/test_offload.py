@@ -65,15 +65,25 @@ def sample(values: dict[Any, float], name: str, **labels: str) -> float:
 
 @contextlib.asynccontextmanager
 async def netns_relay(
-    topo: Topology, tmp_path: Path, *extra: str, offload: str = "tc", listen: str = ""
+    topo: Topology,
+    tmp_path: Path,
+    *extra: str,
+    offload: str = "tc",
+    listen: str = "",
+    capabilities: str = "",
 ) -> AsyncIterator[TurnpikeProcess]:
+    """The real relay in the relay namespace; ``capabilities`` (``-all,+bpf``, say) limits the
+    root process's capability bounding set through util-linux's setpriv."""
     keyring = write_keyring(tmp_path / "keyring.json")
     args = [
         "relay", "--listen", listen or f"{topo.relay_ip}:{PORT}", "--realm", REALM,
         "--keyring", str(keyring), "--allow-peer", "10.71.2.0/24", "--metrics", METRICS,
         "--relay-ports", "40000-40999", "--offload", offload, "--drain-grace", "1", *extra,
     ]  # fmt: skip
-    async with turnpike(args, prefix=topo.exec_prefix(topo.relay)) as proc:
+    prefix = topo.exec_prefix(topo.relay)
+    if capabilities:
+        prefix += ["setpriv", "--bounding-set", capabilities, "--inh-caps", "-all", "--"]
+    async with turnpike(args, prefix=prefix) as proc:
         for _ in range(200):
             assert proc.proc is not None
             if proc.proc.returncode is not None:
@@ -136,8 +146,8 @@ async def peer_in(topo: Topology, ip: str) -> AsyncIterator[Peer]:
 
 
 @contextlib.asynccontextmanager
-async def client_in(topo: Topology) -> AsyncIterator[RawClient]:
-    with topo.inside(topo.client):
+async def client_in(topo: Topology, namespace: str = "") -> AsyncIterator[RawClient]:
+    with topo.inside(namespace or topo.client):
         client = await RawClient.connect((topo.relay_ip, PORT))
     client.login(*credentials())
     try:
@@ -422,3 +432,79 @@ async def test_default_wildcard_listener_is_offloaded(topo: Topology, tmp_path: 
         values = await metrics(topo)
     assert kernel_packets(values, "to_peer") == 4
     assert kernel_packets(values, "to_client") == 4
+
+
+async def test_cap_bpf_and_cap_net_admin_are_all_it_needs(topo: Topology, tmp_path: Path) -> None:
+    """The capabilities the operator grants (and nothing else) load and attach the program."""
+    async with (
+        netns_relay(topo, tmp_path, capabilities="-all,+bpf,+net_admin"),
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        await client.allocate()
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"lean")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"lean"
+        assert await channel_data(client) == stun.channel_header(CHANNEL, 4) + b"lean"
+        values = await metrics(topo)
+    assert kernel_packets(values, "to_peer") == 1
+    assert kernel_packets(values, "to_client") == 1
+
+
+async def test_auto_without_the_capabilities_relays_in_userspace(
+    topo: Topology, tmp_path: Path
+) -> None:
+    capabilities = "-sys_admin,-bpf,-net_admin,-perfmon"
+    async with (
+        netns_relay(topo, tmp_path, offload="auto", capabilities=capabilities) as relay,
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        await client.allocate()
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"slow but sure")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"slow but sure"
+        values = await metrics(topo)
+        _, ready = await http_get(topo, "/ready")
+    assert '"offload": "off"' in ready
+    assert sample(values, "turnpike_relay_offload_active") == 0
+    assert sample(values, "turnpike_relay_packets_total", direction="to_peer") == 1
+    lines = [line for line in relay.text.splitlines() if "kernel fast path" in line]
+    assert len(lines) == 1 and "unavailable" in lines[0] and "userspace" in lines[0], relay.text
+    # --offload tc refuses to start without them, with one clear line.
+    keyring = str(tmp_path / "keyring.json")
+    refused = TurnpikeProcess(
+        ["relay", "--listen", f"{topo.relay_ip}:{PORT + 1}", "--keyring", keyring,
+         "--offload", "tc"],
+        prefix=[*topo.exec_prefix(topo.relay), "setpriv", "--bounding-set", capabilities, "--"],
+    )  # fmt: skip
+    await refused.start()
+    assert refused.proc is not None
+    code = await asyncio.wait_for(refused.proc.wait(), 30)
+    await refused.stop()
+    assert code == 2
+    assert "--offload tc" in refused.text and "Traceback" not in refused.text, refused.text
+
+
+async def test_an_interface_that_appears_later_is_attached_too(
+    topo: Topology, tmp_path: Path
+) -> None:
+    """A host-network relay's node gains a veth with every new pod: the relay follows."""
+    async with netns_relay(topo, tmp_path), peer_in(topo, topo.peer_ip) as peer:
+        before = sample(await metrics(topo), "turnpike_relay_offload_interfaces")
+        namespace, _ = topo.add_host(len(topo.extra))
+        for _ in range(100):  # the relay looks once a second
+            values = await metrics(topo)
+            if sample(values, "turnpike_relay_offload_interfaces") > before:
+                break
+            await asyncio.sleep(0.1)
+        assert sample(values, "turnpike_relay_offload_interfaces") == before + 1
+        async with client_in(topo, namespace) as client:
+            await client.allocate()
+            await bind_channel(client, peer.address)
+            client.send_channel(CHANNEL, b"new pod")
+            assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"new pod"
+            assert await channel_data(client) == stun.channel_header(CHANNEL, 7) + b"new pod"
+        values = await metrics(topo)
+    assert kernel_packets(values, "to_peer") == 1
+    assert kernel_packets(values, "to_client") == 1

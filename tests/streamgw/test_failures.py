@@ -347,24 +347,65 @@ async def test_31953_rtp_timeout(quick_scene: Scene) -> None:
     await quick_scene.still_alive()
 
 
+async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await ws_handshake(reader, writer)
+    await asyncio.sleep(30)
+
+
+async def fill_until_31930(scene: Scene) -> None:
+    """Send the caller's audio until the failing stream's server, which does not read, has made
+    the gateway drop audio for it."""
+    frame = bytes([0x7E]) * 160
+    for _ in range(40):
+        await scene.peer.send(scene.peer.packets(frame * 50), scene.target, interval=0)
+        await asyncio.sleep(0.01)
+        call = await scene.gw.call(scene.sid)
+        if any(e["code"] == 31930 for e in call["errors"]):
+            break
+    await scene.error(31930)
+
+
 async def test_31930_slow_server_loses_audio_not_the_call(quick_scene: Scene) -> None:
-    async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await ws_handshake(reader, writer)
-        await asyncio.sleep(30)
+    context = quick_scene.ws.ca.server_context()
+    async with raw_server(never_reads, context, limit=1024, rcvbuf=4096) as port:
+        await quick_scene.open(f"wss://127.0.0.1:{port}/stuck")
+        await fill_until_31930(quick_scene)
+        dropped = quick_scene.gw.gateway.metrics.frames_dropped.labels("websocket_backpressure")
+        assert dropped._value.get() > 0
+        await quick_scene.still_alive()
+
+
+async def test_a_stuck_server_is_dropped_when_its_stream_stops(quick_scene: Scene) -> None:
+    """A server that stops reading cannot be closed politely (the close frame never gets
+    through): stopping its stream resets the connection, so neither end of it is left, instead
+    of the gateway holding it (and what the server never read) until TLS gives up."""
 
     context = quick_scene.ws.ca.server_context()
     async with raw_server(never_reads, context, limit=1024, rcvbuf=4096) as port:
         await quick_scene.open(f"wss://127.0.0.1:{port}/stuck")
-        frame = bytes([0x7E]) * 160
-        for _ in range(40):
-            await quick_scene.peer.send(
-                quick_scene.peer.packets(frame * 50), quick_scene.target, interval=0
-            )
-            await asyncio.sleep(0.01)
-            call = await quick_scene.gw.call(quick_scene.sid)
-            if any(e["code"] == 31930 for e in call["errors"]):
+        await fill_until_31930(quick_scene)
+        assert tcp_connections(port) == ["ESTABLISHED", "ESTABLISHED"]
+        status, out = await quick_scene.gw.rest(
+            f"/Calls/{quick_scene.sid}/Streams/failing.json", {"Status": "stopped"}
+        )
+        assert status == 200 and out["status"] == "stopped", out
+        await quick_scene.http.wait_for("/events", StreamEvent="stream-stopped")
+        for _ in range(200):  # up to 10 s; TLS alone would give up after 30 s
+            if not tcp_connections(port):
                 break
-        await quick_scene.error(31930)
-        dropped = quick_scene.gw.gateway.metrics.frames_dropped.labels("websocket_backpressure")
-        assert dropped._value.get() > 0
+            await asyncio.sleep(0.05)
+        assert tcp_connections(port) == []
         await quick_scene.still_alive()
+
+
+TCP_STATES = {"01": "ESTABLISHED", "04": "FIN_WAIT1", "05": "FIN_WAIT2", "08": "CLOSE_WAIT"}
+
+
+def tcp_connections(port: int) -> list[str]:
+    """States of this host's TCP connections with an end at 127.0.0.1:``port`` (both ends of
+    each connection on loopback), from /proc/net/tcp; listening sockets are left out."""
+    end = f"0100007F:{port:04X}"
+    rows = [row.split() for row in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return sorted(
+        TCP_STATES.get(row[3], row[3]) for row in rows if end in row[1:3] and row[3] != "0A"
+    )

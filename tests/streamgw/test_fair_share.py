@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from support import free_port, turnpike
+from support import free_port, free_udp_range, turnpike
 from support.streamgw import (
     ACCOUNT,
     OTHER,
@@ -83,7 +83,8 @@ async def test_one_account_at_its_cap_never_blocks_another(make_gateway: MakeGat
 async def test_failed_starts_give_their_slot_back(make_gateway: MakeGateway) -> None:
     # A range with room for two calls' RTP ports, and caps above it: the third call finds no
     # port (503), and that failure must not leak a slot.
-    gw = await make_gateway(rtp_ports=(31000, 31003), max_calls=10, max_account_calls=10)
+    low = free_udp_range(4)  # two even ports, each with its odd neighbour
+    gw = await make_gateway(rtp_ports=(low, low + 3), max_calls=10, max_account_calls=10)
     for _ in range(2):
         await gw.create_call(twiml=PAUSE)
     for _ in range(3):

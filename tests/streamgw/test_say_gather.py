@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from support import require_tool
-from support.media import Conn, HttpServer, RtpPeer, WsServer
+from support.media import Conn, HttpServer, RtpPeer, WsServer, ulaw_wav
 from support.streamgw import Harness
 from twilio.twiml.voice_response import Connect, Gather, Start, VoiceResponse
 
@@ -165,6 +165,28 @@ async def test_gather_collects_digits_and_interrupts_its_say(
     assert voiced(played(peer)) < 300
 
 
+async def test_gather_key_cuts_off_nested_play_and_pause(
+    gw: Harness, http: HttpServer, peer: RtpPeer
+) -> None:
+    tone = bytes([0x10]) * 160
+    http.serve("/long.wav", ulaw_wav(tone * 500))  # 10 s
+    http.twiml("/digits", "<Response><Hangup/></Response>")
+    response = VoiceResponse()
+    gather = Gather(num_digits=1, action=http.url("/digits"), timeout=5)
+    gather.play(http.url("/long.wav"))
+    gather.pause(length=60)
+    response.append(gather)
+    created = await gw.create_call(peer, twiml=str(response))
+    async with asyncio.timeout(20):
+        while len(peer.received) < 25:  # the clip is playing
+            await peer.arrivals.get()
+    await press(peer, created, "7")
+    (hit,) = await http.wait_for("/digits", timeout=20)  # not after the clip and the 60 s pause
+    assert hit.form["Digits"] == "7"
+    await gw.wait_status(created["sid"], timeout=20)
+    assert sum(p.payload == tone for p in peer.received) < 400  # the clip was cut short
+
+
 async def test_gather_finish_on_key_and_relative_action(
     gw: Harness, http: HttpServer, peer: RtpPeer
 ) -> None:
@@ -214,6 +236,22 @@ async def test_gather_without_action_goes_on_with_the_next_verb(
     await gw.wait_status(created["sid"], timeout=20)
 
 
+async def test_gather_without_action_sends_the_digits_to_the_document_url(
+    gw: Harness, http: HttpServer, peer: RtpPeer
+) -> None:
+    response = VoiceResponse()
+    response.gather(num_digits=2, timeout=10, method="GET")
+    response.say("never reached: the digits go back to this document's URL")
+    created = await gw.create_call(peer, url=http.twiml("/menu", str(response)))
+    await http.wait_for("/menu")
+    await asyncio.sleep(0.3)
+    await press(peer, created, "42")
+    (hit,) = await http.wait_for("/menu", Digits="42", timeout=20)
+    assert hit.method == "GET" and hit.form == {}  # the parameters are in the query
+    assert hit.query["CallSid"] == created["sid"]
+    await gw.hangup(created["sid"])
+
+
 @pytest.mark.parametrize(("reason", "status"), [("busy", "busy"), (None, "no-answer")])
 async def test_reject_ends_the_call_unanswered(
     gw: Harness, http: HttpServer, reason: str | None, status: str
@@ -229,12 +267,13 @@ async def test_reject_ends_the_call_unanswered(
     assert hit.form["CallStatus"] == status
 
 
+@pytest.mark.parametrize("method", ["POST", "GET"])
 async def test_start_action_replaces_the_rest_of_the_document(
-    gw: Harness, ws: WsServer, http: HttpServer, peer: RtpPeer
+    gw: Harness, ws: WsServer, http: HttpServer, peer: RtpPeer, method: str
 ) -> None:
     http.twiml("/started", '<Response><Pause length="30"/></Response>')
     response = VoiceResponse()
-    start = Start(action=http.url("/started"))
+    start = Start(action=http.url("/started"), method=method)
     start.stream(url=ws.url("/fork"))
     response.append(start)
     response.hangup()  # never reached: the action's TwiML runs instead
@@ -242,7 +281,10 @@ async def test_start_action_replaces_the_rest_of_the_document(
     conn = await ws.accept()
     (hit,) = await http.wait_for("/started")
     start_msg = await conn.next("start")
-    assert hit.form["StreamSid"] == start_msg["streamSid"]
+    assert hit.method == method
+    params = hit.form if method == "POST" else hit.query
+    assert params["StreamSid"] == start_msg["streamSid"]
+    assert params["CallSid"] == created["sid"]
     assert (await gw.call(created["sid"]))["status"] == "in-progress"
     await gw.hangup(created["sid"])
 

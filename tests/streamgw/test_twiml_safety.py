@@ -181,13 +181,14 @@ async def test_play_of_a_wav_sent_in_small_delayed_chunks_is_complete(
     assert clip in outbound
 
 
+@pytest.mark.parametrize("chunked", [False, True])
 async def test_webhook_document_sent_in_small_chunks_is_complete(
-    gw: Harness, http: HttpServer
+    gw: Harness, http: HttpServer, chunked: bool
 ) -> None:
     http.twiml("/after", "<Response><Hangup/></Response>")
     padding = "<!-- " + "x" * (300 * 1024) + " -->"
     document = f"<Response>{padding}<Redirect>{http.url('/after')}</Redirect></Response>"
-    async with raw_http(dribble(document.encode(), 16 * 1024, chunked=True)) as base:
+    async with raw_http(dribble(document.encode(), 16 * 1024, chunked=chunked)) as base:
         created = await gw.create_call(url=f"{base}/voice")
         ended = await gw.wait_status(created["sid"], timeout=30)
     assert ended["errors"] == []

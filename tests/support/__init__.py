@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -48,6 +49,27 @@ def free_dual_port(host: str = "127.0.0.1") -> int:
                 continue
             return port
     raise RuntimeError("no port free for both UDP and TCP")
+
+
+def free_udp_range(size: int, host: str = "127.0.0.1") -> int:
+    """The first port (even) of ``size`` consecutive UDP ports free on ``host`` right now, below
+    the ephemeral range, so no port the system hands out (a listener's, a client's) is in it."""
+    rng = random.Random()
+    for _ in range(200):
+        low = rng.randrange(12000, 32000 - size) & ~1
+        socks: list[socket.socket] = []
+        try:
+            for port in range(low, low + size):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind((host, port))
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return low
+    raise RuntimeError(f"no {size} consecutive free UDP ports")
 
 
 async def wait_http(url: str, timeout: float = 20.0, status: int = 200) -> None:

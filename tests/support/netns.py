@@ -51,8 +51,9 @@ class Topology:
     other_peer_ip = "10.71.2.3"  # a second peer address in the peer namespace
 
     def __init__(self, tag: str) -> None:
-        base = f"tp{os.getpid()}{tag}"
+        self.base = base = f"tp{os.getpid()}{tag}"
         self.client, self.relay, self.peer = f"{base}c", f"{base}r", f"{base}p"
+        self.extra: list[str] = []  # namespaces added later by add_host
 
     def create(self) -> None:
         for name in (self.client, self.relay, self.peer):
@@ -71,8 +72,23 @@ class Topology:
         ip("-n", self.client, "route", "add", "default", "via", self.relay_ip)
         ip("-n", self.peer, "route", "add", "default", "via", self.relay_peer_side)
 
+    def add_host(self, index: int) -> tuple[str, str]:
+        """One more namespace on a new veth link to the relay (10.71.<10+index>.0/24), made
+        while the relay runs; returns (namespace, its address)."""
+        name, net = f"{self.base}x{index}", f"10.71.{10 + index}"
+        ip("netns", "add", name)
+        self.extra.append(name)
+        outer = f"r{10 + index}"
+        ip("link", "add", "x0", "netns", name, "type", "veth", "peer", outer, "netns", self.relay)
+        ip("-n", name, "addr", "add", f"{net}.2/24", "dev", "x0")
+        ip("-n", self.relay, "addr", "add", f"{net}.1/24", "dev", outer)
+        for ns, link in ((name, "lo"), (name, "x0"), (self.relay, outer)):
+            ip("-n", ns, "link", "set", link, "up")
+        ip("-n", name, "route", "add", "default", "via", f"{net}.1")
+        return name, f"{net}.2"
+
     def delete(self) -> None:
-        for name in (self.client, self.relay, self.peer):
+        for name in (*self.extra, self.client, self.relay, self.peer):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
 
     @staticmethod

@@ -262,6 +262,14 @@ def relay_edge_spec() -> Schema:
                 "description": "relays bind the node's addresses directly; no Service is created",
                 "default": False,
             },
+            "offload": _string(
+                "the relay's kernel fast path for ChannelData over IPv4/UDP (--offload): off, "
+                "auto (used when it loads) or tc (required); auto and tc run the relay container "
+                "as UID 0 with only CAP_BPF and CAP_NET_ADMIN added, which the restricted Pod "
+                "Security Standard refuses",
+                enum=["off", "auto", "tc"],
+                default="off",
+            ),
             "ports": {
                 "type": "object",
                 "description": "client-facing listener ports",
@@ -303,14 +311,7 @@ def relay_edge_spec() -> Schema:
                     }
                 ],
             },
-            "quotas": {
-                "type": "object",
-                "description": "allocation quotas per relay process",
-                "properties": {
-                    "perUser": _integer("allocations per TURN user", minimum=1),
-                    "total": _integer("allocations in total", minimum=1),
-                },
-            },
+            "quotas": _relay_quotas(),
             "peers": {
                 "type": "object",
                 "description": "extra peer filtering on top of the relay's closed defaults",
@@ -342,6 +343,34 @@ def relay_edge_spec() -> Schema:
             },
             *_listener_rules(),
         ],
+    }
+
+
+def _relay_quotas() -> Schema:
+    """The relay's fair share (``turnpike relay --help``): every field optional, the relay's own
+    default when absent; 0 turns a limit off, as the relay's flags do."""
+
+    def limit(description: str) -> Schema:
+        return _integer(f"{description}; 0 = no limit; the relay's default when absent", minimum=0)
+
+    return {
+        "type": "object",
+        "description": "fair share of each relay process's ports and file descriptors "
+        "(with --workers: of each worker's)",
+        "properties": {
+            "perUser": limit("allocations per token (TURN REST username)"),
+            "perAccount": limit("allocations per account (the username's AccountSid)"),
+            "perIP": limit("allocations per client address (IPv6: per /64)"),
+            "total": limit("allocations in total"),
+            "connectionsPerIP": limit("TCP/TLS connections per client address (IPv6: per /64)"),
+            # A whole number: Kubernetes API conventions avoid floating point in specs.
+            "reservePercent": _integer(
+                "the last PERCENT of relay ports and file descriptors go only to accounts and "
+                "addresses holding little; the relay's default when absent",
+                minimum=0,
+                maximum=99,
+            ),
+        },
     }
 
 

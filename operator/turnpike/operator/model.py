@@ -114,6 +114,56 @@ class Exposure:
         )
 
 
+def _count(value: Any, field: str, top: int | None = None) -> int | None:
+    """An optional whole number of at least 0 (and at most ``top``); None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{field}: {value!r} is not a whole number")
+    if value < 0 or (top is not None and value > top):
+        bounds = f"0-{top}" if top is not None else "at least 0"
+        raise SpecError(f"{field}: {value} is out of range ({bounds})")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    """``spec.quotas``: the relay's fair-share flags; None leaves the relay's default."""
+
+    per_user: int | None = None
+    per_account: int | None = None
+    per_ip: int | None = None
+    total: int | None = None
+    connections_per_ip: int | None = None
+    reserve_percent: int | None = None
+
+    @classmethod
+    def parse(cls, spec: Any) -> Quotas:
+        if spec is None:
+            return cls()
+        if not isinstance(spec, dict):
+            raise SpecError("spec.quotas: must be an object")
+        field = "spec.quotas."
+        return cls(
+            per_user=_count(spec.get("perUser"), field + "perUser"),
+            per_account=_count(spec.get("perAccount"), field + "perAccount"),
+            per_ip=_count(spec.get("perIP"), field + "perIP"),
+            total=_count(spec.get("total"), field + "total"),
+            connections_per_ip=_count(spec.get("connectionsPerIP"), field + "connectionsPerIP"),
+            reserve_percent=_count(spec.get("reservePercent"), field + "reservePercent", 99),
+        )
+
+
+OFFLOAD_MODES = ("off", "auto", "tc")
+
+
+def _offload(value: Any) -> str:
+    mode = str(value or "off")
+    if mode not in OFFLOAD_MODES:
+        raise SpecError(f"spec.offload: one of {', '.join(OFFLOAD_MODES)}, not {mode!r}")
+    return mode
+
+
 @dataclass(frozen=True, slots=True)
 class RelayEdge:
     name: str
@@ -131,14 +181,14 @@ class RelayEdge:
     relay_ports: tuple[int, int]
     static_addresses: tuple[str, ...]
     address_source: str  # NodeExternalIP | LoadBalancer | "" when static
-    user_quota: int | None
-    total_quota: int | None
+    quotas: Quotas
     allow_peers: tuple[str, ...]
     deny_peers: tuple[str, ...]
     deny_cluster_networks: bool
     grace_seconds: int
     workload: Workload
     exposure: Exposure
+    offload: str = "off"  # the relay's --offload: off, auto or tc
 
     @property
     def tls(self) -> bool:
@@ -157,7 +207,6 @@ class RelayEdge:
         ports = spec.get("ports") or {}
         addresses = spec.get("addresses") or {}
         peers = spec.get("peers") or {}
-        quotas = spec.get("quotas") or {}
         host_network = bool(spec.get("hostNetwork", False))
         static = _cidrs(addresses.get("static"), "spec.addresses.static")
         source = addresses.get("source") or ""
@@ -188,14 +237,14 @@ class RelayEdge:
             ),
             static_addresses=static,
             address_source=source if not static else "",
-            user_quota=quotas.get("perUser"),
-            total_quota=quotas.get("total"),
+            quotas=Quotas.parse(spec.get("quotas")),
             allow_peers=_cidrs(peers.get("allow"), "spec.peers.allow"),
             deny_peers=_cidrs(peers.get("deny"), "spec.peers.deny"),
             deny_cluster_networks=bool(peers.get("denyClusterNetworks", True)),
             grace_seconds=int(spec.get("terminationGracePeriodSeconds", 3600)),
             workload=Workload.parse(spec, default_image, crds.RELAY_RESOURCES),
             exposure=Exposure.parse(spec, "LoadBalancer"),
+            offload=_offload(spec.get("offload")),
         )
         edge.check_ports()
         return edge

@@ -41,21 +41,34 @@ def relay_config(
         # Drain a little shorter than the pod's grace period so the relay exits on its own
         # terms (final metrics, closed allocations) before the kubelet kills it.
         "TURNPIKE_DRAIN_GRACE": str(max(edge.grace_seconds - DRAIN_MARGIN, 0)),
+        "TURNPIKE_OFFLOAD": edge.offload,
     }
     if deny:
         data["TURNPIKE_DENY_PEER"] = ",".join(deny)
     if edge.allow_peers:
         data["TURNPIKE_ALLOW_PEER"] = ",".join(edge.allow_peers)
-    if edge.user_quota is not None:
-        data["TURNPIKE_USER_QUOTA"] = str(edge.user_quota)
-    if edge.total_quota is not None:
-        data["TURNPIKE_TOTAL_QUOTA"] = str(edge.total_quota)
+    data.update(quota_config(edge))
     if external_ip:
         data["TURNPIKE_EXTERNAL_IP"] = external_ip
     if edge.tls:
         data["TURNPIKE_TLS_CERT"] = f"{TLS_DIR}/tls.crt"
         data["TURNPIKE_TLS_KEY"] = f"{TLS_DIR}/tls.key"
     return data
+
+
+def quota_config(edge: RelayEdge) -> dict[str, str]:
+    """``spec.quotas`` as the relay's fair-share variables; an absent field sets nothing, so the
+    relay's own default (sized from its port range and open-file limit) applies."""
+    quotas = edge.quotas
+    values = {
+        "TURNPIKE_USER_QUOTA": quotas.per_user,
+        "TURNPIKE_ACCOUNT_QUOTA": quotas.per_account,
+        "TURNPIKE_IP_QUOTA": quotas.per_ip,
+        "TURNPIKE_TOTAL_QUOTA": quotas.total,
+        "TURNPIKE_CONNECTIONS_PER_IP": quotas.connections_per_ip,
+        "TURNPIKE_RESERVE_PERCENT": quotas.reserve_percent,
+    }
+    return {name: str(value) for name, value in values.items() if value is not None}
 
 
 def _metadata(edge: RelayEdge, owner: Obj, name: str | None = None) -> Obj:
@@ -121,23 +134,33 @@ def binds_privileged_ports(edge: RelayEdge) -> bool:
 
 
 def container_security(edge: RelayEdge) -> Obj:
-    """Read-only root, no privilege escalation, every capability dropped; the one exception is a
-    host-network relay binding a port below 1024. A non-root process cannot use an added
-    capability there: Kubernetes grants no ambient capabilities, so for any uid but 0 an added
-    one stays in the bounding set only, and no-new-privileges rules out file capabilities. That
-    container alone runs as uid 0 holding NET_BIND_SERVICE and nothing else (no DAC override:
-    it reads only the root-owned Secret files). Off the host network the pod's own
-    net.ipv4.ip_unprivileged_port_start sysctl opens the port to the non-root user instead."""
+    """Read-only root, no privilege escalation, every capability dropped, with two exceptions.
+
+    A host-network relay binding a port below 1024 needs NET_BIND_SERVICE. A relay with the
+    kernel fast path (``offload`` auto or tc) must load an eBPF program and attach it to the
+    pod's (with hostNetwork, the node's) interfaces: exactly CAP_BPF and CAP_NET_ADMIN, nothing
+    privileged. A non-root process cannot use an added capability: Kubernetes grants no ambient
+    capabilities, so for any uid but 0 an added one stays in the bounding set only, and
+    no-new-privileges rules out file capabilities. Such a container alone runs as uid 0 holding
+    just those capabilities (no DAC override: it reads only the root-owned Secret files); the
+    restricted Pod Security Standard refuses it, which is why ``offload`` is off unless asked
+    for. Off the host network the pod's own net.ipv4.ip_unprivileged_port_start sysctl opens a
+    low port to the non-root user instead.
+    """
+    fast = edge.offload != "off"
+    low = edge.host_network and binds_privileged_ports(edge)
+    add = [cap for cap, wanted in (("BPF", fast), ("NET_ADMIN", fast),
+                                   ("NET_BIND_SERVICE", low)) if wanted]  # fmt: skip
     security: Obj = {
         "runAsNonRoot": True,
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
-    if edge.host_network and binds_privileged_ports(edge):
+    if add:
         security["runAsNonRoot"] = False
         security["runAsUser"] = 0
-        security["capabilities"]["add"] = ["NET_BIND_SERVICE"]
+        security["capabilities"]["add"] = add
     return security
 
 

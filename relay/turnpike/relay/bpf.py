@@ -121,7 +121,7 @@ class BpfObject:
             code = ctypes.get_errno() or 22
             raise BpfError(code, f"cannot open {path.name}: {os.strerror(code)}")
         self._obj: int | None = obj
-        self._links: list[int] = []
+        self._links: dict[int, int] = {}  # interface index -> link fd
         try:
             _check(lib.bpf_object__load(obj), f"loading {path.name}")
         except BpfError:
@@ -147,12 +147,25 @@ class BpfObject:
 
     def attach_tc_ingress(self, program: str, ifindex: int) -> None:
         """Attach ``program`` at TC ingress of ``ifindex`` with a link this process holds."""
+        if ifindex in self._links:
+            return
         fd = libbpf().bpf_link_create(self.program_fd(program), ifindex, BPF_TCX_INGRESS, None)
-        self._links.append(_check(fd, f"attaching to interface {ifindex}"))
+        self._links[ifindex] = _check(fd, f"attaching to interface {ifindex}")
+
+    @property
+    def attached(self) -> set[int]:
+        """Interface indexes this object holds a link on."""
+        return set(self._links)
+
+    def release(self, ifindex: int) -> None:
+        """Drop the link on an interface (the kernel detached it when the interface went)."""
+        fd = self._links.pop(ifindex, None)
+        if fd is not None:
+            os.close(fd)
 
     def close(self) -> None:
         """Detach every link and free the programs and maps (idempotent)."""
-        for fd in self._links:
+        for fd in self._links.values():
             os.close(fd)
         self._links.clear()
         if self._obj is not None:

@@ -36,6 +36,7 @@
 #define UDP_OFF (IP_OFF + sizeof(struct iphdr))  // 34
 #define UDP_CHECK_OFF (UDP_OFF + offsetof(struct udphdr, check))
 #define PAYLOAD_OFF (UDP_OFF + sizeof(struct udphdr))  // 42: UDP payload
+#define LOOPBACK_IFINDEX 1
 #define MAX_DATA 2047  // larger payloads (jumbo frames) go to userspace
 #define CSUM_FLAGS (BPF_F_MARK_MANGLED_0)
 #define PSEUDO_FLAGS (BPF_F_MARK_MANGLED_0 | BPF_F_PSEUDO_HDR)
@@ -140,6 +141,16 @@ static __always_inline int move_payload(struct __sk_buff *skb, __u32 from, __u32
 	return bpf_skb_store_bytes(skb, to, buf->data, len, BPF_F_RECOMPUTE_CSUM);
 }
 
+// Send the rewritten packet on its way. A packet that came in on loopback and is for a local
+// socket is simply delivered where it is (its route is already the local one); anything else
+// leaves through the entry's egress interface, the neighbour table filling in the MACs.
+static __always_inline int send(struct __sk_buff *skb, const struct route *r)
+{
+	if (r->ifindex == LOOPBACK_IFINDEX && skb->ifindex == LOOPBACK_IFINDEX)
+		return TC_ACT_OK;
+	return bpf_redirect_neigh(r->ifindex, 0, 0, 0);
+}
+
 // Rewrite the IPv4 and UDP headers for `r`, with UDP length `udp_len`; fix both checksums.
 static __always_inline int rewrite_headers(struct __sk_buff *skb, const struct headers *old,
 					   const struct route *r, __u16 udp_len)
@@ -191,7 +202,7 @@ static __always_inline int to_peer_path(struct __sk_buff *skb, const struct head
 		return TC_ACT_SHOT;
 	__sync_fetch_and_add(&r->packets, 1);
 	__sync_fetch_and_add(&r->bytes, data_len);
-	return bpf_redirect_neigh(r->ifindex, 0, 0, 0);
+	return send(skb, r);
 }
 
 // A peer's datagram -> ChannelData to the client: put the 4-byte header in front.
@@ -213,7 +224,7 @@ static __always_inline int to_client_path(struct __sk_buff *skb, const struct he
 		return TC_ACT_SHOT;
 	__sync_fetch_and_add(&r->packets, 1);
 	__sync_fetch_and_add(&r->bytes, data_len);
-	return bpf_redirect_neigh(r->ifindex, 0, 0, 0);
+	return send(skb, r);
 }
 
 SEC("tc")

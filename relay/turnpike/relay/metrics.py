@@ -228,6 +228,11 @@ class RelayCollector(Collector):
             value=int(offload.active),
         )
         yield GaugeMetricFamily(
+            "turnpike_relay_offload_interfaces",
+            "Interfaces the kernel fast path is attached to",
+            value=offload.interfaces,
+        )
+        yield GaugeMetricFamily(
             "turnpike_relay_offload_channels",
             "Channels the kernel fast path currently relays",
             value=offload.channels,

@@ -191,6 +191,8 @@ class Offload:
         self._installed: dict[Allocation, _Installed] = {}
         self._retired = Traffic()  # kernel counts of allocations that have ended
         self._sweeper: asyncio.Task[None] | None = None
+        self._follow = False  # attach to interfaces that appear later
+        self._full_logged = False
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -235,6 +237,7 @@ class Offload:
         self._to_client = obj.map("to_client")
         self._punted = obj.map("punted")
         self._routes = Routes()
+        self._follow = interfaces is None
         indexes = interfaces if interfaces is not None else [i for i, _ in socket.if_nameindex()]
         for ifindex in indexes:
             obj.attach_tc_ingress(PROGRAM, ifindex)
@@ -309,9 +312,28 @@ class Offload:
         return installed.folded
 
     def sweep(self) -> None:
-        """Drop the entries of channels userspace expired (the kernel already ignores them)."""
+        """Drop the entries of channels userspace expired (the kernel already ignores them);
+        follow the namespace's interfaces (a pod's veth on a host-network relay's node)."""
         for alloc in list(self._installed):
             self.sync(alloc)
+        if self._follow:
+            self._follow_interfaces()
+
+    def _follow_interfaces(self) -> None:
+        assert self._object is not None
+        present = {i for i, _ in socket.if_nameindex()}
+        for ifindex in self._object.attached - present:
+            self._object.release(ifindex)
+        for ifindex in present - self._object.attached:
+            try:
+                self._object.attach_tc_ingress(PROGRAM, ifindex)
+            except OSError as exc:  # it may be gone again already; userspace relays meanwhile
+                log.debug("fast path not attached to interface %d: %s", ifindex, exc)
+
+    @property
+    def interfaces(self) -> int:
+        """How many interfaces the program is attached to."""
+        return len(self._object.attached) if self._object is not None else 0
 
     def _wanted(self, alloc: Allocation) -> dict[int, tuple[tuple[str, int], int]]:
         """channel -> (peer, expiry in ns) for every channel the kernel may relay."""
@@ -364,8 +386,20 @@ class Offload:
             _be16(channel), 0, to_client_route[0], 0, expires_ns,
         )  # fmt: skip
         # The reverse direction first: a peer's answer never races ahead of its entry.
-        self._to_client.update(peer_key, to_client)
-        self._to_peer.update(client_key, to_peer)
+        try:
+            self._to_client.update(peer_key, to_client)
+            self._to_peer.update(client_key, to_peer)
+        except OSError as exc:  # full maps (E2BIG): this channel stays in userspace, correct
+            self._to_client.pop(peer_key, Route())
+            if not self._full_logged:
+                self._full_logged = True
+                log.warning(
+                    "kernel fast path: cannot add a channel (%s); such channels are relayed in "
+                    "userspace",
+                    exc,
+                    extra={"event": "offload_insert_failed", "reason": str(exc)},
+                )
+            return
         installed.entries[channel] = _Entry(peer, expires_ns, client_key, peer_key)
 
     def _delete(self, installed: _Installed, channel: int) -> None:

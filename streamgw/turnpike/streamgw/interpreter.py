@@ -135,8 +135,11 @@ async def gather(call: Call, verb: twiml.Gather) -> Step:
             key = None
             if verb.num_digits is not None and len(digits) >= verb.num_digits:
                 break
-    if verb.action and (digits or verb.action_on_empty_result):
-        return Source(url=verb.action, method=verb.method, extra=(("Digits", digits),))
+    # Hosted semantics: without an action, the keys go to the document's own URL (inline TwiML
+    # has none, so it goes on with the next verb).
+    action = verb.action or call.doc_url
+    if action and (digits or verb.action_on_empty_result):
+        return Source(url=action, method=verb.method, extra=(("Digits", digits),))
     return NEXT
 
 

@@ -22,6 +22,7 @@ import json
 import logging
 import socket
 import ssl
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -84,6 +85,14 @@ class Egress:
     callbacks: Callbacks
     metrics: Metrics
     settings: StreamSettings = field(default_factory=StreamSettings)
+
+
+class _Socket(Protocol):
+    """What a fork uses of the socket asyncio hands out (``asyncio.trsock.TransportSocket``)."""
+
+    def setsockopt(self, level: int, option: int, value: bytes) -> None: ...
+
+    def shutdown(self, how: int) -> None: ...
 
 
 class CallView(Protocol):
@@ -184,6 +193,9 @@ class Fork:
         self._wake = asyncio.Event()
         self._finish: str | None = None  # why the writer should leave: "stop" | "remote" | "error"
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        # The connection's socket, kept from the start: aiohttp forgets the connection once a
+        # close has begun, and a close that cannot get through is exactly when it must be dropped.
+        self._sock: _Socket | None = None
         self._task: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
 
@@ -216,6 +228,7 @@ class Fork:
                 self._fail(classify(exc))
                 return
             self._ws = ws
+            self._sock = ws.get_extra_info("socket")
             if self._finish is not None:  # stopped while connecting: leave quietly
                 await self._close_ws(1000)
                 return
@@ -341,18 +354,20 @@ class Fork:
             await asyncio.wait_for(ws.close(code=code), self.egress.settings.stop_grace)
         except (TimeoutError, aiohttp.ClientError, ConnectionError, RuntimeError):
             self._abort_ws()
+        else:
+            self._sock = None  # closed politely: nothing left to drop
 
     def _abort_ws(self) -> None:
-        """Drop the connection at once, with no closing handshake: shut its socket down (public
-        API only: the connection's transport socket, as asyncio hands it out), which ends the
-        connection both ways; aiohttp then sees it closed."""
-        ws = self._ws
-        if ws is None or ws.closed:
+        """Drop the connection at once, with no closing handshake, through public API only (the
+        connection's socket as asyncio hands it out): a zero linger makes the close that follows
+        reset the connection instead of waiting to deliver what a stuck server never reads, and
+        shutting the socket down ends it both ways, so aiohttp sees it closed and closes it."""
+        sock, self._sock = self._sock, None
+        if sock is None:
             return
-        sock = ws.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):  # already closed by aiohttp: nothing left to drop
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.shutdown(socket.SHUT_RDWR)
 
     # ---- messages to the server ------------------------------------------------------------
 

@@ -1,0 +1,236 @@
+"""The relay from the image, in the pod the operator renders for an edge: coturn's client relays
+through the container over UDP and TCP; a host-network edge with TLS on 443 starts (where the
+former rendering, non-root holding NET_BIND_SERVICE, cannot bind); off the host network the
+pod's sysctl opens 443 to the non-root relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import re
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import free_dual_port, free_port, require_tool
+from support.container import (
+    Podman,
+    PodRun,
+    container_named,
+    pod_spec,
+    run_pod,
+    wait_ready,
+)
+from support.relay import write_self_signed
+
+from turnpike.operator import labels, relay
+from turnpike.operator.model import RelayEdge
+
+pytestmark = [pytest.mark.interop, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
+
+SECRET = "north"
+KEYRING_SECRET = "turnpike-keyring"
+TLS_SECRET = "edge-tls"
+OWNER = {
+    "apiVersion": "turnpike.io/v1alpha1",
+    "kind": "RelayEdge",
+    "metadata": {"name": "edge", "namespace": "turnpike", "uid": "u-1"},
+}
+
+
+def relay_ports() -> dict[str, int]:
+    low = random.randrange(40000, 48000)
+    return {"min": low, "max": low + 199}
+
+
+def edge_pod(image: str, workdir: Path, **spec: Any) -> PodRun:
+    """The relay container of the pod the operator renders for an edge with ``spec``."""
+    body = {
+        "metadata": {"name": "edge", "namespace": "turnpike", "uid": "u-1"},
+        "spec": {
+            "location": "Test",
+            "publicHostname": "edge.turn.example.com",
+            "peers": {"allow": ["127.0.0.0/8"], "denyClusterNetworks": False},
+            "quotas": {"perUser": 50},
+            "relayPorts": relay_ports(),
+            "terminationGracePeriodSeconds": 31,  # a 1 s drain when the test stops the relay
+            **spec,
+        },
+    }
+    config, workload, *_ = relay.children(
+        RelayEdge.parse(body, image), OWNER, [], None, KEYRING_SECRET
+    )
+    pod = pod_spec(workload)
+    cert, key = write_self_signed(workdir)
+    keyring = {"keys": [{"id": "k1", "secret": SECRET, "signing": True}]}
+    return PodRun(
+        image=image,
+        spec=pod,
+        container=container_named(pod, "relay"),
+        workdir=workdir,
+        secrets={
+            KEYRING_SECRET: {labels.KEYRING_KEY: json.dumps(keyring)},
+            TLS_SECRET: {"tls.crt": cert.read_text(), "tls.key": key.read_text()},
+        },
+        config_maps={config["metadata"]["name"]: config["data"]},
+    )
+
+
+async def uclient(server: str, port: int, peer_port: int, *flags: str) -> tuple[int, int]:
+    tool = require_tool("turnutils_uclient", "apt-get install coturn")
+    proc = await asyncio.create_subprocess_exec(
+        tool, *flags, "-W", SECRET, "-u", "alice", "-e", "127.0.0.1", "-r", str(peer_port),
+        "-p", str(port), "-m", "2", "-n", "30", "-l", "170", "-z", "5", "-X", "-g", server,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode(errors="replace")
+    totals = re.search(r"tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\s*$", text, re.M)
+    assert totals, text
+    return int(totals[1]), int(totals[2])
+
+
+async def relayed(server: str, port: int, *flags: str) -> tuple[int, int]:
+    """(sent, received back) by uclient through the relay to a coturn peer on loopback."""
+    peer_tool = require_tool("turnutils_peer", "apt-get install coturn")
+    peer_port = free_port(socket.SOCK_DGRAM)
+    peer = await asyncio.create_subprocess_exec(
+        peer_tool, "-L", "127.0.0.1", "-p", str(peer_port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        return await uclient(server, port, peer_port, *flags)
+    finally:
+        peer.terminate()
+        await peer.wait()
+
+
+async def test_coturn_relays_through_the_relay_container_over_udp_and_tcp(
+    podman: Podman, image: str, tmp_path: Path
+) -> None:
+    pod = edge_pod(image, tmp_path)
+    port, metrics = free_dual_port(), free_port()
+    pod.listen = {3478: f"127.0.0.1:{port}", relay.METRICS_PORT: f"127.0.0.1:{metrics}"}
+    assert "--read-only" in pod.security_flags() and "--cap-drop=ALL" in pod.security_flags()
+    with run_pod(podman, pod) as running:
+        await asyncio.to_thread(wait_ready, running, f"http://127.0.0.1:{metrics}/ready")
+        for flags in ([], ["-t"]):
+            sent, received = await relayed("127.0.0.1", port, *flags)
+            assert sent > 0 and sent == received, (flags, running.output)
+
+
+def free_loopback_443() -> str:
+    """A loopback address whose port 443 is free for TCP (nothing else on the host is touched)."""
+    for _ in range(50):
+        address = (
+            f"127.{random.randrange(1, 255)}.{random.randrange(0, 255)}.{random.randrange(1, 255)}"
+        )
+        with socket.socket() as s:
+            try:
+                s.bind((address, 443))
+            except OSError:
+                continue
+            return address
+    raise AssertionError("no loopback address with port 443 free")
+
+
+def host_network_443_pod(image: str, workdir: Path) -> tuple[PodRun, str, int, int]:
+    """The pod of a host-network edge with TURN over TLS on 443 (deploy/examples/edge-dublin)."""
+    pod = edge_pod(
+        image,
+        workdir,
+        mode="DaemonSet",
+        hostNetwork=True,
+        tlsSecretName=TLS_SECRET,
+        ports={"udp": 3478, "tcp": 3478, "tls": [443]},
+    )
+    assert pod.spec["hostNetwork"] is True
+    address, port, metrics = free_loopback_443(), free_dual_port(), free_port()
+    pod.listen = {
+        3478: f"127.0.0.1:{port}",
+        443: f"{address}:443",
+        relay.METRICS_PORT: f"127.0.0.1:{metrics}",
+    }
+    return pod, address, port, metrics
+
+
+async def test_host_network_relay_serves_turn_over_tls_on_443(
+    podman: Podman, image: str, tmp_path: Path
+) -> None:
+    pod, address, _, metrics = host_network_443_pod(image, tmp_path)
+    flags = pod.security_flags()
+    assert "--user=0:65532" in flags and "--cap-add=NET_BIND_SERVICE" in flags
+    with run_pod(podman, pod) as running:
+        await asyncio.to_thread(wait_ready, running, f"http://127.0.0.1:{metrics}/ready")
+        sent, received = await relayed(address, 443, "-t", "-S")
+        assert sent > 0 and sent == received, running.output
+
+
+def test_non_root_with_net_bind_service_cannot_bind_443_on_the_host_network(
+    podman: Podman, image: str, tmp_path: Path
+) -> None:
+    """Why the relay container runs as uid 0 there: the former rendering (the pod's non-root
+    user holding NET_BIND_SERVICE) fails to bind, the capability being in the bounding set only."""
+    pod, _, _, _ = host_network_443_pod(image, tmp_path)
+    security = pod.container["securityContext"]
+    del security["runAsUser"]
+    security["runAsNonRoot"] = True
+    assert security["capabilities"]["add"] == ["NET_BIND_SERVICE"]
+    with run_pod(podman, pod) as running:
+        assert running.proc.wait(30) != 0
+    assert "Permission denied" in running.output, running.output
+
+
+@contextlib.contextmanager
+def pod_network_namespace() -> Iterator[str]:
+    """A network namespace of the test's own, shaped like a pod's: loopback plus an interface
+    with an address and a default route (a veth pair with both ends inside: nothing reaches
+    the host)."""
+    ip = require_tool("ip", "apt-get install iproute2")
+    name = f"turnpike-test-{secrets.token_hex(4)}"
+    subprocess.run([ip, "netns", "add", name], check=True)
+    try:
+        for command in (
+            "link set lo up",
+            "link add eth0 type veth peer name eth1",
+            "addr add 10.254.0.2/24 dev eth0",
+            "link set eth1 up",
+            "link set eth0 up",
+            "route add default via 10.254.0.1 dev eth0",
+        ):
+            subprocess.run([ip, "-n", name, *command.split()], check=True)
+        yield f"/run/netns/{name}"
+    finally:
+        subprocess.run([ip, "netns", "delete", name], check=True)
+
+
+def test_pod_network_relay_binds_443_through_the_sysctl_as_non_root(
+    podman: Podman, image: str, tmp_path: Path
+) -> None:
+    pod = edge_pod(image, tmp_path, tlsSecretName=TLS_SECRET, ports={"tls": [443]})
+    flags = pod.security_flags()
+    assert "--sysctl=net.ipv4.ip_unprivileged_port_start=0" in flags
+    assert "--user=65532:65532" in flags and not any("--cap-add" in f for f in flags)
+    probe = (
+        "import socket, urllib.request;"
+        f"urllib.request.urlopen('http://127.0.0.1:{relay.METRICS_PORT}/ready', timeout=2);"
+        "socket.create_connection(('127.0.0.1', 443), timeout=2).close()"
+    )
+    with pod_network_namespace() as netns:
+        pod.network = f"ns:{netns}"  # the wildcard addresses stay: nothing else is in there
+        with run_pod(podman, pod) as running:
+            deadline = time.monotonic() + 30
+            while True:
+                assert running.alive(), running.output
+                check = podman("exec", running.name, "python3", "-c", probe, check=False)
+                if check.returncode == 0:
+                    break
+                assert time.monotonic() < deadline, check.stderr + running.output
+                time.sleep(0.3)
