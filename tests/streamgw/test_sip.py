@@ -559,3 +559,28 @@ async def test_rest_status_completed_sends_bye(make_rig: MakeRig, tmp_path: Path
     result = await sipp
     assert result.returncode == 0, result.output + result.messages
     assert f"X-Twilio-CallSid: {call.sid}" in result.messages
+
+
+async def test_refusals_of_untrusted_sources_are_not_retransmitted(make_rig: MakeRig) -> None:
+    """A spoofed source must not make the gateway an amplifier: the 403 goes out once, not on
+    Timer G, although the 404 of a trusted caller is retransmitted (see above)."""
+    rig = await make_rig([route("<Response><Hangup/></Response>")], trust=("192.0.2.0/24",))
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Caller(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            got.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Caller, local_addr=("127.0.0.1", 0))
+    try:
+        transport.sendto(
+            INVITE.format(number=NUMBER, branch="u1").encode(), ("127.0.0.1", rig.server.port)
+        )
+        first = await asyncio.wait_for(got.get(), 5)
+        assert status_line(first) == "SIP/2.0 403 Forbidden"
+        # Timer G would resend at 0.1, 0.3, 0.7, 1.1 s (T1 0.1 s in this rig); nothing comes.
+        await asyncio.sleep(1.5)
+        assert got.empty()
+    finally:
+        transport.close()

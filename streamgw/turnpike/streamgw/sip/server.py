@@ -303,7 +303,7 @@ class SipServer:
         self.counters.sip_refused("rate_limited")
         answer = response_to(message, 503, "Too Many Calls", to_tag=new_tag())
         answer.add("Retry-After", str(max(1, math.ceil(wait))))
-        tx.respond(answer)
+        tx.respond(answer, retransmit=False)
         return True
 
     def _in_dialog(self, message: Message) -> bool:
@@ -322,7 +322,7 @@ class SipServer:
         if self.digest is None or method != "INVITE":
             self.counters.sip_refused("untrusted")
             log.warning("SIP %s from untrusted %s refused (403)", method, source[0])
-            tx.respond(response_to(message, 403, to_tag=new_tag()))
+            tx.respond(response_to(message, 403, to_tag=new_tag()), retransmit=False)
             return None
         outcome = self.digest.check(message)
         if outcome.account is not None:
@@ -330,11 +330,11 @@ class SipServer:
         if outcome.presented and not outcome.stale:
             self.counters.sip_refused("bad_credentials")
             log.warning("SIP INVITE from %s: wrong digest credentials (403)", source[0])
-            tx.respond(response_to(message, 403, to_tag=new_tag()))
+            tx.respond(response_to(message, 403, to_tag=new_tag()), retransmit=False)
             return None
         challenge = response_to(message, 401, to_tag=new_tag())
         challenge.add("WWW-Authenticate", self.digest.challenge(stale=outcome.stale))
-        tx.respond(challenge)
+        tx.respond(challenge, retransmit=False)
         return None
 
     def _trusted(self, host: str) -> bool:
