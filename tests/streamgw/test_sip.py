@@ -584,3 +584,48 @@ async def test_refusals_of_untrusted_sources_are_not_retransmitted(make_rig: Mak
         assert got.empty()
     finally:
         transport.close()
+
+
+async def test_ipv6_signalling_and_media(make_gateway: MakeGateway, tmp_path: Path) -> None:
+    """SIP on [::1] with an IPv6 SDP offer: the answer announces the gateway's IPv6 RTP address
+    and the call's media goes to the offered IPv6 address."""
+    gw = await make_gateway(rtp_ip="::1")
+    path = tmp_path / "numbers.json"
+    path.write_text(json.dumps({"numbers": [route('<Response><Pause length="30"/></Response>')]}))
+    numbers = FileWatcher(path, parse_numbers)
+    config = SipConfig("::1", 0, "::1", ("::1/128",), Timers(t1=0.1, t2=0.4))
+    server = SipServer(
+        config, GatewayCalls(gw.gateway), lambda: numbers.current, gw.gateway.metrics
+    )
+    await server.start()
+    try:
+        offer = (
+            "v=0\r\no=- 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\n"
+            "m=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+        invite = (
+            INVITE.format(number=NUMBER, branch="v6")
+            .replace("127.0.0.1", "[::1]")
+            .replace("Content-Length: 0\r\n\r\n", "")
+        )
+        invite += f"Content-Type: application/sdp\r\nContent-Length: {len(offer)}\r\n\r\n{offer}"
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bytes] = loop.create_future()
+
+        class Caller(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                if not data.startswith(b"SIP/2.0 1") and not answer.done():
+                    answer.set_result(data)
+
+        transport, _ = await loop.create_datagram_endpoint(Caller, local_addr=("::1", 0))
+        try:
+            transport.sendto(invite.encode(), ("::1", server.port))
+            ok = (await asyncio.wait_for(answer, 10)).decode()
+        finally:
+            transport.close()
+        assert ok.startswith("SIP/2.0 200 OK")
+        assert "c=IN IP6 ::1" in ok and f"Contact: <sip:[::1]:{server.port};transport=udp>" in ok
+        (call,) = gw.gateway.calls.values()
+        assert call.media.remote == ("::1", 40002)
+    finally:
+        await server.close()
