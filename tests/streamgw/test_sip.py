@@ -18,6 +18,7 @@ import pytest
 from support import free_dual_port, free_port, turnpike
 from support.media import (
     HttpServer,
+    RtpPeer,
     TestCA,
     WsServer,
     raw_server,
@@ -629,3 +630,69 @@ async def test_ipv6_signalling_and_media(make_gateway: MakeGateway, tmp_path: Pa
         assert call.media.remote == ("::1", 40002)
     finally:
         await server.close()
+
+
+async def test_hold_stops_the_gateways_rtp_and_resume_restarts_it(
+    make_rig: MakeRig, peer: RtpPeer
+) -> None:
+    """A re-INVITE with ``a=sendonly`` (the caller holds): the answer is ``recvonly`` and the
+    gateway stops sending RTP; ``a=sendrecv`` again resumes it."""
+    rig = await make_rig([route('<Response><Pause length="30"/></Response>')])
+    loop = asyncio.get_running_loop()
+    answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Caller(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            if not data.startswith(b"SIP/2.0 1"):
+                answers.put_nowait(data)
+
+    sip, _ = await loop.create_datagram_endpoint(Caller, local_addr=("127.0.0.1", 0))
+    target = ("127.0.0.1", rig.server.port)
+    rtp_port = int(peer.address.rsplit(":", 1)[1])
+    tag = ""
+
+    def request(method: str, cseq: int, direction: str = "") -> bytes:
+        sdp_body = (
+            f"v=0\r\no=- 1 {cseq} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp_port} RTP/AVP 0\r\na={direction}\r\n"
+        )
+        branch = f"h{cseq}{method}"
+        text = INVITE.format(number=NUMBER, branch=branch)
+        text = text.replace("1 INVITE", f"{cseq} {method}").replace(f"{branch}@test", "hold@test")
+        text = text.replace("INVITE sip:", f"{method} sip:", 1)
+        if tag:
+            to = f"<sip:{NUMBER}@127.0.0.1>"
+            text = text.replace(f"To: {to}\r\n", f"To: {to};tag={tag}\r\n")
+        if direction:
+            text = text.replace("Content-Length: 0\r\n\r\n", "")
+            text += "Content-Type: application/sdp\r\n"
+            text += f"Content-Length: {len(sdp_body)}\r\n\r\n{sdp_body}"
+        return text.encode()
+
+    async def offer(cseq: int, direction: str) -> str:
+        sip.sendto(request("INVITE", cseq, direction), target)
+        ok = (await asyncio.wait_for(answers.get(), 10)).decode()
+        assert ok.startswith("SIP/2.0 200 OK"), ok
+        sip.sendto(request("ACK", cseq), target)
+        return ok
+
+    async def quiet() -> bool:
+        await asyncio.sleep(0.3)  # packets already on their way
+        while not peer.arrivals.empty():
+            peer.arrivals.get_nowait()
+        await asyncio.sleep(0.5)
+        return peer.arrivals.empty()
+
+    try:
+        ok = await offer(1, "sendrecv")
+        to_line = next(line for line in ok.split("\r\n") if line.startswith("To:"))
+        tag = to_line.split(";tag=")[1]
+        await asyncio.wait_for(peer.arrivals.get(), 5)  # the gateway sends to the caller
+        held = await offer(2, "sendonly")
+        assert "a=recvonly" in held
+        assert await quiet()
+        resumed = await offer(3, "sendrecv")
+        assert "a=sendrecv" in resumed
+        await asyncio.wait_for(peer.arrivals.get(), 5)
+    finally:
+        sip.close()

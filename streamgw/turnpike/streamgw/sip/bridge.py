@@ -75,7 +75,12 @@ class GatewayCall:
         self._call.end(reason)
 
     def move_media(self, negotiated: sdp.Negotiated) -> None:
-        self._call.media.move(negotiated.remote, negotiated.payload_type, negotiated.dtmf_pt)
+        self._call.media.move(
+            negotiated.remote,
+            negotiated.payload_type,
+            negotiated.dtmf_pt,
+            sending=negotiated.gateway_sends,
+        )
 
 
 class GatewayCalls:
@@ -114,4 +119,7 @@ class GatewayCalls:
             raise Refused(503, str(exc), self.retry_after, exc.scope) from None
         except OSError as exc:
             raise Refused(503, str(exc), self.retry_after) from None
-        return GatewayCall(call, listener)
+        handle = GatewayCall(call, listener)
+        if media is not None and not media.gateway_sends:
+            handle.move_media(media)  # offered on hold: the gateway listens only
+        return handle
