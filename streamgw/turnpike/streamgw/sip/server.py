@@ -32,18 +32,16 @@ from turnpike.streamgw.sip.message import (
     parse,
     parse_name_addr,
     response_to,
-    split_stream,
     uri_user,
 )
 from turnpike.streamgw.sip.numbers import Numbers, Route, normalise
 from turnpike.streamgw.sip.transaction import ServerTransaction, Timers, TransactionLayer
+from turnpike.streamgw.sip.transport import Address, Listeners, Send
 
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE"
 RINGING_AFTER = 0.2  # seconds without an answer before 180 Ringing
-Address = tuple[str, int]
-Send = Callable[[bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +140,7 @@ class SipServer:
         self.config = config
         self.digest = digest
         self.tls = tls
-        self.tls_port = 0
-        self._tls_server: asyncio.Server | None = None
+        self.listeners = Listeners(self.received, self._broken_stream)
         self.calls = calls
         self.numbers = numbers
         self.counters = counters
@@ -151,29 +148,21 @@ class SipServer:
         self.legs: dict[str, Leg] = {}  # by Call-ID
         self._trust = [ipaddress.ip_network(c, strict=False) for c in config.trust]
         self._invites = RateLimiter(config.invite_rate, config.invite_burst)
-        self._udp: asyncio.DatagramTransport | None = None
-        self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.port = config.port
 
-    # ---- transports -------------------------------------------------------------------------
+    # ---- listening ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self), local_addr=(self.config.host, self.config.port)
-        )
-        self._udp = transport
-        self.port = transport.get_extra_info("sockname")[1]
-        self._tcp = await asyncio.start_server(self._tcp_client, self.config.host, self.port)
-        log.info("SIP listening on %s port %d (UDP and TCP)", self.config.host, self.port)
-        if self.config.tls_listen is not None and self.tls is not None:
-            host, port = self.config.tls_listen
-            self._tls_server = await asyncio.start_server(
-                self._tls_client, host, port, ssl=self.tls
-            )
-            self.tls_port = self._tls_server.sockets[0].getsockname()[1]
-            log.info("SIP over TLS listening on %s port %d", host, self.tls_port)
+        cfg = self.config
+        await self.listeners.start(cfg.host, cfg.port, cfg.tls_listen, self.tls)
+
+    @property
+    def port(self) -> int:
+        return self.listeners.port
+
+    @property
+    def tls_port(self) -> int:
+        return self.listeners.tls_port
 
     async def close(self) -> None:
         for leg in list(self.legs.values()):
@@ -185,61 +174,14 @@ class SipServer:
         for task in list(self._tasks):
             task.cancel()
         self.transactions.close()
-        if self._udp is not None:
-            self._udp.close()
-        for server in (self._tcp, self._tls_server):
-            if server is not None:
-                server.close()
-                await server.wait_closed()
+        await self.listeners.close()
 
-    def _udp_send(self, addr: Address) -> Send:
-        def send(data: bytes) -> None:
-            if self._udp is not None and not self._udp.is_closing():
-                self._udp.sendto(data, addr)
-
-        return send
-
-    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._stream_client(reader, writer, "TCP")
-
-    async def _tls_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._stream_client(reader, writer, "TLS")
-
-    async def _stream_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transport: str
-    ) -> None:
-        """One TCP or TLS connection: messages framed by Content-Length, answers on it."""
-        peer = writer.get_extra_info("peername")
-        addr: Address = (peer[0], peer[1])
-
-        def send(data: bytes) -> None:
-            if not writer.is_closing():
-                writer.write(data)
-
-        buffer = bytearray()
-        try:
-            while True:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    break
-                buffer += chunk
-                while True:
-                    try:
-                        data = split_stream(buffer)
-                    except SipError as exc:
-                        self.counters.sip_refused("malformed")
-                        self._answer_unparsable(
-                            bytes(buffer), send, 513 if "larger" in str(exc) else 400
-                        )
-                        log.info("SIP/TCP from %s: %s; closing", addr[0], exc)
-                        return
-                    if data is None:
-                        break
-                    self.received(data, addr, send, transport)
-        except (ConnectionError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
+    def _broken_stream(self, data: bytes, source: Address, send: Send, exc: SipError) -> None:
+        """A TCP/TLS stream that cannot be framed: answered if possible, then closed."""
+        oversized = "larger" in str(exc)
+        self.counters.sip_refused("oversized" if oversized else "malformed")
+        self._answer_unparsable(data, send, 513 if oversized else 400, str(exc))
+        log.info("SIP stream from %s: %s; closing", source[0], exc)
 
     # ---- dispatch ---------------------------------------------------------------------------
 
@@ -658,7 +600,7 @@ class SipServer:
         bye = leg.dialog.request("BYE", self._via(leg.transport), self._contact(leg.transport))
         branch = bye.get_all("Via")[0].split("branch=")[1].split(";")[0]
         transaction = self.transactions.client(branch)
-        send = leg.send if leg.reliable else self._udp_send(leg.dialog.next_hop())
+        send = leg.send if leg.reliable else self.listeners.udp_send(leg.dialog.next_hop())
         response = await transaction.run(bytes(bye), send, leg.reliable)
         if response is None:
             log.warning("BYE for %s got no answer", leg.dialog.call_id)
@@ -678,15 +620,3 @@ class SipServer:
 
     def _contact(self, transport: str) -> str:
         return f"<sip:{self._hostport(transport)};transport={transport.lower()}>"
-
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, server: SipServer) -> None:
-        self.server = server
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        source = (addr[0], addr[1])
-        try:
-            self.server.received(data, source, self.server._udp_send(source), "UDP")
-        except Exception:  # one bad datagram must never stop the listener
-            log.exception("SIP/UDP from %s: unexpected failure", source[0])
