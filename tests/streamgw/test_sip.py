@@ -300,6 +300,10 @@ async def test_a_full_or_draining_gateway_answers_503_with_retry_after(
     assert status_line(third).startswith("SIP/2.0 503")
     assert refused(rig, "over_capacity") == 1 and refused(rig, "draining") == 1
     assert len(rig.gw.gateway.calls) == 1
+    # A trunk's OPTIONS ping learns it too, and routes new calls elsewhere.
+    options = INVITE.format(number=NUMBER, branch="c4").replace("INVITE", "OPTIONS")
+    pinged = await send_udp(port, options.encode())
+    assert status_line(pinged) == "SIP/2.0 503 Service Unavailable"
 
 
 async def test_the_numbers_file_is_hot_reloaded(make_rig: MakeRig, tmp_path: Path) -> None:

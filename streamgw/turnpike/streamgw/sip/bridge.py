@@ -88,6 +88,10 @@ class GatewayCalls:
         self.gateway = gateway
         self.retry_after = retry_after
 
+    @property
+    def accepting(self) -> bool:
+        return not self.gateway.draining
+
     async def start(
         self, route: Route, caller: str, called: str, media: sdp.Negotiated | None
     ) -> GatewayCall:

@@ -95,6 +95,10 @@ class CallHandle(Protocol):
 class Calls(Protocol):
     """The gateway, as the SIP side sees it."""
 
+    @property
+    def accepting(self) -> bool:
+        """False while the gateway drains: OPTIONS pings get 503 so trunks route elsewhere."""
+
     async def start(
         self, route: Route, caller: str, called: str, media: sdp.Negotiated | None
     ) -> CallHandle:
@@ -590,6 +594,11 @@ class SipServer:
             leg.call.hang_up("caller cancelled")
 
     def _options(self, request: Message, tx: ServerTransaction, send: Send, transport: str) -> None:
+        if not self.calls.accepting:
+            busy = response_to(request, 503, to_tag=new_tag())
+            busy.add("Retry-After", str(self.config.retry_after))
+            tx.respond(busy)
+            return
         answer = response_to(request, 200, to_tag=new_tag())
         answer.add("Allow", ALLOW)
         answer.add("Accept", "application/sdp")
