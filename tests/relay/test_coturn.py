@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from support import free_dual_port, free_port, require_tool, turnpike
-from support.netns import require_root
+from support.netns import require_fast_path
 from support.relay import write_keyring, write_self_signed
 
 pytestmark = [pytest.mark.interop, pytest.mark.e2e, pytest.mark.slow]
@@ -43,7 +43,7 @@ async def run_tool(*args: str, timeout: float = 40) -> str:
 async def test_uclient_modes_relay_without_loss(tmp_path: Path, offload: str) -> None:
     """Every mode, with the kernel fast path relaying channels (tc) and without it (off)."""
     if offload == "tc":
-        require_root()
+        require_fast_path()
     uclient = require_tool("turnutils_uclient", "apt-get install coturn")
     peer_tool = require_tool("turnutils_peer", "apt-get install coturn")
     stunclient = require_tool("turnutils_stunclient", "apt-get install coturn")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import struct
@@ -20,7 +21,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import TurnpikeProcess, turnpike
-from support.netns import Topology, topology
+from support.netns import Topology, require_fast_path, topology
 from support.relay import REALM, RawClient, credentials, write_keyring
 
 from turnpike.relay import stun
@@ -36,6 +37,7 @@ SO_NO_CHECK = 11  # <asm-generic/socket.h>: send UDP without a checksum
 
 @pytest.fixture(scope="module")
 def topo() -> Iterator[Topology]:
+    require_fast_path()
     with topology() as t:
         yield t
 
@@ -258,7 +260,7 @@ def kernel_packets(values: dict[Any, float], direction: str) -> float:
 
 async def test_refresh_zero_removes_the_entries(topo: Topology, tmp_path: Path) -> None:
     async with (
-        netns_relay(topo, tmp_path),
+        netns_relay(topo, tmp_path) as relay,
         peer_in(topo, topo.peer_ip) as peer,
         client_in(topo) as client,
     ):
@@ -279,6 +281,9 @@ async def test_refresh_zero_removes_the_entries(topo: Topology, tmp_path: Path) 
         values = await metrics(topo)
     assert kernel_packets(values, "to_peer") == 1
     assert kernel_packets(values, "to_client") == 1  # the echo of "one"
+    # The allocation's last log line counts both paths.
+    assert "ended (deleted)" in relay.text, relay.text
+    assert "1/1 packets to peer/client (1/1 of them in the kernel)" in relay.text, relay.text
 
 
 async def test_an_expired_entry_is_never_used_even_if_the_relay_stalls(
@@ -508,3 +513,44 @@ async def test_an_interface_that_appears_later_is_attached_too(
         values = await metrics(topo)
     assert kernel_packets(values, "to_peer") == 1
     assert kernel_packets(values, "to_client") == 1
+
+
+async def test_workers_share_the_supervisors_program_and_a_dead_workers_channels_go(
+    topo: Topology, tmp_path: Path
+) -> None:
+    """``--workers 2``: the supervisor alone loads and attaches; workers write their channels;
+    when a worker dies its entries are removed before it restarts."""
+    async with (
+        netns_relay(topo, tmp_path, "--workers", "2") as relay,
+        peer_in(topo, topo.peer_ip) as peer,
+        client_in(topo) as client,
+    ):
+        relayed = await client.allocate()
+        await bind_channel(client, peer.address)
+        client.send_channel(CHANNEL, b"via a worker")
+        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"via a worker"
+        assert await channel_data(client) == stun.channel_header(CHANNEL, 12) + b"via a worker"
+        values = await metrics(topo)
+        assert sample(values, "turnpike_relay_offload_active") == 1
+        interfaces = topo.interfaces(topo.relay)  # lo, r0, r1 (and any an earlier test added)
+        assert sample(values, "turnpike_relay_offload_interfaces") == interfaces
+        assert sample(values, "turnpike_relay_offload_channels") == 1
+        assert kernel_packets(values, "to_peer") == 1
+        assert kernel_packets(values, "to_client") == 1
+        assert relay.proc is not None
+        children = Path(f"/proc/{relay.proc.pid}/task/{relay.proc.pid}/children").read_text()
+        workers = [int(pid) for pid in children.split()]
+        assert len(workers) == 2
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            if "removed 2 fast-path entries" in relay.text:
+                break
+            await asyncio.sleep(0.05)
+        assert "removed 2 fast-path entries" in relay.text, relay.text
+        client.send_channel(CHANNEL, b"orphaned")
+        assert peer.transport is not None
+        peer.transport.sendto(b"orphaned too", relayed)
+        assert await peer.nothing()
+        with pytest.raises(TimeoutError):
+            await channel_data(client, timeout=0.5)

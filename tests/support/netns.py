@@ -37,6 +37,18 @@ def require_root() -> None:
         pytest.skip(message)
 
 
+def require_fast_path() -> None:
+    """Root, and the relay's eBPF program built (scripts/install does it where clang is)."""
+    from turnpike.relay.offload import object_path
+
+    require_root()
+    if not object_path().is_file():
+        message = "the kernel fast path is not built (scripts/install, with clang and libbpf-dev)"
+        if IN_CI:
+            pytest.fail(f"{message}; CI must build it")
+        pytest.skip(message)
+
+
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
 
@@ -108,6 +120,17 @@ class Topology:
                 _setns(here)
         finally:
             os.close(here)
+
+    def interfaces(self, name: str) -> int:
+        """How many network interfaces namespace ``name`` has."""
+        out = subprocess.run(
+            ["ip", "-n", name, "-o", "link", "show"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        return len(out.splitlines())
 
     def exec_prefix(self, name: str) -> list[str]:
         return ["ip", "netns", "exec", name]

@@ -41,6 +41,8 @@ class Options:
     workers: int = 1
     reuse_port: bool = False
     offload: str = "auto"
+    offload_maps: tuple[int, ...] = ()  # a --workers process: the supervisor's maps
+    offload_owner: int = 0
     argv: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -78,8 +80,6 @@ class Options:
             raise ValueError("--workers must be at least 1")
         if args.workers > 1 and any(hp.port == 0 for hp in (*listen, *tls_listen)):
             raise ValueError("--workers needs fixed ports, not port 0")
-        if args.workers > 1 and args.offload == "tc":
-            raise ValueError("--offload tc does not work with --workers yet (use auto or off)")
         for name in ("user_quota", "total_quota", "max_bps", "reserve_percent"):
             if getattr(args, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must not be negative")
@@ -120,6 +120,8 @@ class Options:
             workers=args.workers,
             reuse_port=args.reuse_port,
             offload=args.offload,
+            offload_maps=tuple(int(fd) for fd in args.offload_maps.split(",") if fd),
+            offload_owner=args.offload_owner,
             argv=tuple(argv),
         )
 
@@ -145,7 +147,13 @@ def _keyring_changed(ring: Keyring) -> None:
 async def serve(options: Options, stop: asyncio.Event) -> int:
     keyring = FileWatcher(options.keyring, parse_keyring, on_change=_keyring_changed, logger=log)
     try:  # loaded before any allocation exists
-        offload = Offload.start(options.offload, shared_ports=options.reuse_port)
+        if len(options.offload_maps) == 3:  # the --workers supervisor owns the program
+            offload = Offload.adopt(
+                (options.offload_maps[0], options.offload_maps[1], options.offload_maps[2]),
+                options.offload_owner,
+            )
+        else:
+            offload = Offload.start(options.offload, shared_ports=options.reuse_port)
     except OffloadError as exc:
         log.error("%s", exc)
         return 2

@@ -51,6 +51,8 @@ def libbpf() -> ctypes.CDLL:
         "bpf_map_update_elem": (i, [i, vp, vp, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (i, [i, vp, vp]),
         "bpf_map_lookup_and_delete_elem": (i, [i, vp, vp]),
+        "bpf_map_delete_elem": (i, [i, vp]),
+        "bpf_map_get_next_key": (i, [i, vp, vp]),
         "libbpf_num_possible_cpus": (i, []),
     }
     for function, (restype, argtypes) in prototypes.items():
@@ -103,6 +105,30 @@ class BpfMap:
             return False
         _check(result, f"deleting from map {self.name}")
         return True
+
+    def items(
+        self, key_type: type[ctypes.Structure], value_type: type[ctypes.Structure]
+    ) -> list[tuple[ctypes.Structure, ctypes.Structure]]:
+        """Every (key, value) in the map now (a snapshot; entries may change meanwhile)."""
+        lib = libbpf()
+        found: list[tuple[ctypes.Structure, ctypes.Structure]] = []
+        previous: ctypes.Structure | None = None
+        while True:
+            key = key_type()
+            here = ctypes.byref(previous) if previous is not None else None
+            result = lib.bpf_map_get_next_key(self.fd, here, ctypes.byref(key))
+            if result == -ENOENT:
+                return found
+            _check(result, f"listing map {self.name}")
+            value = value_type()
+            if self.lookup(key, value):
+                found.append((key, value))
+            previous = key
+
+    def delete(self, key: ctypes.Structure) -> None:
+        result = libbpf().bpf_map_delete_elem(self.fd, ctypes.byref(key))
+        if result != -ENOENT:
+            _check(result, f"deleting from map {self.name}")
 
 
 def possible_cpus() -> int:

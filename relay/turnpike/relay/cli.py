@@ -167,6 +167,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     # The worker count, so each worker's fair share is its part of the port range.
     parser.add_argument("--worker-of", type=int, default=1, help=argparse.SUPPRESS)
+    # The fast path's maps (inherited descriptors) and this worker's number in its entries.
+    parser.add_argument("--offload-maps", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--offload-owner", type=int, default=0, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -68,7 +68,7 @@ struct route {
 	__be16 channel;  // to_client only: the channel number to put in front
 	__u16 pad;
 	__u32 ifindex;     // egress interface (from the routing table, looked up by Python)
-	__u32 pad2;
+	__u32 owner;       // which --workers process wrote it (0: a single process); not read here
 	__u64 expires_ns;  // CLOCK_MONOTONIC, as bpf_ktime_get_ns()
 	__u64 packets;     // relayed by this entry
 	__u64 bytes;       // payload bytes relayed by this entry

@@ -50,6 +50,7 @@ MERGE: dict[str, str] = {
     "turnpike_relay_fd_exhausted": "sum",
     "turnpike_relay_offload_active": "min",  # 1 only when every worker's fast path is on
     "turnpike_relay_offload_channels": "sum",
+    "turnpike_relay_offload_interfaces": "sum",  # reported by the supervisor alone
     "turnpike_relay_offload_packets": "sum",
     "turnpike_relay_offload_punted": "sum",
 }
@@ -222,29 +223,51 @@ class RelayCollector(Collector):
 
     @staticmethod
     def _offload(offload: Offload) -> Iterator[Metric]:
-        yield GaugeMetricFamily(
-            "turnpike_relay_offload_active",
-            "1 when the kernel fast path relays ChannelData, 0 when only userspace relays",
-            value=int(offload.active),
-        )
-        yield GaugeMetricFamily(
-            "turnpike_relay_offload_interfaces",
-            "Interfaces the kernel fast path is attached to",
-            value=offload.interfaces,
-        )
+        if offload.adopted:  # a --workers process: the supervisor reports the attachment
+            yield _offload_active(offload)
+        else:
+            yield from offload_attachment(offload)
         yield GaugeMetricFamily(
             "turnpike_relay_offload_channels",
             "Channels the kernel fast path currently relays",
             value=offload.channels,
         )
-        punted = CounterMetricFamily(
-            "turnpike_relay_offload_punted",
-            "Packets of offloaded channels handed to userspace, by reason",
-            labels=["reason"],
-        )
-        for reason, n in offload.punted().items():
-            punted.add_metric([reason], n)
-        yield punted
+
+
+def _offload_active(offload: Offload) -> Metric:
+    return GaugeMetricFamily(
+        "turnpike_relay_offload_active",
+        "1 when the kernel fast path relays ChannelData, 0 when only userspace relays",
+        value=int(offload.active),
+    )
+
+
+def offload_attachment(offload: Offload) -> Iterator[Metric]:
+    """What the owner of the program reports: on or off, where, and what it handed up."""
+    yield _offload_active(offload)
+    yield GaugeMetricFamily(
+        "turnpike_relay_offload_interfaces",
+        "Interfaces the kernel fast path is attached to",
+        value=offload.interfaces,
+    )
+    punted = CounterMetricFamily(
+        "turnpike_relay_offload_punted",
+        "Packets of offloaded channels handed to userspace, by reason",
+        labels=["reason"],
+    )
+    for reason, n in offload.punted().items():
+        punted.add_metric([reason], n)
+    yield punted
+
+
+class OffloadCollector(Collector):
+    """The --workers supervisor's own samples: it owns the program and its attachment."""
+
+    def __init__(self, offload: Offload) -> None:
+        self.offload = offload
+
+    def collect(self) -> Iterator[Metric]:
+        yield from offload_attachment(self.offload)
 
 
 def registry_for(

@@ -10,6 +10,10 @@ Only what the program relays exactly is offloaded: UDP clients on an IPv4 listen
 addresses and peers, allocations without ``--max-bps``, peers that are not this relay's own
 NAT-advertised addresses. Everything else keeps the userspace path, which
 stays complete: the program hands every packet it does not handle up unchanged.
+
+With ``--workers`` the supervisor loads and attaches the program (``Offload.start``) and each
+worker writes its own channels into the inherited maps (``Offload.adopt``), tagged with its
+number so the supervisor can ``purge`` a dead worker's entries before restarting it.
 """
 
 from __future__ import annotations
@@ -91,7 +95,7 @@ class Route(ctypes.Structure):
         ("channel", ctypes.c_uint16),
         ("pad", ctypes.c_uint16),
         ("ifindex", ctypes.c_uint32),
-        ("pad2", ctypes.c_uint32),
+        ("owner", ctypes.c_uint32),
         ("expires_ns", ctypes.c_uint64),
         ("packets", ctypes.c_uint64),
         ("bytes", ctypes.c_uint64),
@@ -193,6 +197,7 @@ class Offload:
         self._sweeper: asyncio.Task[None] | None = None
         self._follow = False  # attach to interfaces that appear later
         self._full_logged = False
+        self._owner = 0  # with --workers: this worker's number in the entries it writes
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -203,9 +208,9 @@ class Offload:
         """Load and attach the program per ``mode`` (auto, tc or off).
 
         ``auto`` falls back to the userspace path with one log line when the program cannot be
-        had; ``tc`` raises OffloadError instead. ``shared_ports``: this is one of several
-        ``--workers`` processes (not supported yet). ``interfaces`` defaults to every interface
-        of this network namespace.
+        had; ``tc`` raises OffloadError instead. ``shared_ports``: this is a ``--workers`` process
+        without maps from its supervisor (which logged why). ``interfaces`` defaults to every
+        interface of this network namespace, followed as interfaces come and go.
         """
         offload = cls()
         if mode not in MODES:
@@ -213,9 +218,9 @@ class Offload:
         if mode == "off":
             log.info("kernel fast path off (--offload off): relaying in userspace")
             return offload
+        if shared_ports:  # a --workers process the supervisor gave no maps: it said why
+            return offload
         try:
-            if shared_ports:
-                raise OffloadError("the kernel fast path does not work with --workers yet")
             offload._load(interfaces)
         except (OffloadError, OSError) as exc:
             offload.close()
@@ -227,6 +232,44 @@ class Offload:
                 extra={"event": "offload_unavailable", "reason": str(exc)},
             )
         return offload
+
+    @classmethod
+    def adopt(cls, map_fds: tuple[int, int, int], owner: int) -> Offload:
+        """A ``--workers`` process's view: the supervisor loaded the program, attached it and
+        owns the maps; this process writes its own channels, tagged ``owner``."""
+        offload = cls()
+        offload._to_peer = BpfMap(map_fds[0], "to_peer")
+        offload._to_client = BpfMap(map_fds[1], "to_client")
+        offload._punted = BpfMap(map_fds[2], "punted")
+        offload._routes = Routes()
+        offload._owner = owner
+        offload.active = True
+        offload.mode = "tc"
+        return offload
+
+    @property
+    def adopted(self) -> bool:
+        """True in a --workers process (the supervisor holds the program and its attachment)."""
+        return self.active and self._object is None
+
+    @property
+    def map_fds(self) -> tuple[int, int, int]:
+        """The maps' descriptors, for the --workers processes this one starts."""
+        assert self._to_peer is not None and self._to_client is not None
+        assert self._punted is not None
+        return self._to_peer.fd, self._to_client.fd, self._punted.fd
+
+    def purge(self, owner: int) -> int:
+        """Delete every entry ``owner`` (a dead --workers process) wrote; how many went."""
+        if self._to_peer is None or self._to_client is None:
+            return 0
+        gone = 0
+        for table, key_type in ((self._to_peer, ClientKey), (self._to_client, PeerKey)):
+            for key, value in table.items(key_type, Route):
+                if value.owner == owner:
+                    table.delete(key)
+                    gone += 1
+        return gone
 
     def _load(self, interfaces: list[int] | None) -> None:
         path = object_path()
@@ -250,7 +293,7 @@ class Offload:
         )
 
     def start_sweeping(self, interval: float) -> None:
-        if self.active and self._sweeper is None:
+        if (self.active or self._object is not None) and self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(interval))
 
     async def _sweep_forever(self, interval: float) -> None:
@@ -316,7 +359,7 @@ class Offload:
         follow the namespace's interfaces (a pod's veth on a host-network relay's node)."""
         for alloc in list(self._installed):
             self.sync(alloc)
-        if self._follow:
+        if self._follow and self._object is not None:
             self._follow_interfaces()
 
     def _follow_interfaces(self) -> None:
@@ -379,11 +422,11 @@ class Offload:
         peer_key = PeerKey(_be32(peer[0]), _be32(relayed[0]), _be16(peer[1]), _be16(relayed[1]))
         to_peer = Route(
             _be32(relayed_src), _be32(peer[0]), _be16(relayed[1]), _be16(peer[1]), 0, 0,
-            to_peer_route[0], 0, expires_ns,
+            to_peer_route[0], self._owner, expires_ns,
         )  # fmt: skip
         to_client = Route(
             _be32(server_src), _be32(client[0]), _be16(server[1]), _be16(client[1]),
-            _be16(channel), 0, to_client_route[0], 0, expires_ns,
+            _be16(channel), 0, to_client_route[0], self._owner, expires_ns,
         )  # fmt: skip
         # The reverse direction first: a peer's answer never races ahead of its entry.
         try:

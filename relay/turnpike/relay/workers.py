@@ -24,10 +24,12 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
 
 from turnpike.core.config import HostPort
 from turnpike.relay.app import Options
-from turnpike.relay.metrics import MERGE
+from turnpike.relay.metrics import MERGE, OffloadCollector
+from turnpike.relay.offload import Offload, OffloadError
 
 log = logging.getLogger("turnpike.relay")
 
@@ -126,16 +128,27 @@ def combine_ready(results: list[tuple[int, str]]) -> tuple[dict[str, Any], bool]
 
 
 class Worker:
-    def __init__(self, index: int, count: int, argv: list[str]) -> None:
+    def __init__(
+        self, index: int, count: int, argv: list[str], map_fds: tuple[int, ...] = ()
+    ) -> None:
         self.index = index
         self.metrics_port = _free_loopback_port()
         self.argv = [*argv, "--workers", "1", "--reuse-port", "--worker-of", str(count)]
         self.argv += ["--metrics", f"127.0.0.1:{self.metrics_port}"]
+        self.map_fds = map_fds  # the kernel fast path's maps, shared with this worker
+        if map_fds:
+            self.argv += ["--offload-maps", ",".join(map(str, map_fds))]
+            self.argv += ["--offload-owner", str(self.owner)]
         self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def owner(self) -> int:
+        """The number this worker tags its fast-path entries with."""
+        return self.index + 1
 
     async def start(self) -> None:
         env = {**os.environ, "TURNPIKE_WORKERS": "1"}
-        self.proc = await asyncio.create_subprocess_exec(*self.argv, env=env)
+        self.proc = await asyncio.create_subprocess_exec(*self.argv, env=env, pass_fds=self.map_fds)
         log.info("worker %d started (pid %d)", self.index, self.proc.pid)
 
     @property
@@ -146,9 +159,14 @@ class Worker:
 class Fleet:
     """The running workers, seen from the supervisor: health, metrics, restarts and the drain."""
 
-    def __init__(self, workers: list[Worker], session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, workers: list[Worker], session: aiohttp.ClientSession, offload: Offload
+    ) -> None:
         self.workers = workers
         self.session = session
+        self.offload = offload  # the kernel fast path: loaded, attached and owned here
+        self.offload_registry = CollectorRegistry()
+        self.offload_registry.register(OffloadCollector(offload))
         self.draining = False
 
     async def fetch(self, worker: Worker, path: str) -> tuple[int, str]:
@@ -160,7 +178,10 @@ class Fleet:
 
     async def metrics(self, _: web.Request) -> web.Response:
         results = await asyncio.gather(*(self.fetch(w, "/metrics") for w in self.workers))
-        body = merge_metrics([text for status, text in results if status == 200])
+        texts = [text for status, text in results if status == 200]
+        if self.offload.active:
+            texts.append(generate_latest(self.offload_registry).decode())
+        body = merge_metrics(texts)
         return web.Response(text=body, content_type="text/plain", charset="utf-8")
 
     async def live(self, _: web.Request) -> web.Response:
@@ -190,6 +211,9 @@ class Fleet:
             if self.draining:
                 return
             log.error("worker %d exited with %s, restarting", worker.index, code)
+            # Its channels in the kernel die with it: nothing relays for a process that is gone.
+            if (gone := self.offload.purge(worker.owner)) > 0:
+                log.info("removed %d fast-path entries of worker %d", gone, worker.index)
             await asyncio.sleep(1)
             await worker.start()
 
@@ -214,12 +238,19 @@ async def supervise(options: Options, stop: asyncio.Event) -> int:
     """Start the workers, serve their merged health and metrics, restart any that dies, and on
     ``stop`` drain them all."""
     argv = [sys.executable, "-m", "turnpike", *options.argv]
-    workers = [Worker(i, options.workers, argv) for i in range(options.workers)]
+    try:  # one owner of the program, its maps and its attachment: this process
+        offload = Offload.start(options.offload)
+    except OffloadError as exc:
+        log.error("%s", exc)
+        return 2
+    fds = offload.map_fds if offload.active else ()
+    workers = [Worker(i, options.workers, argv, fds) for i in range(options.workers)]
     for worker in workers:
         await worker.start()
+    offload.start_sweeping(1.0)  # follows interfaces as they come and go
     timeout = aiohttp.ClientTimeout(total=2)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        fleet = Fleet(workers, session)
+        fleet = Fleet(workers, session, offload)
         runner: web.AppRunner | None = None
         watchers = [asyncio.create_task(fleet.watch(w)) for w in workers]
         try:
@@ -231,5 +262,7 @@ async def supervise(options: Options, stop: asyncio.Event) -> int:
             for task in watchers:
                 task.cancel()
             await fleet.kill_leftovers()
+            await offload.stop_sweeping()
+            offload.close()
             if runner is not None:
                 await runner.cleanup()
