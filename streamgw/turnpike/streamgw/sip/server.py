@@ -394,6 +394,10 @@ class SipServer:
                 exc.status, exc.reason, counted if exc.status == 503 else "refused", exc.retry_after
             )
             return
+        except Exception:  # a fault must be an answer to the caller, never a hung INVITE
+            log.exception("INVITE %s: creating the call failed", request.call_id)
+            refuse(500, "the call could not be created", "internal_error")
+            return
         origin = (int.from_bytes(tag.encode()[:4], "big"), 1)
         leg = Leg(dialog, tx, send, transport, origin, call=call, offer_in_200=offer is None)
         self.legs[dialog.call_id] = leg
