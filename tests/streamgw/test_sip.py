@@ -700,3 +700,31 @@ async def test_hold_stops_the_gateways_rtp_and_resume_restarts_it(
         await asyncio.wait_for(peer.arrivals.get(), 5)
     finally:
         sip.close()
+
+
+async def test_the_announced_media_address_can_differ_from_the_bound_one(
+    make_gateway: MakeGateway, tmp_path: Path
+) -> None:
+    """Behind a 1:1 NAT (``--sip-announce-ip``) SDP names the public address, while RTP is
+    still received on the bound one."""
+    gw = await make_gateway()
+    path = tmp_path / "numbers.json"
+    path.write_text(json.dumps({"numbers": [route('<Response><Pause length="30"/></Response>')]}))
+    numbers = FileWatcher(path, parse_numbers)
+    config = SipConfig("127.0.0.1", 0, "198.51.100.77", ("127.0.0.1/32",), Timers(t1=0.1, t2=0.4))
+    server = SipServer(
+        config, GatewayCalls(gw.gateway), lambda: numbers.current, gw.gateway.metrics
+    )
+    await server.start()
+    try:
+        offer = "v=0\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40010 RTP/AVP 0\r\n"
+        invite = INVITE.format(number=NUMBER, branch="nat").replace("Content-Length: 0\r\n\r\n", "")
+        invite += f"Content-Type: application/sdp\r\nContent-Length: {len(offer)}\r\n\r\n{offer}"
+        ok = (await send_udp(server.port, invite.encode()) or b"").decode()
+        assert ok.startswith("SIP/2.0 200 OK"), ok
+        (call,) = gw.gateway.calls.values()
+        assert "c=IN IP4 198.51.100.77" in ok
+        assert f"m=audio {call.media.local_port} RTP/AVP 0" in ok
+        assert (await gw.call(call.sid))["rtp"]["local"] == f"127.0.0.1:{call.media.local_port}"
+    finally:
+        await server.close()
