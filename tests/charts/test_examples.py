@@ -24,15 +24,19 @@ def test_the_examples_the_readme_promises() -> None:
         "edge-ashburn.yaml",
         "edge-dublin.yaml",
         "gateway-ashburn.yaml",
+        "gateway-sip.yaml",
     ]
-    ashburn, dublin, gateway = (_load(path.name) for path in EXAMPLES)
+    ashburn, dublin, gateway, sip = (_load(path.name) for path in EXAMPLES)
     assert (ashburn["kind"], ashburn["metadata"]["name"]) == ("RelayEdge", "ashburn")
     assert ashburn["spec"]["location"] == "US East Coast (Virginia)"
     assert (dublin["kind"], dublin["metadata"]["name"]) == ("RelayEdge", "dublin")
     assert dublin["spec"]["location"] == "Ireland"
     assert (gateway["kind"], gateway["spec"]["edge"]) == ("StreamGateway", "ashburn")
+    assert (sip["kind"], sip["spec"]["edge"]) == ("StreamGateway", "ashburn")
+    assert sip["spec"]["sip"]["numbers"] == {"configMapName": "turnpike-numbers"}
     # The README reads the ranges from namespace turnpike, where the chart installs by default.
-    assert {doc["metadata"]["namespace"] for doc in (ashburn, dublin, gateway)} == {"turnpike"}
+    docs = (ashburn, dublin, gateway, sip)
+    assert {doc["metadata"]["namespace"] for doc in docs} == {"turnpike"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -94,6 +98,18 @@ INVALID = [
         lambda spec: spec.update(replica=3),
         'spec.replica: Unknown field "replica"',
         id="misspelled-field",
+    ),
+    pytest.param(
+        "gateway-sip.yaml",
+        lambda spec: spec["rtpPorts"].update(min=5000, max=5999),
+        "rtpPorts 5000-5999 include sip.port 5060: RTP and SIP both use UDP",
+        id="sip-port-in-rtp-range",
+    ),
+    pytest.param(
+        "gateway-sip.yaml",
+        lambda spec: spec["sip"]["numbers"].update(secretName="numbers"),
+        "numbers needs exactly one of configMapName and secretName",
+        id="numbers-from-two-sources",
     ),
     pytest.param(
         "gateway-ashburn.yaml",

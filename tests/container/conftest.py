@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.container import Podman, build_image, require_root_podman
-
-IMAGE = "localhost/turnpike-test:latest"
+from support.container import Podman, build_image, context_digest, require_root_podman
 
 
 @pytest.fixture(scope="session")
@@ -18,9 +16,10 @@ def podman() -> Podman:
 @pytest.fixture(scope="session")
 def built(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, str]:
     """(image name, the `docker save` archive scripts/image wrote, the build's output)."""
+    image = f"localhost/turnpike-test:{context_digest()}"
     archive = tmp_path_factory.mktemp("image") / "turnpike.tar"
-    output = build_image(podman, IMAGE, archive)
-    return IMAGE, archive, output
+    output = build_image(podman, image, archive)
+    return image, archive, output
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support.container import ROOT, Podman, archive_tags, scripts_image, ulimit_flags
+from support.container import (
+    CONTEXT_DIRS,
+    CONTEXT_FILES,
+    ROOT,
+    Podman,
+    archive_tags,
+    context_digest,
+    scripts_image,
+    ulimit_flags,
+)
 
 from turnpike.core.version import __version__
 
@@ -45,17 +54,17 @@ def test_a_build_that_lost_a_component_fails(
     # component was a symlink that a checkout did not create): the wheel still builds.
     context = tmp_path / "src"
     context.mkdir()
-    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "constraints.txt"):
+    for name in CONTEXT_FILES:
         shutil.copy2(ROOT / name, context / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.bpf.o")
-    for name in ("scripts", "turnpike", "relay", "streamgw", "operator"):
+    for name in CONTEXT_DIRS:
         shutil.copytree(ROOT / name, context / name, ignore=ignore)
-    component = context / "streamgw" / "turnpike" / "streamgw"
-    shutil.rmtree(component)
-    component.mkdir()
-    (component / "__init__.py").write_text("")
+    # Its packages stay (so the wheel builds), their modules are gone.
+    for module in (context / "streamgw" / "turnpike" / "streamgw").rglob("*.py"):
+        if module.name != "__init__.py":
+            module.unlink()
 
-    broken = "localhost/turnpike-test-broken:latest"
+    broken = f"localhost/turnpike-test-broken:{context_digest(context)}"
     podman("rmi", "--force", broken, check=False)  # left by an earlier session, if any
     proc = scripts_image(podman, broken, context=context)
     output = proc.stdout + proc.stderr

@@ -424,7 +424,6 @@ SIP_SPEC = {
         "port": 5070,
         "trustedCidrs": ["203.0.113.0/24", "198.51.100.7"],
         "realm": "trunks",
-        "tlsSecretName": "sip-cert",
         "numbers": {"configMapName": "numbers"},
     },
 }
@@ -438,7 +437,7 @@ def test_gateway_sip_children_and_container(monkeypatch: pytest.MonkeyPatch) -> 
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     sip_ports = [(p["containerPort"], p["protocol"]) for p in container["ports"][2:]]
-    assert sip_ports == [(5070, "UDP"), (5070, "TCP"), (5061, "TCP")]
+    assert sip_ports == [(5070, "UDP"), (5070, "TCP")]
     assert [(p["port"], p["protocol"]) for p in service["spec"]["ports"][1:]] == sip_ports
     assert {"name": "numbers", "mountPath": "/etc/turnpike/numbers", "readOnly": True} in (
         container["volumeMounts"]
@@ -451,9 +450,6 @@ def test_gateway_sip_children_and_container(monkeypatch: pytest.MonkeyPatch) -> 
     assert str(args.sip) == "0.0.0.0:5070"
     assert args.numbers == "/etc/turnpike/numbers/numbers.json"
     assert args.sip_trust == ["203.0.113.0/24", "198.51.100.7/32"] and args.sip_realm == "trunks"
-    assert str(args.sip_tls) == "0.0.0.0:5061"
-    assert args.tls_cert == "/etc/turnpike/sip-tls/tls.crt"
-    assert {"name": "sip-tls", "secret": {"secretName": "sip-cert"}} in pod["volumes"]
     # Without spec.sip nothing about SIP appears.
     plain = StreamGateway.parse({"metadata": body["metadata"], "spec": {"edge": "a"}}, "x")
     config, deployment, service = gateway.children(plain, {**OWNER, "kind": "StreamGateway"})
@@ -470,7 +466,7 @@ def test_gateway_sip_children_and_container(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_ranges_publish_sip_signalling_and_media() -> None:
-    sip = ranges.SipEntry(("192.0.2.10/32", "192.0.2.11/32"), 5060, (20000, 29999), 5061)
+    sip = ranges.SipEntry(("192.0.2.10/32", "192.0.2.11/32"), 5060, (20000, 29999))
     entry = ranges.EdgeRanges(
         "ashburn", "US East", ("192.0.2.1/32",), ((3478, "udp"),), (49152, 65535),
         ("192.0.2.10/32", "192.0.2.11/32"), (sip,),
@@ -478,17 +474,12 @@ def test_ranges_publish_sip_signalling_and_media() -> None:
     doc = ranges.document([entry])
     assert doc["edges"][0]["sip"] == {
         "cidrs": ["192.0.2.10/31"],
-        "ports": [
-            {"port": 5060, "protocol": "udp"},
-            {"port": 5060, "protocol": "tcp"},
-            {"port": 5061, "protocol": "tls"},
-        ],
+        "ports": [{"port": 5060, "protocol": "udp"}, {"port": 5060, "protocol": "tcp"}],
         "rtpPorts": ["20000-29999"],
     }
     text = ranges.render_txt(doc, "now")
     (sip_line,) = [line for line in text.splitlines() if "sip (inbound)" in line]
-    assert sip_line.split("  ")[-1] == "5060/udp, 5060/tcp, 5061/tls"
-    assert " 192.0.2.10/31 " in sip_line
+    assert sip_line.split("  ")[-1] == "5060/udp, 5060/tcp" and " 192.0.2.10/31 " in sip_line
     assert "rtp (both ways)" in text and "20000-29999/udp" in text
     no_sip = ranges.EdgeRanges("a", "b", (), (), (1, 2), ())
     assert "sip" not in ranges.document([no_sip])["edges"][0]

@@ -194,3 +194,65 @@ async def test_quotas_roll_out_and_back_to_defaults(kube: k8s.Kube, ns: str) -> 
         what="changed quotas in the relay config",
     )
     assert second != first
+
+
+# -- StreamGateway: concurrent calls per pod and per account, INVITEs per source ------------------
+
+GATEWAY_OWNER = {**OWNER, "kind": "StreamGateway"}
+
+
+def _gateway_args(spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The rendered gateway container parsed by the real `turnpike streamgw` command line."""
+    from turnpike.cli import build_parser
+    from turnpike.operator import gateway
+    from turnpike.operator.model import StreamGateway
+
+    body = {"metadata": {"name": "media", "namespace": "ns"}, "spec": {"edge": "a", **spec}}
+    config, deployment, _ = gateway.children(StreamGateway.parse(body, "image"), GATEWAY_OWNER)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    with monkeypatch.context() as scoped:
+        for name, value in {**config["data"], "TURNPIKE_RTP_IP": POD_IP}.items():
+            scoped.setenv(name, value)
+        return build_parser().parse_args(container["args"])
+
+
+def test_gateway_caps_reach_the_gateway(clean_env: pytest.MonkeyPatch) -> None:
+    sip = {"numbers": {"configMapName": "n"}, "inviteRate": 4}
+    args = _gateway_args({"calls": {"max": 400, "perAccount": 40}, "sip": sip}, clean_env)
+    assert (args.max_calls, args.max_calls_per_account, args.sip_invite_rate) == (400, 40, 4.0)
+    off = {**sip, "inviteRate": 0}
+    assert _gateway_args({"sip": off}, clean_env).sip_invite_rate == 0.0
+
+
+def test_absent_gateway_caps_keep_the_gateway_defaults(clean_env: pytest.MonkeyPatch) -> None:
+    from turnpike.cli import build_parser
+
+    rendered = _gateway_args({"sip": {"numbers": {"configMapName": "n"}}}, clean_env)
+    plain = build_parser().parse_args(["streamgw", "--accounts", "a", "--rtp-ip", POD_IP])
+    for name in ("max_calls", "max_calls_per_account", "sip_invite_rate"):
+        assert getattr(rendered, name) == getattr(plain, name), name
+
+
+@pytest.mark.parametrize(
+    ("calls", "message"),
+    [
+        ({"max": 10, "perAccount": 11}, r"spec.calls.perAccount: 11 is greater than spec.calls"),
+        ({"max": 0}, r"spec.calls.max: 0 is out of range \(at least 1\)"),
+        ({"perAccount": "x"}, r"spec.calls.perAccount: 'x' is not a whole number"),
+    ],
+)
+def test_bad_gateway_caps_name_the_field(calls: dict[str, Any], message: str) -> None:
+    from turnpike.operator.model import StreamGateway
+
+    body = {"metadata": {"name": "m", "namespace": "ns"}, "spec": {"edge": "a", "calls": calls}}
+    with pytest.raises(SpecError, match=message):
+        StreamGateway.parse(body, "image")
+
+
+@pytest.mark.e2e
+async def test_api_refuses_more_calls_per_account_than_in_total(kube: k8s.Kube, ns: str) -> None:
+    body = {"metadata": {"name": "g"}, "spec": {"edge": "a", "calls": {"max": 5, "perAccount": 6}}}
+    with pytest.raises(k8s.ApiError) as err:
+        await kube.create(k8s.STREAM_GATEWAYS, ns, body)
+    assert err.value.status == 422
+    assert "calls.perAccount must not be greater than calls.max" in err.value.message

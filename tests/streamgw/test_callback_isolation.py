@@ -7,7 +7,7 @@ import base64
 import itertools
 
 from support.media import RtpPeer, WsServer, raw_server
-from support.streamgw import Harness
+from support.streamgw import Harness, sample
 
 
 async def test_a_hanging_callback_receiver_does_not_block_media(
@@ -36,8 +36,8 @@ async def test_a_hanging_callback_receiver_does_not_block_media(
             conns[conn.path] = conn
             await conn.next("start")
         streams = gw.gateway.metrics.active_streams
-        assert streams.labels("unidirectional")._value.get() == 1
-        assert streams.labels("bidirectional")._value.get() == 1
+        assert sample(streams, "unidirectional") == 1
+        assert sample(streams, "bidirectional") == 1
         clip = speech[: 160 * 50]
         await peer.send(peer.packets(clip), gw.rtp_target(created), interval=0.005)
         for path in ("/uni", "/bidi"):
@@ -54,5 +54,5 @@ async def test_a_hanging_callback_receiver_does_not_block_media(
             assert conn.messages[-1]["event"] == "stop"
             stamps = [int(m["media"]["timestamp"]) for m in conn.of("media")]
             assert all(b - a == 20 for a, b in itertools.pairwise(stamps))
-        assert streams.labels("unidirectional")._value.get() == 0
-        assert streams.labels("bidirectional")._value.get() == 0
+        assert sample(streams, "unidirectional") == 0
+        assert sample(streams, "bidirectional") == 0

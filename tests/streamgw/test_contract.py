@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from support.media import Conn, HttpServer, RtpPeer, TestCA, WsServer
-from support.streamgw import Harness, MakeGateway
+from support.streamgw import Harness, MakeGateway, sample
 
 PAUSE = '<Pause length="60"/>'
 OTHER_SID = "MZ" + "0" * 32
@@ -161,7 +161,7 @@ async def test_link_local_metadata_and_private_destinations_are_refused(
     call = await gw.wait_status(hooked["sid"])
     assert call["errors"][0]["code"] == 11200
     assert "not an address this gateway may reach" in call["errors"][0]["message"]
-    before = gw.gateway.metrics.callbacks.labels("refused")._value.get()
+    before = sample(gw.gateway.metrics.callbacks, "refused")
     doc = (
         '<Response><Start><Stream url="wss://10.1.2.3/x"'
         ' statusCallback="http://[fe80::1]/cb"/></Start>' + PAUSE + "</Response>"
@@ -169,7 +169,7 @@ async def test_link_local_metadata_and_private_destinations_are_refused(
     created = await gw.create_call(peer, twiml=doc)
     await errors_with(gw, created["sid"], 31904)
     async with asyncio.timeout(10):
-        while gw.gateway.metrics.callbacks.labels("refused")._value.get() == before:
+        while sample(gw.gateway.metrics.callbacks, "refused") == before:
             assert (await gw.call(created["sid"]))["status"] == "in-progress"
             await asyncio.sleep(0.05)
     await gw.hangup(created["sid"])

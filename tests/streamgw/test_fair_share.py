@@ -23,6 +23,7 @@ from support.streamgw import (
     Harness,
     MakeGateway,
     basic,
+    sample,
     write_accounts,
 )
 
@@ -70,8 +71,8 @@ async def test_one_account_at_its_cap_never_blocks_another(make_gateway: MakeGat
         assert resp.status == 503 and resp.headers["Retry-After"] == "1"
         assert_hosted(await resp.json(), 503, 20503)
     metrics = gw.gateway.metrics.calls_refused
-    assert metrics.labels("account")._value.get() == 20
-    assert metrics.labels("total")._value.get() == 1
+    assert sample(metrics, "account") == 20
+    assert sample(metrics, "total") == 1
 
     # Hanging up one call gives its slot back to its account.
     first = next(out for status, out in flood if status == 201)
@@ -133,15 +134,18 @@ async def test_the_gateway_process_keeps_a_share_for_other_accounts(tmp_path: Pa
             async with http.post(base, json=call_body(account), headers=headers) as resp:
                 return resp.status, await resp.json()
 
-        flood = await asyncio.gather(*(place(ACCOUNT, TOKEN) for _ in range(50)))
+        flooding = asyncio.gather(*(place(ACCOUNT, TOKEN) for _ in range(50)))
+        started = time.perf_counter()
+        status, out = await place(OTHER, OTHER_TOKEN)  # while the flood is in flight
+        latency = (time.perf_counter() - started) * 1000
+        print(f"other account's call started in {latency:.1f} ms during a 50-call flood")
+        assert status == 201, out
+        flood = await flooding
         assert sorted(status for status, _ in flood) == [201] * 40 + [429] * 10
         assert_hosted(next(out for status, out in flood if status == 429), 429, 20429)
-        started = time.perf_counter()
-        status, out = await place(OTHER, OTHER_TOKEN)
-        latency = (time.perf_counter() - started) * 1000
-        print(f"other account's call started in {latency:.1f} ms next to 40 calls at the cap")
+        status, out = await place(OTHER, OTHER_TOKEN)  # and next to 40 calls at the cap
         assert status == 201, out
         async with http.get(f"http://127.0.0.1:{metrics}/metrics") as resp:
             text = await resp.text()
         assert 'turnpike_streamgw_calls_refused_total{reason="account"} 10.0' in text
-        assert "turnpike_streamgw_active_calls 41.0" in text
+        assert "turnpike_streamgw_active_calls 42.0" in text

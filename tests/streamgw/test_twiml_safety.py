@@ -209,6 +209,24 @@ async def test_a_cut_body_is_an_error_not_a_shorter_document(
     assert http.on("/after") == []
 
 
+async def test_a_cut_play_body_is_reported_and_nothing_of_it_is_played(
+    gw: Harness, speech: bytes
+) -> None:
+    clip = speech[: 160 * 100]  # 2 s
+    async with raw_http(dribble(ulaw_wav(clip), 4096, chunked=False, cut=4000)) as base:
+        peer = await rtp_peer()
+        try:
+            created = await gw.create_call(
+                peer, twiml=f"<Response><Play>{base}/prompt.wav</Play><Hangup/></Response>"
+            )
+            ended = await gw.wait_status(created["sid"], timeout=30)
+        finally:
+            peer.close()
+    (error,) = ended["errors"]
+    assert error["code"] == 11200 and "cut" in error["message"]
+    assert clip[:1600] not in b"".join(p.payload for p in peer.received)
+
+
 async def test_oversized_documents_are_refused_before_reading(gw: Harness) -> None:
     body = b"<Response>" + b" " * (twiml.MAX_DOCUMENT + 1) + b"</Response>"
     async with raw_http(dribble(body, 64 * 1024, chunked=False)) as base:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 from pathlib import Path
@@ -126,3 +127,19 @@ async def test_hangup_ends_the_call_and_notifies(
     assert "ErrorCode" not in hit.query
     assert (await gw.call(created["sid"]))["status"] == "completed"
     assert not gw.gateway.calls
+
+
+async def test_play_loop_zero_repeats_until_the_call_ends(
+    gw: Harness, http: HttpServer, peer: RtpPeer, speech: bytes
+) -> None:
+    clip = speech[: 160 * 10]  # 0.2 s
+    wav = http.serve("/short.wav", ulaw_wav(clip))
+    created = await gw.create_call(
+        peer, twiml=f'<Response><Play loop="0">{wav}</Play><Hangup/></Response>'
+    )
+    async with asyncio.timeout(20):
+        while played(peer).count(clip) < 6:  # far more than once, and still going
+            await peer.arrivals.get()
+    assert (await gw.call(created["sid"]))["status"] == "in-progress"  # <Hangup/> never reached
+    ended = await gw.hangup(created["sid"])
+    assert ended["errors"] == []

@@ -8,15 +8,19 @@ no-new-privileges, capabilities, sysctls, args, env and envFrom, and Secret, Con
 emptyDir volumes as the kubelet lays them out (files owned by root and the fsGroup, with the
 rendered modes, mounted read-only where the pod says so).
 
-Networking is the one deliberate difference: every container runs on the host network, and each
+Networking is the one deliberate difference: a container runs on the host network, and each
 wildcard listen address in the args and environment ("0.0.0.0:PORT") is rewritten to the
-loopback address and free port the test chose for it; an unmapped wildcard is an error, so no
-container ever listens on the host's real interfaces.
+loopback address and free port the test chose for it (an unmapped wildcard is an error, so no
+container ever listens on the host's real interfaces), or in a network namespace the test made.
+What a test adds to a pod (a kubeconfig instead of a service account, a test CA) is named in
+``extra_files``/``extra_env``. Podman's one semantic difference from a kubelet's runtime, ambient
+capabilities for non-root users, is undone at start (`PodRun.entrypoint`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -106,6 +110,29 @@ def ulimit_flags() -> list[str]:
     exceed what a sandbox without CAP_SYS_RESOURCE may set, and the container fails to start."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return [f"--ulimit=nofile={soft}:{hard}", "--ulimit=nproc=4096:4096"]
+
+
+CONTEXT_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "constraints.txt")
+CONTEXT_DIRS = ("scripts", "turnpike", "relay", "streamgw", "operator")
+
+
+def context_digest(root: Path = ROOT) -> str:
+    """A short hash of what the image is built from, to tag the test image by: sessions of
+    different trees sharing the cache never run each other's image."""
+    digest = hashlib.sha256()
+    paths = [root / name for name in CONTEXT_FILES]
+    for folder in CONTEXT_DIRS:
+        paths += sorted(
+            p
+            for p in (root / folder).rglob("*")
+            if p.is_file()
+            and "__pycache__" not in p.parts
+            and not any(part.endswith(".egg-info") for part in p.parts)
+            and not p.name.endswith((".pyc", ".bpf.o"))
+        )
+    for path in paths:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def archive_tags(path: Path) -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client import Counter, Gauge
 
 from support.media import RtpPeer, host_port
 from turnpike.streamgw.gateway import Gateway
@@ -94,3 +95,13 @@ class Harness:
 
 
 MakeGateway = Callable[..., Awaitable[Harness]]
+
+
+def sample(metric: Counter | Gauge, *labels: str) -> float:
+    """The current value of ``metric`` for ``labels`` (0 before it was first counted), read
+    through prometheus-client's public collector API."""
+    for family in metric.collect():
+        for found in family.samples:
+            if not found.name.endswith("_created") and tuple(found.labels.values()) == labels:
+                return float(found.value)
+    return 0.0

@@ -45,6 +45,8 @@ _IPV6_CIDR = f"{_ipv6()}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?"
 # character classes, not backslashes, so the same text is valid in CEL, RE2 and Python.
 CIDR_REGEX = f"^({_IPV4_CIDR}|{_IPV6_CIDR})$"
 _HOSTNAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+# A ConfigMap or Secret key: it becomes a file name in the mounted volume.
+CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 
 
 def _string(description: str, **extra: Any) -> Schema:
@@ -451,10 +453,92 @@ def stream_gateway_spec() -> Schema:
                 ],
             },
             "service": _service(split=False),
+            "calls": {
+                "type": "object",
+                "description": "concurrent calls per gateway pod (the gateway's fair share); "
+                "beyond them new calls are refused as the hosted service refuses them",
+                "properties": {
+                    "max": _integer(
+                        "in total; the gateway's default (one per two RTP ports) when absent",
+                        minimum=1,
+                    ),
+                    "perAccount": _integer(
+                        "per account; the gateway's default (a tenth of its default total) "
+                        "when absent",
+                        minimum=1,
+                    ),
+                },
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "!(has(self.max) && has(self.perAccount)) "
+                        "|| self.perAccount <= self.max",
+                        "message": "calls.perAccount must not be greater than calls.max",
+                    }
+                ],
+            },
+            "hostNetwork": {
+                "type": "boolean",
+                "description": "gateway pods use their node's network: carriers reach SIP and the "
+                "RTP port range at the node's address (a Service cannot carry a port range); at "
+                "most one gateway pod per node",
+                "default": False,
+            },
             "sip": _sip(),
             **_workload_fields(GATEWAY_RESOURCES),
         },
+        "x-kubernetes-validations": _gateway_listener_rules(),
     }
+
+
+GATEWAY_METRICS_PORT = 9642
+_SIP_ON = "has(self.sip)"
+_SIP_TLS_ON = "(has(self.sip) && has(self.sip.tls))"
+
+
+def _gateway_listener_rules() -> list[Schema]:
+    """Gateway ports that would make every gateway pod fail with "Address already in use": the
+    HTTP listener and the SIP port (both TCP) against each other and the metrics port, and the
+    SIP port (also UDP) inside the RTP range."""
+    metrics = str(GATEWAY_METRICS_PORT)
+    return [
+        {
+            "rule": f"self.port != {metrics}",
+            "message": f"port must not be {metrics}, the gateway's metrics port",
+        },
+        {
+            "rule": f"!{_SIP_ON} || self.sip.port != self.port",
+            "message": "sip.port must differ from port: the SIP and HTTP listeners both use TCP",
+            "messageExpression": "'sip.port ' + string(self.sip.port) + ' is also port: the SIP "
+            "and HTTP listeners both use TCP'",
+        },
+        {
+            "rule": f"!{_SIP_ON} || self.sip.port != {metrics}",
+            "message": f"sip.port must not be {metrics}, the gateway's metrics port",
+        },
+        {
+            "rule": f"!{_SIP_TLS_ON} || (self.sip.tls.port != self.sip.port "
+            f"&& self.sip.tls.port != self.port && self.sip.tls.port != {metrics})",
+            "message": f"sip.tls.port must differ from sip.port, port and {metrics} (all TCP)",
+            "messageExpression": "'sip.tls.port ' + string(self.sip.tls.port) + ' is already "
+            f"taken: sip.port, port and the metrics port {metrics} are TCP listeners too'",
+        },
+        {
+            "rule": "!self.hostNetwork || (self.port >= 1024 && self.rtpPorts.min >= 1024 "
+            f"&& (!{_SIP_ON} || self.sip.port >= 1024) "
+            f"&& (!{_SIP_TLS_ON} || self.sip.tls.port >= 1024))",
+            "message": "with hostNetwork every gateway port (port, rtpPorts, sip.port, "
+            "sip.tls.port) must be 1024 or above: the non-root gateway cannot bind lower ports "
+            "on the node",
+        },
+        {
+            "rule": f"!{_SIP_ON} || !(self.rtpPorts.min <= self.sip.port "
+            "&& self.sip.port <= self.rtpPorts.max)",
+            "message": "rtpPorts must not include sip.port: RTP and SIP both use UDP",
+            "messageExpression": "'rtpPorts ' + string(self.rtpPorts.min) + '-' + "
+            "string(self.rtpPorts.max) + ' include sip.port ' + string(self.sip.port) + ': RTP "
+            "and SIP both use UDP'",
+        },
+    ]
 
 
 def _sip() -> Schema:
@@ -466,23 +550,43 @@ def _sip() -> Schema:
         "required": ["numbers"],
         "properties": {
             "port": _port("SIP port, UDP and TCP", 5060),
-            "tlsSecretName": _string(
-                "kubernetes.io/tls Secret: also answer SIP over TLS on tlsPort", **name
-            ),
-            "tlsPort": _port("SIP over TLS port", 5061),
             "trustedCidrs": _cidrs("signalling ranges whose INVITEs are taken; others get 403"),
             "realm": _string(
                 "digest realm: sources outside trustedCidrs may authenticate with the accounts "
                 "file's sipCredentials",
                 maxLength=128,
             ),
+            "inviteRate": _integer(
+                "new INVITEs a second from one source address, in bursts of five seconds' worth "
+                "(503 with Retry-After beyond); 0 = no limit; the gateway's default (10) when "
+                "absent",
+                minimum=0,
+            ),
+            "tls": {
+                "type": "object",
+                "description": "also answer SIP over TLS (SIPS), with this certificate",
+                "required": ["secretName"],
+                "properties": {
+                    "port": _port("SIP over TLS port (TCP)", 5061),
+                    "secretName": _string(
+                        "kubernetes.io/tls Secret with the certificate (tls.crt, tls.key)",
+                        minLength=1,
+                        maxLength=253,
+                    ),
+                },
+            },
             "numbers": {
                 "type": "object",
                 "description": "the numbers file (which account and TwiML answer each number)",
                 "properties": {
                     "configMapName": _string("ConfigMap holding it", **name),
                     "secretName": _string("Secret holding it", **name),
-                    "key": _string("key of the file", default="numbers.json", **name),
+                    "key": _string(
+                        "key of the file",
+                        default="numbers.json",
+                        pattern=CONFIG_KEY_PATTERN,
+                        **name,
+                    ),
                 },
                 "x-kubernetes-validations": [
                     {

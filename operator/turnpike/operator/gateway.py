@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from turnpike.operator import labels, placement
+from turnpike.operator import crds, labels, placement
 from turnpike.operator.model import StreamGateway
 from turnpike.operator.relay import config_hash, pod_security
 
 Obj = dict[str, Any]
 
-METRICS_PORT = 9642
+METRICS_PORT = crds.GATEWAY_METRICS_PORT
 ACCOUNTS_DIR = "/etc/turnpike/accounts"
 NUMBERS_DIR = "/etc/turnpike/numbers"
-SIP_TLS_DIR = "/etc/turnpike/sip-tls"
+TLS_DIR = "/etc/turnpike/tls"
 
 
 def gateway_config(gateway: StreamGateway) -> dict[str, str]:
@@ -25,6 +25,11 @@ def gateway_config(gateway: StreamGateway) -> dict[str, str]:
     }
     if gateway.allowed_destinations:
         data["TURNPIKE_ALLOW_DESTINATION"] = ",".join(gateway.allowed_destinations)
+    # Unset caps keep the gateway's own defaults (sized from its RTP port range).
+    if gateway.max_calls is not None:
+        data["TURNPIKE_MAX_CALLS"] = str(gateway.max_calls)
+    if gateway.max_account_calls is not None:
+        data["TURNPIKE_MAX_CALLS_PER_ACCOUNT"] = str(gateway.max_account_calls)
     sip = gateway.sip
     if sip is not None:
         data["TURNPIKE_SIP"] = f"0.0.0.0:{sip.port}"
@@ -33,10 +38,12 @@ def gateway_config(gateway: StreamGateway) -> dict[str, str]:
             data["TURNPIKE_SIP_TRUST"] = ",".join(sip.trusted)
         if sip.realm:
             data["TURNPIKE_SIP_REALM"] = sip.realm
-        if sip.tls_secret:
+        if sip.invite_rate is not None:
+            data["TURNPIKE_SIP_INVITE_RATE"] = str(sip.invite_rate)
+        if sip.tls_port is not None:
             data["TURNPIKE_SIP_TLS"] = f"0.0.0.0:{sip.tls_port}"
-            data["TURNPIKE_TLS_CERT"] = f"{SIP_TLS_DIR}/tls.crt"
-            data["TURNPIKE_TLS_KEY"] = f"{SIP_TLS_DIR}/tls.key"
+            data["TURNPIKE_TLS_CERT"] = f"{TLS_DIR}/tls.crt"
+            data["TURNPIKE_TLS_KEY"] = f"{TLS_DIR}/tls.key"
     return data
 
 
@@ -49,18 +56,20 @@ def _sip_ports(gateway: StreamGateway) -> list[Obj]:
         {"name": "sip-udp", "containerPort": port, "protocol": "UDP"},
         {"name": "sip-tcp", "containerPort": port, "protocol": "TCP"},
     ]
-    if gateway.sip.tls_secret:
+    if gateway.sip.tls_port is not None:
         ports.append({"name": "sip-tls", "containerPort": gateway.sip.tls_port, "protocol": "TCP"})
     return ports
 
 
-def _sip_mounts(gateway: StreamGateway) -> list[Obj]:
-    if gateway.sip is None:
-        return []
-    mounts = [{"name": "numbers", "mountPath": NUMBERS_DIR, "readOnly": True}]
-    if gateway.sip.tls_secret:
-        mounts.append({"name": "sip-tls", "mountPath": SIP_TLS_DIR, "readOnly": True})
-    return mounts
+def _sip_tls_volume(gateway: StreamGateway) -> tuple[list[Obj], list[Obj]]:
+    """The SIP certificate's volume and mount (none without ``spec.sip.tls``)."""
+    if gateway.sip is None or gateway.sip.tls_port is None:
+        return [], []
+    secret = {"secretName": gateway.sip.tls_secret, "defaultMode": 0o440}
+    return (
+        [{"name": "tls", "secret": secret}],
+        [{"name": "tls", "mountPath": TLS_DIR, "readOnly": True}],
+    )
 
 
 def _numbers_volume(gateway: StreamGateway) -> list[Obj]:
@@ -71,10 +80,7 @@ def _numbers_volume(gateway: StreamGateway) -> list[Obj]:
         source: Obj = {"secret": {"secretName": sip.numbers_name, "defaultMode": 0o440}}
     else:
         source = {"configMap": {"name": sip.numbers_name, "defaultMode": 0o440}}
-    volumes = [{"name": "numbers", **source}]
-    if sip.tls_secret:
-        volumes.append({"name": "sip-tls", "secret": {"secretName": sip.tls_secret}})
-    return volumes
+    return [{"name": "numbers", **source}]
 
 
 def _metadata(gateway: StreamGateway, owner: Obj) -> Obj:
@@ -88,6 +94,7 @@ def _metadata(gateway: StreamGateway, owner: Obj) -> Obj:
 
 def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Obj:
     name = labels.gateway_name(gateway.name)
+    tls_volumes, tls_mounts = _sip_tls_volume(gateway)
     container: Obj = {
         "name": "streamgw",
         "image": gateway.workload.image,
@@ -105,7 +112,12 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
         ],
         "volumeMounts": [
             {"name": "accounts", "mountPath": ACCOUNTS_DIR, "readOnly": True},
-            *_sip_mounts(gateway),
+            *(
+                [{"name": "numbers", "mountPath": NUMBERS_DIR, "readOnly": True}]
+                if gateway.sip
+                else []
+            ),
+            *tls_mounts,
         ],
         "readinessProbe": {"httpGet": {"path": "/ready", "port": METRICS_PORT}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/live", "port": METRICS_PORT}, "periodSeconds": 10},
@@ -126,12 +138,33 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
                 "secret": {"secretName": gateway.accounts_secret, "defaultMode": 0o440},
             },
             *_numbers_volume(gateway),
+            *tls_volumes,
         ],
         "terminationGracePeriodSeconds": 60,
         "enableServiceLinks": False,
         "securityContext": pod_security(),
     }
     pod_spec.update(placement.scheduling(gateway.workload, labels.gateway_selector(gateway.name)))
+    # Declared either way, so that switching back from the host network is written back too
+    # (children are repaired with merge patches: null removes hostNetwork, and the others are
+    # the API's own defaults for a pod-network Deployment).
+    rolling: Obj = {"maxSurge": "25%", "maxUnavailable": "25%"}
+    pod_spec["hostNetwork"] = None
+    pod_spec["dnsPolicy"] = "ClusterFirst"
+    if gateway.host_network:
+        # The node's own addresses: what carriers send SIP and RTP to. The pod IP (the RTP
+        # address) is then the node's. Fixed host ports: a surge pod could not be scheduled next
+        # to the old one, so replace one at a time.
+        pod_spec["hostNetwork"] = True
+        pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
+        rolling = {"maxSurge": 0, "maxUnavailable": 1}
+    elif gateway.lowest_port() < 1024:
+        # A namespaced, "safe" sysctl for the pod's own network namespace: the gateway stays
+        # non-root with no capability (on the host network the CRD refuses such ports).
+        pod_spec["securityContext"]["sysctls"] = [
+            {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}
+        ]
+    spec: Obj = {"strategy": {"type": "RollingUpdate", "rollingUpdate": rolling}}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -146,6 +179,7 @@ def deployment(gateway: StreamGateway, owner: Obj, config: dict[str, str]) -> Ob
                 },
                 "spec": pod_spec,
             },
+            **spec,
         },
     }
 

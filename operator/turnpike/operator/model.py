@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,14 +115,14 @@ class Exposure:
         )
 
 
-def _count(value: Any, field: str, top: int | None = None) -> int | None:
-    """An optional whole number of at least 0 (and at most ``top``); None when absent."""
+def _count(value: Any, field: str, top: int | None = None, low: int = 0) -> int | None:
+    """An optional whole number of at least ``low`` (and at most ``top``); None when absent."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise SpecError(f"{field}: {value!r} is not a whole number")
-    if value < 0 or (top is not None and value > top):
-        bounds = f"0-{top}" if top is not None else "at least 0"
+    if value < low or (top is not None and value > top):
+        bounds = f"{low}-{top}" if top is not None else f"at least {low}"
         raise SpecError(f"{field}: {value} is out of range ({bounds})")
     return value
 
@@ -268,6 +269,24 @@ class RelayEdge:
                 )
 
 
+def _config_key(value: Any, field: str) -> str:
+    """A ConfigMap/Secret key, which names a file in the mounted volume."""
+    key = str(value)
+    if key in (".", "..") or not re.fullmatch(crds.CONFIG_KEY_PATTERN, key):
+        raise SpecError(f"{field}: {key!r} is not a ConfigMap or Secret key (letters, digits, -._)")
+    return key
+
+
+def _sip_tls(spec: Any) -> dict[str, Any]:
+    """``spec.sip.tls`` as SipSettings fields (none when absent)."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict) or not spec.get("secretName"):
+        raise SpecError("spec.sip.tls.secretName: required (a kubernetes.io/tls Secret)")
+    port = spec.get("port") or _default(_GATEWAY, "sip", "tls", "port")
+    return {"tls_port": int(port), "tls_secret": str(spec["secretName"])}
+
+
 @dataclass(frozen=True, slots=True)
 class SipSettings:
     """``spec.sip``: the gateway answers SIP; the numbers file comes from a ConfigMap or Secret."""
@@ -278,8 +297,9 @@ class SipSettings:
     numbers_kind: str  # "configMap" or "secret"
     numbers_name: str
     numbers_key: str
-    tls_secret: str | None = None
-    tls_port: int = 5061
+    tls_port: int | None = None  # SIP over TLS, with the certificate in tls_secret
+    tls_secret: str = ""
+    invite_rate: int | None = None  # None: the gateway's default
 
     @classmethod
     def parse(cls, spec: Any) -> SipSettings | None:
@@ -297,10 +317,25 @@ class SipSettings:
             realm=spec.get("realm") or None,
             numbers_kind="configMap" if config_map else "secret",
             numbers_name=str(config_map or secret),
-            numbers_key=str(numbers.get("key") or "numbers.json"),
-            tls_secret=spec.get("tlsSecretName") or None,
-            tls_port=int(spec.get("tlsPort") or _default(_GATEWAY, "sip", "tlsPort")),
+            numbers_key=_config_key(numbers.get("key") or "numbers.json", "spec.sip.numbers.key"),
+            **_sip_tls(spec.get("tls")),
+            invite_rate=_count(spec.get("inviteRate"), "spec.sip.inviteRate"),
         )
+
+
+def _calls(spec: Any) -> dict[str, int | None]:
+    """``spec.calls`` as StreamGateway fields."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, dict):
+        raise SpecError("spec.calls: must be an object")
+    total = _count(spec.get("max"), "spec.calls.max", low=1)
+    per_account = _count(spec.get("perAccount"), "spec.calls.perAccount", low=1)
+    if total is not None and per_account is not None and per_account > total:
+        raise SpecError(
+            f"spec.calls.perAccount: {per_account} is greater than spec.calls.max {total}"
+        )
+    return {"max_calls": total, "max_account_calls": per_account}
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +352,9 @@ class StreamGateway:
     workload: Workload
     exposure: Exposure
     sip: SipSettings | None = None
+    host_network: bool = False
+    max_calls: int | None = None  # None: the gateway's defaults
+    max_account_calls: int | None = None
 
     @classmethod
     def parse(cls, body: Obj, default_image: str) -> StreamGateway:
@@ -327,7 +365,7 @@ class StreamGateway:
             raise SpecError("spec.egress: static and source are mutually exclusive")
         if not spec.get("edge"):
             raise SpecError("spec.edge: required")
-        return cls(
+        gateway = cls(
             name=meta["name"],
             namespace=meta["namespace"],
             edge=spec["edge"],
@@ -344,4 +382,47 @@ class StreamGateway:
             workload=Workload.parse(spec, default_image, crds.GATEWAY_RESOURCES),
             exposure=Exposure.parse(spec, "ClusterIP"),
             sip=SipSettings.parse(spec.get("sip")),
+            host_network=bool(spec.get("hostNetwork", False)),
+            **_calls(spec.get("calls")),
         )
+        gateway.check_ports()
+        return gateway
+
+    def lowest_port(self) -> int:
+        """The lowest port a gateway pod binds: a listener or the start of the RTP range."""
+        ports = [self.port, self.rtp_ports[0]]
+        if self.sip is not None:
+            ports += [self.sip.port] + ([self.sip.tls_port] if self.sip.tls_port else [])
+        return min(ports)
+
+    def check_ports(self) -> None:
+        """The CRD's listener rules, repeated for objects stored before they existed."""
+        metrics = crds.GATEWAY_METRICS_PORT
+        if self.host_network and self.lowest_port() < 1024:
+            raise SpecError(
+                f"spec.hostNetwork: port {self.lowest_port()} is below 1024, which the non-root "
+                "gateway cannot bind on the node's network; use ports from 1024"
+            )
+        if self.port == metrics:
+            raise SpecError(f"spec.port: {metrics} is the gateway's metrics port")
+        if self.sip is None:
+            return
+        port = self.sip.port
+        if port == self.port:
+            raise SpecError(
+                f"spec.sip.port: {port} is also spec.port: the SIP and HTTP listeners both use TCP"
+            )
+        if port == metrics:
+            raise SpecError(f"spec.sip.port: {metrics} is the gateway's metrics port")
+        tls = self.sip.tls_port
+        if tls is not None and tls in (port, self.port, metrics):
+            raise SpecError(
+                f"spec.sip.tls.port: {tls} is already taken: spec.sip.port, spec.port and the "
+                f"metrics port {metrics} are TCP listeners too"
+            )
+        low, high = self.rtp_ports
+        if low <= port <= high:
+            raise SpecError(
+                f"spec.rtpPorts: {low}-{high} include spec.sip.port {port}: RTP and SIP both "
+                "use UDP"
+            )

@@ -56,12 +56,12 @@ class EdgeRanges:
         }
         if self.sip:
             ports = sorted({e.port for e in self.sip})
-            tls = sorted({e.tls_port for e in self.sip if e.tls_port})
+            tls = sorted({e.tls_port for e in self.sip if e.tls_port is not None} - set(ports))
             media = sorted({e.rtp_ports for e in self.sip})
             out["sip"] = {
                 "cidrs": collapse(c for e in self.sip for c in e.cidrs),
                 "ports": [{"port": p, "protocol": proto} for p in ports for proto in ("udp", "tcp")]
-                + [{"port": p, "protocol": "tls"} for p in tls],
+                + [{"port": p, "protocol": "tcp"} for p in tls],
                 "rtpPorts": [f"{low}-{high}" for low, high in media],
             }
         return out
@@ -69,7 +69,8 @@ class EdgeRanges:
 
 @dataclass(frozen=True, slots=True)
 class SipEntry:
-    """One SIP-answering gateway: its addresses, its SIP port, its RTP port range."""
+    """One SIP-answering gateway: its addresses, its SIP port, its RTP port range (and its SIP
+    over TLS port, a TCP port)."""
 
     cidrs: tuple[str, ...]
     port: int

@@ -241,17 +241,53 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> None:
             deployment = current
     addresses = await _gateway_addresses(ctx, gw)
     location = _location(ctx, gw, edge_body)
+    problem = await _gateway_problem(ctx, gw)
 
     def status_of(body: Obj) -> Obj:
-        return _gateway_status(gw, body, deployment, addresses, location)
+        return _gateway_status(gw, body, deployment, addresses, location, problem)
 
     written = await st.write(ctx.kube, k8s.STREAM_GATEWAYS, body, status_of)
     if written is None:
         return
+    st.warn_if_new(written, problem, same_message=True)
     for change in changes:
         st.event(body, "Reconciled", change)
-    if (conditions.find(written.get("status"), DEGRADED) or {}).get("status") == "True":
-        st.event(body, "Recovered", f"bound to RelayEdge {gw.edge}")
+    was = conditions.find(written.get("status"), DEGRADED) or {}
+    if was.get("status") == "True" and not problem.status:
+        fixed = was.get("reason") or "Degraded"
+        news = f"bound to RelayEdge {gw.edge}" if fixed == "EdgeNotFound" else f"{fixed}: fixed"
+        st.event(body, "Recovered", news)
+
+
+async def _gateway_problem(ctx: Context, gw: StreamGateway) -> Condition:
+    """Reconcile's verdict on Degraded for a gateway whose children were written: a SIP
+    gateway's pods cannot start, or exit at once, without their certificate or numbers file."""
+    sip = gw.sip
+    if sip is None:
+        return NOT_DEGRADED
+    if sip.tls_port is not None and not await ctx.kube.get(
+        k8s.SECRETS, gw.namespace, sip.tls_secret
+    ):
+        message = (
+            f'TLS Secret "{sip.tls_secret}" (spec.sip.tls) does not exist in namespace '
+            f'"{gw.namespace}"'
+        )
+        return Condition(DEGRADED, True, "TLSSecretNotFound", message)
+    secret = sip.numbers_kind == "secret"
+    kind = "Secret" if secret else "ConfigMap"
+    source = await ctx.kube.get(
+        k8s.SECRETS if secret else k8s.CONFIGMAPS, gw.namespace, sip.numbers_name
+    )
+    where = f'{kind} "{sip.numbers_name}" (spec.sip.numbers)'
+    if source is None:
+        message = f'{where} does not exist in namespace "{gw.namespace}"'
+        return Condition(DEGRADED, True, "NumbersNotFound", message)
+    # Only the keys are read, never a value (a Secret's values are secret).
+    keys = {*(source.get("data") or {}), *(source.get("binaryData") or {})}
+    if sip.numbers_key not in keys:
+        message = f'{where} has no key "{sip.numbers_key}"'
+        return Condition(DEGRADED, True, "NumbersNotFound", message)
+    return NOT_DEGRADED
 
 
 async def _gateway_addresses(ctx: Context, gw: StreamGateway) -> list[str]:
@@ -272,7 +308,12 @@ def _location(ctx: Context, gw: StreamGateway, edge_body: Obj) -> str:
 
 
 def _gateway_status(
-    gw: StreamGateway, body: Obj, deployment: Obj, addresses: list[str], location: str
+    gw: StreamGateway,
+    body: Obj,
+    deployment: Obj,
+    addresses: list[str],
+    location: str,
+    problem: Condition,
 ) -> Obj:
     ready, desired, rolled_out = readiness(deployment, False)
     is_ready = desired > 0 and ready >= desired and rolled_out
@@ -289,7 +330,7 @@ def _gateway_status(
         "edge": gw.edge,
         "location": location,
     }
-    return st.with_conditions(body, status, ready_cond, progressing, NOT_DEGRADED)
+    return st.with_conditions(body, status, ready_cond, progressing, problem)
 
 
 # -- the namespace's published ConfigMaps --------------------------------------------------------
@@ -318,8 +359,7 @@ def _sip_entry(body: Obj, addresses: list[str], image: str) -> ranges.SipEntry |
         return None  # reported on the gateway itself
     if gw.sip is None:
         return None
-    tls_port = gw.sip.tls_port if gw.sip.tls_secret else None
-    return ranges.SipEntry(tuple(addresses), gw.sip.port, gw.rtp_ports, tls_port)
+    return ranges.SipEntry(tuple(addresses), gw.sip.port, gw.rtp_ports, gw.sip.tls_port)
 
 
 async def publish(ctx: Context, namespace: str) -> None:

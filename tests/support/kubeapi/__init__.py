@@ -81,8 +81,7 @@ class KubeAPI:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        server: Any = site._server
-        port = server.sockets[0].getsockname()[1]
+        port = self._runner.addresses[0][1]  # the port the system picked (public API)
         self.url = f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
