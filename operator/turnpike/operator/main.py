@@ -166,7 +166,11 @@ async def run_operator(
     reconciler = Reconciler(Context(kube, config, metrics))
     registry = kopf.OperatorRegistry()
     handlers.register(registry, reconciler, config.resync_interval)
-    rotation.register(registry, config.rotation, kube, metrics_registry=metrics.registry)
+    # The edges' reconcile creates the keyring Secret: rotation adds no second changing handler
+    # to RelayEdges (see rotation.register).
+    rotation.register(
+        registry, config.rotation, kube, metrics_registry=metrics.registry, edge_hooks=False
+    )
 
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info()
