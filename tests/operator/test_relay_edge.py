@@ -199,7 +199,12 @@ async def test_a_refused_child_is_reported_then_retried(
         return cond.get("status") == "False"
 
     await eventually(recovered, what="Degraded=False once the retry succeeded")
-    assert "quota" in published(await ranges_doc(kube, ns))
+
+    # The namespace is republished after the edge's status is written (publishing reads it).
+    async def republished() -> bool:
+        return "quota" in published(await ranges_doc(kube, ns))
+
+    await eventually(republished, what="the edge published after the retry")
     # Retried many times (every half second here), reported once.
     reported = await failures()
     assert len(reported) == 1, [(e["message"], e.get("count")) for e in reported]
