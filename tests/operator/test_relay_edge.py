@@ -200,11 +200,10 @@ async def test_a_refused_child_is_reported_then_retried(
 
     await eventually(recovered, what="Degraded=False once the retry succeeded")
 
-    # The namespace is republished after the edge's status is written (publishing reads it).
-    async def republished() -> bool:
+    async def listed() -> bool:  # the namespace is republished just after the edge's reconcile
         return "quota" in published(await ranges_doc(kube, ns))
 
-    await eventually(republished, what="the edge published after the retry")
+    await eventually(listed, what="the edge published")
     # Retried many times (every half second here), reported once.
     reported = await failures()
     assert len(reported) == 1, [(e["message"], e.get("count")) for e in reported]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -123,14 +124,26 @@ def secret_body(
     }
 
 
+# One check-then-create at a time per Secret in this process: when many edges of a namespace are
+# reconciled at once (start-up), the first creates the Secret and the others find it, instead of
+# racing to create it and failing with 409s.
+_ensuring: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, str], asyncio.Lock]
+] = weakref.WeakKeyDictionary()
+
+
 async def ensure_secret(cluster: Cluster, namespace: str, name: str, now: float) -> Keyring | None:
     """Create the namespace's keyring Secret with one fresh signing key and the rotation state
     of a new keyring, unless it exists; the keyring created, or None."""
-    if await cluster.read_secret(namespace, name) is not None:
-        return None
-    keyring, state = initial(now)
-    created = await cluster.create_secret(namespace, name, keyring.to_json(), state.annotations())
-    return keyring if created else None
+    locks = _ensuring.setdefault(asyncio.get_running_loop(), {})
+    async with locks.setdefault((namespace, name), asyncio.Lock()):
+        if await cluster.read_secret(namespace, name) is not None:
+            return None
+        keyring, state = initial(now)
+        created = await cluster.create_secret(
+            namespace, name, keyring.to_json(), state.annotations()
+        )
+        return keyring if created else None
 
 
 def _started(pod: Obj) -> bool:
@@ -321,6 +334,7 @@ class KubeCluster:
                 "reason": reason,
                 "message": message[:1024],
                 "type": "Warning" if warning else "Normal",
+                "action": "Rotate",
                 "source": {"component": COMPONENT},
                 "reportingComponent": COMPONENT,
                 "firstTimestamp": stamp,
