@@ -47,7 +47,13 @@ async def test_an_invalid_spec_keeps_the_last_valid_publication(
         return doc if doc.get("fra", {}).get("relay", {}).get("cidrs") and "fra" in listed else None
 
     before = (await eventually(serving, what="fra published"))["fra"]
-    directory_before = await directory_doc(kube, ns)
+
+    # The directory is written after the ranges, in the same republish.
+    async def listed() -> dict[str, Any] | None:
+        doc = await directory_doc(kube, ns)
+        return doc if any(e["name"] == "fra" for e in (doc or {}).get("edges", [])) else None
+
+    directory_before = await eventually(listed, what="fra in the edge directory")
     deployment = await kube.get(k8s.DEPLOYMENTS, ns, RELAY("fra"))
     assert deployment is not None and directory_before is not None
 
