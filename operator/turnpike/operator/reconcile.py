@@ -60,6 +60,7 @@ class Context:
     metrics: Metrics
     nodes: NodeCache = field(init=False)
     keyrings: set[str] = field(default_factory=set)  # namespaces whose keyring Secret was ensured
+    keyring_checks: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # under way
     settled: dict[str, Any] = field(default_factory=dict)  # edge uid → generation cleaned up
 
     def __post_init__(self) -> None:
@@ -73,9 +74,19 @@ def _deleting(obj: Obj) -> bool:
 async def ensure_keyring(ctx: Context, namespace: str) -> None:
     """The keyring Secret relays mount, created when missing exactly as keyring rotation creates
     it (rotation owns it from then on). Checked once per namespace by this process: keyring
-    rotation watches the Secret and recreates it if it is deleted later."""
+    rotation watches the Secret and recreates it if it is deleted later. The reconciles of a
+    burst of new edges share one check instead of queueing for it one by one."""
     if namespace in ctx.keyrings:
         return
+    check = ctx.keyring_checks.get(namespace)
+    if check is None:
+        check = asyncio.ensure_future(_ensure_keyring(ctx, namespace))
+        ctx.keyring_checks[namespace] = check
+        check.add_done_callback(lambda _: ctx.keyring_checks.pop(namespace, None))
+    await asyncio.shield(check)  # one waiter cancelled does not cancel the others' check
+
+
+async def _ensure_keyring(ctx: Context, namespace: str) -> None:
     name = ctx.config.keyring_secret
     created = await ensure_secret(KubeCluster(ctx.kube), namespace, name, time.time())
     if created is not None:
