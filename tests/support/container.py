@@ -1,19 +1,19 @@
 """The turnpike image under test, and pods run from it as a kubelet would run them.
 
 `build_image` runs scripts/image with Podman on storage of its own (under the user's cache
-directory, so the layer cache and the Debian-built base survive between sessions and the host's
-own Podman storage is never touched), or with Docker: the script's private dockerd, its store
-next to Podman's; that image is loaded into the test Podman from its `docker save` archive.
-`PodRun` turns a rendered pod spec (from the chart or the operator) into `podman run` flags: the user, group and fsGroup, read-only root filesystem,
-no-new-privileges, capabilities, sysctls, args, env and envFrom, and Secret, ConfigMap and
-emptyDir volumes as the kubelet lays them out (files owned by root and the fsGroup, with the
-rendered modes, mounted read-only where the pod says so).
+directory, so the layer cache and the Debian-built base survive between sessions and the host's own
+Podman storage is never touched), or with Docker: the script's private dockerd, its store next to
+Podman's; that image is loaded into the test Podman from its `docker save` archive. `PodRun` turns
+a rendered pod spec (from the chart or the operator) into `podman run` flags: the user, group and
+fsGroup, read-only root filesystem, no-new-privileges, capabilities, sysctls, args, env and
+envFrom, and Secret, ConfigMap and emptyDir volumes as the kubelet lays them out (files owned by
+root and the fsGroup, with the rendered modes, mounted read-only where the pod says so).
 
 Networking is the one deliberate difference: a container runs on the host network, and each
-wildcard listen address in the args and environment ("0.0.0.0:PORT") is rewritten to the
-loopback address and free port the test chose for it (an unmapped wildcard is an error, so no
-container ever listens on the host's real interfaces), or in a network namespace the test made.
-What a test adds to a pod (a kubeconfig instead of a service account, a test CA) is named in
+wildcard listen address in the args and environment ("0.0.0.0:PORT") is rewritten to the loopback
+address and free port the test chose for it (an unmapped wildcard is an error, so no container ever
+listens on the host's real interfaces), or in a network namespace the test made. What a test adds
+to a pod (a kubeconfig instead of a service account, a test CA) is named in
 ``extra_files``/``extra_env``. Podman's one semantic difference from a kubelet's runtime, ambient
 capabilities for non-root users, is undone at start (`PodRun.entrypoint`).
 """
