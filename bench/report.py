@@ -163,33 +163,44 @@ def tokens_section(r: dict[str, Any]) -> list[str]:
 
 
 def streamgw_section(r: dict[str, Any]) -> list[str]:
+    sip = r.get("benchmark") == "streamgw-sip"
+    how = (
+        "calls placed over SIP (INVITE/ACK from one UDP socket each, BYE at the end)"
+        if sip
+        else "calls handed over with POST /v1/Calls"
+    )
     lines = [
-        "### Stream gateway",
+        "### Stream gateway" + (" over SIP" if sip else ""),
         "",
-        f"Measured {r['date']} on: {r['machine_line']}. One gateway process; "
+        f"Measured {r['date']} on: {r['machine_line']}. One gateway process, {how}; "
         f"{r['params']['duration']:.0f} s of RTP per step.",
         "",
-        "| kind | streams | dropped frames | p50 ms | p99 ms | % of a core per stream | "
-        "playout jitter p99 ms | gateway / WS server / RTP sender CPU (cores) | pass |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| kind | streams | calls set up /s | dropped frames | p50 ms | p99 ms | "
+        "% of a core per stream | playout jitter p99 ms | "
+        "gateway / WS server / RTP sender CPU (cores) | load average | pass |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for st in r["steps"]:
         if "error" in st:
             lines.append(
-                f"| {st['kind']} | {st['streams']} | error: {st['error']} | | | | | | no |"
+                f"| {st['kind']} | {st['streams']} | | error: {st['error']} | | | | | | | no |"
             )
             continue
+        load = st.get("load_average")
         lines.append(
-            f"| {st['kind']} | {st['streams']} | {st['dropped_frames']} | "
+            f"| {st['kind']} | {st['streams']} | {_n(st.get('calls_per_s'), 0)} | "
+            f"{st['dropped_frames']} | "
             f"{_n(st['latency_p50_ms'], 1)} | {_n(st['latency_p99_ms'], 1)} | "
             f"{_n(st['cpu_per_stream_pct'], 2)} | {_n(st.get('playout_jitter_p99_ms'), 1)} | "
             f"{_n(st.get('server_cpu_utilisation'), 2)} / "
             f"{_n(st.get('consumer_cpu_utilisation'), 2)} / "
             f"{_n(st.get('caller_cpu_utilisation'), 2)} | "
+            f"{_n(load[0] if isinstance(load, list) else load, 1)} | "
             f"{'yes' if st['pass'] else 'no'} |"
         )
     lines += [""] + [f"- {h}" for h in r["summary"]["headline"]]
-    lines += ["", "![stream gateway](results/streamgw.png)"]
+    name = r.get("benchmark", "streamgw")
+    lines += ["", f"![stream gateway{' over SIP' if sip else ''}](results/{name}.png)"]
     return lines
 
 
@@ -218,6 +229,7 @@ def render(out_dir: Path = RESULTS_DIR) -> str:
         ("relay", relay_section),
         ("tokens", tokens_section),
         ("streamgw", streamgw_section),
+        ("streamgw-sip", streamgw_section),
         ("operator", operator_section),
     ):
         doc = _load(out_dir, name)

@@ -3,8 +3,8 @@
 Same interface as `bench.streamgw.Gateway` (``create(twiml, remotes)``, ``hangup(sids)``): each
 TwiML the benchmark runs is a number in the gateway's numbers file, and each call is an INVITE
 from its own UDP socket offering the RTP sender's address, then ACK; hanging up is BYE. The user
-agent is `turnpike.dev.sipcall.SipLeg` (the same as ``turnpike dev call --sip``); the sockets live
-on one event loop kept between steps.
+agent is `turnpike.dev.sipcall.SipLeg` (the same as ``turnpike dev call --via-sip``); the sockets
+live on one event loop kept between steps.
 """
 
 from __future__ import annotations

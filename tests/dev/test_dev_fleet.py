@@ -168,7 +168,7 @@ async def test_dev_fleet_end_to_end(tmp_path: Path) -> None:
         assert state["streamgw"]["sip"]["uri"].startswith("sip:+15550002222@127.0.0.1:")
         call = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "turnpike", "dev", "call", "--state-file", str(state_file),
-            "--sip", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            "--via-sip", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         out, _ = await asyncio.wait_for(call.communicate(), 60)
         assert call.returncode == 0, out.decode() + dev.text

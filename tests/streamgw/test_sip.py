@@ -18,13 +18,21 @@ import pytest
 from support import free_dual_port, free_port, turnpike
 from support.media import (
     HttpServer,
+    RtpPeer,
     TestCA,
     WsServer,
     raw_server,
     reference_signature,
     speech_ulaw,
 )
-from support.sip import SIPP_DATA, pcap_rtp_payloads, run_baresip, run_sipp, send_udp
+from support.sip import (
+    SIPP_DATA,
+    pcap_rtp_payloads,
+    require_raw_sockets,
+    run_baresip,
+    run_sipp,
+    send_udp,
+)
 from support.streamgw import ACCOUNT, TOKEN, Harness, MakeGateway, write_accounts
 
 from turnpike.core.accounts import Accounts
@@ -117,6 +125,7 @@ def refused(rig: Rig, reason: str) -> float:
 async def test_a_sipp_call_streams_audio_byte_exact_dtmf_and_stop(
     make_rig: MakeRig, ws: WsServer, tmp_path: Path
 ) -> None:
+    require_raw_sockets()
     rig = await make_rig(
         [route(f'<Response><Connect><Stream url="{ws.url("/sip")}"/></Connect></Response>')]
     )
@@ -154,9 +163,12 @@ async def test_hangup_in_twiml_sends_bye_over_tcp(
     assert "BYE sip:sipp@127.0.0.1" in result.messages
 
 
-async def test_reinvite_moves_the_media(make_rig: MakeRig, tmp_path: Path) -> None:
+@pytest.mark.parametrize("scenario", ["reinvite", "update"])
+async def test_reinvite_or_update_moves_the_media(
+    make_rig: MakeRig, tmp_path: Path, scenario: str
+) -> None:
     rig = await make_rig([route('<Response><Pause length="30"/></Response>')])
-    sipp = asyncio.create_task(run_sipp("reinvite", rig.server.port, tmp_path / "sipp"))
+    sipp = asyncio.create_task(run_sipp(scenario, rig.server.port, tmp_path / "sipp"))
     await until(lambda: bool(rig.gw.gateway.calls))
     (call,) = rig.gw.gateway.calls.values()
     first = call.media.remote
@@ -165,7 +177,7 @@ async def test_reinvite_moves_the_media(make_rig: MakeRig, tmp_path: Path) -> No
     assert call.media.remote == (first[0], first[1] + 2)
     result = await sipp
     assert result.returncode == 0, result.output + result.messages
-    assert result.messages.count("SIP/2.0 200 OK") >= 3  # INVITE, re-INVITE, BYE
+    assert result.messages.count("SIP/2.0 200 OK") >= 3  # INVITE, re-INVITE or UPDATE, BYE
     await call.done.wait()
 
 
@@ -265,7 +277,7 @@ async def test_malformed_and_oversized_messages_never_crash_the_server(
     async with asyncio.timeout(5):
         assert await reader.read() == b""  # closed by the gateway
     writer.close()
-    assert refused(rig, "malformed") >= 4 and refused(rig, "oversized") == 1
+    assert refused(rig, "malformed") >= 3 and refused(rig, "oversized") == 2
     # Still serving: OPTIONS (a trunk's keepalive) is answered 200 with what we allow.
     options = INVITE.format(number=NUMBER, branch="o1").replace("INVITE", "OPTIONS")
     answer = await send_udp(port, options.encode())
@@ -288,6 +300,10 @@ async def test_a_full_or_draining_gateway_answers_503_with_retry_after(
     assert status_line(third).startswith("SIP/2.0 503")
     assert refused(rig, "over_capacity") == 1 and refused(rig, "draining") == 1
     assert len(rig.gw.gateway.calls) == 1
+    # A trunk's OPTIONS ping learns it too, and routes new calls elsewhere.
+    options = INVITE.format(number=NUMBER, branch="c4").replace("INVITE", "OPTIONS")
+    pinged = await send_udp(port, options.encode())
+    assert status_line(pinged) == "SIP/2.0 503 Service Unavailable"
 
 
 async def test_the_numbers_file_is_hot_reloaded(make_rig: MakeRig, tmp_path: Path) -> None:
@@ -535,3 +551,180 @@ async def test_sip_over_tls_with_baresip(
         # by the gateway's BYE, before baresip's own timer
         assert "terminated" in result.output, result.output + proc.text
         assert conn.messages[-1]["event"] == "stop" and inbound(conn.messages), conn.messages[-3:]
+
+
+async def test_rest_status_completed_sends_bye(make_rig: MakeRig, tmp_path: Path) -> None:
+    """A SIP call ended through the hosted REST API (Status=completed): the gateway sends BYE."""
+    rig = await make_rig([route('<Response><Pause length="30"/></Response>')])
+    sipp = asyncio.create_task(run_sipp("gateway_hangs_up", rig.server.port, tmp_path / "sipp"))
+    await until(lambda: [leg.state for leg in rig.server.legs.values()] == ["confirmed"])
+    (call,) = rig.gw.gateway.calls.values()
+    status, out = await rig.gw.rest(f"/Calls/{call.sid}.json", {"Status": "completed"})
+    assert status == 200, out
+    result = await sipp
+    assert result.returncode == 0, result.output + result.messages
+    assert f"X-Twilio-CallSid: {call.sid}" in result.messages
+
+
+async def test_refusals_of_untrusted_sources_are_not_retransmitted(make_rig: MakeRig) -> None:
+    """A spoofed source must not make the gateway an amplifier: the 403 goes out once, not on
+    Timer G, although the 404 of a trusted caller is retransmitted (see above)."""
+    rig = await make_rig([route("<Response><Hangup/></Response>")], trust=("192.0.2.0/24",))
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Caller(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            got.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Caller, local_addr=("127.0.0.1", 0))
+    try:
+        transport.sendto(
+            INVITE.format(number=NUMBER, branch="u1").encode(), ("127.0.0.1", rig.server.port)
+        )
+        first = await asyncio.wait_for(got.get(), 5)
+        assert status_line(first) == "SIP/2.0 403 Forbidden"
+        # Timer G would resend at 0.1, 0.3, 0.7, 1.1 s (T1 0.1 s in this rig); nothing comes.
+        await asyncio.sleep(1.5)
+        assert got.empty()
+    finally:
+        transport.close()
+
+
+async def test_ipv6_signalling_and_media(make_gateway: MakeGateway, tmp_path: Path) -> None:
+    """SIP on [::1] with an IPv6 SDP offer: the answer announces the gateway's IPv6 RTP address
+    and the call's media goes to the offered IPv6 address."""
+    gw = await make_gateway(rtp_ip="::1")
+    path = tmp_path / "numbers.json"
+    path.write_text(json.dumps({"numbers": [route('<Response><Pause length="30"/></Response>')]}))
+    numbers = FileWatcher(path, parse_numbers)
+    config = SipConfig("::1", 0, "::1", ("::1/128",), Timers(t1=0.1, t2=0.4))
+    server = SipServer(
+        config, GatewayCalls(gw.gateway), lambda: numbers.current, gw.gateway.metrics
+    )
+    await server.start()
+    try:
+        offer = (
+            "v=0\r\no=- 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\n"
+            "m=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+        )
+        invite = (
+            INVITE.format(number=NUMBER, branch="v6")
+            .replace("127.0.0.1", "[::1]")
+            .replace("Content-Length: 0\r\n\r\n", "")
+        )
+        invite += f"Content-Type: application/sdp\r\nContent-Length: {len(offer)}\r\n\r\n{offer}"
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bytes] = loop.create_future()
+
+        class Caller(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                if not data.startswith(b"SIP/2.0 1") and not answer.done():
+                    answer.set_result(data)
+
+        transport, _ = await loop.create_datagram_endpoint(Caller, local_addr=("::1", 0))
+        try:
+            transport.sendto(invite.encode(), ("::1", server.port))
+            ok = (await asyncio.wait_for(answer, 10)).decode()
+        finally:
+            transport.close()
+        assert ok.startswith("SIP/2.0 200 OK")
+        assert "c=IN IP6 ::1" in ok and f"Contact: <sip:[::1]:{server.port};transport=udp>" in ok
+        (call,) = gw.gateway.calls.values()
+        assert call.media.remote == ("::1", 40002)
+    finally:
+        await server.close()
+
+
+async def test_hold_stops_the_gateways_rtp_and_resume_restarts_it(
+    make_rig: MakeRig, peer: RtpPeer
+) -> None:
+    """A re-INVITE with ``a=sendonly`` (the caller holds): the answer is ``recvonly`` and the
+    gateway stops sending RTP; ``a=sendrecv`` again resumes it."""
+    rig = await make_rig([route('<Response><Pause length="30"/></Response>')])
+    loop = asyncio.get_running_loop()
+    answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Caller(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            if not data.startswith(b"SIP/2.0 1"):
+                answers.put_nowait(data)
+
+    sip, _ = await loop.create_datagram_endpoint(Caller, local_addr=("127.0.0.1", 0))
+    target = ("127.0.0.1", rig.server.port)
+    rtp_port = int(peer.address.rsplit(":", 1)[1])
+    tag = ""
+
+    def request(method: str, cseq: int, direction: str = "") -> bytes:
+        sdp_body = (
+            f"v=0\r\no=- 1 {cseq} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp_port} RTP/AVP 0\r\na={direction}\r\n"
+        )
+        branch = f"h{cseq}{method}"
+        text = INVITE.format(number=NUMBER, branch=branch)
+        text = text.replace("1 INVITE", f"{cseq} {method}").replace(f"{branch}@test", "hold@test")
+        text = text.replace("INVITE sip:", f"{method} sip:", 1)
+        if tag:
+            to = f"<sip:{NUMBER}@127.0.0.1>"
+            text = text.replace(f"To: {to}\r\n", f"To: {to};tag={tag}\r\n")
+        if direction:
+            text = text.replace("Content-Length: 0\r\n\r\n", "")
+            text += "Content-Type: application/sdp\r\n"
+            text += f"Content-Length: {len(sdp_body)}\r\n\r\n{sdp_body}"
+        return text.encode()
+
+    async def offer(cseq: int, direction: str) -> str:
+        sip.sendto(request("INVITE", cseq, direction), target)
+        ok = (await asyncio.wait_for(answers.get(), 10)).decode()
+        assert ok.startswith("SIP/2.0 200 OK"), ok
+        sip.sendto(request("ACK", cseq), target)
+        return ok
+
+    async def quiet() -> bool:
+        await asyncio.sleep(0.3)  # packets already on their way
+        while not peer.arrivals.empty():
+            peer.arrivals.get_nowait()
+        await asyncio.sleep(0.5)
+        return peer.arrivals.empty()
+
+    try:
+        ok = await offer(1, "sendrecv")
+        to_line = next(line for line in ok.split("\r\n") if line.startswith("To:"))
+        tag = to_line.split(";tag=")[1]
+        await asyncio.wait_for(peer.arrivals.get(), 5)  # the gateway sends to the caller
+        held = await offer(2, "sendonly")
+        assert "a=recvonly" in held
+        assert await quiet()
+        resumed = await offer(3, "sendrecv")
+        assert "a=sendrecv" in resumed
+        await asyncio.wait_for(peer.arrivals.get(), 5)
+    finally:
+        sip.close()
+
+
+async def test_the_announced_media_address_can_differ_from_the_bound_one(
+    make_gateway: MakeGateway, tmp_path: Path
+) -> None:
+    """Behind a 1:1 NAT (``--sip-announce-ip``) SDP names the public address, while RTP is
+    still received on the bound one."""
+    gw = await make_gateway()
+    path = tmp_path / "numbers.json"
+    path.write_text(json.dumps({"numbers": [route('<Response><Pause length="30"/></Response>')]}))
+    numbers = FileWatcher(path, parse_numbers)
+    config = SipConfig("127.0.0.1", 0, "198.51.100.77", ("127.0.0.1/32",), Timers(t1=0.1, t2=0.4))
+    server = SipServer(
+        config, GatewayCalls(gw.gateway), lambda: numbers.current, gw.gateway.metrics
+    )
+    await server.start()
+    try:
+        offer = "v=0\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40010 RTP/AVP 0\r\n"
+        invite = INVITE.format(number=NUMBER, branch="nat").replace("Content-Length: 0\r\n\r\n", "")
+        invite += f"Content-Type: application/sdp\r\nContent-Length: {len(offer)}\r\n\r\n{offer}"
+        ok = (await send_udp(server.port, invite.encode()) or b"").decode()
+        assert ok.startswith("SIP/2.0 200 OK"), ok
+        (call,) = gw.gateway.calls.values()
+        assert "c=IN IP4 198.51.100.77" in ok
+        assert f"m=audio {call.media.local_port} RTP/AVP 0" in ok
+        assert (await gw.call(call.sid))["rtp"]["local"] == f"127.0.0.1:{call.media.local_port}"
+    finally:
+        await server.close()

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from support import free_dual_port, free_port, require_tool
+import pytest
+
+from support import IN_CI, free_dual_port, free_port, require_tool
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "streamgw" / "sipp"
 SIPP_DATA = Path("/usr/share/sip-tester")  # the pcaps Debian's sip-tester ships
+
+
+def require_raw_sockets() -> None:
+    """SIPp plays pcap audio through a raw socket, which needs root (CI runs as root)."""
+    if os.geteuid() == 0:
+        return
+    if IN_CI:
+        pytest.fail("SIPp's pcap playback needs root; CI must run as root")
+    pytest.skip("SIPp's pcap playback needs root")
 
 
 @dataclass

@@ -3,7 +3,7 @@
 It plays a WAV file as RTP (20 ms PCMU packets paced in real time) into the gateway of a running
 `turnpike dev`, with TwiML that forks the call's audio to the sample consumer, hangs up when the
 audio has been sent, and compares what the consumer recorded with what was sent. The call is
-handed over with ``POST /v1/Calls``, or with ``--sip`` placed over SIP to the dev number.
+handed over with ``POST /v1/Calls``, or with ``--via-sip`` placed over SIP to the dev number.
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def run_call(state_file: Path, wav: Path | None, twiml_file: Path | None, sip: b
         print(f"cannot use {twiml_file}: {exc}", file=sys.stderr)
         return 1
     if sip and twiml is not None:
-        print("--sip calls the dev number, whose TwiML is in the numbers file", file=sys.stderr)
+        print("--via-sip calls the dev number, whose TwiML is in the numbers file", file=sys.stderr)
         return 2
     how = "over SIP" if sip else "through the REST API"
     print(f"calling the gateway {how} with {len(audio) / 8000:.2f} s of audio…", flush=True)

@@ -48,21 +48,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="WAV file to play: µ-law, A-law or 16-bit PCM at any rate (default: a speech clip)",
     )
     call.add_argument("--twiml", type=Path, help="TwiML document to run instead of the default")
-    apply_env_defaults(call)
-    # Added after the environment defaults: TURNPIKE_SIP is `turnpike streamgw --sip HOST:PORT`
-    # (set in every gateway container), and this switch must not read it.
+    # Not --sip: TURNPIKE_<FLAG> variables are shared by every command, and TURNPIKE_SIP is
+    # `turnpike streamgw --sip HOST:PORT` (set in every gateway container).
     call.add_argument(
-        "--sip",
+        "--via-sip",
         action="store_true",
         help="place the call over SIP to the dev number instead of through the REST API",
     )
+    apply_env_defaults(call)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.dev_command == "call":
         from turnpike.dev.call import run_call
 
-        return run_call(args.state_file, args.wav, args.twiml, args.sip)
+        return run_call(args.state_file, args.wav, args.twiml, args.via_sip)
 
     from turnpike.core import service
     from turnpike.dev.fleet import run_fleet

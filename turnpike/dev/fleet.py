@@ -415,7 +415,7 @@ Turnpike dev fleet is running on {state["host"]}
 
 Get ICE servers:
   {state["curl"]}
-Place a test call through the gateway (in another terminal; add --sip to call over SIP):
+Place a test call through the gateway (in another terminal; add --via-sip to call over SIP):
   {state["callCommand"]}
 
 Ctrl-C stops everything.

@@ -1,4 +1,4 @@
-"""`turnpike dev call --sip`: the same sample call, placed over SIP instead of the REST API.
+"""`turnpike dev call --via-sip`: the same sample call, placed over SIP instead of the REST API.
 
 A minimal user-agent client on UDP (RFC 3261 §17.1.1 retransmission of the INVITE until a
 response, §13.2.2.4 ACK for the 200, BYE at the end) offering PCMU, built on the gateway's own

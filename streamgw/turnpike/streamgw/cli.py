@@ -141,6 +141,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain (reloaded)")
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key (reloaded)")
     parser.add_argument(
+        "--sip-announce-ip",
+        type=ip_address,
+        metavar="IP",
+        help="with --sip: the address put in SDP (and in Via/Contact when --sip's host is a "
+        "wildcard) when callers reach the gateway through a 1:1 NAT (default: --rtp-ip)",
+    )
+    parser.add_argument(
         "--sip-invite-rate",
         type=float,
         default=10.0,
@@ -267,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
                     SipConfig(
                         args.sip.host,
                         args.sip.port,
-                        args.rtp_ip,
+                        args.sip_announce_ip or args.rtp_ip,
                         tuple(args.sip_trust),
                         tls_listen=(
                             (args.sip_tls.host, args.sip_tls.port) if args.sip_tls else None

@@ -236,6 +236,7 @@ class MediaSession:
         self.inbound: InboundPath = inbound or InboundAssembler(codec_pt, dtmf_pt, time.monotonic())
         self.playout = Playout()
         self.accepting = True  # False once the call is ending: RTP in is ignored
+        self.sending = True  # False while the caller holds the call (see `move`)
         self.local_port = 0
         self._sender = RtpSender(codec)
         self._endpoint: RtpEndpoint | None = None
@@ -267,9 +268,18 @@ class MediaSession:
         """Where the caller's RTP goes: signalled, or latched to (see `latch`)."""
         return self._latch.remote
 
-    def move(self, remote: tuple[str, int] | None, codec_pt: int, dtmf_pt: int | None) -> None:
-        """A new offer or answer (SIP re-INVITE) moved the caller's media."""
+    def move(
+        self,
+        remote: tuple[str, int] | None,
+        codec_pt: int,
+        dtmf_pt: int | None,
+        sending: bool = True,
+    ) -> None:
+        """A new offer or answer (SIP re-INVITE, UPDATE) moved the caller's media; ``sending``
+        False while the caller holds the call (our direction recvonly or inactive): the clock
+        keeps running, no RTP goes out."""
         self._latch.resignal(remote, (codec_pt,) if dtmf_pt is None else (codec_pt, dtmf_pt))
+        self.sending = sending
 
     # ---- RTP in ----------------------------------------------------------------------------
 
@@ -329,7 +339,7 @@ class MediaSession:
 
     def _send_outbound(self) -> None:
         frame = self.events.stream_frame() or self.playout.next_frame() or g711.SILENCE_FRAME
-        if self.remote is not None and self._endpoint is not None:
+        if self.sending and self.remote is not None and self._endpoint is not None:
             self._endpoint.send(self._sender.packet(frame), self.remote)
             self.metrics.tx_rtp.inc()
         index = self._index["outbound"]

@@ -83,7 +83,7 @@ class Metrics:
         self.ws_errors.labels(str(code)).inc()
 
     def sip_request(self, method: str) -> None:
-        known = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+        known = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE")
         self.sip_requests.labels(method if method in known else "other").inc()
 
     def sip_refused(self, reason: str) -> None:

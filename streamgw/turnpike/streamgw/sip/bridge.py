@@ -75,13 +75,22 @@ class GatewayCall:
         self._call.end(reason)
 
     def move_media(self, negotiated: sdp.Negotiated) -> None:
-        self._call.media.move(negotiated.remote, negotiated.payload_type, negotiated.dtmf_pt)
+        self._call.media.move(
+            negotiated.remote,
+            negotiated.payload_type,
+            negotiated.dtmf_pt,
+            sending=negotiated.gateway_sends,
+        )
 
 
 class GatewayCalls:
     def __init__(self, gateway: Gateway, retry_after: int = 5) -> None:
         self.gateway = gateway
         self.retry_after = retry_after
+
+    @property
+    def accepting(self) -> bool:
+        return not self.gateway.draining
 
     async def start(
         self, route: Route, caller: str, called: str, media: sdp.Negotiated | None
@@ -114,4 +123,7 @@ class GatewayCalls:
             raise Refused(503, str(exc), self.retry_after, exc.scope) from None
         except OSError as exc:
             raise Refused(503, str(exc), self.retry_after) from None
-        return GatewayCall(call, listener)
+        handle = GatewayCall(call, listener)
+        if media is not None and not media.gateway_sends:
+            handle.move_media(media)  # offered on hold: the gateway listens only
+        return handle

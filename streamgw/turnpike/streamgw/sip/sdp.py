@@ -57,8 +57,13 @@ class Negotiated:
     payload_type: int
     dtmf_pt: int | None
     remote: tuple[str, int] | None  # None: held (c=0.0.0.0), inactive or port 0
-    direction: str
+    direction: str  # the caller's direction, as offered (or answered)
     ptime: int
+
+    @property
+    def gateway_sends(self) -> bool:
+        """Whether the gateway sends RTP: the caller receives (sendrecv or recvonly)."""
+        return self.direction in ("sendrecv", "recvonly") and self.remote is not None
 
 
 def parse(body: bytes) -> Session:

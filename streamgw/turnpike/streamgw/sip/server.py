@@ -32,18 +32,16 @@ from turnpike.streamgw.sip.message import (
     parse,
     parse_name_addr,
     response_to,
-    split_stream,
     uri_user,
 )
 from turnpike.streamgw.sip.numbers import Numbers, Route, normalise
 from turnpike.streamgw.sip.transaction import ServerTransaction, Timers, TransactionLayer
+from turnpike.streamgw.sip.transport import Address, Listeners, Send
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE"
 RINGING_AFTER = 0.2  # seconds without an answer before 180 Ringing
-Address = tuple[str, int]
-Send = Callable[[bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +95,10 @@ class CallHandle(Protocol):
 class Calls(Protocol):
     """The gateway, as the SIP side sees it."""
 
+    @property
+    def accepting(self) -> bool:
+        """False while the gateway drains: OPTIONS pings get 503 so trunks route elsewhere."""
+
     async def start(
         self, route: Route, caller: str, called: str, media: sdp.Negotiated | None
     ) -> CallHandle:
@@ -142,8 +144,7 @@ class SipServer:
         self.config = config
         self.digest = digest
         self.tls = tls
-        self.tls_port = 0
-        self._tls_server: asyncio.Server | None = None
+        self.listeners = Listeners(self.received, self._broken_stream)
         self.calls = calls
         self.numbers = numbers
         self.counters = counters
@@ -151,29 +152,21 @@ class SipServer:
         self.legs: dict[str, Leg] = {}  # by Call-ID
         self._trust = [ipaddress.ip_network(c, strict=False) for c in config.trust]
         self._invites = RateLimiter(config.invite_rate, config.invite_burst)
-        self._udp: asyncio.DatagramTransport | None = None
-        self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.port = config.port
 
-    # ---- transports -------------------------------------------------------------------------
+    # ---- listening ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self), local_addr=(self.config.host, self.config.port)
-        )
-        self._udp = transport
-        self.port = transport.get_extra_info("sockname")[1]
-        self._tcp = await asyncio.start_server(self._tcp_client, self.config.host, self.port)
-        log.info("SIP listening on %s port %d (UDP and TCP)", self.config.host, self.port)
-        if self.config.tls_listen is not None and self.tls is not None:
-            host, port = self.config.tls_listen
-            self._tls_server = await asyncio.start_server(
-                self._tls_client, host, port, ssl=self.tls
-            )
-            self.tls_port = self._tls_server.sockets[0].getsockname()[1]
-            log.info("SIP over TLS listening on %s port %d", host, self.tls_port)
+        cfg = self.config
+        await self.listeners.start(cfg.host, cfg.port, cfg.tls_listen, self.tls)
+
+    @property
+    def port(self) -> int:
+        return self.listeners.port
+
+    @property
+    def tls_port(self) -> int:
+        return self.listeners.tls_port
 
     async def close(self) -> None:
         for leg in list(self.legs.values()):
@@ -185,61 +178,14 @@ class SipServer:
         for task in list(self._tasks):
             task.cancel()
         self.transactions.close()
-        if self._udp is not None:
-            self._udp.close()
-        for server in (self._tcp, self._tls_server):
-            if server is not None:
-                server.close()
-                await server.wait_closed()
+        await self.listeners.close()
 
-    def _udp_send(self, addr: Address) -> Send:
-        def send(data: bytes) -> None:
-            if self._udp is not None and not self._udp.is_closing():
-                self._udp.sendto(data, addr)
-
-        return send
-
-    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._stream_client(reader, writer, "TCP")
-
-    async def _tls_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._stream_client(reader, writer, "TLS")
-
-    async def _stream_client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, transport: str
-    ) -> None:
-        """One TCP or TLS connection: messages framed by Content-Length, answers on it."""
-        peer = writer.get_extra_info("peername")
-        addr: Address = (peer[0], peer[1])
-
-        def send(data: bytes) -> None:
-            if not writer.is_closing():
-                writer.write(data)
-
-        buffer = bytearray()
-        try:
-            while True:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    break
-                buffer += chunk
-                while True:
-                    try:
-                        data = split_stream(buffer)
-                    except SipError as exc:
-                        self.counters.sip_refused("malformed")
-                        self._answer_unparsable(
-                            bytes(buffer), send, 513 if "larger" in str(exc) else 400
-                        )
-                        log.info("SIP/TCP from %s: %s; closing", addr[0], exc)
-                        return
-                    if data is None:
-                        break
-                    self.received(data, addr, send, transport)
-        except (ConnectionError, ssl.SSLError):
-            pass
-        finally:
-            writer.close()
+    def _broken_stream(self, data: bytes, source: Address, send: Send, exc: SipError) -> None:
+        """A TCP/TLS stream that cannot be framed: answered if possible, then closed."""
+        oversized = "larger" in str(exc)
+        self.counters.sip_refused("oversized" if oversized else "malformed")
+        self._answer_unparsable(data, send, 513 if oversized else 400, str(exc))
+        log.info("SIP stream from %s: %s; closing", source[0], exc)
 
     # ---- dispatch ---------------------------------------------------------------------------
 
@@ -282,7 +228,12 @@ class SipServer:
         if method == "INVITE":
             self._invite(message, transaction, send, transport, account)
             return
-        handler = {"BYE": self._bye, "CANCEL": self._cancel, "OPTIONS": self._options}.get(method)
+        handler = {
+            "BYE": self._bye,
+            "CANCEL": self._cancel,
+            "OPTIONS": self._options,
+            "UPDATE": self._update,
+        }.get(method)
         if handler is None:
             answer = response_to(message, 405 if method in ("REGISTER", "SUBSCRIBE") else 501)
             answer.add("Allow", ALLOW)
@@ -298,7 +249,7 @@ class SipServer:
         self.counters.sip_refused("rate_limited")
         answer = response_to(message, 503, "Too Many Calls", to_tag=new_tag())
         answer.add("Retry-After", str(max(1, math.ceil(wait))))
-        tx.respond(answer)
+        tx.respond(answer, retransmit=False)
         return True
 
     def _in_dialog(self, message: Message) -> bool:
@@ -317,7 +268,7 @@ class SipServer:
         if self.digest is None or method != "INVITE":
             self.counters.sip_refused("untrusted")
             log.warning("SIP %s from untrusted %s refused (403)", method, source[0])
-            tx.respond(response_to(message, 403, to_tag=new_tag()))
+            tx.respond(response_to(message, 403, to_tag=new_tag()), retransmit=False)
             return None
         outcome = self.digest.check(message)
         if outcome.account is not None:
@@ -325,11 +276,11 @@ class SipServer:
         if outcome.presented and not outcome.stale:
             self.counters.sip_refused("bad_credentials")
             log.warning("SIP INVITE from %s: wrong digest credentials (403)", source[0])
-            tx.respond(response_to(message, 403, to_tag=new_tag()))
+            tx.respond(response_to(message, 403, to_tag=new_tag()), retransmit=False)
             return None
         challenge = response_to(message, 401, to_tag=new_tag())
         challenge.add("WWW-Authenticate", self.digest.challenge(stale=outcome.stale))
-        tx.respond(challenge)
+        tx.respond(challenge, retransmit=False)
         return None
 
     def _trusted(self, host: str) -> bool:
@@ -443,6 +394,10 @@ class SipServer:
                 exc.status, exc.reason, counted if exc.status == 503 else "refused", exc.retry_after
             )
             return
+        except Exception:  # a fault must be an answer to the caller, never a hung INVITE
+            log.exception("INVITE %s: creating the call failed", request.call_id)
+            refuse(500, "the call could not be created", "internal_error")
+            return
         origin = (int.from_bytes(tag.encode()[:4], "big"), 1)
         leg = Leg(dialog, tx, send, transport, origin, call=call, offer_in_200=offer is None)
         self.legs[dialog.call_id] = leg
@@ -544,31 +499,64 @@ class SipServer:
             tx.respond(answer)
             return
         leg.dialog.refresh_target(request)
-        leg.origin = (leg.origin[0], leg.origin[1] + 1)
-        try:
-            if request.body:
-                body, negotiated = sdp.answer(
-                    sdp.parse(request.body), self.config.media_ip, leg.call.local_port, leg.origin
-                )
-                leg.call.move_media(negotiated)
-                leg.offer_in_200 = False
-            else:
-                body = sdp.offer(self.config.media_ip, leg.call.local_port, leg.origin)
-                leg.offer_in_200 = True
-        except sdp.NoCommonCodec as exc:
-            answer = response_to(request, 488)
-            answer.add("Warning", f'304 turnpike "{exc}"')
-            tx.respond(answer)
-            return
-        except sdp.SdpError:
-            tx.respond(response_to(request, 400))
-            return
+        if request.body:
+            body = self._answer_offer(leg, request, tx)
+            if body is None:
+                return
+            leg.offer_in_200 = False
+        else:
+            leg.origin = (leg.origin[0], leg.origin[1] + 1)
+            body = sdp.offer(self.config.media_ip, leg.call.local_port, leg.origin)
+            leg.offer_in_200 = True
         ok = response_to(request, 200)
         ok.add("Contact", self._contact(leg.transport))
         ok.add("Content-Type", "application/sdp")
         ok.body = body
         log.info("call %s: re-INVITE accepted", leg.call.sid)
         self._spawn(self._send_2xx(leg, tx, ok))
+
+    def _update(self, request: Message, tx: ServerTransaction, send: Send, transport: str) -> None:
+        """RFC 3311 UPDATE in a dialog: a new offer (hold, another address) answered in the 200,
+        or none (a session refresh); no ACK follows."""
+        leg = self.legs.get(request.call_id)
+        to_tag = parse_name_addr(request.require("To")).param("tag")
+        if leg is None or to_tag != leg.dialog.local_tag or leg.call is None:
+            tx.respond(response_to(request, 481))
+            return
+        if not leg.dialog.accepts_seq(request):
+            tx.respond(response_to(request, 500))
+            return
+        leg.dialog.refresh_target(request)
+        ok = response_to(request, 200)
+        ok.add("Contact", self._contact(leg.transport))
+        if request.body:
+            body = self._answer_offer(leg, request, tx)
+            if body is None:
+                return
+            ok.add("Content-Type", "application/sdp")
+            ok.body = body
+            log.info("call %s: UPDATE moved the media", leg.call.sid)
+        tx.respond(ok)
+
+    def _answer_offer(self, leg: Leg, request: Message, tx: ServerTransaction) -> bytes | None:
+        """Our answer to an offer inside the dialog, the media moved; None once refused."""
+        assert leg.call is not None
+        origin = (leg.origin[0], leg.origin[1] + 1)
+        try:
+            body, negotiated = sdp.answer(
+                sdp.parse(request.body), self.config.media_ip, leg.call.local_port, origin
+            )
+        except sdp.NoCommonCodec as exc:
+            answer = response_to(request, 488)
+            answer.add("Warning", f'304 turnpike "{exc}"')
+            tx.respond(answer)
+            return None
+        except sdp.SdpError:
+            tx.respond(response_to(request, 400))
+            return None
+        leg.origin = origin
+        leg.call.move_media(negotiated)
+        return body
 
     # ---- BYE, CANCEL, OPTIONS ---------------------------------------------------------------
 
@@ -610,6 +598,11 @@ class SipServer:
             leg.call.hang_up("caller cancelled")
 
     def _options(self, request: Message, tx: ServerTransaction, send: Send, transport: str) -> None:
+        if not self.calls.accepting:
+            busy = response_to(request, 503, to_tag=new_tag())
+            busy.add("Retry-After", str(self.config.retry_after))
+            tx.respond(busy)
+            return
         answer = response_to(request, 200, to_tag=new_tag())
         answer.add("Allow", ALLOW)
         answer.add("Accept", "application/sdp")
@@ -620,7 +613,7 @@ class SipServer:
         bye = leg.dialog.request("BYE", self._via(leg.transport), self._contact(leg.transport))
         branch = bye.get_all("Via")[0].split("branch=")[1].split(";")[0]
         transaction = self.transactions.client(branch)
-        send = leg.send if leg.reliable else self._udp_send(leg.dialog.next_hop())
+        send = leg.send if leg.reliable else self.listeners.udp_send(leg.dialog.next_hop())
         response = await transaction.run(bytes(bye), send, leg.reliable)
         if response is None:
             log.warning("BYE for %s got no answer", leg.dialog.call_id)
@@ -640,15 +633,3 @@ class SipServer:
 
     def _contact(self, transport: str) -> str:
         return f"<sip:{self._hostport(transport)};transport={transport.lower()}>"
-
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, server: SipServer) -> None:
-        self.server = server
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        source = (addr[0], addr[1])
-        try:
-            self.server.received(data, source, self.server._udp_send(source), "UDP")
-        except Exception:  # one bad datagram must never stop the listener
-            log.exception("SIP/UDP from %s: unexpected failure", source[0])

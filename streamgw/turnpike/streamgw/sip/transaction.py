@@ -69,7 +69,11 @@ class ServerTransaction:
         """A final (non-1xx) response was sent: the transaction's outcome is settled."""
         return self.final
 
-    def respond(self, response: Message) -> None:
+    def respond(self, response: Message, *, retransmit: bool = True) -> None:
+        """Send ``response``. ``retransmit=False`` sends a final answer once and does not repeat
+        it until an ACK (for refusals of sources nobody vouched for: a spoofed source address
+        must not turn the gateway into a traffic amplifier); a retransmitted request still gets
+        it again."""
         if self.final:
             return  # one final response per transaction
         data = bytes(response)
@@ -79,7 +83,7 @@ class ServerTransaction:
             return
         self.final = True
         loop = asyncio.get_running_loop()
-        if self.method == "INVITE" and response.status >= 300 and not self.reliable:
+        if self.method == "INVITE" and response.status >= 300 and not self.reliable and retransmit:
             self._timer = loop.create_task(self._retransmit_until_ack(data))
         else:
             linger = 0.0 if self.reliable else self.layer.timers.timeout
