@@ -1,12 +1,18 @@
-"""Operator benchmark: time from applying N RelayEdges to everything being in place.
+"""Operator benchmark: time from applying N RelayEdges to everything being in place, and the
+load the operator puts on the API server once nothing changes.
 
 The real ``turnpike operator`` process runs against the Kubernetes API emulator of the test suite
-(tests/support/kubeapi: a stateful API server over HTTP with a kubelet stand-in). For N in 1, 10,
+(tests/support/kubeapi: a stateful API server over HTTP with a kubelet stand-in). For N in 1, 20,
 100 a fresh namespace gets N RelayEdges created at once; the clock stops when every edge's
 children (relay Deployment, Service, PodDisruptionBudget, config ConfigMap) exist and the
 IP-ranges ConfigMap publishes all N edges with their addresses. A second figure is when all N
 edges report Ready (the emulator's kubelet makes pods ready at once). Polling is done with one
 LIST per kind every 50 ms, so figures have about that resolution.
+
+Then, with all N edges Ready and nothing changing, the operator's own requests (told apart from
+the benchmark's by their User-Agent, as the emulator logs every request) are counted over a
+window that spans several resync intervals, and reported as API requests per minute, by verb.
+The namespace is emptied before the next N, so each figure is for N edges alone.
 """
 
 from __future__ import annotations
@@ -40,14 +46,15 @@ NAMESPACE_PATTERN = "bench-*"
 
 @dataclass
 class OperatorParams:
-    counts: list[int] = field(default_factory=lambda: [1, 10, 100])
+    counts: list[int] = field(default_factory=lambda: [1, 20, 100])
     rounds: int = 2
     timeout: float = 240.0
+    steady_window: float = 45.0  # seconds of counting, about two resync intervals of 20 s
     smoke: bool = False
 
     @classmethod
     def smoke_preset(cls) -> OperatorParams:
-        return cls(counts=[1, 3], rounds=1, timeout=60.0, smoke=True)
+        return cls(counts=[1, 3], rounds=1, timeout=60.0, steady_window=5.0, smoke=True)
 
 
 def _support() -> None:
@@ -157,20 +164,47 @@ async def _run_async(params: OperatorParams, tmp: Path) -> tuple[list[dict[str, 
                     step = await _measure(kube, ns, count, params.timeout)
                     cpu = tree_cpu_seconds(operator.proc.pid) - cpu0
                     cpu_total += cpu
+                    steady = await _steady_requests(api, params.steady_window)
                     step.update(
                         round=rnd + 1,
                         operator_cpu_s=round(cpu, 3),
                         load_average=load_average(),
+                        steady_requests_per_min=steady["total"],
+                        steady_by_verb=steady["by_verb"],
                     )
                     steps.append(step)
                     log(
                         f" {count:4d} edges: children {step['children_s']} s, "
-                        f"IP ranges {step['ip_ranges_s']} s, all Ready {step['all_ready_s']} s"
+                        f"IP ranges {step['ip_ranges_s']} s, all Ready {step['all_ready_s']} s, "
+                        f"steady state {steady['total']} API requests/min"
                     )
+                    await e2e.delete_namespace(kube, ns)
         finally:
             await kube.close()
             operator.stop()
     return steps, cpu_total
+
+
+async def _steady_requests(api: Any, window: float) -> dict[str, Any]:
+    """The operator's API requests per minute over ``window`` seconds of nothing changing."""
+    from turnpike.operator import kube as k8s
+
+    e2e: Any = importlib.import_module("support.kube_e2e")
+    await asyncio.sleep(3)  # let the last status writes and the debounced publish settle
+    start = len(api.routes.requests)
+    await asyncio.sleep(window)
+    by_verb: dict[str, int] = {}
+    for method, path, query, agent in list(api.routes.requests)[start:]:
+        if not agent.startswith((k8s.USER_AGENT, "kopf/")):
+            continue
+        grant = e2e.request_grant(method, path, query)
+        key = f"{grant[2]} {grant[1]}" if grant else f"{method} {path}"
+        by_verb[key] = by_verb.get(key, 0) + 1
+    scale = 60.0 / window
+    return {
+        "total": round(sum(by_verb.values()) * scale, 1),
+        "by_verb": {k: round(v * scale, 1) for k, v in sorted(by_verb.items())},
+    }
 
 
 def _headline(count: int, entry: dict[str, Any], n: int) -> str:
@@ -179,7 +213,8 @@ def _headline(count: int, entry: dict[str, Any], n: int) -> str:
 
     return (
         f"{count} RelayEdges: children and IP ranges in place after {sec(entry['in_place_s'])}, "
-        f"all Ready after {sec(entry['all_ready_s'])} (median of {n})"
+        f"all Ready after {sec(entry['all_ready_s'])}, then "
+        f"{entry['steady_requests_per_min']} API requests/min at steady state (median of {n})"
     )
 
 
@@ -203,6 +238,7 @@ def run(params: OperatorParams, out_dir: Path, plots: bool = True) -> dict[str, 
             "ip_ranges_s": median(s["ip_ranges_s"] for s in mine),
             "all_ready_s": median(s["all_ready_s"] for s in mine),
             "operator_cpu_s": median(s["operator_cpu_s"] for s in mine),
+            "steady_requests_per_min": median(s["steady_requests_per_min"] for s in mine),
             "timed_out": sum(1 for s in mine if s["timed_out"]),
         }
         summary[str(count)] = entry

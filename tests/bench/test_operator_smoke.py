@@ -33,6 +33,9 @@ def test_operator_smoke(tmp_path: Path) -> None:
     for step in result["steps"]:
         assert not step["timed_out"], step
         assert step["in_place_s"] is not None and step["children_s"] is not None
+        # The operator's own requests while nothing changes, counted from the emulator's log.
+        total = sum(step["steady_by_verb"].values())
+        assert abs(step["steady_requests_per_min"] - total) <= 0.1 * len(step["steady_by_verb"])
     assert len(result["summary"]["headline"]) == len(result["params"]["counts"])
     assert (tmp_path / "operator.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the README's figures section renders from this result

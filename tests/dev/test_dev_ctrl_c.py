@@ -28,7 +28,9 @@ async def test_ctrl_c_stops_the_whole_fleet_cleanly(tmp_path: Path) -> None:
             assert proc.returncode is None, await reader
             assert time.monotonic() < deadline, "no state file after 60 s"
             await asyncio.sleep(0.1)
+        # The file appears whole (written aside, then renamed) and only its owner may read it.
         state = json.loads(state_file.read_text())
+        assert state_file.stat().st_mode & 0o777 == 0o600
         listing = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
         children = [int(pid) for pid in listing.split()]
         assert len(children) == 3

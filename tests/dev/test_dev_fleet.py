@@ -66,12 +66,9 @@ async def wait_state(path: Path, proc: TurnpikeProcess) -> dict[str, Any]:
         assert proc.proc is not None
         if proc.proc.returncode is not None:
             raise AssertionError(f"turnpike dev exited early:\n{proc.text}")
-        if path.exists():
-            try:
-                state: dict[str, Any] = json.loads(path.read_text())
-                return state
-            except json.JSONDecodeError:
-                pass
+        if path.exists():  # written whole: once it exists, it parses
+            state: dict[str, Any] = json.loads(path.read_text())
+            return state
         await asyncio.sleep(0.1)
     raise AssertionError(f"no state file after 60 s:\n{proc.text}")
 

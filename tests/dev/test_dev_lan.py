@@ -2,29 +2,45 @@
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import json
+import os
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
-import ifaddr
 import pytest
 from aioice import turn
 from support import TurnpikeProcess
+from support.netns import Topology, ip, require_root
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def lan_interface() -> ipaddress.IPv4Interface | None:
-    """This machine's first non-loopback IPv4 address, with its prefix."""
-    for adapter in ifaddr.get_adapters():
-        for entry in adapter.ips:
-            if isinstance(entry.ip, str) and not ipaddress.ip_address(entry.ip).is_loopback:
-                return ipaddress.IPv4Interface(f"{entry.ip}/{entry.network_prefix}")
-    return None
+LAN = ipaddress.IPv4Interface("10.72.9.2/24")  # a private LAN, made inside a namespace
+
+
+@contextlib.contextmanager
+def lan_namespace() -> Iterator[str]:
+    """A network namespace whose one link (a veth pair, both ends inside) has the address ``LAN``:
+    a machine on a LAN, whatever this one's own network is. Always deleted."""
+    require_root()
+    name = f"tp{os.getpid()}lan"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)  # a killed run's
+    try:
+        ip("netns", "add", name)
+        ip("-n", name, "link", "add", "lan0", "type", "veth", "peer", "name", "lan1")
+        ip("-n", name, "addr", "add", str(LAN), "dev", "lan0")
+        for link in ("lo", "lan0", "lan1"):
+            ip("-n", name, "link", "set", link, "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
 
 
 class Echo(asyncio.DatagramProtocol):
@@ -44,12 +60,15 @@ class Collect(asyncio.DatagramProtocol):
 
 
 async def test_dev_on_a_lan_address(tmp_path: Path) -> None:
-    lan = lan_interface()
-    if lan is None:
-        pytest.skip("this machine has no non-loopback IPv4 address")
-    host = str(lan.ip)
+    with lan_namespace() as ns, Topology.inside(ns):  # this thread's sockets are made there too
+        await dev_on_the_lan(ns, tmp_path)
+
+
+async def dev_on_the_lan(ns: str, tmp_path: Path) -> None:
+    lan, host = LAN, str(LAN.ip)
     state_file = tmp_path / "dev.json"
-    dev = TurnpikeProcess(["dev", "--host", host, "--free-ports", "--state-file", str(state_file)])
+    args = ["dev", "--host", host, "--free-ports", "--state-file", str(state_file)]
+    dev = TurnpikeProcess(args, prefix=["ip", "netns", "exec", ns])
     await dev.start()
     try:
         deadline = time.monotonic() + 60

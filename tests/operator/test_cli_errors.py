@@ -4,11 +4,13 @@ traceback, and never a kubeconfig's contents (they hold tokens)."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from support.kube_e2e import Cluster
 
 TOKEN = "tp-test-token-7f3a9c"
 
@@ -48,3 +50,27 @@ def test_unusable_kubeconfig_is_one_clear_line(
     assert expected in output
     assert "Traceback" not in output
     assert TOKEN not in output
+
+
+def test_a_busy_metrics_port_is_one_clear_line(tmp_path: Path, cluster: Cluster) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        env["KUBECONFIG"] = str(cluster.kubeconfig)
+        result = subprocess.run(
+            [
+                *(sys.executable, "-m", "turnpike", "operator", "--standalone"),
+                *("--namespace", "tp-nothing", "--metrics", f"127.0.0.1:{port}"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert f"cannot start: cannot listen for metrics on 127.0.0.1:{port}" in output
+    assert "Traceback" not in output

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from support import require_tool
 from support.kube_e2e import Cluster, eventually, published, ranges_doc
 
 from turnpike.operator import kube as k8s
@@ -39,8 +39,7 @@ async def _kubectl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[
 async def test_kubectl_apply_get_and_read_ranges(
     cluster: Cluster, kube: k8s.Kube, ns: str, tmp_path: Path
 ) -> None:
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not installed")
+    require_tool("kubectl", "apt-get install kubernetes-client")
     # The emulator serves no OpenAPI document for client-side validation.
     validate = ["--validate=false"] if cluster.emulated else []
     manifest = tmp_path / "edge.yaml"

@@ -43,10 +43,17 @@ async def test_an_invalid_spec_keeps_the_last_valid_publication(
 
     async def serving() -> dict[str, Any] | None:
         doc = published(await ranges_doc(kube, ns))
-        return doc if doc.get("fra", {}).get("relay", {}).get("cidrs") else None
+        listed = [e["name"] for e in ((await directory_doc(kube, ns)) or {}).get("edges", [])]
+        return doc if doc.get("fra", {}).get("relay", {}).get("cidrs") and "fra" in listed else None
 
     before = (await eventually(serving, what="fra published"))["fra"]
-    directory_before = await directory_doc(kube, ns)
+
+    # The directory is written after the ranges, in the same republish.
+    async def listed() -> dict[str, Any] | None:
+        doc = await directory_doc(kube, ns)
+        return doc if any(e["name"] == "fra" for e in (doc or {}).get("edges", [])) else None
+
+    directory_before = await eventually(listed, what="fra in the edge directory")
     deployment = await kube.get(k8s.DEPLOYMENTS, ns, RELAY("fra"))
     assert deployment is not None and directory_before is not None
 
@@ -83,6 +90,13 @@ async def test_an_invalid_spec_keeps_the_last_valid_publication(
     assert config is not None and "10.0.0.0/33" not in str(config["data"])
     warnings = [e for e in await events_for(kube, ns, "fra") if e["reason"] == "InvalidSpec"]
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+    # Every Event says who acted and what it did (kubectl describe's "From" column).
+    every = await kube.list(k8s.EVENTS, ns)
+    assert {e["source"]["component"] for e in every} == {"turnpike-operator"}
+    assert {e["reportingComponent"] for e in every} == {"turnpike-operator"}
+    assert warnings[0]["action"] == "Validate"
+    assert {e["action"] for e in every if e["reason"] == "Reconciled"} == {"Reconcile"}
+    assert {e["action"] for e in every if e["reason"] == "AddressesChanged"} == {"Publish"}
 
     # Fixed: reconciled as usual, the new deny list reaches the relays.
     await kube.patch(k8s.RELAY_EDGES, ns, "fra", {"spec": {"peers": {"deny": ["10.0.0.0/16"]}}})

@@ -199,7 +199,11 @@ async def test_a_refused_child_is_reported_then_retried(
         return cond.get("status") == "False"
 
     await eventually(recovered, what="Degraded=False once the retry succeeded")
-    assert "quota" in published(await ranges_doc(kube, ns))
+
+    async def listed() -> bool:  # the namespace is republished just after the edge's reconcile
+        return "quota" in published(await ranges_doc(kube, ns))
+
+    await eventually(listed, what="the edge published")
     # Retried many times (every half second here), reported once.
     reported = await failures()
     assert len(reported) == 1, [(e["message"], e.get("count")) for e in reported]

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support import free_port
 from support.kubeapi import KubeAPI
 from support.rotation_fleet import (
     Kubelet,
@@ -29,7 +30,9 @@ from support.rotation_fleet import (
     add_pod,
     allocate,
     get_token,
+    mark_ready,
     relay,
+    start_pod,
     token_api,
     wait_for,
 )
@@ -133,16 +136,20 @@ async def test_rotations_never_break_a_live_token_even_when_the_operator_is_kill
         async with Kubelet(kube, ns, SECRET) as kubelet:
             await kubelet.wait_synced()  # the operator made the Secret when it saw the edge
             delays = {"relay-0": 0.1, "relay-1": 0.5, "relay-2": 1.0, "tokens-0": 0.3}
+            # As in a cluster, each Pod exists (started, not Ready) before its process reads the
+            # keyring, so a rotation that comes due while the fleet starts waits for it.
+            health = {n: free_port() for n in delays}
+            for name, port in health.items():
+                await start_pod(kube, ns, SECRET, name, port, labelled=name.startswith("tokens"))
             vols = {n: kubelet.volume(tmp_path / n, d) for n, d in delays.items()}
             async with (
-                relay("relay-0", vols["relay-0"]) as r0,
-                relay("relay-1", vols["relay-1"]) as r1,
-                relay("relay-2", vols["relay-2"]) as r2,
-                token_api("tokens-0", vols["tokens-0"], tmp_path) as tokens,
+                relay("relay-0", vols["relay-0"], health["relay-0"]) as r0,
+                relay("relay-1", vols["relay-1"], health["relay-1"]) as r1,
+                relay("relay-2", vols["relay-2"], health["relay-2"]) as r2,
+                token_api("tokens-0", vols["tokens-0"], tmp_path, health["tokens-0"]) as tokens,
             ):
-                for member in (r0, r1, r2):
-                    await add_pod(kube, ns, SECRET, member)
-                await add_pod(kube, ns, SECRET, tokens, labelled=True)
+                for member in (r0, r1, r2, tokens):
+                    await mark_ready(kube, ns, member.name)
                 # A pod that mounts some other Secret is none of the rotation's business.
                 await kube.create(
                     PODS,

@@ -97,8 +97,13 @@ def test_pods_are_asked_on_their_declared_health_port() -> None:
     v6 = pod(podIP="fd00::5")
     v6["metadata"]["annotations"] = {"turnpike.io/health-port": "9200"}  # type: ignore[index]
     assert consumer_of(v6).url == "http://[fd00::5]:9200/ready"  # type: ignore[union-attr]
-    assert consumer_of(pod(conditions=[{"type": "Ready", "status": "False"}])) is None
+    # A pod still starting is asked too: it may become Ready with the keys it read then.
+    assert consumer_of(pod(conditions=[{"type": "Ready", "status": "False"}])) is not None
     assert consumer_of(pod(podIP="")) is None
+    assert consumer_of(pod(phase="Succeeded")) is None and consumer_of(pod(phase="Failed")) is None
+    going = pod()
+    going["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"  # type: ignore[index]
+    assert consumer_of(going) is None
 
 
 def test_degraded_condition_is_set_and_cleared_without_touching_other_causes() -> None:

@@ -353,16 +353,28 @@ async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 
 
 async def fill_until_31930(scene: Scene) -> None:
-    """Send the caller's audio until the failing stream's server, which does not read, has made
-    the gateway drop audio for it."""
+    """Send the caller's audio, far faster than real time, until the failing stream's server,
+    which does not read, has made the gateway drop audio for it (its own 31930, not the healthy
+    stream's). Each burst waits until the gateway has taken all of it from its RTP socket: on a
+    busy machine a backlog there would hold up (or, once the socket's buffer is full, lose) the
+    audio `still_alive` sends next."""
+    assert scene.healthy is not None
+    healthy = scene.healthy.stream_sid
     frame = bytes([0x7E]) * 160
-    for _ in range(40):
-        await scene.peer.send(scene.peer.packets(frame * 50), scene.target, interval=0)
-        await asyncio.sleep(0.01)
-        call = await scene.gw.call(scene.sid)
-        if any(e["code"] == 31930 for e in call["errors"]):
-            break
-    await scene.error(31930)
+    async with asyncio.timeout(30):
+        while True:
+            call = await scene.gw.call(scene.sid)
+            if any(e["code"] == 31930 and e.get("streamSid") != healthy for e in call["errors"]):
+                return
+            burst = scene.peer.packets(frame * 50)
+            taken = frames_received(scene) + len(burst)
+            await scene.peer.send(burst, scene.target, interval=0)
+            while frames_received(scene) < taken:  # noqa: ASYNC110 - a metric, not an event
+                await asyncio.sleep(0.01)
+
+
+def frames_received(scene: Scene) -> float:
+    return sample(scene.gw.gateway.metrics.frames_received, "rtp")
 
 
 async def test_31930_slow_server_loses_audio_not_the_call(quick_scene: Scene) -> None:

@@ -34,6 +34,7 @@ from support.sip import (
     send_udp,
 )
 from support.streamgw import ACCOUNT, TOKEN, Harness, MakeGateway, write_accounts
+from twilio.twiml.voice_response import VoiceResponse
 
 from turnpike.core.accounts import Accounts
 from turnpike.core.filewatch import FileWatcher
@@ -144,6 +145,28 @@ async def test_a_sipp_call_streams_audio_byte_exact_dtmf_and_stop(
     call = await rig.gw.wait_status(start["start"]["callSid"])
     assert (call["from"], call["to"], call["codec"]) == ("+15550001111", NUMBER, "PCMA")
     assert "200 OK" in result.messages and "a=rtpmap:8 PCMA/8000" in result.messages
+
+
+async def test_gather_collects_the_digit_sipp_sends(
+    make_rig: MakeRig, http: HttpServer, tmp_path: Path
+) -> None:
+    """<Gather> over a SIP call: SIPp's RFC 4733 digit (from its own pcap) ends a <Say> and
+    reaches the action URL with the hosted call parameters."""
+    require_raw_sockets()
+    http.twiml("/digits", '<Response><Pause length="30"/></Response>')
+    response = VoiceResponse()
+    gather = response.gather(num_digits=1, action=http.url("/digits"), timeout=20)
+    gather.say("Press one to continue.")
+    rig = await make_rig([route(str(response))])
+    result = await run_sipp("call_pcma_dtmf", rig.server.port, tmp_path / "sipp")
+    assert result.returncode == 0, result.output + result.messages
+    (hit,) = http.on("/digits")
+    assert hit.form["Digits"] == "1"
+    assert (hit.form["From"], hit.form["To"], hit.form["Direction"]) == (
+        "+15550001111",
+        NUMBER,
+        "inbound",
+    )
 
 
 async def test_hangup_in_twiml_sends_bye_over_tcp(

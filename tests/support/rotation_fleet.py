@@ -136,6 +136,10 @@ class Member:
     turn: tuple[str, int] | None = None
     api: str | None = None
 
+    @property
+    def health_port(self) -> int:
+        return int(self.health.rsplit(":", 1)[1])
+
     async def ready(self) -> dict[str, Any]:
         async with aiohttp.ClientSession() as s, s.get(self.health + "/ready") as r:
             body: dict[str, Any] = await r.json(content_type=None)
@@ -143,8 +147,9 @@ class Member:
 
 
 @contextlib.asynccontextmanager
-async def relay(name: str, volume: Volume) -> AsyncIterator[Member]:
-    port, metrics = free_dual_port(), free_port()
+async def relay(name: str, volume: Volume, metrics: int | None = None) -> AsyncIterator[Member]:
+    """A relay reading ``volume``; ``metrics`` is its health port (chosen here when not given)."""
+    port, metrics = free_dual_port(), metrics or free_port()
     args = [
         "relay",
         "--listen",
@@ -168,12 +173,14 @@ async def relay(name: str, volume: Volume) -> AsyncIterator[Member]:
 
 
 @contextlib.asynccontextmanager
-async def token_api(name: str, volume: Volume, workdir: Path) -> AsyncIterator[Member]:
+async def token_api(
+    name: str, volume: Volume, workdir: Path, metrics: int | None = None
+) -> AsyncIterator[Member]:
     accounts = workdir / "accounts.json"
     accounts.write_text(json.dumps({"accounts": [{"sid": ACCOUNT, "authToken": AUTH_TOKEN}]}))
     edges = workdir / "edges.json"
     edges.write_text(json.dumps({"global": {"host": "127.0.0.1"}, "edges": []}))
-    port, metrics = free_port(), free_port()
+    port, metrics = free_port(), metrics or free_port()
     args = [
         "tokens",
         "--listen",
@@ -199,12 +206,19 @@ async def token_api(name: str, volume: Volume, workdir: Path) -> AsyncIterator[M
 async def add_pod(
     kube: Kube, namespace: str, secret: str, member: Member, *, labelled: bool = False
 ) -> None:
-    """The Pod object a Deployment would have made for ``member``: ready, on 127.0.0.1, with its
-    real health port declared and the keyring Secret mounted as a volume (as the operator's relay
-    pods do), or, with ``labelled``, marked by the holder label instead (as the chart's token API
-    pods are)."""
-    port = int(member.health.rsplit(":", 1)[1])
-    meta: dict[str, Any] = {"name": member.name}
+    """The Pod object of a member already running, Ready at once (see `start_pod`)."""
+    await start_pod(kube, namespace, secret, member.name, member.health_port, labelled=labelled)
+    await mark_ready(kube, namespace, member.name)
+
+
+async def start_pod(
+    kube: Kube, namespace: str, secret: str, name: str, port: int, *, labelled: bool = False
+) -> None:
+    """The Pod object a Deployment would have made: started on 127.0.0.1 but not Ready yet (its
+    process may not even answer), with its health ``port`` declared and the keyring Secret mounted
+    as a volume (as the operator's relay pods do), or, with ``labelled``, marked by the holder
+    label instead (as the chart's token API pods are)."""
+    meta: dict[str, Any] = {"name": name}
     spec: dict[str, Any] = {
         "containers": [
             {
@@ -222,9 +236,14 @@ async def add_pod(
     status = {
         "phase": "Running",
         "podIP": "127.0.0.1",
-        "conditions": [{"type": "Ready", "status": "True"}],
+        "conditions": [{"type": "Ready", "status": "False"}],
     }
-    await kube.patch(PODS, namespace, member.name, {"status": status}, sub="status")
+    await kube.patch(PODS, namespace, name, {"status": status}, sub="status")
+
+
+async def mark_ready(kube: Kube, namespace: str, name: str) -> None:
+    ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+    await kube.patch(PODS, namespace, name, {"status": ready}, sub="status")
 
 
 @dataclass(frozen=True)

@@ -349,9 +349,7 @@ class Fleet:
         async with aiohttp.ClientSession() as session:
             for child in self.children:
                 await self._wait_ready(child, session)
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_file.touch(mode=0o600)
-        self.state_file.write_text(json.dumps(self.state, indent=2) + "\n")
+        write_private(self.state_file, json.dumps(self.state, indent=2) + "\n")
 
     async def wait(self, stop: asyncio.Event) -> Child | None:
         """Until ``stop`` is set (None) or a child exits on its own (that child)."""
@@ -389,6 +387,24 @@ class Fleet:
             await self._consumer.cleanup()
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by the owner only, all at once: a reader that sees the file (the
+    state file's existence means the fleet is up) always sees it whole, never empty or cut."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()  # left by a killed run that had this process id
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        raise
 
 
 def banner(state: dict[str, Any]) -> str:

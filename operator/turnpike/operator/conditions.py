@@ -62,7 +62,9 @@ def merge(previous: list[Obj] | None, current: list[Condition], generation: int)
 
 
 def same_status(old: Obj | None, new: Obj) -> bool:
-    """Whether writing ``new`` would change anything but timestamps."""
+    """Whether merge-patching ``new`` into the status would change anything but timestamps.
+    Fields ``new`` does not name (another writer's, such as keyring rotation's) are left as they
+    are by such a patch, so they do not count: a resync that changes nothing writes nothing."""
 
     def strip(status: Obj | None) -> Obj:
         status = dict(status or {})
@@ -73,7 +75,8 @@ def same_status(old: Obj | None, new: Obj) -> bool:
         ]
         return status
 
-    return strip(old) == strip(new)
+    before, after = strip(old), strip(new)
+    return all(before.get(key) == after[key] for key in new if key != "kopf")
 
 
 def find(status: Obj | None, kind: str) -> Obj | None:

@@ -5,8 +5,9 @@
   a TemporaryError (kopf retries).
 - delete (with kopf's finalizer) → republish the namespace without the object, so an edge leaves
   the IP ranges and the directory before it is gone; owner references remove its children.
-- Watch events on children, the pods of edges and gateways, and nodes → schedule a reconcile of
-  the owner (drift repair, address discovery). No state is kept apart from what the events say.
+- Watch events on children, the pods of edges and gateways (all selected by the operator's
+  managed-by label: nothing else reaches it), and nodes → schedule a reconcile of the owner
+  (drift repair, address discovery). Node events also keep the node cache (nodes.py) current.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ def _node_events(reconciler: Reconciler) -> Any:
     fingerprints: dict[str, Any] = {}
 
     async def node_event(body: Any, type: Any, name: str, **_: Any) -> None:
+        reconciler.ctx.nodes.observe(type, dict(body))
         spec, status = body.get("spec") or {}, body.get("status") or {}
         fingerprint = (
             type == "DELETED",

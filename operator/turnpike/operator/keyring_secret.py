@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -53,7 +54,7 @@ class SecretView:
 
 @dataclass(frozen=True, slots=True)
 class Consumer:
-    """A ready pod that holds the keyring, and where it reports what it loaded."""
+    """A started pod that holds the keyring, and where it reports what it loaded."""
 
     pod: str
     url: str
@@ -123,26 +124,37 @@ def secret_body(
     }
 
 
+# One check-then-create at a time per Secret in this process: when many edges of a namespace are
+# reconciled at once (start-up), the first creates the Secret and the others find it, instead of
+# racing to create it and failing with 409s.
+_ensuring: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, str], asyncio.Lock]
+] = weakref.WeakKeyDictionary()
+
+
 async def ensure_secret(cluster: Cluster, namespace: str, name: str, now: float) -> Keyring | None:
     """Create the namespace's keyring Secret with one fresh signing key and the rotation state
     of a new keyring, unless it exists; the keyring created, or None."""
-    if await cluster.read_secret(namespace, name) is not None:
-        return None
-    keyring, state = initial(now)
-    created = await cluster.create_secret(namespace, name, keyring.to_json(), state.annotations())
-    return keyring if created else None
+    locks = _ensuring.setdefault(asyncio.get_running_loop(), {})
+    async with locks.setdefault((namespace, name), asyncio.Lock()):
+        if await cluster.read_secret(namespace, name) is not None:
+            return None
+        keyring, state = initial(now)
+        created = await cluster.create_secret(
+            namespace, name, keyring.to_json(), state.annotations()
+        )
+        return keyring if created else None
 
 
-def _ready(pod: Obj) -> bool:
+def _started(pod: Obj) -> bool:
+    """Its containers are starting or running (it has a pod IP), and it is neither finished nor
+    going away. Ready or not: a pod that is still starting has already mounted the keyring and
+    may become Ready (and get traffic) at any moment with the keys it read then, so a rotation
+    must wait for it like for any other."""
     if pod.get("metadata", {}).get("deletionTimestamp"):
         return False
     status = pod.get("status") or {}
-    if not status.get("podIP"):
-        return False
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
+    return bool(status.get("podIP")) and status.get("phase") not in ("Succeeded", "Failed")
 
 
 def health_port(pod: Obj) -> int | None:
@@ -177,13 +189,13 @@ def holds_keyring(pod: Obj, secret: str) -> bool:
 
 
 def consumer_of(pod: Obj) -> Consumer | None:
-    if not _ready(pod):
+    if not _started(pod):
         return None
     name = str(pod["metadata"]["name"])
     ip = str(pod["status"]["podIP"])
     port = health_port(pod)
     if port is None:
-        # A ready pod we cannot ask still counts: report it so the rotation waits and says why.
+        # A pod we cannot ask still counts: report it so the rotation waits and says why.
         return Consumer(name, "")
     host = f"[{ip}]" if ":" in ip else ip
     return Consumer(name, f"http://{host}:{port}/ready")
@@ -322,6 +334,7 @@ class KubeCluster:
                 "reason": reason,
                 "message": message[:1024],
                 "type": "Warning" if warning else "Normal",
+                "action": "Rotate",
                 "source": {"component": COMPONENT},
                 "reportingComponent": COMPONENT,
                 "firstTimestamp": stamp,

@@ -14,6 +14,9 @@ GATEWAY = "turnpike.io/stream-gateway"
 CONFIG_HASH = "turnpike.io/config-hash"
 
 MANAGER = "turnpike-operator"
+FINALIZER = "turnpike.io/finalizer"
+"""kopf's finalizer on RelayEdges and StreamGateways (never on Secrets)."""
+KOPF_DEFAULT_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 MANAGED = {MANAGED_BY: MANAGER}
 """The selector of every child, used to watch them for drift."""
 

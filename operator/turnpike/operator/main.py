@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from typing import Any
 
 import kopf
 
 from turnpike.core.config import HostPort
 from turnpike.core.health import HealthServer
-from turnpike.operator import handlers, namespaces, rotation
+from turnpike.operator import events, handlers, labels, namespaces, rotation
 from turnpike.operator import kube as k8s
 from turnpike.operator.config import OperatorConfig
 from turnpike.operator.kopf_internals import Insights
@@ -20,7 +21,7 @@ from turnpike.operator.reconcile import Context, Reconciler
 
 log = logging.getLogger("turnpike.operator")
 
-FINALIZER = "turnpike.io/finalizer"
+FINALIZER = labels.FINALIZER
 
 
 def connection_info() -> kopf.ConnectionInfo:
@@ -93,13 +94,27 @@ def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="turnpike.io", key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
+    # The operator posts its own Events (events.py: component turnpike-operator, real actions);
+    # kopf's would say kopf/dev and "Action?", and one per handler log line.
+    settings.posting.enabled = False
+    settings.posting.reporting_component = events.COMPONENT
     settings.peering.name = config.peering_name
     settings.peering.standalone = config.standalone
     settings.peering.mandatory = not config.standalone
     settings.peering.priority = config.priority
     settings.peering.lifetime = config.peering_lifetime
     settings.peering.clusterwide = not config.namespaces
+    # Owned objects only: the watches of children, pods and Secrets ask the API server for the
+    # operator's managed-by label, so other workloads' churn and other Secrets' data never reach
+    # it (a handler's labels= filter alone is applied after everything was received).
+    selector = ",".join(f"{key}={value}" for key, value in labels.MANAGED.items())
+    for group, version, plural in (
+        *handlers.CHILD_KINDS,
+        ("", "v1", "pods"),
+        ("", "v1", "secrets"),
+    ):
+        key = (group, version, plural) if group else (version, plural)
+        settings.watching.label_selectors[key] = selector
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = 4
@@ -145,6 +160,8 @@ async def run_operator(
         log.error("cannot start: %s", describe_login_failure(exc))
         return 2
     kube = client_for(info)
+    recorder = events.Recorder(kube, os.environ.get("HOSTNAME") or socket.gethostname())
+    events.use(recorder)
     metrics = Metrics()
     reconciler = Reconciler(Context(kube, config, metrics))
     registry = kopf.OperatorRegistry()
@@ -173,7 +190,16 @@ async def run_operator(
             await ensure_peering(kube, config)
         if metrics_address is not None:
             health = HealthServer(metrics.registry, ready=ready.is_set)
-            host, port = await health.start(metrics_address.host, metrics_address.port)
+            try:
+                host, port = await health.start(metrics_address.host, metrics_address.port)
+            except OSError as exc:  # busy or not ours to bind: say so, no traceback
+                log.error(
+                    "cannot start: cannot listen for metrics on %s: %s",
+                    metrics_address,
+                    exc.strerror or exc,
+                )
+                health = None
+                return 2
             log.info("metrics on http://%s:%d/metrics", host, port)
 
         async def drain() -> None:
@@ -211,6 +237,8 @@ async def run_operator(
             if task is not None:
                 task.cancel()
         await reconciler.close()
+        await recorder.close()
+        events.use(None)
         if health is not None:
             await health.stop()
         await kube.close()

@@ -15,7 +15,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from turnpike.operator import apply, conditions, directory, gateway, labels, networks, ranges, relay
+from turnpike.operator import (
+    apply,
+    conditions,
+    directory,
+    events,
+    gateway,
+    labels,
+    networks,
+    ranges,
+    relay,
+)
 from turnpike.operator import kube as k8s
 from turnpike.operator import status as st
 from turnpike.operator.conditions import DEGRADED, Condition
@@ -23,6 +33,8 @@ from turnpike.operator.config import OperatorConfig
 from turnpike.operator.keyring_secret import KubeCluster, ensure_secret
 from turnpike.operator.metrics import Metrics
 from turnpike.operator.model import RelayEdge, SpecError, StreamGateway
+from turnpike.operator.nodes import NodeCache
+from turnpike.operator.outages import Outages
 from turnpike.operator.publication import Publication
 from turnpike.operator.status import readiness
 
@@ -33,6 +45,7 @@ EDGE = "RelayEdge"
 GATEWAY = "StreamGateway"
 NAMESPACE = "Namespace"
 NOT_DEGRADED = Condition(DEGRADED, False, "AsExpected", "no errors")
+PUBLISH_DELAY = 0.2  # seconds a namespace's publish waits for more changes to fold in
 
 __all__ = ["EDGE", "GATEWAY", "NAMESPACE", "Context", "Reconciler", "readiness"]
 
@@ -42,6 +55,12 @@ class Context:
     kube: k8s.Kube
     config: OperatorConfig
     metrics: Metrics
+    nodes: NodeCache = field(init=False)
+    keyrings: set[str] = field(default_factory=set)  # namespaces whose keyring Secret was ensured
+    settled: dict[str, Any] = field(default_factory=dict)  # edge uid → generation cleaned up
+
+    def __post_init__(self) -> None:
+        self.nodes = NodeCache(self.kube)
 
 
 def _deleting(obj: Obj) -> bool:
@@ -50,8 +69,12 @@ def _deleting(obj: Obj) -> bool:
 
 async def ensure_keyring(ctx: Context, namespace: str) -> None:
     """The keyring Secret relays mount, created when missing exactly as keyring rotation creates
-    it (rotation owns it from then on)."""
+    it (rotation owns it from then on). Checked once per namespace by this process: keyring
+    rotation watches the Secret and recreates it if it is deleted later."""
+    if namespace in ctx.keyrings:
+        return
     await ensure_secret(KubeCluster(ctx.kube), namespace, ctx.config.keyring_secret, time.time())
+    ctx.keyrings.add(namespace)
 
 
 def _single_ip(cidrs: list[str]) -> str | None:
@@ -93,14 +116,16 @@ def _ready_conditions(
 # -- RelayEdge -----------------------------------------------------------------------------------
 
 
-async def reconcile_edge(ctx: Context, body: Obj) -> None:
-    """The relay's children from the spec, the addresses discovered now, and the status."""
+async def reconcile_edge(ctx: Context, body: Obj) -> bool:
+    """The relay's children from the spec, the addresses discovered now, and the status; True
+    when what the edge publishes (addresses, publication) may have changed, so the namespace
+    must be republished."""
     try:
         edge = RelayEdge.parse(body, ctx.config.image)
     except SpecError as exc:
         await st.invalid(ctx.kube, k8s.RELAY_EDGES, body, exc)
         raise
-    nodes = await ctx.kube.list(k8s.NODES)
+    nodes = await ctx.nodes.list()
     await ensure_keyring(ctx, edge.namespace)
     addresses = await _edge_addresses(ctx, edge, nodes)
     workload, changes = await _edge_children(ctx, edge, body, nodes, addresses)
@@ -109,15 +134,22 @@ async def reconcile_edge(ctx: Context, body: Obj) -> None:
     def status_of(body: Obj) -> Obj:
         return _edge_status(ctx, edge, body, workload, addresses, problem)
 
+    before = body.get("status") or {}
+    publishes = (
+        before.get("addresses") != addresses
+        or before.get("publication") != Publication.of(edge).to_status()
+        or before.get("observedGeneration") != body["metadata"].get("generation")
+    )
     written = await st.write(ctx.kube, k8s.RELAY_EDGES, body, status_of)
     if written is None:
-        return
+        return True
     st.warn_if_new(written, _degraded(problem, written))
     for change in changes:
         st.event(body, "Reconciled", change)
     if addresses != ((written.get("status") or {}).get("addresses") or []):
         shown = ", ".join(addresses) or "none"
-        st.event(body, "AddressesChanged", f"published addresses: {shown}")
+        st.event(body, "AddressesChanged", f"published addresses: {shown}", action=events.PUBLISH)
+    return publishes
 
 
 async def _edge_addresses(ctx: Context, edge: RelayEdge, nodes: list[Obj]) -> list[str]:
@@ -149,14 +181,19 @@ async def _edge_children(
         current = await _apply(ctx, body, child, changes)
         if child["kind"] in ("Deployment", "DaemonSet"):
             workload = current
-    name = labels.relay_name(edge.name)
-    stale = [(k8s.DEPLOYMENTS if edge.daemonset else k8s.DAEMONSETS, name)]
-    stale += [(k8s.SERVICES, svc) for svc in relay.stale_service_names(edge)]
-    for res, stale_name in stale:
-        if await apply.remove_owned(
-            ctx.kube, res, edge.namespace, stale_name, body["metadata"]["uid"]
-        ):
-            changes.append(f"deleted {res.kind} {stale_name}")
+    # Children an earlier spec had (a Deployment before DaemonSet mode, a Service before
+    # hostNetwork or a split): looked for once per generation, as only a spec change makes them.
+    uid, generation = body["metadata"]["uid"], body["metadata"].get("generation")
+    if ctx.settled.get(uid) != generation:
+        name = labels.relay_name(edge.name)
+        stale = [(k8s.DEPLOYMENTS if edge.daemonset else k8s.DAEMONSETS, name)]
+        stale += [(k8s.SERVICES, svc) for svc in relay.stale_service_names(edge)]
+        for res, stale_name in stale:
+            if await apply.remove_owned(
+                ctx.kube, res, edge.namespace, stale_name, body["metadata"]["uid"]
+            ):
+                changes.append(f"deleted {res.kind} {stale_name}")
+        ctx.settled[uid] = generation
     return workload, changes
 
 
@@ -216,8 +253,9 @@ def _edge_status(
 # -- StreamGateway -------------------------------------------------------------------------------
 
 
-async def reconcile_gateway(ctx: Context, body: Obj) -> None:
-    """The gateway's children once its edge exists, its egress addresses, and the status."""
+async def reconcile_gateway(ctx: Context, body: Obj) -> bool:
+    """The gateway's children once its edge exists, its egress addresses, and the status; True
+    when its published egress ranges may have changed."""
     try:
         gw = StreamGateway.parse(body, ctx.config.image)
     except SpecError as exc:
@@ -232,7 +270,7 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> None:
         await st.stuck(
             ctx.kube, k8s.STREAM_GATEWAYS, body, why, "waiting for the edge", edge=gw.edge
         )
-        return
+        return True
     changes: list[str] = []
     deployment: Obj = {}
     for child in gateway.children(gw, body):
@@ -246,9 +284,15 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> None:
     def status_of(body: Obj) -> Obj:
         return _gateway_status(gw, body, deployment, addresses, location, problem)
 
+    before = body.get("status") or {}
+    publishes = (
+        before.get("addresses") != addresses
+        or before.get("edge") != gw.edge
+        or before.get("observedGeneration") != body["metadata"].get("generation")  # e.g. SIP
+    )
     written = await st.write(ctx.kube, k8s.STREAM_GATEWAYS, body, status_of)
     if written is None:
-        return
+        return True
     st.warn_if_new(written, problem, same_message=True)
     for change in changes:
         st.event(body, "Reconciled", change)
@@ -257,6 +301,7 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> None:
         fixed = was.get("reason") or "Degraded"
         news = f"bound to RelayEdge {gw.edge}" if fixed == "EdgeNotFound" else f"{fixed}: fixed"
         st.event(body, "Recovered", news)
+    return publishes
 
 
 async def _gateway_problem(ctx: Context, gw: StreamGateway) -> Condition:
@@ -294,7 +339,7 @@ async def _gateway_addresses(ctx: Context, gw: StreamGateway) -> list[str]:
     """The gateway's egress ranges: declared, else the ExternalIPs of its pods' nodes."""
     if gw.static_egress:
         return ranges.collapse(gw.static_egress)
-    nodes = await ctx.kube.list(k8s.NODES)
+    nodes = await ctx.nodes.list()
     pods = await ctx.kube.list(k8s.PODS, gw.namespace, labels.gateway_selector(gw.name))
     return networks.external_ips(nodes, networks.nodes_running(pods))
 
@@ -336,13 +381,17 @@ def _gateway_status(
 # -- the namespace's published ConfigMaps --------------------------------------------------------
 
 
-async def _put_configmap(ctx: Context, namespace: str, name: str, data: dict[str, str]) -> None:
+async def _put_configmap(
+    ctx: Context, namespace: str, name: str, data: dict[str, str], create: bool = True
+) -> None:
     body: Obj = {
         "metadata": {"name": name, "namespace": namespace, "labels": labels.published_labels()},
         "data": data,
     }
     current = await ctx.kube.get(k8s.CONFIGMAPS, namespace, name)
     if current is None:
+        if not create:
+            return
         await ctx.kube.create(k8s.CONFIGMAPS, namespace, body)
     else:
         # Guarded by resourceVersion: a concurrent writer makes this a 409 and a retry.
@@ -367,7 +416,8 @@ async def publish(ctx: Context, namespace: str) -> None:
 
     An edge whose spec cannot be parsed keeps its last valid publication (``status.publication``,
     see publication.py): a typo must never withdraw a serving edge from the firewall ranges or
-    the token API. A namespace without edges gets empty documents, not missing ConfigMaps."""
+    the token API. Once its last edge is gone a namespace keeps empty documents, not missing
+    ConfigMaps."""
     kube, cfg = ctx.kube, ctx.config
     edge_bodies = [e for e in await kube.list(k8s.RELAY_EDGES, namespace) if not _deleting(e)]
     gateway_bodies = [
@@ -399,6 +449,9 @@ async def publish(ctx: Context, namespace: str) -> None:
         for pub, body in published
     )
     ctx.metrics.edges.labels(namespace).set(len(published))
+    # Without edges the documents become empty, but only where they exist: a namespace that
+    # never had edges, or one being deleted, gets nothing created.
+    any_edges = bool(published)
     current = await kube.get(k8s.CONFIGMAPS, namespace, labels.IP_RANGES)
     if (
         current is None
@@ -406,7 +459,11 @@ async def publish(ctx: Context, namespace: str) -> None:
         or not _has_labels(current)
     ):
         await _put_configmap(
-            ctx, namespace, labels.IP_RANGES, ranges.configmap_data(doc, k8s.timestamp())
+            ctx,
+            namespace,
+            labels.IP_RANGES,
+            ranges.configmap_data(doc, k8s.timestamp()),
+            any_edges,
         )
     text = directory.render([pub for pub, _ in published], cfg.global_host)
     current = await kube.get(k8s.CONFIGMAPS, namespace, labels.EDGE_DIRECTORY)
@@ -416,7 +473,7 @@ async def publish(ctx: Context, namespace: str) -> None:
         or not _has_labels(current)
     ):
         await _put_configmap(
-            ctx, namespace, labels.EDGE_DIRECTORY, {labels.EDGE_DIRECTORY_KEY: text}
+            ctx, namespace, labels.EDGE_DIRECTORY, {labels.EDGE_DIRECTORY_KEY: text}, any_edges
         )
 
 
@@ -444,6 +501,8 @@ class Reconciler:
     locks: dict[Key_, asyncio.Lock] = field(default_factory=dict)
     queued: set[Key_] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    outages: Outages = field(default_factory=lambda: Outages(log))
+    published: set[str] = field(default_factory=set)  # namespaces published by this process
 
     async def run(self, kind: str, namespace: str, name: str) -> None:
         key = (kind, namespace, name)
@@ -458,13 +517,19 @@ class Reconciler:
         try:
             if kind == NAMESPACE:
                 await publish(ctx, namespace)
+                self.published.add(namespace)
                 return
-            result = await self._object(kind, namespace, name)
+            result, publishes = await self._object(kind, namespace, name)
             if result == "retry":
                 return
-            await self.run(NAMESPACE, namespace, "")
-            if kind == EDGE:
-                await self.wake_gateways(namespace, name)
+            # Only when something published may have changed (a resync that changes nothing
+            # publishes nothing; the first reconcile in a namespace always does, to repair what
+            # changed while no operator ran), and once per namespace per burst of changes: a
+            # publish reads every edge of the namespace.
+            if publishes or namespace not in self.published:
+                self.schedule(NAMESPACE, namespace, "", delay=PUBLISH_DELAY)
+                if kind == EDGE:
+                    await self.wake_gateways(namespace, name)
         except SpecError:
             result = "invalid"
             raise
@@ -479,46 +544,55 @@ class Reconciler:
                 ctx.metrics.reconciles.labels(kind, result).inc()
                 ctx.metrics.duration.labels(kind).observe(time.monotonic() - started)
 
-    async def _object(self, kind: str, namespace: str, name: str) -> str:
+    async def _object(self, kind: str, namespace: str, name: str) -> tuple[str, bool]:
         """Reconcile one RelayEdge or StreamGateway as it is now: "success", "gone", or "retry"
-        (it changed while being reconciled: reconciled again at once). A failure other than an
-        invalid spec is reported in its status, then raised."""
+        (it changed while being reconciled: reconciled again at once), and whether what it
+        publishes may have changed. A failure other than an invalid spec is reported in its
+        status, then raised."""
         res = k8s.RELAY_EDGES if kind == EDGE else k8s.STREAM_GATEWAYS
         body = await self.ctx.kube.get(res, namespace, name)
         if body is None or _deleting(body):
-            return "gone"
+            return "gone", True
         try:
-            await (reconcile_edge if kind == EDGE else reconcile_gateway)(self.ctx, body)
+            publishes = await (reconcile_edge if kind == EDGE else reconcile_gateway)(
+                self.ctx, body
+            )
         except st.Stale:
             self.schedule(kind, namespace, name)
-            return "retry"
+            return "retry", False
         except SpecError:
             raise  # reported on the object already
         except Exception as exc:
             await st.failed(self.ctx.kube, res, body, f"{type(exc).__name__}: {exc}")
             raise
-        return "success"
+        return "success", publishes
 
     async def wake_gateways(self, namespace: str, edge: str) -> None:
         for body in await self.ctx.kube.list(k8s.STREAM_GATEWAYS, namespace):
             if (body.get("spec") or {}).get("edge") == edge:
                 self.schedule(GATEWAY, namespace, body["metadata"]["name"])
 
-    def schedule(self, kind: str, namespace: str, name: str) -> None:
+    def schedule(self, kind: str, namespace: str, name: str, delay: float = 0.0) -> None:
+        """Reconcile soon (after ``delay``); a trigger while one is queued is absorbed by it."""
         key = (kind, namespace, name)
         if key in self.queued:
             return
         self.queued.add(key)
 
         async def job() -> None:
+            work = f"reconcile of {kind} {namespace}/{name}".replace(" /", " ")
             try:
+                if delay:
+                    await asyncio.sleep(delay)
                 await self.run(kind, namespace, name)
             except SpecError:
                 pass  # reported in the object's status already
             except Exception as exc:  # the next trigger or the resync timer retries
-                log.warning("reconcile of %s %s/%s failed: %s", kind, namespace, name, exc)
+                self.outages.failed(work, exc)
                 await asyncio.sleep(self.ctx.config.retry_delay)
                 self.schedule(kind, namespace, name)
+            else:
+                self.outages.succeeded(work)
 
         task = asyncio.get_running_loop().create_task(job())
         self.tasks.add(task)

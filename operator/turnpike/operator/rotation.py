@@ -2,10 +2,15 @@
 
 `register` adds the handlers to an operator's kopf registry:
 
-* a daemon per keyring Secret (any Secret named ``--keyring-secret`` in a watched namespace) that
-  calls `Rotator.tick` every ``check_interval`` seconds. kopf stops daemons while another operator
-  replica holds priority (peering), so only the active replica rotates;
-* on RelayEdge create/resume, `Rotator.ensure` creates the namespace's keyring Secret if missing.
+* a daemon per RelayEdge that calls `Rotator.tick` on its namespace's keyring Secret every
+  ``check_interval`` seconds (at most one tick per namespace and interval, however many edges).
+  kopf stops daemons while another operator replica holds priority (peering), so only the
+  active replica rotates. The daemons live on the edges, which carry the operator's finalizer
+  anyway, and not on the Secret: a kopf daemon puts a finalizer on its object, and a finalizer
+  on the Secret would hang its deletion (and the namespace's) once the operator is gone;
+* on RelayEdge create/resume, `Rotator.ensure` creates the namespace's keyring Secret if missing;
+* events of the keyring Secret (label-selected: no other Secret reaches the operator) recreate a
+  deleted one and remove a finalizer an older version left on it.
 
 All rotation state lives in the Secret (see `rotation_state`), so each tick starts from what the
 API server says and a killed operator resumes where it stopped.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +29,7 @@ import kopf
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from turnpike.core.keyring import Keyring, KeyringError
+from turnpike.operator import labels
 from turnpike.operator.keyring_secret import (
     Cluster,
     Conflict,
@@ -32,7 +39,8 @@ from turnpike.operator.keyring_secret import (
     ensure_secret,
     probe_all,
 )
-from turnpike.operator.kube import RELAY_EDGES, Kube
+from turnpike.operator.kube import RELAY_EDGES, SECRETS, ApiError, Kube
+from turnpike.operator.outages import Outages
 from turnpike.operator.rotation_settings import RotationSettings
 from turnpike.operator.rotation_state import (
     A_REVOKE,
@@ -211,20 +219,23 @@ def register(
     def is_keyring(name: str | None, **_: Any) -> bool:
         return name == settings.secret_name
 
-    kopf.daemon(
-        "v1",
-        "secrets",
-        when=is_keyring,
-        id="keyring-rotation",
-        cancellation_timeout=5,
-        registry=registry,
-    )(_daemon(engine))
-    edges, hook = (RELAY_EDGES.group, RELAY_EDGES.version, RELAY_EDGES.plural), _edge_hook(engine)
+    # The daemons live on the RelayEdges (which carry the operator's finalizer anyway), never on
+    # the Secret: a kopf daemon puts a finalizer on its object.
+    edges = (RELAY_EDGES.group, RELAY_EDGES.version, RELAY_EDGES.plural)
+    kopf.daemon(*edges, id="keyring-rotation", cancellation_timeout=5, registry=registry)(
+        _daemon(engine)
+    )
+    hook = _edge_hook(engine)
     for on in (kopf.on.create, kopf.on.resume):
         on(*edges, id="keyring-secret", registry=registry)(hook)
-    kopf.on.event("v1", "secrets", when=is_keyring, id="keyring-recreate", registry=registry)(
-        _recreate(engine, cluster)
-    )
+    kopf.on.event(
+        "v1",
+        "secrets",
+        labels=labels.MANAGED,
+        when=is_keyring,
+        id="keyring-recreate",
+        registry=registry,
+    )(_keyring_events(engine, cluster))
 
     async def close(**_: Any) -> None:
         await cluster.close()
@@ -234,22 +245,31 @@ def register(
 
 
 def _daemon(engine: Rotator) -> Any:
-    """One tick every check interval for each keyring Secret, one at a time per Secret."""
+    """One tick every check interval for each namespace's keyring Secret, however many edges the
+    namespace has (each edge's daemon skips a namespace another one just ticked); a failing tick
+    is logged once per cause, not once per tick."""
     locks: dict[str, asyncio.Lock] = {}
+    last_tick: dict[str, float] = {}  # namespace → loop time of its last tick
+    outages = Outages(log)
 
-    async def keyring_daemon(
-        name: str, namespace: str | None, stopped: kopf.DaemonStopped, logger: Any, **_: Any
-    ) -> None:
+    async def keyring_daemon(namespace: str | None, stopped: kopf.DaemonStopped, **_: Any) -> None:
         if namespace is None:
             return
-        lock = locks.setdefault(f"{namespace}/{name}", asyncio.Lock())
+        interval = engine.settings.check_interval
+        lock = locks.setdefault(namespace, asyncio.Lock())
+        loop = asyncio.get_running_loop()
         while not stopped:
             async with lock:
-                try:
-                    await engine.tick(namespace, name)
-                except Exception:  # keep going; the next tick starts from the Secret again
-                    logger.exception("keyring rotation step failed; retrying")
-            await stopped.wait(engine.settings.check_interval)
+                if loop.time() - last_tick.get(namespace, -math.inf) >= interval / 2:
+                    last_tick[namespace] = loop.time()
+                    work = f"keyring rotation in {namespace}"
+                    try:
+                        await engine.tick(namespace, engine.settings.secret_name)
+                    except Exception as exc:  # the next tick starts from the Secret again
+                        outages.failed(work, exc)
+                    else:
+                        outages.succeeded(work)
+            await stopped.wait(interval)
 
     return keyring_daemon
 
@@ -264,20 +284,44 @@ def _edge_hook(engine: Rotator) -> Any:
     return edge_needs_keyring
 
 
-def _recreate(engine: Rotator, cluster: KubeCluster) -> Any:
-    """Relay and token pods mount the Secret as a required volume: deleted while the namespace
-    still has edges, any pod that restarts would never start. Recreate it (with a new key; the
-    old keys went with the Secret) rather than wait for the next edge to appear."""
+def _keyring_events(engine: Rotator, cluster: KubeCluster) -> Any:
+    """The keyring Secret's events (label-selected: no other Secret reaches the operator).
+    Deleted while the namespace still has edges: recreated (with a new key; the old keys went
+    with the Secret), since relay and token pods mount it as a required volume and any pod that
+    restarts would never start. Otherwise: a finalizer an older version left on it is removed."""
 
-    async def keyring_deleted(namespace: str | None, type: str | None, **_: Any) -> None:
-        if type != "DELETED" or namespace is None:
+    async def keyring_event(body: Any, namespace: str | None, type: str | None, **_: Any) -> None:
+        if namespace is None:
+            return
+        if type != "DELETED":
+            await release_secret(cluster.kube, namespace, body)
             return
         if await cluster.kube.list(RELAY_EDGES, namespace):
             name = engine.settings.secret_name
             log.warning("keyring Secret %s/%s was deleted; recreating it", namespace, name)
             await engine.ensure(namespace)
 
-    return keyring_deleted
+    return keyring_event
+
+
+_OLD_FINALIZERS = (labels.FINALIZER, labels.KOPF_DEFAULT_FINALIZER)
+
+
+async def release_secret(kube: Kube, namespace: str, body: Any) -> None:
+    """Remove the finalizer an older version's daemon put on the keyring Secret (nothing of this
+    version adds one), so deleting the Secret or its namespace never waits for the operator."""
+    meta = body.get("metadata") or {}
+    held = list(meta.get("finalizers") or [])
+    kept = [f for f in held if f not in _OLD_FINALIZERS]
+    if kept == held:
+        return
+    patch = {"metadata": {"finalizers": kept or None, "resourceVersion": meta["resourceVersion"]}}
+    try:
+        await kube.patch(SECRETS, namespace, meta["name"], patch)
+    except ApiError as exc:
+        if exc.status not in (404, 409):  # gone, or changed: the next event tries again
+            raise
+    log.info("removed the old finalizer from Secret %s/%s", namespace, meta["name"])
 
 
 async def ensure_keyring_secret(engine: Rotator, namespace: str) -> bool:

@@ -5,10 +5,10 @@ Secret (its data and its annotations together), so an operator killed anywhere r
 Secret alone:
 
 ``stable``      one signing key (plus retired keys still honoured).
-``adding``      a new key is in the keyring, accepted but not signing; wait until every ready relay
-                and token pod reports it loaded, because a relay that has not loaded it would refuse
-                the first credentials signed with it.
-``switching``   the new key signs; wait until every ready pod reports it as the signing key,
+``adding``      a new key is in the keyring, accepted but not signing; wait until every started
+                relay and token pod (Ready or not) reports it loaded, because a relay that has not
+                loaded it would refuse the first credentials signed with it.
+``switching``   the new key signs; wait until every started pod reports it as the signing key,
                 because a token pod that has not reloaded still signs with the old key. Only then
                 does the old key's retirement clock start.
 
@@ -207,7 +207,7 @@ class Look:
     state: RotationState
     now: float
     reports: list[PodReport] | None = None
-    """The ready pods' reports; None: not asked (`needs_reports` says when they are needed, so a
+    """The started pods' reports; None: not asked (`needs_reports` says when they are needed, so a
     stable keyring costs no HTTP requests)."""
     rotate_now: bool = False
     """Someone asked to rotate now (the rotate-now annotation)."""
@@ -317,7 +317,7 @@ def _remove_retired(look: Look, settings: RotationSettings) -> Step | None:
 
 
 def _promote(look: Look, settings: RotationSettings) -> Step | None:
-    """Adding: once every ready pod has loaded the candidate, it signs."""
+    """Adding: once every started pod has loaded the candidate, it signs."""
     state, now, reports = look.state, look.now, look.reports
     assert reports is not None and state.candidate is not None
     candidate = state.candidate
@@ -340,7 +340,7 @@ def _promote(look: Look, settings: RotationSettings) -> Step | None:
             blocked=None,
         ),
         "KeyPromoted",
-        f"key {candidate} signs new credentials; every ready pod ({len(reports)}) has "
+        f"key {candidate} signs new credentials; every started pod ({len(reports)}) has "
         f"loaded it; key {old} is accepted until retired",
         outcome="promoted",
         clear_rotate_now=look.rotate_now,
@@ -348,7 +348,7 @@ def _promote(look: Look, settings: RotationSettings) -> Step | None:
 
 
 def _complete(look: Look, settings: RotationSettings) -> Step | None:
-    """Switching: once every ready pod signs with the new key, the old keys' clocks start."""
+    """Switching: once every started pod signs with the new key, the old keys' clocks start."""
     state, now, reports = look.state, look.now, look.reports
     assert reports is not None and state.candidate is not None
     signer = state.candidate
@@ -368,7 +368,7 @@ def _complete(look: Look, settings: RotationSettings) -> Step | None:
             blocked=None,
         ),
         "KeyRotated",
-        f"every ready pod ({len(reports)}) signs with key {signer}",
+        f"every started pod ({len(reports)}) signs with key {signer}",
         outcome="completed",
         clear_rotate_now=look.rotate_now,
     )

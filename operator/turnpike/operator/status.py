@@ -12,9 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import kopf
-
-from turnpike.operator import conditions
+from turnpike.operator import conditions, events
 from turnpike.operator import kube as k8s
 from turnpike.operator.conditions import DEGRADED, Condition
 
@@ -57,13 +55,11 @@ async def write(
     raise Stale(body["metadata"]["name"])
 
 
-def event(body: Obj, reason: str, message: str, warning: bool = False) -> None:
-    """A Kubernetes Event on ``body`` (posted by kopf in the background)."""
-    try:
-        target: Any = body
-        (kopf.warn if warning else kopf.info)(target, reason=reason, message=message)
-    except LookupError:  # outside a running operator (unit tests): log only
-        log.info("event %s on %s: %s", reason, body["metadata"]["name"], message)
+def event(
+    body: Obj, reason: str, message: str, warning: bool = False, action: str = events.RECONCILE
+) -> None:
+    """A Kubernetes Event on ``body``, posted in the background."""
+    events.post(body, reason, message, warning=warning, action=action)
 
 
 def kept(body: Obj) -> Obj:
@@ -86,7 +82,8 @@ def warn_if_new(body: Obj, degraded: Condition, same_message: bool = False) -> N
     if same_message:
         repeat = repeat and was.get("message") == degraded.message
     if degraded.status and not repeat:
-        event(body, degraded.reason, degraded.message, warning=True)
+        action = events.VALIDATE if degraded.reason == "InvalidSpec" else events.RECONCILE
+        event(body, degraded.reason, degraded.message, warning=True, action=action)
 
 
 async def stuck(
