@@ -16,7 +16,9 @@ from turnpike.operator import events, handlers, labels, namespaces, rotation
 from turnpike.operator import kube as k8s
 from turnpike.operator.config import OperatorConfig
 from turnpike.operator.kopf_internals import Insights
+from turnpike.operator.loops import Leadership
 from turnpike.operator.metrics import Metrics
+from turnpike.operator.outages import Outages
 from turnpike.operator.reconcile import Context, Reconciler
 
 log = logging.getLogger("turnpike.operator")
@@ -165,8 +167,21 @@ async def run_operator(
     metrics = Metrics()
     reconciler = Reconciler(Context(kube, config, metrics))
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, reconciler, config.resync_interval)
-    rotation.register(registry, config.rotation, kube, metrics_registry=metrics.registry)
+    leadership = Leadership(
+        kube,
+        standalone=config.standalone,
+        peering_name=config.peering_name,
+        priority=config.priority,
+        clusterwide=not config.namespaces,
+    )
+    handlers.register(registry, reconciler)
+    rotation.register(
+        registry,
+        config.rotation,
+        kube,
+        metrics_registry=metrics.registry,
+        may_act=leadership.may_act,
+    )
 
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info()
@@ -185,6 +200,7 @@ async def run_operator(
     health: HealthServer | None = None
     drainer: asyncio.Task[None] | None = None
     keeper: asyncio.Task[None] | None = None
+    resyncer: asyncio.Task[None] | None = None
     try:
         if not config.standalone:
             await ensure_peering(kube, config)
@@ -217,6 +233,20 @@ async def run_operator(
         keeper = asyncio.create_task(
             namespaces.keep_complete(kube, insights, config.namespaces, peering_in)
         )
+
+        async def resync() -> None:
+            # A task of the operator, not a kopf timer: timers put finalizers on their objects.
+            outages = Outages(log)
+            while True:
+                await asyncio.sleep(config.resync_interval)
+                try:
+                    await handlers.resync(reconciler, leadership.may_act)
+                except Exception as exc:  # retried at the next interval
+                    outages.failed("resync", exc)
+                else:
+                    outages.succeeded("resync")
+
+        resyncer = asyncio.create_task(resync())
         liveness = None
         if liveness_address is not None:
             liveness = f"http://{liveness_address}/healthz"
@@ -233,7 +263,7 @@ async def run_operator(
             ready_flag=ready,
         )
     finally:
-        for task in (drainer, keeper):
+        for task in (drainer, keeper, resyncer):
             if task is not None:
                 task.cancel()
         await reconciler.close()
