@@ -90,6 +90,8 @@ class _QuietWatchHandlers(logging.Filter):
 
 def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    # No handler of this version needs a finalizer; naming the one older versions used lets
+    # kopf recognise it (and remove it, as finalizers.release does too).
     settings.persistence.finalizer = FINALIZER
     # Progress and the last-handled spec live in annotations, leaving status to the conditions.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="turnpike.io")

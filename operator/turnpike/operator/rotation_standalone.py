@@ -4,6 +4,7 @@
 this module exists for running and testing rotation by itself, with its settings read from the
 same ``TURNPIKE_*`` variables as the operator's flags and credentials found exactly as the
 operator finds them (`main.connection_info`: service account in a pod, else ``KUBECONFIG``).
+It does not consult peering (no ``may_act``): run one replica of it only.
 """
 
 from __future__ import annotations
