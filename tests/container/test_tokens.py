@@ -1,5 +1,6 @@
-"""The token API from the image, in the pod the chart renders: it answers the Tokens API with
-credentials any relay holding the mounted keyring accepts."""
+"""The token API from the image (built with Podman, and with Docker), in the pod the chart
+renders: it answers the Tokens API with credentials any relay holding the mounted keyring
+accepts."""
 
 from __future__ import annotations
 
@@ -32,9 +33,13 @@ ACCOUNT, TOKEN, SECRET = "AC" + "5" * 32, "auth-token", "tokens-secret"
 KEYRING = {"keys": [{"id": "k1", "secret": SECRET, "signing": True}]}
 
 
+# The image from each engine (the Docker-built one is the Podman-built one's twin, see
+# test_image.py): a real component answering from both.
+@pytest.mark.parametrize("built_by", ["image", "docker_image"], ids=["podman", "docker"])
 async def test_tokens_container_answers_the_tokens_api(
-    podman: Podman, image: str, tmp_path: Path
+    podman: Podman, built_by: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    image = request.getfixturevalue(built_by)
     deployment = workload_named(render_chart(chart_values(image)), "Deployment", "-tokens")
     spec = pod_spec(deployment)
     container = container_named(spec, "tokens")

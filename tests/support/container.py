@@ -1,18 +1,19 @@
 """The turnpike image under test, and pods run from it as a kubelet would run them.
 
 `build_image` runs scripts/image with Podman on storage of its own (under the user's cache
-directory, so the layer cache and the Debian-built base survive between sessions and the host's
-own Podman storage is never touched). `PodRun` turns a rendered pod spec (from the chart or the
-operator) into `podman run` flags: the user, group and fsGroup, read-only root filesystem,
-no-new-privileges, capabilities, sysctls, args, env and envFrom, and Secret, ConfigMap and
-emptyDir volumes as the kubelet lays them out (files owned by root and the fsGroup, with the
-rendered modes, mounted read-only where the pod says so).
+directory, so the layer cache and the Debian-built base survive between sessions and the host's own
+Podman storage is never touched), or with Docker: the script's private dockerd, its store next to
+Podman's; that image is loaded into the test Podman from its `docker save` archive. `PodRun` turns
+a rendered pod spec (from the chart or the operator) into `podman run` flags: the user, group and
+fsGroup, read-only root filesystem, no-new-privileges, capabilities, sysctls, args, env and
+envFrom, and Secret, ConfigMap and emptyDir volumes as the kubelet lays them out (files owned by
+root and the fsGroup, with the rendered modes, mounted read-only where the pod says so).
 
 Networking is the one deliberate difference: a container runs on the host network, and each
-wildcard listen address in the args and environment ("0.0.0.0:PORT") is rewritten to the
-loopback address and free port the test chose for it (an unmapped wildcard is an error, so no
-container ever listens on the host's real interfaces), or in a network namespace the test made.
-What a test adds to a pod (a kubeconfig instead of a service account, a test CA) is named in
+wildcard listen address in the args and environment ("0.0.0.0:PORT") is rewritten to the loopback
+address and free port the test chose for it (an unmapped wildcard is an error, so no container ever
+listens on the host's real interfaces), or in a network namespace the test made. What a test adds
+to a pod (a kubeconfig instead of a service account, a test CA) is named in
 ``extra_files``/``extra_env``. Podman's one semantic difference from a kubelet's runtime, ambient
 capabilities for non-root users, is undone at start (`PodRun.entrypoint`).
 """
@@ -86,19 +87,33 @@ def require_root_podman() -> Podman:
 
 
 def scripts_image(
-    podman: Podman, image: str, *args: str, context: Path = ROOT
+    podman: Podman, image: str, *args: str, context: Path = ROOT, engine: str = "podman"
 ) -> subprocess.CompletedProcess[str]:
-    """scripts/image of the tree at ``context``, with this Podman."""
-    env = {**podman.env, "ENGINE": "podman", "IMAGE": image}
+    """scripts/image of the tree at ``context``, with this Podman, or (engine "docker") with a
+    private Docker daemon of the script's own whose store is kept next to Podman's."""
+    env = {**podman.env, "ENGINE": engine, "IMAGE": image}
+    if engine == "docker":
+        env |= {"PRIVATE_DOCKERD": "1", "DOCKER_DATA_ROOT": str(docker_data_root())}
     script = context / "scripts" / "image"
     return subprocess.run(
         [str(script), *args], env=env, capture_output=True, text=True, check=False
     )
 
 
-def build_image(podman: Podman, image: str, output: Path) -> str:
+def docker_data_root() -> Path:
+    return state_dir() / "dockerd"
+
+
+def require_docker() -> None:
+    """Debian's dockerd and its docker client (20.10, BuildKit built in); under CI=true a
+    missing one fails."""
+    require_tool("dockerd", "apt-get install docker.io")
+    require_tool("/usr/bin/docker", "apt-get install docker.io")
+
+
+def build_image(podman: Podman, image: str, output: Path, engine: str = "podman") -> str:
     """scripts/image --output; a failed build fails the test with the build's output."""
-    proc = scripts_image(podman, image, "--output", str(output))
+    proc = scripts_image(podman, image, "--output", str(output), engine=engine)
     text = proc.stdout + proc.stderr
     if proc.returncode != 0:
         pytest.fail(f"scripts/image failed ({proc.returncode}):\n{text[-6000:]}")
