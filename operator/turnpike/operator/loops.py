@@ -83,8 +83,10 @@ class Leadership:
         peering_name: str,
         priority: int,
         clusterwide: bool,
+        mandatory: bool = True,
     ) -> None:
         self._kube = kube
+        self._mandatory = mandatory
         self._standalone = standalone
         self._name = peering_name
         self._priority = priority
@@ -98,7 +100,8 @@ class Leadership:
         else:
             record = await self._kube.get(k8s.PEERINGS, namespace, self._name)
         if record is None:
-            return False  # kopf does not act without its peering record either
+            # kopf does not act without its peering record when peering is mandatory either.
+            return not self._mandatory
         now = datetime.datetime.now(datetime.UTC)
         alive = [
             int(peer.get("priority", 0))

@@ -175,6 +175,7 @@ async def run_operator(
         peering_name=config.peering_name,
         priority=config.priority,
         clusterwide=not config.namespaces,
+        mandatory=not config.standalone,
     )
     handlers.register(registry, reconciler)
     rotation.register(
