@@ -84,10 +84,14 @@ def _register_owner(
     ) -> None:
         if namespace is None:
             return
-        if type == "DELETED":
-            await deleted(namespace, name)
-        else:
+        if type != "DELETED":
             await finalizers.release(reconciler.ctx.kube, resource, namespace, body)
+            return
+        # Gone: republish from the live objects (a scheduled publish is retried until it works;
+        # an event handler's failure would only be logged).
+        reconciler.schedule(NAMESPACE, namespace, "")
+        if kind == EDGE:
+            await reconciler.wake_gateways(namespace, name)
 
     async def deleted(namespace: str | None, name: str, **_: Any) -> None:
         if namespace is None:
