@@ -42,9 +42,6 @@ class NamespaceLoops:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._outages = Outages(log)
 
-    def running(self) -> frozenset[str]:
-        return frozenset(self._tasks)
-
     def start(self, namespace: str) -> None:
         if namespace not in self._tasks:
             self._tasks[namespace] = asyncio.create_task(self._loop(namespace))

@@ -37,7 +37,7 @@ from turnpike.operator.keyring_secret import (
     ensure_secret,
     probe_all,
 )
-from turnpike.operator.kube import RELAY_EDGES, SECRETS, Kube
+from turnpike.operator.kube import RELAY_EDGES, SECRETS, ApiError, Kube
 from turnpike.operator.loops import NamespaceLoops
 from turnpike.operator.rotation_settings import RotationSettings
 from turnpike.operator.rotation_state import (
@@ -295,7 +295,13 @@ def _keyring_events(engine: Rotator, cluster: KubeCluster) -> Any:
         if await cluster.kube.list(RELAY_EDGES, namespace):
             name = engine.settings.secret_name
             log.warning("keyring Secret %s/%s was deleted; recreating it", namespace, name)
-            await engine.ensure(namespace)
+            try:
+                await engine.ensure(namespace)
+            except ApiError as exc:
+                # The namespace itself is being deleted (its edges go too, none holds it).
+                if exc.status != 403 or "being terminated" not in exc.message:
+                    raise
+                log.info("not recreating %s/%s: the namespace is being deleted", namespace, name)
 
     return keyring_event
 
