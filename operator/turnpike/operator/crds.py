@@ -44,6 +44,7 @@ _IPV6_CIDR = f"{_ipv6()}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?"
 # An IP address or CIDR: IPv4 with a prefix of at most 32, IPv6 with at most 128. Written with
 # character classes, not backslashes, so the same text is valid in CEL, RE2 and Python.
 CIDR_REGEX = f"^({_IPV4_CIDR}|{_IPV6_CIDR})$"
+IP_REGEX = f"^({_OCTET}([.]{_OCTET}){{3}}|{_ipv6()})$"  # an address, no prefix
 _HOSTNAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 # A ConfigMap or Secret key: it becomes a file name in the mounted volume.
 CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
@@ -555,6 +556,22 @@ def _sip() -> Schema:
                 "digest realm: sources outside trustedCidrs may authenticate with the accounts "
                 "file's sipCredentials",
                 maxLength=128,
+            ),
+            "announceAddress": _string(
+                "public address the gateway puts in SDP and Contact (callers behind the "
+                "cluster's NAT or LoadBalancer reach it there); default: the LoadBalancer "
+                "Service's ingress IP, else the pod's address",
+                maxLength=45,
+                **{
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": f"self.matches('{IP_REGEX}')",
+                            "message": "must be an IP address, such as 203.0.113.7 or 2001:db8::7",
+                            "messageExpression": "'\"' + self + '\" is not an IP address, such "
+                            "as 203.0.113.7 or 2001:db8::7'",
+                        }
+                    ]
+                },
             ),
             "inviteRate": _integer(
                 "new INVITEs a second from one source address, in bursts of five seconds' worth "

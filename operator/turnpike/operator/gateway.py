@@ -16,7 +16,9 @@ NUMBERS_DIR = "/etc/turnpike/numbers"
 TLS_DIR = "/etc/turnpike/tls"
 
 
-def gateway_config(gateway: StreamGateway) -> dict[str, str]:
+def gateway_config(gateway: StreamGateway, announce: str | None = None) -> dict[str, str]:
+    """The gateway's settings; ``announce`` is the public address for SDP and Contact
+    (``--sip-announce-ip``), None for the pod's own."""
     data = {
         "TURNPIKE_LISTEN": f"0.0.0.0:{gateway.port}",
         "TURNPIKE_ACCOUNTS": f"{ACCOUNTS_DIR}/accounts.json",
@@ -40,6 +42,8 @@ def gateway_config(gateway: StreamGateway) -> dict[str, str]:
             data["TURNPIKE_SIP_REALM"] = sip.realm
         if sip.invite_rate is not None:
             data["TURNPIKE_SIP_INVITE_RATE"] = str(sip.invite_rate)
+        if announce is not None:
+            data["TURNPIKE_SIP_ANNOUNCE_IP"] = announce
         if sip.tls_port is not None:
             data["TURNPIKE_SIP_TLS"] = f"0.0.0.0:{sip.tls_port}"
             data["TURNPIKE_TLS_CERT"] = f"{TLS_DIR}/tls.crt"
@@ -216,8 +220,8 @@ def service(gateway: StreamGateway, owner: Obj) -> Obj:
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
 
 
-def children(gateway: StreamGateway, owner: Obj) -> list[Obj]:
-    config = gateway_config(gateway)
+def children(gateway: StreamGateway, owner: Obj, announce: str | None = None) -> list[Obj]:
+    config = gateway_config(gateway, announce)
     return [
         {
             "apiVersion": "v1",

@@ -13,6 +13,8 @@
 - Watch events on children, the pods of edges and gateways (all selected by the operator's
   managed-by label: nothing else reaches it), and nodes → schedule a reconcile of the owner
   (drift repair, address discovery). Node events also keep the node cache (nodes.py) current.
+  The watches' initial listing at start-up schedules nothing: every owner's resume handler
+  reconciles it then, once (a later re-listing of an object already seen still does).
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def _register_owner(
             return
         # Gone: republish from the live objects (a scheduled publish is retried until it works;
         # an event handler's failure would only be logged).
-        reconciler.schedule(NAMESPACE, namespace, "")
+        reconciler.schedule_publish(namespace)
         if kind == EDGE:
             await reconciler.wake_gateways(namespace, name)
 
@@ -120,17 +122,26 @@ async def resync(reconciler: Reconciler, may_act: Callable[[str], Awaitable[bool
         if namespace not in allowed:
             allowed[namespace] = await may_act(namespace)
             if allowed[namespace]:
-                reconciler.schedule(NAMESPACE, namespace, "")
+                reconciler.schedule_publish(namespace)
         if allowed[namespace]:
             reconciler.schedule(kind, namespace, name)
 
 
 def _child_events(reconciler: Reconciler) -> Any:
     """A child changed: reconcile its owner; a published ConfigMap changed: republish."""
+    seen: set[tuple[str, str, str]] = set()
 
     async def child_event(body: Any, type: Any, namespace: str | None, **_: Any) -> None:
         if namespace is None:
             return
+        key = (str(body.get("kind")), namespace, str(body.get("metadata", {}).get("name")))
+        first = key not in seen
+        if type == "DELETED":
+            seen.discard(key)
+        else:
+            seen.add(key)
+        if first and type is None:
+            return  # the initial listing: the owners' resume handlers reconcile them
         owner = _owner(body)
         published = body.get("metadata", {}).get("name") in (
             labels.IP_RANGES,
@@ -139,7 +150,8 @@ def _child_events(reconciler: Reconciler) -> Any:
         if owner is not None:
             reconciler.schedule(owner[0], namespace, owner[1])
         elif published and type in ("DELETED", "MODIFIED"):
-            reconciler.schedule(NAMESPACE, namespace, "")
+            # Mostly the operator's own publish coming back: spaced like any other publish.
+            reconciler.schedule_publish(namespace)
 
     return child_event
 
@@ -162,9 +174,12 @@ def _pod_events(reconciler: Reconciler) -> Any:
         )
         if placements.get(key) == placement:
             return
+        first = key not in placements
         placements[key] = placement
         if type == "DELETED":
             placements.pop(key, None)
+        if first and type is None:
+            return  # the initial listing: the owners' resume handlers reconcile them
         pod_labels = meta.get("labels") or {}
         if labels.GATEWAY in pod_labels:
             reconciler.schedule(GATEWAY, namespace, pod_labels[labels.GATEWAY])

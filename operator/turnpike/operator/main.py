@@ -178,11 +178,14 @@ async def run_operator(
         mandatory=not config.standalone,
     )
     handlers.register(registry, reconciler)
+    # The edges' reconcile creates the keyring Secret: rotation adds no second changing handler
+    # to RelayEdges (see rotation.register).
     rotation.register(
         registry,
         config.rotation,
         kube,
         metrics_registry=metrics.registry,
+        edge_hooks=False,
         may_act=leadership.may_act,
     )
 

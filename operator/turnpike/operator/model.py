@@ -43,6 +43,16 @@ def _cidrs(values: Any, field: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _ip(value: Any, field: str) -> str | None:
+    """An IP address (no prefix), or None when absent."""
+    if value is None or value == "":
+        return None
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError:
+        raise SpecError(f"{field}: {value!r} is not an IP address") from None
+
+
 def _port_range(value: Any, field: str, default: Obj) -> tuple[int, int]:
     value = value or default
     low, high = int(value["min"]), int(value["max"])
@@ -300,6 +310,7 @@ class SipSettings:
     tls_port: int | None = None  # SIP over TLS, with the certificate in tls_secret
     tls_secret: str = ""
     invite_rate: int | None = None  # None: the gateway's default
+    announce_address: str | None = None  # None: discovered (LoadBalancer) or the pod's address
 
     @classmethod
     def parse(cls, spec: Any) -> SipSettings | None:
@@ -320,6 +331,7 @@ class SipSettings:
             numbers_key=_config_key(numbers.get("key") or "numbers.json", "spec.sip.numbers.key"),
             **_sip_tls(spec.get("tls")),
             invite_rate=_count(spec.get("inviteRate"), "spec.sip.inviteRate"),
+            announce_address=_ip(spec.get("announceAddress"), "spec.sip.announceAddress"),
         )
 
 

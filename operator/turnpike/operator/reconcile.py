@@ -45,7 +45,10 @@ EDGE = "RelayEdge"
 GATEWAY = "StreamGateway"
 NAMESPACE = "Namespace"
 NOT_DEGRADED = Condition(DEGRADED, False, "AsExpected", "no errors")
-PUBLISH_DELAY = 0.2  # seconds a namespace's publish waits for more changes to fold in
+# A namespace publishes at once after a quiet spell, then at most once per PUBLISH_SPACING while
+# changes keep coming: a burst of N edge reconciles costs about burst/SPACING publishes, not N, and
+# the last change of a burst is published within SPACING (plus one publish's own time).
+PUBLISH_SPACING = 0.2
 
 __all__ = ["EDGE", "GATEWAY", "NAMESPACE", "Context", "Reconciler", "readiness"]
 
@@ -57,6 +60,7 @@ class Context:
     metrics: Metrics
     nodes: NodeCache = field(init=False)
     keyrings: set[str] = field(default_factory=set)  # namespaces whose keyring Secret was ensured
+    keyring_checks: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # under way
     settled: dict[str, Any] = field(default_factory=dict)  # edge uid → generation cleaned up
 
     def __post_init__(self) -> None:
@@ -70,10 +74,23 @@ def _deleting(obj: Obj) -> bool:
 async def ensure_keyring(ctx: Context, namespace: str) -> None:
     """The keyring Secret relays mount, created when missing exactly as keyring rotation creates
     it (rotation owns it from then on). Checked once per namespace by this process: keyring
-    rotation watches the Secret and recreates it if it is deleted later."""
+    rotation watches the Secret and recreates it if it is deleted later. The reconciles of a
+    burst of new edges share one check instead of queueing for it one by one."""
     if namespace in ctx.keyrings:
         return
-    await ensure_secret(KubeCluster(ctx.kube), namespace, ctx.config.keyring_secret, time.time())
+    check = ctx.keyring_checks.get(namespace)
+    if check is None:
+        check = asyncio.ensure_future(_ensure_keyring(ctx, namespace))
+        ctx.keyring_checks[namespace] = check
+        check.add_done_callback(lambda _: ctx.keyring_checks.pop(namespace, None))
+    await asyncio.shield(check)  # one waiter cancelled does not cancel the others' check
+
+
+async def _ensure_keyring(ctx: Context, namespace: str) -> None:
+    name = ctx.config.keyring_secret
+    created = await ensure_secret(KubeCluster(ctx.kube), namespace, name, time.time())
+    if created is not None:
+        log.info("created keyring Secret %s/%s (key %s)", namespace, name, created.ids[0])
     ctx.keyrings.add(namespace)
 
 
@@ -273,7 +290,8 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> bool:
         return True
     changes: list[str] = []
     deployment: Obj = {}
-    for child in gateway.children(gw, body):
+    announce = await _sip_announce(ctx, gw)
+    for child in gateway.children(gw, body, announce):
         current = await _apply(ctx, body, child, changes)
         if child["kind"] == "Deployment":
             deployment = current
@@ -302,6 +320,21 @@ async def reconcile_gateway(ctx: Context, body: Obj) -> bool:
         news = f"bound to RelayEdge {gw.edge}" if fixed == "EdgeNotFound" else f"{fixed}: fixed"
         st.event(body, "Recovered", news)
     return publishes
+
+
+async def _sip_announce(ctx: Context, gw: StreamGateway) -> str | None:
+    """The address a SIP gateway announces in SDP and Contact: ``spec.sip.announceAddress``,
+    else its LoadBalancer Service's ingress IP once the cloud has assigned one (the Service's
+    status change re-runs this through the watch), else None: the pod's own address."""
+    if gw.sip is None:
+        return None
+    if gw.sip.announce_address is not None:
+        return gw.sip.announce_address
+    if gw.exposure.type != "LoadBalancer":
+        return None
+    svc = await ctx.kube.get(k8s.SERVICES, gw.namespace, labels.gateway_name(gw.name))
+    found = networks.load_balancer_ips(svc)
+    return found[0].rsplit("/", 1)[0] if found else None
 
 
 async def _gateway_problem(ctx: Context, gw: StreamGateway) -> Condition:
@@ -503,6 +536,7 @@ class Reconciler:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     outages: Outages = field(default_factory=lambda: Outages(log))
     published: set[str] = field(default_factory=set)  # namespaces published by this process
+    publish_started: dict[str, float] = field(default_factory=dict)  # namespace → monotonic time
 
     async def run(self, kind: str, namespace: str, name: str) -> None:
         key = (kind, namespace, name)
@@ -516,6 +550,7 @@ class Reconciler:
         result = "success"
         try:
             if kind == NAMESPACE:
+                self.publish_started[namespace] = started
                 await publish(ctx, namespace)
                 self.published.add(namespace)
                 return
@@ -527,7 +562,7 @@ class Reconciler:
             # changed while no operator ran), and once per namespace per burst of changes: a
             # publish reads every edge of the namespace.
             if publishes or namespace not in self.published:
-                self.schedule(NAMESPACE, namespace, "", delay=PUBLISH_DELAY)
+                self.schedule_publish(namespace)
                 if kind == EDGE:
                     await self.wake_gateways(namespace, name)
         except SpecError:
@@ -571,6 +606,13 @@ class Reconciler:
         for body in await self.ctx.kube.list(k8s.STREAM_GATEWAYS, namespace):
             if (body.get("spec") or {}).get("edge") == edge:
                 self.schedule(GATEWAY, namespace, body["metadata"]["name"])
+
+    def schedule_publish(self, namespace: str) -> None:
+        """Publish ``namespace`` at once if its last publish started PUBLISH_SPACING ago or more,
+        else when that much time has passed; a change while one is queued is folded into it."""
+        last = self.publish_started.get(namespace)
+        wait = 0.0 if last is None else last + PUBLISH_SPACING - time.monotonic()
+        self.schedule(NAMESPACE, namespace, "", delay=max(0.0, wait))
 
     def schedule(self, kind: str, namespace: str, name: str, delay: float = 0.0) -> None:
         """Reconcile soon (after ``delay``); a trigger while one is queued is absorbed by it."""

@@ -209,11 +209,18 @@ def register(
     clock: Clock = time.time,
     metrics_registry: CollectorRegistry | None = None,
     may_act: MayAct | None = None,
+    edge_hooks: bool = True,
 ) -> Rotator:
     """Add the rotation handlers to ``registry``. ``kube`` is the operator's REST client, or a
     function returning it once the operator has logged in; ``may_act(namespace)`` says whether
     this replica may rotate there now (`loops.Leadership`; None: always). Returns the engine
-    (for tests and for `ensure_keyring_secret`)."""
+    (for tests and for `ensure_keyring_secret`).
+
+    ``edge_hooks`` adds create/resume handlers on RelayEdges that create the keyring Secret. The
+    operator turns them off: its own reconcile creates the Secret, and a second changing handler
+    on the same object lets an update be lost (kopf runs one handler per processing cycle; a spec
+    change between the two cycles of a resume becomes an update whose reconcile kopf counts as
+    done by the resume's, which read the old spec)."""
     cluster = KubeCluster(kube)
     engine = Rotator(cluster, settings, clock, RotationMetrics(metrics_registry))
 
@@ -225,9 +232,10 @@ def register(
     edges = (RELAY_EDGES.group, RELAY_EDGES.version, RELAY_EDGES.plural)
     loops = NamespaceLoops(_tick(engine, may_act), settings.check_interval, "keyring rotation")
     kopf.on.event(*edges, id="keyring-rotation", registry=registry)(_edge_events(loops, cluster))
-    hook = _edge_hook(engine)
-    for on in (kopf.on.create, kopf.on.resume):
-        on(*edges, id="keyring-secret", registry=registry)(hook)
+    if edge_hooks:
+        hook = _edge_hook(engine)
+        for on in (kopf.on.create, kopf.on.resume):
+            on(*edges, id="keyring-secret", registry=registry)(hook)
     kopf.on.event(
         "v1",
         "secrets",

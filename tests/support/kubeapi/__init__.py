@@ -8,6 +8,9 @@ the operator under test and any child process all talk to it over 127.0.0.1)::
         api.url                         # http://127.0.0.1:PORT
 
 See ``store.py`` for what it emulates faithfully and ``simulate.py`` for the kubelet stand-in.
+``api.routes.requests`` logs every request; ``api.routes.observers`` are called with each request
+once its answer is ready, before it is sent, so a test can change the store at an exact point of
+a client's work (tests/operator/test_takeover.py).
 """
 
 from __future__ import annotations

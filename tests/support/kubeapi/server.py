@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -64,6 +65,10 @@ class Routes:
         self.store = store
         # (method, path, query, user agent) of every request, for tests that audit API usage.
         self.requests: list[tuple[str, str, str, str]] = []
+        # Called with each request once its answer is ready and before it is sent, on the
+        # emulator's loop: tests use one to change the store at an exact point of a client's work
+        # (what the client reads is fixed by then, what it reads next is not).
+        self.observers: list[Callable[[web.Request], None]] = []
 
     # -- discovery -----------------------------------------------------------------------------
 
@@ -100,9 +105,12 @@ class Routes:
         agent = request.headers.get("User-Agent", "")
         self.requests.append((request.method, request.path, request.query_string, agent))
         try:
-            return await self._handle(request)
+            response = await self._handle(request)
         except ApiError as exc:
             return _error(exc)
+        for observe in list(self.observers):
+            observe(request)
+        return response
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
