@@ -157,6 +157,28 @@ async def test_finalizers_delay_deletion(kube: Kube, ns: str) -> None:
     assert await kube.get(CONFIGMAPS, ns, "f") is None
 
 
+async def test_a_namespace_waits_for_its_objects_finalizers(kube: Kube, ns: str) -> None:
+    # As the API server: a deleted namespace is Terminating (no new objects) until every object
+    # in it is gone, and an object with a finalizer is gone only when the finalizer is.
+    await _install_crds(kube)
+    await kube.create(
+        RELAY_EDGES, ns, {**_edge("held"), "metadata": {"name": "held", "finalizers": ["keep"]}}
+    )
+    await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "free"}})
+    await kube.delete(NAMESPACES, None, ns)
+    terminating = await kube.get(NAMESPACES, None, ns)
+    assert terminating is not None and terminating["status"]["phase"] == "Terminating"
+    assert await kube.get(CONFIGMAPS, ns, "free") is None
+    held = await kube.get(RELAY_EDGES, ns, "held")
+    assert held is not None and held["metadata"]["deletionTimestamp"]
+    with pytest.raises(ApiError) as err:
+        await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "late"}})
+    assert err.value.status == 403
+    await kube.patch(RELAY_EDGES, ns, "held", {"metadata": {"finalizers": None}})
+    assert await kube.get(RELAY_EDGES, ns, "held") is None
+    assert await kube.get(NAMESPACES, None, ns) is None
+
+
 async def test_owner_deletion_collects_dependents(kube: Kube, ns: str) -> None:
     owner = await kube.create(CONFIGMAPS, ns, {"metadata": {"name": "owner"}})
     ref = {

@@ -407,6 +407,56 @@ async def test_with_two_replicas_only_the_active_one_rotates(
         await low.stop()
 
 
+async def test_a_running_replica_stops_rotating_when_a_higher_one_joins(
+    api: KubeAPI, kube: Kube, tmp_path: Path
+) -> None:
+    # Rotation is a task of the operator, not a kopf daemon: kopf's pause does not stop it, so
+    # it must read the peering itself and leave the ticks to the replica of higher priority.
+    ns = "rotation-handover"
+    with contextlib.suppress(Exception):
+        await kube.create(CRDS, None, crds.all_crds()["kopf.dev_kopfpeerings.yaml"])
+    await new_namespace(kube, ns)
+    await kube.create(PEERINGS, ns, {"metadata": {"name": "rotation-handover"}})
+    env = settings_env(rotation_interval=1.0, max_token_lifetime=1.0, max_allocation_lifetime=0.5)
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+
+    def replica(priority: int) -> Operator:
+        peering = ("--verbose", "--peering", "rotation-handover", "--priority", str(priority))
+        return Operator(kubeconfig, ns, env, peering=peering)
+
+    low, high = replica(100), replica(200)
+    await low.start()
+    try:
+        await wait_for(lambda: phase_is(kube, ns, "stable"), "the first replica's keyring")
+        await wait_for(
+            lambda: "signs new credentials" in low.output, "rotations by the first", timeout=30
+        )
+        await high.start()
+        await wait_for(
+            lambda: "Pausing operations in favour of" in low.output,
+            "the first replica pausing for the second",
+            timeout=30,
+        )
+
+        async def advanced_by(start: int, n: int) -> bool:
+            _, ann = await secret(kube, ns)
+            return int(ann[A_VERSION]) >= start + n
+
+        # A tick already under way when the pause came may still finish: start counting after
+        # the next rotation step.
+        _, ann = await secret(kube, ns)
+        await wait_for(lambda: advanced_by(int(ann[A_VERSION]), 1), "a step after the pause")
+        mark = len(low.output)
+        _, ann = await secret(kube, ns)
+        start = int(ann[A_VERSION])
+        await wait_for(lambda: advanced_by(start, 6), "rotations by the second", timeout=30)
+        assert "signs new credentials" in high.output
+        assert "signs new credentials" not in low.output[mark:]
+    finally:
+        await high.stop()
+        await low.stop()
+
+
 async def test_a_deleted_keyring_secret_comes_back_while_the_namespace_has_edges(
     api: KubeAPI, kube: Kube, tmp_path: Path
 ) -> None:

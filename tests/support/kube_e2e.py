@@ -243,8 +243,8 @@ async def new_namespace(kube: k8s.Kube, prefix: str) -> str:
 
 
 async def delete_namespace(kube: k8s.Kube, name: str) -> None:
-    """Delete our resources while an operator still runs (their finalizers need it), then the
-    namespace; on a real cluster this keeps namespaces from hanging in Terminating."""
+    """Delete our resources while an operator still runs (so it withdraws them, and removes any
+    finalizer an older version left), then the namespace."""
     for res in (k8s.STREAM_GATEWAYS, k8s.RELAY_EDGES):
         for obj in await kube.list(res, name):
             await kube.delete(res, name, obj["metadata"]["name"])

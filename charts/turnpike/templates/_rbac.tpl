@@ -22,7 +22,7 @@ Namespaced permissions: in the ClusterRole when the operator watches every names
 per watched namespace otherwise.
 */}}
 {{- define "turnpike.rbac.namespacedRules" -}}
-# its own resources: reconciled, with finalizers and kopf's progress annotations, and status
+# its own resources: reconciled, kopf's progress annotations, an old version's finalizer removed, and status
 - apiGroups: ["turnpike.io"]
   resources: ["relayedges", "streamgateways"]
   verbs: ["get", "list", "watch", "patch", "update"]

@@ -1,10 +1,15 @@
 """kopf handlers: thin, they only route to ``Reconciler``.
 
-- RelayEdge / StreamGateway create, update, resume and a resync timer → reconcile that object;
-  an invalid spec is a PermanentError (kopf stops retrying until the spec changes), API trouble
-  a TemporaryError (kopf retries).
-- delete (with kopf's finalizer) → republish the namespace without the object, so an edge leaves
-  the IP ranges and the directory before it is gone; owner references remove its children.
+- RelayEdge / StreamGateway create, update and resume → reconcile that object; an invalid spec
+  is a PermanentError (kopf stops retrying until the spec changes), API trouble a
+  TemporaryError (kopf retries). `resync` (a task of the operator, not a kopf timer) schedules
+  every served object again each resync interval.
+- delete → republish the namespace without the object: at once when the watch reports it gone,
+  and earlier when something else's finalizer holds it (an optional delete handler). No
+  finalizer of ours: deleting an edge or its namespace never waits for the operator, which may
+  be uninstalled. Publication is recomputed from the namespace's live edges, so a deletion
+  missed while the operator was down is corrected by its first publish when it is back (resume
+  and resync). Owner references remove the children. An old version's finalizer is removed.
 - Watch events on children, the pods of edges and gateways (all selected by the operator's
   managed-by label: nothing else reaches it), and nodes → schedule a reconcile of the owner
   (drift repair, address discovery). Node events also keep the node cache (nodes.py) current.
@@ -15,12 +20,13 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 
+from turnpike.operator import finalizers, labels
 from turnpike.operator import kube as k8s
-from turnpike.operator import labels
 from turnpike.operator.model import SpecError
 from turnpike.operator.reconcile import EDGE, GATEWAY, NAMESPACE, Reconciler
 
@@ -44,9 +50,9 @@ def _owner(body: Any) -> tuple[str, str] | None:
     return None
 
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, resync: float) -> None:
-    for plural, kind in (("relayedges", EDGE), ("streamgateways", GATEWAY)):
-        _register_owner(registry, reconciler, resync, plural, kind)
+def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
+    for resource, kind in ((k8s.RELAY_EDGES, EDGE), (k8s.STREAM_GATEWAYS, GATEWAY)):
+        _register_owner(registry, reconciler, resource, kind)
     child_event = _child_events(reconciler)
     for group, version, plural in CHILD_KINDS:
         kopf.on.event(group, version, plural, registry=registry, labels=labels.MANAGED, id="drift")(
@@ -59,10 +65,11 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler, resync: fl
 
 
 def _register_owner(
-    registry: kopf.OperatorRegistry, reconciler: Reconciler, resync: float, plural: str, kind: str
+    registry: kopf.OperatorRegistry, reconciler: Reconciler, resource: k8s.Resource, kind: str
 ) -> None:
-    """Create, update and resume reconcile; delete republishes the namespace without the object;
-    a timer resyncs."""
+    """Create, update and resume reconcile; delete republishes the namespace without the
+    object; other events remove an old version's finalizer."""
+    plural = resource.plural
 
     async def changed(namespace: str | None, name: str, **_: Any) -> None:
         if namespace is None:
@@ -74,6 +81,20 @@ def _register_owner(
         except k8s.ApiError as exc:
             raise kopf.TemporaryError(str(exc), delay=reconciler.ctx.config.retry_delay) from None
 
+    async def event(
+        body: Any, type: str | None, namespace: str | None, name: str, **_: Any
+    ) -> None:
+        if namespace is None:
+            return
+        if type != "DELETED":
+            await finalizers.release(reconciler.ctx.kube, resource, namespace, body)
+            return
+        # Gone: republish from the live objects (a scheduled publish is retried until it works;
+        # an event handler's failure would only be logged).
+        reconciler.schedule_publish(namespace)
+        if kind == EDGE:
+            await reconciler.wake_gateways(namespace, name)
+
     async def deleted(namespace: str | None, name: str, **_: Any) -> None:
         if namespace is None:
             return
@@ -84,22 +105,26 @@ def _register_owner(
         if kind == EDGE:
             await reconciler.wake_gateways(namespace, name)
 
-    async def resync_one(namespace: str | None, name: str, **_: Any) -> None:
-        if namespace is not None:
-            reconciler.schedule(kind, namespace, name)
-
     for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
         decorator(GROUP, VERSION, plural, registry=registry, id="reconcile")(changed)
-    kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="unpublish")(deleted)
-    kopf.timer(
-        GROUP,
-        VERSION,
-        plural,
-        registry=registry,
-        id="resync",
-        interval=resync,
-        initial_delay=resync,
-    )(resync_one)
+    # optional=True: kopf adds no finalizer for it (nor for event handlers).
+    kopf.on.delete(GROUP, VERSION, plural, registry=registry, id="unpublish", optional=True)(
+        deleted
+    )
+    kopf.on.event(GROUP, VERSION, plural, registry=registry, id="gone")(event)
+
+
+async def resync(reconciler: Reconciler, may_act: Callable[[str], Awaitable[bool]]) -> None:
+    """Schedule a reconcile of every served RelayEdge and StreamGateway in the namespaces this
+    replica may act in (see `loops.Leadership`), and republish each such namespace."""
+    allowed: dict[str, bool] = {}
+    for kind, namespace, name in await _served_objects(reconciler):
+        if namespace not in allowed:
+            allowed[namespace] = await may_act(namespace)
+            if allowed[namespace]:
+                reconciler.schedule_publish(namespace)
+        if allowed[namespace]:
+            reconciler.schedule(kind, namespace, name)
 
 
 def _child_events(reconciler: Reconciler) -> Any:

@@ -15,7 +15,8 @@ CONFIG_HASH = "turnpike.io/config-hash"
 
 MANAGER = "turnpike-operator"
 FINALIZER = "turnpike.io/finalizer"
-"""kopf's finalizer on RelayEdges and StreamGateways (never on Secrets)."""
+"""The finalizer older versions had kopf put on RelayEdges and StreamGateways (and, earlier, the
+keyring Secret); this version puts it on nothing and removes it where it finds it."""
 KOPF_DEFAULT_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 MANAGED = {MANAGED_BY: MANAGER}
 """The selector of every child, used to watch them for drift."""

@@ -16,7 +16,9 @@ from turnpike.operator import events, handlers, labels, namespaces, rotation
 from turnpike.operator import kube as k8s
 from turnpike.operator.config import OperatorConfig
 from turnpike.operator.kopf_internals import Insights
+from turnpike.operator.loops import Leadership
 from turnpike.operator.metrics import Metrics
+from turnpike.operator.outages import Outages
 from turnpike.operator.reconcile import Context, Reconciler
 
 log = logging.getLogger("turnpike.operator")
@@ -88,6 +90,8 @@ class _QuietWatchHandlers(logging.Filter):
 
 def settings_for(config: OperatorConfig) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
+    # No handler of this version needs a finalizer; naming the one older versions used lets
+    # kopf recognise it (and remove it, as finalizers.release does too).
     settings.persistence.finalizer = FINALIZER
     # Progress and the last-handled spec live in annotations, leaving status to the conditions.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="turnpike.io")
@@ -165,11 +169,24 @@ async def run_operator(
     metrics = Metrics()
     reconciler = Reconciler(Context(kube, config, metrics))
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, reconciler, config.resync_interval)
+    leadership = Leadership(
+        kube,
+        standalone=config.standalone,
+        peering_name=config.peering_name,
+        priority=config.priority,
+        clusterwide=not config.namespaces,
+        mandatory=not config.standalone,
+    )
+    handlers.register(registry, reconciler)
     # The edges' reconcile creates the keyring Secret: rotation adds no second changing handler
     # to RelayEdges (see rotation.register).
     rotation.register(
-        registry, config.rotation, kube, metrics_registry=metrics.registry, edge_hooks=False
+        registry,
+        config.rotation,
+        kube,
+        metrics_registry=metrics.registry,
+        edge_hooks=False,
+        may_act=leadership.may_act,
     )
 
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -189,6 +206,7 @@ async def run_operator(
     health: HealthServer | None = None
     drainer: asyncio.Task[None] | None = None
     keeper: asyncio.Task[None] | None = None
+    resyncer: asyncio.Task[None] | None = None
     try:
         if not config.standalone:
             await ensure_peering(kube, config)
@@ -221,6 +239,20 @@ async def run_operator(
         keeper = asyncio.create_task(
             namespaces.keep_complete(kube, insights, config.namespaces, peering_in)
         )
+
+        async def resync() -> None:
+            # A task of the operator, not a kopf timer: timers put finalizers on their objects.
+            outages = Outages(log)
+            while True:
+                await asyncio.sleep(config.resync_interval)
+                try:
+                    await handlers.resync(reconciler, leadership.may_act)
+                except Exception as exc:  # retried at the next interval
+                    outages.failed("resync", exc)
+                else:
+                    outages.succeeded("resync")
+
+        resyncer = asyncio.create_task(resync())
         liveness = None
         if liveness_address is not None:
             liveness = f"http://{liveness_address}/healthz"
@@ -237,7 +269,7 @@ async def run_operator(
             ready_flag=ready,
         )
     finally:
-        for task in (drainer, keeper):
+        for task in (drainer, keeper, resyncer):
             if task is not None:
                 task.cancel()
         await reconciler.close()

@@ -629,7 +629,7 @@ class Reconciler:
                 await self.run(kind, namespace, name)
             except SpecError:
                 pass  # reported in the object's status already
-            except Exception as exc:  # the next trigger or the resync timer retries
+            except Exception as exc:  # retried after the retry delay
                 self.outages.failed(work, exc)
                 await asyncio.sleep(self.ctx.config.retry_delay)
                 self.schedule(kind, namespace, name)

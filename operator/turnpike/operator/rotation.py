@@ -2,12 +2,12 @@
 
 `register` adds the handlers to an operator's kopf registry:
 
-* a daemon per RelayEdge that calls `Rotator.tick` on its namespace's keyring Secret every
-  ``check_interval`` seconds (at most one tick per namespace and interval, however many edges).
-  kopf stops daemons while another operator replica holds priority (peering), so only the
-  active replica rotates. The daemons live on the edges, which carry the operator's finalizer
-  anyway, and not on the Secret: a kopf daemon puts a finalizer on its object, and a finalizer
-  on the Secret would hang its deletion (and the namespace's) once the operator is gone;
+* one operator task per namespace with RelayEdges (`loops.NamespaceLoops`, started by the
+  edges' watch events, stopped when the last edge goes) that calls `Rotator.tick` on the
+  namespace's keyring Secret every ``check_interval`` seconds, when ``may_act`` says this replica
+  is the active one (peering). Not a kopf daemon: a daemon puts a finalizer on its object, and
+  a finalizer on an edge or the Secret hangs its deletion (and the namespace's) once the
+  operator is gone;
 * on RelayEdge create/resume, `Rotator.ensure` creates the namespace's keyring Secret if missing;
 * events of the keyring Secret (label-selected: no other Secret reaches the operator) recreate a
   deleted one and remove a finalizer an older version left on it.
@@ -18,18 +18,16 @@ API server says and a killed operator resumes where it stopped.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from turnpike.core.keyring import Keyring, KeyringError
-from turnpike.operator import labels
+from turnpike.operator import finalizers, labels
 from turnpike.operator.keyring_secret import (
     Cluster,
     Conflict,
@@ -40,7 +38,7 @@ from turnpike.operator.keyring_secret import (
     probe_all,
 )
 from turnpike.operator.kube import RELAY_EDGES, SECRETS, ApiError, Kube
-from turnpike.operator.outages import Outages
+from turnpike.operator.loops import NamespaceLoops
 from turnpike.operator.rotation_settings import RotationSettings
 from turnpike.operator.rotation_state import (
     A_REVOKE,
@@ -57,6 +55,7 @@ from turnpike.operator.rotation_state import (
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]
+MayAct = Callable[[str], Awaitable[bool]]
 _FALSE = {"", "0", "false", "no", "off"}
 
 
@@ -209,11 +208,13 @@ def register(
     *,
     clock: Clock = time.time,
     metrics_registry: CollectorRegistry | None = None,
+    may_act: MayAct | None = None,
     edge_hooks: bool = True,
 ) -> Rotator:
     """Add the rotation handlers to ``registry``. ``kube`` is the operator's REST client, or a
-    function returning it once the operator has logged in. Returns the engine (for tests and
-    for `ensure_keyring_secret`).
+    function returning it once the operator has logged in; ``may_act(namespace)`` says whether
+    this replica may rotate there now (`loops.Leadership`; None: always). Returns the engine
+    (for tests and for `ensure_keyring_secret`).
 
     ``edge_hooks`` adds create/resume handlers on RelayEdges that create the keyring Secret. The
     operator turns them off: its own reconcile creates the Secret, and a second changing handler
@@ -226,12 +227,11 @@ def register(
     def is_keyring(name: str | None, **_: Any) -> bool:
         return name == settings.secret_name
 
-    # The daemons live on the RelayEdges (which carry the operator's finalizer anyway), never on
-    # the Secret: a kopf daemon puts a finalizer on its object.
+    # No kopf daemon (it would put a finalizer on its object): one operator task per namespace
+    # with RelayEdges, started and stopped from the edges' watch events.
     edges = (RELAY_EDGES.group, RELAY_EDGES.version, RELAY_EDGES.plural)
-    kopf.daemon(*edges, id="keyring-rotation", cancellation_timeout=5, registry=registry)(
-        _daemon(engine)
-    )
+    loops = NamespaceLoops(_tick(engine, may_act), settings.check_interval, "keyring rotation")
+    kopf.on.event(*edges, id="keyring-rotation", registry=registry)(_edge_events(loops, cluster))
     if edge_hooks:
         hook = _edge_hook(engine)
         for on in (kopf.on.create, kopf.on.resume):
@@ -246,40 +246,36 @@ def register(
     )(_keyring_events(engine, cluster))
 
     async def close(**_: Any) -> None:
+        await loops.close()
         await cluster.close()
 
     kopf.on.cleanup(id="keyring-rotation-cleanup", registry=registry)(close)
     return engine
 
 
-def _daemon(engine: Rotator) -> Any:
-    """One tick every check interval for each namespace's keyring Secret, however many edges the
-    namespace has (each edge's daemon skips a namespace another one just ticked); a failing tick
-    is logged once per cause, not once per tick."""
-    locks: dict[str, asyncio.Lock] = {}
-    last_tick: dict[str, float] = {}  # namespace → loop time of its last tick
-    outages = Outages(log)
+def _tick(engine: Rotator, may_act: MayAct | None) -> Callable[[str], Awaitable[None]]:
+    """One rotation step for a namespace's keyring Secret, if this replica may act there."""
 
-    async def keyring_daemon(namespace: str | None, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    async def tick(namespace: str) -> None:
+        if may_act is None or await may_act(namespace):
+            await engine.tick(namespace, engine.settings.secret_name)
+
+    return tick
+
+
+def _edge_events(loops: NamespaceLoops, cluster: KubeCluster) -> Any:
+    """Any event of a RelayEdge (the initial listing too): its namespace's rotation runs. Its
+    deletion: the rotation stops when it was the namespace's last edge."""
+
+    async def edge_event(namespace: str | None, type: str | None, **_: Any) -> None:
         if namespace is None:
             return
-        interval = engine.settings.check_interval
-        lock = locks.setdefault(namespace, asyncio.Lock())
-        loop = asyncio.get_running_loop()
-        while not stopped:
-            async with lock:
-                if loop.time() - last_tick.get(namespace, -math.inf) >= interval / 2:
-                    last_tick[namespace] = loop.time()
-                    work = f"keyring rotation in {namespace}"
-                    try:
-                        await engine.tick(namespace, engine.settings.secret_name)
-                    except Exception as exc:  # the next tick starts from the Secret again
-                        outages.failed(work, exc)
-                    else:
-                        outages.succeeded(work)
-            await stopped.wait(interval)
+        if type != "DELETED":
+            loops.start(namespace)
+        elif not await cluster.kube.list(RELAY_EDGES, namespace):
+            await loops.stop(namespace)
 
-    return keyring_daemon
+    return edge_event
 
 
 def _edge_hook(engine: Rotator) -> Any:
@@ -302,34 +298,20 @@ def _keyring_events(engine: Rotator, cluster: KubeCluster) -> Any:
         if namespace is None:
             return
         if type != "DELETED":
-            await release_secret(cluster.kube, namespace, body)
+            await finalizers.release(cluster.kube, SECRETS, namespace, body)
             return
         if await cluster.kube.list(RELAY_EDGES, namespace):
             name = engine.settings.secret_name
             log.warning("keyring Secret %s/%s was deleted; recreating it", namespace, name)
-            await engine.ensure(namespace)
+            try:
+                await engine.ensure(namespace)
+            except ApiError as exc:
+                # The namespace itself is being deleted (its edges go too, none holds it).
+                if exc.status != 403 or "being terminated" not in exc.message:
+                    raise
+                log.info("not recreating %s/%s: the namespace is being deleted", namespace, name)
 
     return keyring_event
-
-
-_OLD_FINALIZERS = (labels.FINALIZER, labels.KOPF_DEFAULT_FINALIZER)
-
-
-async def release_secret(kube: Kube, namespace: str, body: Any) -> None:
-    """Remove the finalizer an older version's daemon put on the keyring Secret (nothing of this
-    version adds one), so deleting the Secret or its namespace never waits for the operator."""
-    meta = body.get("metadata") or {}
-    held = list(meta.get("finalizers") or [])
-    kept = [f for f in held if f not in _OLD_FINALIZERS]
-    if kept == held:
-        return
-    patch = {"metadata": {"finalizers": kept or None, "resourceVersion": meta["resourceVersion"]}}
-    try:
-        await kube.patch(SECRETS, namespace, meta["name"], patch)
-    except ApiError as exc:
-        if exc.status not in (404, 409):  # gone, or changed: the next event tries again
-            raise
-    log.info("removed the old finalizer from Secret %s/%s", namespace, meta["name"])
 
 
 async def ensure_keyring_secret(engine: Rotator, namespace: str) -> bool:
