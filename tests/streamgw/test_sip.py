@@ -751,3 +751,67 @@ async def test_the_announced_media_address_can_differ_from_the_bound_one(
         assert (await gw.call(call.sid))["rtp"]["local"] == f"127.0.0.1:{call.media.local_port}"
     finally:
         await server.close()
+
+
+async def test_after_bye_no_rtp_goes_to_the_caller_while_the_streams_close(
+    make_rig: MakeRig, peer: RtpPeer, ws: WsServer
+) -> None:
+    """The caller's BYE is answered at once, but the call ends only when its streams have sent
+    their stop; a slow WebSocket server (here one that never answers the close) must not keep
+    the call's media clock sending RTP to a caller that has gone."""
+    release = asyncio.Event()
+
+    async def hold(conn: Any) -> None:
+        await release.wait()  # reads nothing: the gateway's close waits out its grace
+
+    ws.behaviours["/hold"] = hold
+    twiml = (
+        f'<Response><Start><Stream url="{ws.url("/hold")}"/></Start><Pause length="30"/></Response>'
+    )
+    rig = await make_rig([route(twiml)])
+    loop = asyncio.get_running_loop()
+    answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Caller(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            if not data.startswith(b"SIP/2.0 1"):
+                answers.put_nowait(data)
+
+    sip, _ = await loop.create_datagram_endpoint(Caller, local_addr=("127.0.0.1", 0))
+    target = ("127.0.0.1", rig.server.port)
+    rtp_port = int(peer.address.rsplit(":", 1)[1])
+    sdp_body = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"m=audio {rtp_port} RTP/AVP 0\r\na=sendrecv\r\n"
+    )
+    invite = INVITE.format(number=NUMBER, branch="bye1").replace("Content-Length: 0\r\n\r\n", "")
+    invite += f"Content-Type: application/sdp\r\nContent-Length: {len(sdp_body)}\r\n\r\n{sdp_body}"
+
+    def in_dialog(method: str, cseq: int, tag: str) -> bytes:
+        text = INVITE.format(number=NUMBER, branch=f"bye{cseq}{method}")
+        text = text.replace("1 INVITE", f"{cseq} {method}").replace("INVITE sip:", f"{method} sip:")
+        text = text.replace(f"bye{cseq}{method}@test", "bye1@test")
+        to = f"<sip:{NUMBER}@127.0.0.1>"
+        return text.replace(f"To: {to}\r\n", f"To: {to};tag={tag}\r\n").encode()
+
+    try:
+        sip.sendto(invite.encode(), target)
+        ok = (await asyncio.wait_for(answers.get(), 10)).decode()
+        assert ok.startswith("SIP/2.0 200 OK"), ok
+        tag = next(line for line in ok.split("\r\n") if line.startswith("To:")).split(";tag=")[1]
+        sip.sendto(in_dialog("ACK", 1, tag), target)
+        await ws.accept()
+        await asyncio.wait_for(peer.arrivals.get(), 5)  # the gateway sends to the caller
+        sip.sendto(in_dialog("BYE", 2, tag), target)
+        bye_ok = (await asyncio.wait_for(answers.get(), 10)).decode()
+        assert bye_ok.startswith("SIP/2.0 200 OK"), bye_ok
+        assert len(rig.gw.gateway.calls) == 1  # still closing its stream
+        await asyncio.sleep(0.1)  # packets sent before the BYE, still on their way
+        while not peer.arrivals.empty():
+            peer.arrivals.get_nowait()
+        await asyncio.sleep(0.5)  # 25 ticks of a clock that should have stopped
+        assert peer.arrivals.empty()
+        assert len(rig.gw.gateway.calls) == 1  # the stream's close was still pending throughout
+    finally:
+        release.set()
+        sip.close()

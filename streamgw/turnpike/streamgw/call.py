@@ -91,7 +91,7 @@ class Call:
 
     def end(self, reason: str = "hangup") -> asyncio.Task[None]:
         if self._ending is None:
-            self.media.accepting = False
+            self.media.halt()
             self._ending = asyncio.get_running_loop().create_task(self._finish(reason))
         return self._ending
 

@@ -249,7 +249,19 @@ class MediaSession:
         self._endpoint, self.local_port = await open_endpoint(ip, ports, self.on_rtp)
 
     def start(self, name: str) -> None:
+        if not self.accepting:
+            return  # halted before it started: the call is already ending
         self._clock = asyncio.get_running_loop().create_task(self._run_clock(), name=name)
+
+    def halt(self) -> None:
+        """The call is ending: from now on no RTP is taken in or sent, and the clock stops at
+        once, not when `close` runs after the call's streams have said goodbye (a caller that
+        sent BYE must not be sent media meanwhile, and the clocks of calls ending together must
+        not hold up the event loop)."""
+        self.accepting = False
+        self.sending = False
+        if self._clock is not None:
+            self._clock.cancel()
 
     async def close(self) -> None:
         self.playout.clear()
