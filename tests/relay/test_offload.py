@@ -8,30 +8,35 @@ exactly as it would between hosts. The metrics tell which packets the kernel rel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
-import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from support import TurnpikeProcess, turnpike
+from support import TurnpikeProcess
+from support.fastpath import (
+    CHANNEL,
+    PORT,
+    RawUdp,
+    bind_channel,
+    channel_data,
+    client_in,
+    http_get,
+    kernel_packets,
+    metrics,
+    netns_relay,
+    peer_in,
+    sample,
+)
 from support.netns import Topology, require_fast_path, topology
-from support.relay import REALM, RawClient, credentials, write_keyring
 
 from turnpike.relay import stun
 from turnpike.relay.stun import Attr, Class, Method
 
 pytestmark = [pytest.mark.e2e]
 
-PORT = 3478  # the namespaces are private: fixed ports are free
-METRICS = "127.0.0.1:9641"
-CHANNEL = 0x4000
 SO_NO_CHECK = 11  # <asm-generic/socket.h>: send UDP without a checksum
 
 
@@ -40,164 +45,6 @@ def topo() -> Iterator[Topology]:
     require_fast_path()
     with topology() as t:
         yield t
-
-
-async def http_get(topo: Topology, path: str) -> tuple[int, str]:
-    """GET on the relay's metrics server, from inside the relay namespace."""
-    with topo.inside(topo.relay):
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://{METRICS}{path}") as resp,
-        ):
-            return resp.status, await resp.text()
-
-
-async def metrics(topo: Topology) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    _, text = await http_get(topo, "/metrics")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def sample(values: dict[Any, float], name: str, **labels: str) -> float:
-    return values.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-@contextlib.asynccontextmanager
-async def netns_relay(
-    topo: Topology,
-    tmp_path: Path,
-    *extra: str,
-    offload: str = "tc",
-    listen: str = "",
-    capabilities: str = "",
-) -> AsyncIterator[TurnpikeProcess]:
-    """The real relay in the relay namespace; ``capabilities`` (``-all,+bpf``, say) limits the
-    root process's capability bounding set through util-linux's setpriv."""
-    keyring = write_keyring(tmp_path / "keyring.json")
-    args = [
-        "relay", "--listen", listen or f"{topo.relay_ip}:{PORT}", "--realm", REALM,
-        "--keyring", str(keyring), "--allow-peer", "10.71.2.0/24", "--metrics", METRICS,
-        "--relay-ports", "40000-40999", "--offload", offload, "--drain-grace", "1", *extra,
-    ]  # fmt: skip
-    prefix = topo.exec_prefix(topo.relay)
-    if capabilities:
-        prefix += ["setpriv", "--bounding-set", capabilities, "--inh-caps", "-all", "--"]
-    async with turnpike(args, prefix=prefix) as proc:
-        for _ in range(200):
-            assert proc.proc is not None
-            if proc.proc.returncode is not None:
-                raise AssertionError(f"relay exited:\n{proc.text}")
-            with contextlib.suppress(aiohttp.ClientError):
-                status, _ = await http_get(topo, "/ready")
-                if status == 200:
-                    break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"relay not ready:\n{proc.text}")
-        yield proc
-
-
-class Peer(asyncio.DatagramProtocol):
-    """A UDP peer that echoes what it gets (over ``echo_with`` when set) and keeps it."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
-        self.transport: asyncio.DatagramTransport | None = None
-        self.echo_with: RawUdp | None = None
-        self.echo = True
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.queue.put_nowait((data, addr))
-        if not self.echo:
-            return
-        if self.echo_with is not None:
-            self.echo_with.send(data, addr)
-        elif self.transport is not None:
-            self.transport.sendto(data, addr)
-
-    @property
-    def address(self) -> tuple[str, int]:
-        assert self.transport is not None
-        host, port = self.transport.get_extra_info("sockname")[:2]
-        return host, port
-
-    async def nothing(self, wait: float = 0.5) -> bool:
-        """True when nothing arrives within ``wait`` seconds."""
-        try:
-            await asyncio.wait_for(self.queue.get(), wait)
-        except TimeoutError:
-            return True
-        return False
-
-
-@contextlib.asynccontextmanager
-async def peer_in(topo: Topology, ip: str) -> AsyncIterator[Peer]:
-    loop = asyncio.get_running_loop()
-    with topo.inside(topo.peer):
-        transport, peer = await loop.create_datagram_endpoint(Peer, local_addr=(ip, 0))
-    try:
-        yield peer
-    finally:
-        transport.close()
-
-
-@contextlib.asynccontextmanager
-async def client_in(topo: Topology, namespace: str = "") -> AsyncIterator[RawClient]:
-    with topo.inside(namespace or topo.client):
-        client = await RawClient.connect((topo.relay_ip, PORT))
-    client.login(*credentials())
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF or 0xFFFF
-
-
-class RawUdp:
-    """Sends UDP with the full checksum computed here (no offload: CHECKSUM_NONE in the kernel)."""
-
-    def __init__(self, src: tuple[str, int]) -> None:
-        self.src = src
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
-
-    def send(self, payload: bytes, dst: tuple[str, int]) -> None:
-        length = 8 + len(payload)
-        pseudo = socket.inet_aton(self.src[0]) + socket.inet_aton(dst[0])
-        pseudo += struct.pack("!BBH", 0, socket.IPPROTO_UDP, length)
-        header = struct.pack("!HHHH", self.src[1], dst[1], length, 0)
-        check = _checksum(pseudo + header + payload)
-        self.sock.sendto(header[:6] + struct.pack("!H", check) + payload, (dst[0], 0))
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-async def bind_channel(client: RawClient, peer: tuple[str, int], channel: int = CHANNEL) -> None:
-    reply = await client.request(
-        Method.CHANNEL_BIND, {Attr.CHANNEL_NUMBER: channel, Attr.XOR_PEER_ADDRESS: peer}
-    )
-    assert reply.cls == Class.SUCCESS, reply.get(Attr.ERROR_CODE)
-
-
-async def channel_data(client: RawClient, timeout: float = 2.0) -> bytes:
-    while True:
-        data = await client.receive(timeout)
-        if stun.is_channel_data(data):
-            return data
 
 
 def csum_errors(topo: Topology) -> int:
@@ -252,10 +99,6 @@ async def test_both_directions_byte_exact_through_the_kernel(
     assert kernel == {"to_peer": 1400, "to_client": 1400}
     assert sample(after, "turnpike_relay_packets_total", direction="to_peer") >= 1400
     assert csum_errors(topo) == errors_before
-
-
-def kernel_packets(values: dict[Any, float], direction: str) -> float:
-    return sample(values, "turnpike_relay_offload_packets_total", direction=direction)
 
 
 async def test_refresh_zero_removes_the_entries(topo: Topology, tmp_path: Path) -> None:

@@ -54,18 +54,30 @@ def ip(*args: str) -> None:
 
 
 class Topology:
-    """client (10.71.1.2) — relay (10.71.1.1 | 10.71.2.1) — peer (10.71.2.2, 10.71.2.3)."""
+    """client (10.71.1.2) — relay (10.71.1.1 | 10.71.2.1) — peer (10.71.2.2, 10.71.2.3).
+
+    With ``ipv6`` the same links also carry IPv6 (unique local addresses, no duplicate address
+    detection so they work at once): client fd71:1::2 — relay fd71:1::1 | fd71:2::1 — peer
+    fd71:2::2, fd71:2::3.
+    """
 
     client_ip = "10.71.1.2"
     relay_ip = "10.71.1.1"  # where the relay listens and relays from
     relay_peer_side = "10.71.2.1"
     peer_ip = "10.71.2.2"
     other_peer_ip = "10.71.2.3"  # a second peer address in the peer namespace
+    client_ip6 = "fd71:1::2"
+    relay_ip6 = "fd71:1::1"
+    relay_peer_side6 = "fd71:2::1"
+    peer_ip6 = "fd71:2::2"
+    other_peer_ip6 = "fd71:2::3"
+    peer_net6 = "fd71:2::/64"
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, ipv6: bool = False) -> None:
         self.base = base = f"tp{os.getpid()}{tag}"
         self.client, self.relay, self.peer = f"{base}c", f"{base}r", f"{base}p"
         self.extra: list[str] = []  # namespaces added later by add_host
+        self.ipv6 = ipv6
 
     def create(self) -> None:
         for name in (self.client, self.relay, self.peer):
@@ -83,6 +95,20 @@ class Topology:
                 ip("-n", name, "link", "set", link, "up")
         ip("-n", self.client, "route", "add", "default", "via", self.relay_ip)
         ip("-n", self.peer, "route", "add", "default", "via", self.relay_peer_side)
+        if self.ipv6:
+            self._add_ipv6()
+
+    def _add_ipv6(self) -> None:
+        for ns, link, address in (
+            (self.client, "c0", self.client_ip6),
+            (self.relay, "r0", self.relay_ip6),
+            (self.relay, "r1", self.relay_peer_side6),
+            (self.peer, "p0", self.peer_ip6),
+            (self.peer, "p0", self.other_peer_ip6),
+        ):
+            ip("-n", ns, "-6", "addr", "add", f"{address}/64", "dev", link, "nodad")
+        ip("-n", self.client, "-6", "route", "add", "default", "via", self.relay_ip6)
+        ip("-n", self.peer, "-6", "route", "add", "default", "via", self.relay_peer_side6)
 
     def add_host(self, index: int) -> tuple[str, str]:
         """One more namespace on a new veth link to the relay (10.71.<10+index>.0/24), made
@@ -135,6 +161,17 @@ class Topology:
     def exec_prefix(self, name: str) -> list[str]:
         return ["ip", "netns", "exec", name]
 
+    def snmp6(self, name: str) -> dict[str, int]:
+        """/proc/net/snmp6 of namespace ``name``: {"Udp6InCsumErrors": 0, ...}."""
+        text = subprocess.run(
+            [*self.exec_prefix(name), "cat", "/proc/net/snmp6"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        return {name_: int(value) for name_, value in (line.split() for line in text.splitlines())}
+
     def snmp(self, name: str) -> dict[str, dict[str, int]]:
         """/proc/net/snmp of namespace ``name``: {"Udp": {"InCsumErrors": 0, ...}, ...}."""
         text = subprocess.run(
@@ -155,9 +192,9 @@ class Topology:
 
 
 @contextlib.contextmanager
-def topology(tag: str = "") -> Iterator[Topology]:
+def topology(tag: str = "", ipv6: bool = False) -> Iterator[Topology]:
     require_root()
-    topo = Topology(tag)
+    topo = Topology(tag, ipv6)
     topo.delete()  # left over from a killed run with the same pid
     try:
         topo.create()

@@ -1,15 +1,17 @@
 """The kernel fast path's control plane: mirrors bound channels into the eBPF program's maps.
 
 ``fastpath.bpf.c`` (next to this module, compiled by ``scripts/install``) relays ChannelData over
-IPv4/UDP in the kernel. This module decides nothing on its own: the relay server calls ``sync``
-after a ChannelBind or Refresh succeeded and ``forget`` when an allocation ends, and a sweep
-every second drops the entries of channels userspace has expired. Each entry carries the
+UDP, IPv4 or IPv6, in the kernel. This module decides nothing on its own: the relay server calls
+``sync`` after a ChannelBind or Refresh succeeded and ``forget`` when an allocation ends, and a
+sweep every second drops the entries of channels userspace has expired. Each entry carries the
 channel's (or the allocation's, if sooner) expiry, which the program checks itself.
 
-Only what the program relays exactly is offloaded: UDP clients on an IPv4 listener, IPv4 relayed
-addresses and peers, allocations without ``--max-bps``, peers that are not this relay's own
-NAT-advertised addresses. Everything else keeps the userspace path, which
-stays complete: the program hands every packet it does not handle up unchanged.
+Only what the program relays exactly is offloaded: UDP clients whose listener is of the relayed
+address's family (IPv4 or IPv6; peers always are), allocations without ``--max-bps``, peers that
+are not this relay's own NAT-advertised addresses. An allocation of the other family than its
+client's (REQUESTED-ADDRESS-FAMILY) gets entries that say so: the program hands its packets up
+and counts them (punt reason ``family``). Everything else keeps the userspace path, which stays
+complete: the program hands every packet it does not handle up unchanged.
 
 With ``--workers`` the supervisor loads and attaches the program (``Offload.start``) and each
 worker writes its own channels into the inherited maps (``Offload.adopt``), tagged with its
@@ -41,7 +43,7 @@ MODES = ("auto", "tc", "off")
 PROGRAM = "turnpike_fastpath"
 OBJECT_NAME = "fastpath.bpf.o"
 # The program's enum punt_reason, in order.
-PUNT_REASONS = ("expired", "length", "mtu", "size")
+PUNT_REASONS = ("expired", "length", "mtu", "size", "family", "checksum")
 
 
 # <linux/netlink.h>, <linux/rtnetlink.h>
@@ -58,8 +60,20 @@ class OffloadError(RuntimeError):
     """``--offload tc`` was asked for and cannot be had."""
 
 
-def _be32(ip: str) -> int:
-    return int.from_bytes(socket.inet_aton(ip), sys.byteorder)
+# An address as the maps hold it: 16 bytes, IPv6 as is, IPv4 in the first four (then zeros).
+Address = ctypes.c_uint8 * 16
+
+
+def family(ip: str) -> int:
+    """4 or 6, as the program's ``family`` fields say."""
+    return 6 if ":" in ip else 4
+
+
+def _address(ip: str) -> ctypes.Array[ctypes.c_uint8]:
+    """``ip`` in the maps' form; a wildcard (0.0.0.0 or ::) is all zeros, as keys want it."""
+    if family(ip) == 6:
+        return Address.from_buffer_copy(socket.inet_pton(socket.AF_INET6, ip))
+    return Address.from_buffer_copy(socket.inet_aton(ip) + bytes(12))
 
 
 def _be16(port: int) -> int:
@@ -68,32 +82,36 @@ def _be16(port: int) -> int:
 
 class ClientKey(ctypes.Structure):
     _fields_ = [
-        ("client_ip", ctypes.c_uint32),
-        ("server_ip", ctypes.c_uint32),
+        ("client_ip", Address),
+        ("server_ip", Address),
         ("client_port", ctypes.c_uint16),
         ("server_port", ctypes.c_uint16),
         ("channel", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
+        ("family", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
     ]
 
 
 class PeerKey(ctypes.Structure):
     _fields_ = [
-        ("peer_ip", ctypes.c_uint32),
-        ("relay_ip", ctypes.c_uint32),
+        ("peer_ip", Address),
+        ("relay_ip", Address),
         ("peer_port", ctypes.c_uint16),
         ("relay_port", ctypes.c_uint16),
+        ("family", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
     ]
 
 
 class Route(ctypes.Structure):
     _fields_ = [
-        ("src_ip", ctypes.c_uint32),
-        ("dst_ip", ctypes.c_uint32),
+        ("src_ip", Address),
+        ("dst_ip", Address),
         ("src_port", ctypes.c_uint16),
         ("dst_port", ctypes.c_uint16),
         ("channel", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
+        ("family", ctypes.c_uint8),  # unlike the key's: the program hands the packet up
+        ("pad", ctypes.c_uint8),
         ("ifindex", ctypes.c_uint32),
         ("owner", ctypes.c_uint32),
         ("expires_ns", ctypes.c_uint64),
@@ -120,6 +138,7 @@ class _Entry:
     expires_ns: int
     client_key: ClientKey
     peer_key: PeerKey
+    relays: bool  # False: client and peer differ in family, the program only counts punts
 
 
 @dataclass(slots=True)
@@ -136,7 +155,11 @@ class Routes:
     event loop of its own, which cannot run inside the relay's.
     """
 
-    _REQUEST = struct.Struct("=IHHII BBBBBBBBI HH4s")  # nlmsghdr, rtmsg, one rtattr (RTA_DST)
+    # nlmsghdr, rtmsg, one rtattr (RTA_DST) with an IPv4 or an IPv6 address
+    _REQUESTS = {
+        4: struct.Struct("=IHHII BBBBBBBBI HH4s"),
+        6: struct.Struct("=IHHII BBBBBBBBI HH16s"),
+    }
 
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_ROUTE)
@@ -147,10 +170,13 @@ class Routes:
     def lookup(self, ip: str) -> tuple[int, str] | None:
         """(egress interface index, preferred source address) towards ``ip``; None: no route."""
         self._seq += 1
-        request = self._REQUEST.pack(
-            self._REQUEST.size, _RTM_GETROUTE, _NLM_F_REQUEST, self._seq, 0,
-            socket.AF_INET, 32, 0, 0, 0, 0, 0, 0, 0,
-            8, _RTA_DST, socket.inet_aton(ip),
+        af = socket.AF_INET6 if family(ip) == 6 else socket.AF_INET
+        packed = socket.inet_pton(af, ip)
+        layout = self._REQUESTS[family(ip)]
+        request = layout.pack(
+            layout.size, _RTM_GETROUTE, _NLM_F_REQUEST, self._seq, 0,
+            af, 8 * len(packed), 0, 0, 0, 0, 0, 0, 0,
+            4 + len(packed), _RTA_DST, packed,
         )  # fmt: skip
         try:
             self._sock.send(request)
@@ -173,7 +199,7 @@ class Routes:
             if attr == _RTA_OIF:
                 oif = int(struct.unpack_from("=I", answer, offset + 4)[0])
             elif attr == _RTA_PREFSRC:
-                source = socket.inet_ntoa(answer[offset + 4 : offset + 8])
+                source = socket.inet_ntop(af, answer[offset + 4 : offset + 4 + len(packed)])
             offset += (size + 3) & ~3
         return None if oif is None or source is None else (oif, source)
 
@@ -287,7 +313,8 @@ class Offload:
         self.active = True
         self.mode = "tc"
         log.info(
-            "kernel fast path on: ChannelData over IPv4/UDP relayed by TC on %d interfaces",
+            "kernel fast path on: ChannelData over UDP (IPv4 and IPv6) relayed by TC on %d "
+            "interfaces",
             len(indexes),
             extra={"event": "offload_active", "interfaces": len(indexes)},
         )
@@ -381,13 +408,13 @@ class Offload:
     def _wanted(self, alloc: Allocation) -> dict[int, tuple[tuple[str, int], int]]:
         """channel -> (peer, expiry in ns) for every channel the kernel may relay."""
         endpoint = alloc.five_tuple[0]
-        if endpoint.name != "udp" or alloc.family != 4 or alloc.bandwidth is not None:
+        if endpoint.name != "udp" or alloc.bandwidth is not None:
             return {}
         if alloc.client.closed or _listener_address(endpoint) is None:
             return {}
         wanted: dict[int, tuple[tuple[str, int], int]] = {}
         for channel, peer in alloc.channels.items():
-            if ":" in peer[0] or peer in alloc.hairpin:
+            if peer in alloc.hairpin:
                 continue
             expiry = min(alloc.channel_expiry.get(channel, 0.0), alloc.expires)
             wanted[channel] = ((peer[0], int(peer[1])), monotonic_ns(expiry))
@@ -401,39 +428,58 @@ class Offload:
         peer: tuple[str, int],
         expires_ns: int,
     ) -> None:
-        assert self._to_peer is not None and self._to_client is not None
-        assert self._routes is not None
         server = _listener_address(alloc.five_tuple[0])
         client = alloc.five_tuple[1]
         if server is None or time.clock_gettime_ns(time.CLOCK_MONOTONIC) >= expires_ns:
             return
+        relayed = alloc.relayed
+        client_key = ClientKey(
+            _address(client[0]), _address(server[0]), _be16(client[1]), _be16(server[1]),
+            _be16(channel), family(client[0]),
+        )  # fmt: skip
+        peer_key = PeerKey(
+            _address(peer[0]), _address(relayed[0]), _be16(peer[1]), _be16(relayed[1]),
+            family(peer[0]),
+        )  # fmt: skip
+        if family(client[0]) != family(peer[0]):
+            # Across families the program relays nothing; these entries only let it count what
+            # it hands up (a route of the other family than its key's says so).
+            to_peer = Route(family=family(peer[0]), owner=self._owner, expires_ns=expires_ns)
+            to_client = Route(family=family(client[0]), owner=self._owner, expires_ns=expires_ns)
+            self._write(installed, channel, _Entry(peer, expires_ns, client_key, peer_key, False),
+                        to_peer, to_client)  # fmt: skip
+            return
+        assert self._routes is not None
         to_peer_route = self._routes.lookup(peer[0])
         to_client_route = self._routes.lookup(client[0])
         if to_peer_route is None or to_client_route is None:
             return  # no route: userspace relays (and reports) it
-        relayed = alloc.relayed
-        # A socket bound to 0.0.0.0 answers from the address the route prefers, as the kernel
-        # would for userspace; its key has address 0, which the program tries second.
-        server_src = to_client_route[1] if server[0] == "0.0.0.0" else server[0]
-        relayed_src = to_peer_route[1] if relayed[0] == "0.0.0.0" else relayed[0]
-        client_key = ClientKey(
-            _be32(client[0]), _be32(server[0]), _be16(client[1]), _be16(server[1]), _be16(channel)
-        )
-        peer_key = PeerKey(_be32(peer[0]), _be32(relayed[0]), _be16(peer[1]), _be16(relayed[1]))
+        # A socket bound to a wildcard answers from the address the route prefers, as the
+        # kernel would for userspace; its key has address 0, which the program tries second.
+        wildcard = ("0.0.0.0", "::")
+        server_src = to_client_route[1] if server[0] in wildcard else server[0]
+        relayed_src = to_peer_route[1] if relayed[0] in wildcard else relayed[0]
         to_peer = Route(
-            _be32(relayed_src), _be32(peer[0]), _be16(relayed[1]), _be16(peer[1]), 0, 0,
-            to_peer_route[0], self._owner, expires_ns,
+            _address(relayed_src), _address(peer[0]), _be16(relayed[1]), _be16(peer[1]), 0,
+            family(peer[0]), 0, to_peer_route[0], self._owner, expires_ns,
         )  # fmt: skip
         to_client = Route(
-            _be32(server_src), _be32(client[0]), _be16(server[1]), _be16(client[1]),
-            _be16(channel), 0, to_client_route[0], self._owner, expires_ns,
+            _address(server_src), _address(client[0]), _be16(server[1]), _be16(client[1]),
+            _be16(channel), family(client[0]), 0, to_client_route[0], self._owner, expires_ns,
         )  # fmt: skip
+        self._write(installed, channel, _Entry(peer, expires_ns, client_key, peer_key, True),
+                    to_peer, to_client)  # fmt: skip
+
+    def _write(
+        self, installed: _Installed, channel: int, entry: _Entry, to_peer: Route, to_client: Route
+    ) -> None:
+        assert self._to_peer is not None and self._to_client is not None
         # The reverse direction first: a peer's answer never races ahead of its entry.
         try:
-            self._to_client.update(peer_key, to_client)
-            self._to_peer.update(client_key, to_peer)
+            self._to_client.update(entry.peer_key, to_client)
+            self._to_peer.update(entry.client_key, to_peer)
         except OSError as exc:  # full maps (E2BIG): this channel stays in userspace, correct
-            self._to_client.pop(peer_key, Route())
+            self._to_client.pop(entry.peer_key, Route())
             if not self._full_logged:
                 self._full_logged = True
                 log.warning(
@@ -443,7 +489,7 @@ class Offload:
                     extra={"event": "offload_insert_failed", "reason": str(exc)},
                 )
             return
-        installed.entries[channel] = _Entry(peer, expires_ns, client_key, peer_key)
+        installed.entries[channel] = entry
 
     def _delete(self, installed: _Installed, channel: int) -> None:
         assert self._to_peer is not None and self._to_client is not None
@@ -461,7 +507,8 @@ class Offload:
 
     @property
     def channels(self) -> int:
-        return sum(len(i.entries) for i in self._installed.values())
+        """Channels the kernel relays (not those it only counts, across families)."""
+        return sum(e.relays for i in self._installed.values() for e in i.entries.values())
 
     def traffic(self) -> Traffic:
         """Everything the kernel relayed: ended allocations, deleted and live entries."""
@@ -517,11 +564,12 @@ class Offload:
 
 
 def _listener_address(endpoint: Any) -> tuple[str, int] | None:
-    """The IPv4 address (maybe 0.0.0.0) and port a UDP listener is bound to; None for IPv6."""
+    """The address (maybe a wildcard) and port a UDP listener is bound to; None when it has
+    none, or is bound to a link-local address with a scope (not offloaded)."""
     transport = getattr(endpoint, "transport", None)
     if transport is None:
         return None
     sockname = transport.get_extra_info("sockname")
-    if not sockname or ":" in sockname[0]:
+    if not sockname or (len(sockname) > 3 and sockname[3]):
         return None
     return str(sockname[0]), int(sockname[1])

@@ -1,0 +1,203 @@
+"""The relay's kernel fast path under test: the real relay in a network namespace, its clients
+and peers in others (``support.netns.Topology``), and what its metrics say about each path.
+
+Shared by the IPv4 and IPv6 fast-path tests (tests/relay/test_offload*.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from support import TurnpikeProcess, turnpike
+from support.netns import Topology
+from support.relay import REALM, RawClient, credentials, write_keyring
+from turnpike.relay import stun
+from turnpike.relay.stun import Attr, Class, Method
+
+PORT = 3478  # the namespaces are private: fixed ports are free
+METRICS = "127.0.0.1:9641"
+CHANNEL = 0x4000
+
+
+async def http_get(topo: Topology, path: str) -> tuple[int, str]:
+    """GET on the relay's metrics server, from inside the relay namespace."""
+    with topo.inside(topo.relay):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{METRICS}{path}") as resp,
+        ):
+            return resp.status, await resp.text()
+
+
+async def metrics(topo: Topology) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    _, text = await http_get(topo, "/metrics")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(values: dict[Any, float], name: str, **labels: str) -> float:
+    return values.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@contextlib.asynccontextmanager
+async def netns_relay(
+    topo: Topology,
+    tmp_path: Path,
+    *extra: str,
+    offload: str = "tc",
+    listen: str = "",
+    capabilities: str = "",
+) -> AsyncIterator[TurnpikeProcess]:
+    """The real relay in the relay namespace; ``capabilities`` (``-all,+bpf``, say) limits the
+    root process's capability bounding set through util-linux's setpriv."""
+    keyring = write_keyring(tmp_path / "keyring.json")
+    args = [
+        "relay", "--listen", listen or f"{topo.relay_ip}:{PORT}", "--realm", REALM,
+        "--keyring", str(keyring), "--allow-peer", "10.71.2.0/24",
+        "--allow-peer", topo.peer_net6, "--metrics", METRICS,
+        "--relay-ports", "40000-40999", "--offload", offload, "--drain-grace", "1", *extra,
+    ]  # fmt: skip
+    prefix = topo.exec_prefix(topo.relay)
+    if capabilities:
+        prefix += ["setpriv", "--bounding-set", capabilities, "--inh-caps", "-all", "--"]
+    async with turnpike(args, prefix=prefix) as proc:
+        for _ in range(200):
+            assert proc.proc is not None
+            if proc.proc.returncode is not None:
+                raise AssertionError(f"relay exited:\n{proc.text}")
+            with contextlib.suppress(aiohttp.ClientError):
+                status, _ = await http_get(topo, "/ready")
+                if status == 200:
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"relay not ready:\n{proc.text}")
+        yield proc
+
+
+class Peer(asyncio.DatagramProtocol):
+    """A UDP peer that echoes what it gets (over ``echo_with`` when set) and keeps it."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.echo_with: RawUdp | None = None
+        self.echo = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.queue.put_nowait((data, addr))
+        if not self.echo:
+            return
+        if self.echo_with is not None:
+            self.echo_with.send(data, addr)
+        elif self.transport is not None:
+            self.transport.sendto(data, addr)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.transport is not None
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    async def nothing(self, wait: float = 0.5) -> bool:
+        """True when nothing arrives within ``wait`` seconds."""
+        try:
+            await asyncio.wait_for(self.queue.get(), wait)
+        except TimeoutError:
+            return True
+        return False
+
+
+@contextlib.asynccontextmanager
+async def peer_in(topo: Topology, ip: str) -> AsyncIterator[Peer]:
+    loop = asyncio.get_running_loop()
+    with topo.inside(topo.peer):
+        transport, peer = await loop.create_datagram_endpoint(Peer, local_addr=(ip, 0))
+    try:
+        yield peer
+    finally:
+        transport.close()
+
+
+@contextlib.asynccontextmanager
+async def client_in(
+    topo: Topology, namespace: str = "", server: str = ""
+) -> AsyncIterator[RawClient]:
+    """A TURN client in the client namespace (or ``namespace``), talking to the relay's
+    listener at ``server`` (its IPv4 address unless given)."""
+    with topo.inside(namespace or topo.client):
+        client = await RawClient.connect((server or topo.relay_ip, PORT))
+    client.login(*credentials())
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF or 0xFFFF
+
+
+class RawUdp:
+    """Sends UDP with the full checksum computed here (no offload: CHECKSUM_NONE in the kernel),
+    over IPv4 or IPv6 as ``src`` is; ``checksum=False`` sends a zero (absent) checksum."""
+
+    def __init__(self, src: tuple[str, int], checksum: bool = True) -> None:
+        self.src = src
+        self.checksum = checksum
+        self.family = socket.AF_INET6 if ":" in src[0] else socket.AF_INET
+        self.sock = socket.socket(self.family, socket.SOCK_RAW, socket.IPPROTO_UDP)
+        if self.family == socket.AF_INET6:
+            self.sock.bind((src[0], 0))  # the source the pseudo header names
+
+    def send(self, payload: bytes, dst: tuple[str, int]) -> None:
+        length = 8 + len(payload)
+        pseudo = socket.inet_pton(self.family, self.src[0]) + socket.inet_pton(self.family, dst[0])
+        if self.family == socket.AF_INET6:
+            pseudo += struct.pack("!I3xB", length, socket.IPPROTO_UDP)
+        else:
+            pseudo += struct.pack("!BBH", 0, socket.IPPROTO_UDP, length)
+        header = struct.pack("!HHHH", self.src[1], dst[1], length, 0)
+        check = _checksum(pseudo + header + payload) if self.checksum else 0
+        self.sock.sendto(header[:6] + struct.pack("!H", check) + payload, (dst[0], 0))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def bind_channel(client: RawClient, peer: tuple[str, int], channel: int = CHANNEL) -> None:
+    reply = await client.request(
+        Method.CHANNEL_BIND, {Attr.CHANNEL_NUMBER: channel, Attr.XOR_PEER_ADDRESS: peer}
+    )
+    assert reply.cls == Class.SUCCESS, reply.get(Attr.ERROR_CODE)
+
+
+async def channel_data(client: RawClient, timeout: float = 2.0) -> bytes:
+    while True:
+        data = await client.receive(timeout)
+        if stun.is_channel_data(data):
+            return data
+
+
+def kernel_packets(values: dict[Any, float], direction: str) -> float:
+    return sample(values, "turnpike_relay_offload_packets_total", direction=direction)
