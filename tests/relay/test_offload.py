@@ -8,6 +8,7 @@ exactly as it would between hosts. The metrics tell which packets the kernel rel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from support.fastpath import (
     bind_channel,
     channel_data,
     client_in,
+    finished_on_the_way_out,
     http_get,
     kernel_packets,
     metrics,
@@ -55,44 +57,48 @@ def csum_errors(topo: Topology) -> int:
 async def test_both_directions_byte_exact_through_the_kernel(
     topo: Topology, tmp_path: Path, checksum: str
 ) -> None:
-    """Every size from 1 to 1,400 bytes, each way, relayed by the kernel, byte for byte."""
+    """Every size from 1 to 1,400 bytes, each way, relayed by the kernel, byte for byte, with
+    checksums the receivers verify (or none at all)."""
     errors_before = csum_errors(topo)
-    async with (
-        netns_relay(topo, tmp_path),
-        peer_in(topo, topo.peer_ip) as peer,
-        client_in(topo) as client,
-    ):
-        relayed = await client.allocate()
-        await bind_channel(client, peer.address)
-        client_raw = peer_raw = None
-        if checksum == "full":
-            with topo.inside(topo.client):
-                client_raw = RawUdp(client.local_address)
-            with topo.inside(topo.peer):
-                peer_raw = peer.echo_with = RawUdp(peer.address)
-        elif checksum == "none":
-            for sock in (client.transport.get_extra_info("socket"),
-                         peer.transport.get_extra_info("socket")):  # fmt: skip
-                sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
-        before = await metrics(topo)
-        assert sample(before, "turnpike_relay_offload_active") == 1
-        assert sample(before, "turnpike_relay_offload_channels") == 1
-        try:
-            for size in range(1, 1401):
-                payload = bytes((size + i) % 251 for i in range(size))
-                message = stun.channel_header(CHANNEL, size) + payload
-                if client_raw is not None:
-                    client_raw.send(message, (topo.relay_ip, PORT))
-                else:
-                    client.send_raw(message)
-                got, source = await asyncio.wait_for(peer.queue.get(), 2)
-                assert (got, source[:2]) == (payload, relayed)
-                assert await channel_data(client) == message
-        finally:
-            for raw in (client_raw, peer_raw):
-                if raw is not None:
-                    raw.close()
-        after = await metrics(topo)
+    with contextlib.ExitStack() as stack:
+        if checksum == "partial":  # so that the receivers verify what the program wrote
+            stack.enter_context(finished_on_the_way_out(topo))
+        async with (
+            netns_relay(topo, tmp_path),
+            peer_in(topo, topo.peer_ip) as peer,
+            client_in(topo) as client,
+        ):
+            relayed = await client.allocate()
+            await bind_channel(client, peer.address)
+            client_raw = peer_raw = None
+            if checksum == "full":
+                with topo.inside(topo.client):
+                    client_raw = RawUdp(client.local_address)
+                with topo.inside(topo.peer):
+                    peer_raw = peer.echo_with = RawUdp(peer.address)
+            elif checksum == "none":
+                for sock in (client.transport.get_extra_info("socket"),
+                             peer.transport.get_extra_info("socket")):  # fmt: skip
+                    sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+            before = await metrics(topo)
+            assert sample(before, "turnpike_relay_offload_active") == 1
+            assert sample(before, "turnpike_relay_offload_channels") == 1
+            try:
+                for size in range(1, 1401):
+                    payload = bytes((size + i) % 251 for i in range(size))
+                    message = stun.channel_header(CHANNEL, size) + payload
+                    if client_raw is not None:
+                        client_raw.send(message, (topo.relay_ip, PORT))
+                    else:
+                        client.send_raw(message)
+                    got, source = await asyncio.wait_for(peer.queue.get(), 2)
+                    assert (got, source[:2]) == (payload, relayed)
+                    assert await channel_data(client) == message
+            finally:
+                for raw in (client_raw, peer_raw):
+                    if raw is not None:
+                        raw.close()
+            after = await metrics(topo)
     kernel = {d: sample(after, "turnpike_relay_offload_packets_total", direction=d)
               - sample(before, "turnpike_relay_offload_packets_total", direction=d)
               for d in ("to_peer", "to_client")}  # fmt: skip

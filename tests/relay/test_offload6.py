@@ -13,7 +13,6 @@ import contextlib
 import re
 import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from support.fastpath import (
     bind_channel,
     channel_data,
     client_in,
+    finished_on_the_way_out,
     kernel_packets,
     metrics,
     netns_relay,
@@ -58,30 +58,6 @@ def csum_errors(topo: Topology) -> int:
 
 def punted(values: dict[Any, float], reason: str) -> float:
     return sample(values, "turnpike_relay_offload_punted_total", reason=reason)
-
-
-@contextlib.contextmanager
-def finished_on_the_way_out(topo: Topology) -> Iterator[None]:
-    """The relay's veths without transmit checksum offload: a packet sent with its checksum
-    left for the hardware (CHECKSUM_PARTIAL) has it finished in software as it leaves the relay,
-    as a NIC would, so the receiver verifies what the program wrote (a veth receiver otherwise
-    trusts a partial checksum)."""
-    ethtool = require_tool("ethtool", "apt-get install ethtool")
-
-    def offload(state: str) -> None:
-        for link in ("r0", "r1"):
-            subprocess.run(
-                [*topo.exec_prefix(topo.relay), ethtool, "-K", link, "tx", state],
-                check=True,
-                capture_output=True,
-                timeout=10,
-            )
-
-    offload("off")
-    try:
-        yield
-    finally:
-        offload("on")
 
 
 @pytest.mark.parametrize("checksum", ["partial", "full"])

@@ -10,14 +10,15 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from support import TurnpikeProcess, turnpike
+from support import TurnpikeProcess, require_tool, turnpike
 from support.netns import Topology
 from support.relay import REALM, RawClient, credentials, write_keyring
 from turnpike.relay import stun
@@ -201,3 +202,27 @@ async def channel_data(client: RawClient, timeout: float = 2.0) -> bytes:
 
 def kernel_packets(values: dict[Any, float], direction: str) -> float:
     return sample(values, "turnpike_relay_offload_packets_total", direction=direction)
+
+
+@contextlib.contextmanager
+def finished_on_the_way_out(topo: Topology) -> Iterator[None]:
+    """The relay's veths without transmit checksum offload: a packet sent with its checksum
+    left for the hardware (CHECKSUM_PARTIAL) has it finished in software as it leaves the relay,
+    as a NIC would, so the receiver verifies what the program wrote (a veth receiver otherwise
+    trusts a partial checksum)."""
+    ethtool = require_tool("ethtool", "apt-get install ethtool")
+
+    def offload(state: str) -> None:
+        for link in ("r0", "r1"):
+            subprocess.run(
+                [*topo.exec_prefix(topo.relay), ethtool, "-K", link, "tx", state],
+                check=True,
+                capture_output=True,
+                timeout=10,
+            )
+
+    offload("off")
+    try:
+        yield
+    finally:
+        offload("on")

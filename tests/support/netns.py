@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -51,6 +52,18 @@ def require_fast_path() -> None:
 
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def _tentative(namespace: str) -> bool:
+    """True while an IPv6 address in ``namespace`` is still being checked for duplicates."""
+    out = subprocess.run(
+        ["ip", "-n", namespace, "-6", "-o", "addr", "show", "tentative"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
+    return bool(out.strip())
 
 
 class Topology:
@@ -109,6 +122,13 @@ class Topology:
             ip("-n", ns, "-6", "addr", "add", f"{address}/64", "dev", link, "nodad")
         ip("-n", self.client, "-6", "route", "add", "default", "via", self.relay_ip6)
         ip("-n", self.peer, "-6", "route", "add", "default", "via", self.relay_peer_side6)
+        # Neighbour discovery on a link fails until its link-local addresses have passed
+        # duplicate address detection (about a second after the link came up): wait for that.
+        for _ in range(100):
+            if not any(_tentative(ns) for ns in (self.client, self.relay, self.peer)):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("IPv6 link-local addresses still tentative after 5 s")
 
     def add_host(self, index: int) -> tuple[str, str]:
         """One more namespace on a new veth link to the relay (10.71.<10+index>.0/24), made
