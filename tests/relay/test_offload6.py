@@ -108,6 +108,31 @@ async def test_both_directions_byte_exact_through_the_kernel(
     assert csum_errors(topo) == errors_before
 
 
+async def test_loopback_is_delivered_in_place(topo: Topology, tmp_path: Path) -> None:
+    """Client, relay and peer on ::1 of one namespace (a relay on the host network with a local
+    peer): the program rewrites each datagram and lets it go up the stack where it is."""
+    errors_before = csum_errors(topo)
+    async with (
+        netns_relay(topo, tmp_path, "--listen", f"[::1]:{PORT}", "--allow-peer", "::1/128"),
+        peer_in(topo, "::1", namespace=topo.relay) as peer,
+        client_in(topo, namespace=topo.relay, server="::1") as client,
+    ):
+        relayed = await client.allocate()
+        assert relayed[0] == "::1"
+        await bind_channel(client, peer.address)
+        sizes = (1, 2, 3, 4, 5, 99, 100, 1000, 1399, 1400)
+        for size in sizes:
+            payload = bytes((size * 7 + i) % 256 for i in range(size))
+            client.send_channel(CHANNEL, payload)
+            got, source = await asyncio.wait_for(peer.queue.get(), 2)
+            assert (got, source[:2]) == (payload, relayed)
+            assert await channel_data(client) == stun.channel_header(CHANNEL, size) + payload
+        values = await metrics(topo)
+    assert kernel_packets(values, "to_peer") == len(sizes)
+    assert kernel_packets(values, "to_client") == len(sizes)
+    assert csum_errors(topo) == errors_before
+
+
 async def test_refresh_zero_removes_the_entries(topo: Topology, tmp_path: Path) -> None:
     async with (
         netns_relay(topo, tmp_path, *LISTEN6) as relay,

@@ -125,9 +125,10 @@ class Peer(asyncio.DatagramProtocol):
 
 
 @contextlib.asynccontextmanager
-async def peer_in(topo: Topology, ip: str) -> AsyncIterator[Peer]:
+async def peer_in(topo: Topology, ip: str, namespace: str = "") -> AsyncIterator[Peer]:
+    """A peer on ``ip`` in the peer namespace (or ``namespace``)."""
     loop = asyncio.get_running_loop()
-    with topo.inside(topo.peer):
+    with topo.inside(namespace or topo.peer):
         transport, peer = await loop.create_datagram_endpoint(Peer, local_addr=(ip, 0))
     try:
         yield peer
