@@ -34,10 +34,15 @@ from support.fastpath import (
     sample,
 )
 from support.netns import Topology, require_fast_path, topology
-from support.relay import SECRET
+from support.relay import REALM, SECRET, credentials, raw_client, write_keyring
 
+from turnpike.core.filewatch import FileWatcher
+from turnpike.core.keyring import parse_keyring
 from turnpike.relay import stun
+from turnpike.relay.offload import Offload
+from turnpike.relay.server import RelayConfig, RelayServer
 from turnpike.relay.stun import Attr, Class, Method
+from turnpike.relay.transports import Listeners
 
 pytestmark = [pytest.mark.e2e]
 
@@ -157,6 +162,54 @@ async def test_refresh_zero_removes_the_entries(topo: Topology, tmp_path: Path) 
     assert kernel_packets(values, "to_peer") == 1
     assert kernel_packets(values, "to_client") == 1  # the echo of "one"
     assert "1/1 packets to peer/client (1/1 of them in the kernel)" in relay.text, relay.text
+
+
+async def test_an_expired_channel_hands_the_next_datagram_to_userspace(
+    topo: Topology, tmp_path: Path
+) -> None:
+    """A channel expires while its allocation and permission live on: its entries are deleted,
+    and the peer's next datagram reaches the client from userspace, as a Data indication. (An
+    in-process relay, on ::1 in the relay namespace, so the channel's lifetime can be short.)"""
+    with topo.inside(topo.relay):  # every socket of this test, the relay's too, is made there
+        watcher = FileWatcher(write_keyring(tmp_path / "keyring.json"), parse_keyring)
+        offload = Offload.start("tc", interfaces=[socket.if_nametoindex("lo")])
+        config = RelayConfig(
+            realm=REALM, relay_ips=("::1",), relay_ports=(41000, 41999),
+            allow_peer=("::1/128",), channel_lifetime=1,
+        )  # fmt: skip
+        server = RelayServer(config, lambda: watcher.current, offload)
+        listeners = Listeners(server)
+        try:
+            address = await listeners.listen("::1", 0)
+            server.start()
+            async with (
+                peer_in(topo, "::1", namespace=topo.relay) as peer,
+                raw_client(address, credentials=credentials()) as client,
+            ):
+                relayed = await client.allocate()
+                await bind_channel(client, peer.address)
+                # The permission outlives the channel (a ChannelBind's lasts as long as it).
+                reply = await client.request(Method.CREATE_PERMISSION, peers=[peer.address])
+                assert reply.cls == Class.SUCCESS
+                peer.echo = False
+                assert peer.transport is not None
+                peer.transport.sendto(b"bound", relayed)
+                assert await channel_data(client) == stun.channel_header(CHANNEL, 5) + b"bound"
+                assert offload.channels == 1
+                for _ in range(100):  # the channel lives a second; the sweep runs every second
+                    if offload.channels == 0:
+                        break
+                    await asyncio.sleep(0.05)
+                assert offload.channels == 0
+                peer.transport.sendto(b"unbound", relayed)
+                data = await client.receive_message()
+                assert (data.method, data.cls) == (Method.DATA, Class.INDICATION)
+                assert data.get(Attr.DATA) == b"unbound"
+                assert offload.traffic().to_client_packets == 1  # "bound" alone
+        finally:
+            await listeners.close()
+            await server.close()
+            offload.close()
 
 
 async def test_an_expired_entry_is_never_used_even_if_the_relay_stalls(

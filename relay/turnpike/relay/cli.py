@@ -160,7 +160,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--offload",
         choices=("auto", "tc", "off"),
         default="auto",
-        help="kernel fast path for ChannelData over IPv4/UDP: auto (when CAP_BPF and "
+        help="kernel fast path for ChannelData over UDP (IPv4, IPv6): auto (when CAP_BPF and "
         "CAP_NET_ADMIN allow and the program loads), tc (required: fail otherwise) or off",
     )
     # Set by the --workers supervisor for its children.

@@ -412,9 +412,11 @@ class Offload:
             return {}
         if alloc.client.closed or _listener_address(endpoint) is None:
             return {}
+        if "%" in alloc.five_tuple[1][0]:  # a link-local client with a scope: userspace's
+            return {}
         wanted: dict[int, tuple[tuple[str, int], int]] = {}
         for channel, peer in alloc.channels.items():
-            if peer in alloc.hairpin:
+            if peer in alloc.hairpin or "%" in peer[0]:
                 continue
             expiry = min(alloc.channel_expiry.get(channel, 0.0), alloc.expires)
             wanted[channel] = ((peer[0], int(peer[1])), monotonic_ns(expiry))
