@@ -231,8 +231,9 @@ def test_one_thing_short_auto_relays_in_userspace_and_tc_refuses_to_start(
     assert sample(values, "turnpike_relay_offload_active") == 0
     assert sample(values, "turnpike_relay_offload_interfaces") == 0
     assert sent > 0 and sent == received, output
-    assert sample(values, "turnpike_relay_packets_total", direction="to_peer") == sent
-    assert sample(values, "turnpike_relay_offload_packets_total", direction="to_peer") == 0
+    for direction, count in (("to_peer", sent), ("to_client", received)):
+        assert sample(values, "turnpike_relay_packets_total", direction=direction) == count
+        assert sample(values, "turnpike_relay_offload_packets_total", direction=direction) == 0
     lines = fast_path_lines(output)
     assert len(lines) == 1, output
     assert "unavailable" in lines[0] and "userspace" in lines[0] and reason in lines[0], lines
