@@ -8,6 +8,7 @@ Format (in a cluster it comes from a Secret)::
 Clients authenticate with HTTP Basic ``AccountSid:AuthToken`` or ``ApiKeySid:secret``, as with the
 hosted APIs. ``sipCredentials`` (optional) are the usernames and passwords a PBX or trunk uses for
 SIP digest authentication at the stream gateway; a username belongs to one account only.
+``apiKeys`` and ``sipCredentials`` are optional; any other field is refused.
 """
 
 from __future__ import annotations

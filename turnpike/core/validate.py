@@ -62,6 +62,9 @@ class Node:
     error: type[ValueError]
     secret: bool = False
 
+    def __repr__(self) -> str:  # the path only: a value may be a secret
+        return f"Node({self.source}: {self.path})"
+
     @property
     def present(self) -> bool:
         return self.value is not MISSING
