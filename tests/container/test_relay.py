@@ -142,7 +142,8 @@ def free_loopback_443() -> str:
 
 
 def host_network_443_pod(image: str, workdir: Path) -> tuple[PodRun, str, int, int]:
-    """The pod of a host-network edge with TURN over TLS on 443 (deploy/examples/edge-dublin)."""
+    """The pod of a host-network edge with TURN over TLS on 443 (deploy/examples/edge-dublin),
+    without the kernel fast path: NET_BIND_SERVICE is then its only capability."""
     pod = edge_pod(
         image,
         workdir,
@@ -150,6 +151,7 @@ def host_network_443_pod(image: str, workdir: Path) -> tuple[PodRun, str, int, i
         hostNetwork=True,
         tlsSecretName=TLS_SECRET,
         ports={"udp": 3478, "tcp": 3478, "tls": [443]},
+        offload="off",
     )
     assert pod.spec["hostNetwork"] is True
     address, port, metrics = free_loopback_443(), free_dual_port(), free_port()
@@ -214,7 +216,7 @@ def pod_network_namespace() -> Iterator[str]:
 def test_pod_network_relay_binds_443_through_the_sysctl_as_non_root(
     podman: Podman, image: str, tmp_path: Path
 ) -> None:
-    pod = edge_pod(image, tmp_path, tlsSecretName=TLS_SECRET, ports={"tls": [443]})
+    pod = edge_pod(image, tmp_path, tlsSecretName=TLS_SECRET, ports={"tls": [443]}, offload="off")
     flags = pod.security_flags()
     assert "--sysctl=net.ipv4.ip_unprivileged_port_start=0" in flags
     assert "--user=65532:65532" in flags and not any("--cap-add" in f for f in flags)

@@ -23,6 +23,7 @@ from turnpike.operator import (
     gateway,
     labels,
     networks,
+    pod_security,
     ranges,
     relay,
 )
@@ -137,8 +138,10 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
     """The relay's children from the spec, the addresses discovered now, and the status; True
     when what the edge publishes (addresses, publication) may have changed, so the namespace
     must be republished."""
+    namespace = await ctx.kube.get(k8s.NAMESPACES, None, body["metadata"]["namespace"])
+    level = pod_security.enforced_level(namespace, ctx.config.pod_security_default)
     try:
-        edge = RelayEdge.parse(body, ctx.config.image)
+        edge, offload = pod_security.decide(RelayEdge.parse(body, ctx.config.image), level)
     except SpecError as exc:
         await st.invalid(ctx.kube, k8s.RELAY_EDGES, body, exc)
         raise
@@ -149,7 +152,8 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
     problem = await _edge_problem(ctx, edge)
 
     def status_of(body: Obj) -> Obj:
-        return _edge_status(ctx, edge, body, workload, addresses, problem)
+        status = _edge_status(ctx, edge, body, workload, addresses, problem)
+        return {**status, "offload": offload.to_status()}
 
     before = body.get("status") or {}
     publishes = (
@@ -163,6 +167,9 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
     st.warn_if_new(written, _degraded(problem, written))
     for change in changes:
         st.event(body, "Reconciled", change)
+    if before.get("offload") != offload.to_status() and offload.requested != "off":
+        granted = offload.rendered != "off"
+        st.event(body, "OffloadGranted" if granted else "OffloadWithheld", offload.reason)
     if addresses != ((written.get("status") or {}).get("addresses") or []):
         shown = ", ".join(addresses) or "none"
         st.event(body, "AddressesChanged", f"published addresses: {shown}", action=events.PUBLISH)
