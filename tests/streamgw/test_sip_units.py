@@ -184,7 +184,13 @@ def test_dialog_requests_follow_the_route_set() -> None:
 def test_numbers_file() -> None:
     doc = {
         "numbers": [
-            {"number": "+15550002222", "accountSid": ACCOUNT, "twiml": "<Response/>"},
+            {
+                "number": "+15550002222",
+                "accountSid": ACCOUNT,
+                "twiml": "<Response/>",
+                "voiceUrl": None,  # null: as if left out
+                "statusCallback": None,
+            },
             {
                 "number": "+15550003333",
                 "accountSid": ACCOUNT,

@@ -64,8 +64,8 @@ def parse_numbers(data: bytes, source: str) -> Numbers:
         number = entry.field("number").once(routes).text(_NUMBER, _E164.match)
         account = sids.from_field(entry.field("accountSid"), sids.ACCOUNT)
         url, inline = entry.field("voiceUrl"), entry.field("twiml")
-        if url.present == inline.present:
-            found = "both" if url.present else "neither"
+        if _given(url) == _given(inline):
+            found = "both" if _given(url) else "neither"
             raise entry.fail('exactly one of "voiceUrl" and "twiml"', found)
         routes[number] = Route(
             number,
@@ -78,8 +78,13 @@ def parse_numbers(data: bytes, source: str) -> Numbers:
     return Numbers(routes)
 
 
+def _given(field: validate.Node) -> bool:
+    # null is as good as leaving an optional field out
+    return field.present and field.value is not None
+
+
 def _web_url(field: validate.Node) -> str | None:
-    if not field.present:
+    if not _given(field):
         return None
     return field.text(
         "an http or https URL", lambda u: urllib.parse.urlsplit(u).scheme in ("http", "https")
@@ -87,7 +92,7 @@ def _web_url(field: validate.Node) -> str | None:
 
 
 def _document(field: validate.Node) -> twiml.Document | None:
-    if not field.present:
+    if not _given(field):
         return None
     try:
         return twiml.parse(field.text("a TwiML document", validate.anything))
