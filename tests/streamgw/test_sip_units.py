@@ -216,6 +216,10 @@ def test_numbers_file() -> None:
             {"number": "+15550002222", "accountSid": ACCOUNT, "voiceUrl": "ftp://x/"},
             "http or https",
         ),
+        (
+            {"number": "+15550002222", "accountSid": ACCOUNT, "voiceUrl": "http://[::1/"},
+            r'voiceUrl: expected an http or https URL, found "http://\[::1/"',
+        ),
         ({"number": "+15550002222", "accountSid": ACCOUNT, "twiml": "", "x": 1}, 'found "x"'),
     ):
         with pytest.raises(NumbersError, match=error):

@@ -86,9 +86,14 @@ def _given(field: validate.Node) -> bool:
 def _web_url(field: validate.Node) -> str | None:
     if not _given(field):
         return None
-    return field.text(
-        "an http or https URL", lambda u: urllib.parse.urlsplit(u).scheme in ("http", "https")
-    )
+    return field.text("an http or https URL", _http_url)
+
+
+def _http_url(text: str) -> bool:
+    try:
+        return urllib.parse.urlsplit(text).scheme in ("http", "https")
+    except ValueError:  # such as an unclosed IPv6 bracket
+        return False
 
 
 def _document(field: validate.Node) -> twiml.Document | None:
