@@ -28,6 +28,10 @@ def test_parse_valid() -> None:
     ("text", "problem"),
     [
         ("{", "not valid JSON"),
+        (
+            b'{"keys": [{"id": "k1", "secret": "\xff"}]}',
+            "not valid JSON (cannot decode the text at byte",
+        ),
         ("[]", "$: expected an object, found an empty array"),
         ('{"keys": []}', "$.keys: expected a non-empty array, found an empty array"),
         (
@@ -53,7 +57,7 @@ def test_parse_valid() -> None:
         ('{"keys": [{"id": "a", "signing": true}]}', "$.keys[0].secret: expected a non-empty"),
     ],
 )
-def test_validation_errors_name_file_and_problem(text: str, problem: str) -> None:
+def test_validation_errors_name_file_and_problem(text: str | bytes, problem: str) -> None:
     with pytest.raises(KeyringError) as info:
         Keyring.parse(text, "/etc/turnpike/keyring.json")
     assert str(info.value).startswith("/etc/turnpike/keyring.json: ")

@@ -40,10 +40,12 @@ def load(data: bytes | str, source: str, error: type[ValueError]) -> Node:
     """
     try:
         doc = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise error(f"{source}: not valid JSON ({exc})") from None
     except UnicodeDecodeError as exc:
-        raise error(f"{source}: not valid JSON (not UTF-8 text at byte {exc.start})") from None
+        raise error(
+            f"{source}: not valid JSON (cannot decode the text at byte {exc.start})"
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, or a number too long to convert
+        raise error(f"{source}: not valid JSON ({exc})") from None
     return Node(doc, "$", source, error)
 
 
