@@ -4,8 +4,8 @@ operator process against the Kubernetes API.
 ``auto`` (the default) renders the kernel fast path's capabilities only where the namespace's
 ``pod-security.kubernetes.io/enforce`` level (else the cluster default the operator is told)
 permits them; elsewhere the relays stay restricted in userspace and the status says why. ``tc``
-where the level refuses it is an invalid spec. Relabelling a namespace takes effect at the next
-resync (20 s in these tests), without touching the edge.
+where the level refuses it is an invalid spec. Relabelling a namespace takes effect at once,
+through the operator's namespace watch, without touching the edge.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from turnpike.operator.pod_security import ENFORCE_LABEL
 pytestmark = pytest.mark.e2e
 
 STATIC = {"static": ["192.0.2.10"]}
-RESYNC = 60  # the test operator resyncs every 20 s: room for a busy machine
 
 
 async def labelled_namespace(kube: k8s.Kube, prefix: str, level: str | None) -> str:
@@ -122,7 +121,7 @@ async def test_auto_follows_the_namespace_pod_security_level(
             found = await relay_of(kube, locked, "east")
             return found is not None and fast_path(found[0]) and found[1] == "auto"
 
-        await eventually(granted, timeout=RESYNC, what="fast path after relabelling")
+        await eventually(granted, what="fast path after relabelling")
     finally:
         for ns in (privileged, locked):
             await delete_namespace(kube, ns)
@@ -154,7 +153,7 @@ async def test_tc_where_the_level_refuses_it_is_an_invalid_spec(
         async def says_restricted() -> bool:
             return '"restricted"' in (await invalid()).get("message", "")
 
-        await eventually(says_restricted, timeout=RESYNC, what="an unknown level as restricted")
+        await eventually(says_restricted, what="an unknown level as restricted")
 
         await kube.patch(
             k8s.NAMESPACES, None, ns, {"metadata": {"labels": {ENFORCE_LABEL: "privileged"}}}
@@ -164,7 +163,7 @@ async def test_tc_where_the_level_refuses_it_is_an_invalid_spec(
             found = await relay_of(kube, ns, "west")
             return found is not None and fast_path(found[0]) and found[1] == "tc"
 
-        await eventually(rolled_out, timeout=RESYNC, what="tc relays after relabelling")
+        await eventually(rolled_out, what="tc relays after relabelling")
         obj = await kube.get(k8s.RELAY_EDGES, ns, "west")
         assert condition(obj, "Degraded")["status"] == "False"
     finally:
@@ -175,7 +174,9 @@ async def test_the_cluster_default_level_applies_to_unlabelled_namespaces(
     cluster: Cluster, kube: k8s.Kube, tmp_path: Path
 ) -> None:
     """A cluster whose admission enforces restricted by default (the API does not show it): the
-    operator is told with --pod-security-default; a namespace's own label still wins."""
+    operator is told with --pod-security-default; a namespace's own label still wins, and a
+    label added later takes effect through the namespace watch alone (this operator's resync is
+    an hour away)."""
     unlabelled = await labelled_namespace(kube, "psd", None)
     opened = await labelled_namespace(kube, "psd", "privileged")
     process = Operator(
@@ -186,6 +187,8 @@ async def test_the_cluster_default_level_applies_to_unlabelled_namespaces(
         "psd-*",
         "--pod-security-default",
         "restricted",
+        "--resync-interval",
+        "3600",
     )
     try:
         process.wait_live()
@@ -195,6 +198,19 @@ async def test_the_cluster_default_level_applies_to_unlabelled_namespaces(
         assert restricted(security) and mode == "off", process.output
         security, mode = await eventually(lambda: relay_of(kube, opened, "north"))
         assert fast_path(security) and mode == "auto", process.output
+
+        await kube.patch(
+            k8s.NAMESPACES,
+            None,
+            unlabelled,
+            {"metadata": {"labels": {ENFORCE_LABEL: "privileged"}}},
+        )
+
+        async def granted() -> bool:
+            found = await relay_of(kube, unlabelled, "north")
+            return found is not None and fast_path(found[0]) and found[1] == "auto"
+
+        await eventually(granted, what="fast path after labelling, without a resync")
     finally:
         for ns in (unlabelled, opened):
             await delete_namespace(kube, ns)
