@@ -59,7 +59,11 @@ def decide(edge: RelayEdge, level: str) -> tuple[RelayEdge, Offload]:
     if requested == "off":
         return edge, Offload("off", "off", "spec.offload is off")
     if level == PERMITS_FAST_PATH:
-        reason = f'Pod Security level "{level}" permits CAP_BPF and CAP_NET_ADMIN'
+        reason = (
+            f'Pod Security level "{level}" permits CAP_BPF and CAP_NET_ADMIN; each relay reports '
+            "whether its kernel and runtime let it load the program "
+            "(turnpike_relay_offload_active, /ready)"
+        )
         return edge, Offload(requested, requested, reason)
     refusal = (
         f'namespace "{edge.namespace}" enforces Pod Security level "{level}", which refuses '
