@@ -233,6 +233,10 @@ def constraints() -> dict[str, Schema]:
         "operator.serviceCIDRs": {"type": "array", "items": {"type": "string", "pattern": CIDR}},
         "operator.podCIDRs": {"type": "array", "items": {"type": "string", "pattern": CIDR}},
         "operator.globalHost": _dns_subdomain(optional=True),
+        "operator.podSecurityDefault": {
+            "type": "string",
+            "enum": ["privileged", "baseline", "restricted"],
+        },
         **_container_settings("tokens"),
         "tokens.port": _port(1024),
         "tokens.rateLimitPerMinute": {"type": "number", "minimum": 0},

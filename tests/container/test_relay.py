@@ -6,81 +6,20 @@ pod's sysctl opens 443 to the non-root relay."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import random
 import re
-import secrets
 import socket
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support import free_dual_port, free_port, require_tool
-from support.container import (
-    Podman,
-    PodRun,
-    container_named,
-    pod_spec,
-    run_pod,
-    wait_ready,
-)
-from support.relay import write_self_signed
+from support.container import Podman, PodRun, run_pod, wait_ready
+from support.relay_pod import SECRET, TLS_SECRET, edge_pod, pod_network_namespace
 
-from turnpike.operator import labels, relay
-from turnpike.operator.model import RelayEdge
+from turnpike.operator import relay
 
 pytestmark = [pytest.mark.interop, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
-
-SECRET = "north"
-KEYRING_SECRET = "turnpike-keyring"
-TLS_SECRET = "edge-tls"
-OWNER = {
-    "apiVersion": "turnpike.io/v1alpha1",
-    "kind": "RelayEdge",
-    "metadata": {"name": "edge", "namespace": "turnpike", "uid": "u-1"},
-}
-
-
-def relay_ports() -> dict[str, int]:
-    low = random.randrange(40000, 48000)
-    return {"min": low, "max": low + 199}
-
-
-def edge_pod(image: str, workdir: Path, **spec: Any) -> PodRun:
-    """The relay container of the pod the operator renders for an edge with ``spec``."""
-    body = {
-        "metadata": {"name": "edge", "namespace": "turnpike", "uid": "u-1"},
-        "spec": {
-            "location": "Test",
-            "publicHostname": "edge.turn.example.com",
-            "peers": {"allow": ["127.0.0.0/8"], "denyClusterNetworks": False},
-            "quotas": {"perUser": 50},
-            "relayPorts": relay_ports(),
-            "terminationGracePeriodSeconds": 31,  # a 1 s drain when the test stops the relay
-            **spec,
-        },
-    }
-    config, workload, *_ = relay.children(
-        RelayEdge.parse(body, image), OWNER, [], None, KEYRING_SECRET
-    )
-    pod = pod_spec(workload)
-    cert, key = write_self_signed(workdir)
-    keyring = {"keys": [{"id": "k1", "secret": SECRET, "signing": True}]}
-    return PodRun(
-        image=image,
-        spec=pod,
-        container=container_named(pod, "relay"),
-        workdir=workdir,
-        secrets={
-            KEYRING_SECRET: {labels.KEYRING_KEY: json.dumps(keyring)},
-            TLS_SECRET: {"tls.crt": cert.read_text(), "tls.key": key.read_text()},
-        },
-        config_maps={config["metadata"]["name"]: config["data"]},
-    )
 
 
 async def uclient(server: str, port: int, peer_port: int, *flags: str) -> tuple[int, int]:
@@ -142,7 +81,8 @@ def free_loopback_443() -> str:
 
 
 def host_network_443_pod(image: str, workdir: Path) -> tuple[PodRun, str, int, int]:
-    """The pod of a host-network edge with TURN over TLS on 443 (deploy/examples/edge-dublin)."""
+    """The pod of a host-network edge with TURN over TLS on 443 (deploy/examples/edge-dublin),
+    without the kernel fast path: NET_BIND_SERVICE is then its only capability."""
     pod = edge_pod(
         image,
         workdir,
@@ -150,6 +90,7 @@ def host_network_443_pod(image: str, workdir: Path) -> tuple[PodRun, str, int, i
         hostNetwork=True,
         tlsSecretName=TLS_SECRET,
         ports={"udp": 3478, "tcp": 3478, "tls": [443]},
+        offload="off",
     )
     assert pod.spec["hostNetwork"] is True
     address, port, metrics = free_loopback_443(), free_dual_port(), free_port()
@@ -188,33 +129,10 @@ def test_non_root_with_net_bind_service_cannot_bind_443_on_the_host_network(
     assert "Permission denied" in running.output, running.output
 
 
-@contextlib.contextmanager
-def pod_network_namespace() -> Iterator[str]:
-    """A network namespace of the test's own, shaped like a pod's: loopback plus an interface
-    with an address and a default route (a veth pair with both ends inside: nothing reaches
-    the host)."""
-    ip = require_tool("ip", "apt-get install iproute2")
-    name = f"turnpike-test-{secrets.token_hex(4)}"
-    subprocess.run([ip, "netns", "add", name], check=True)
-    try:
-        for command in (
-            "link set lo up",
-            "link add eth0 type veth peer name eth1",
-            "addr add 10.254.0.2/24 dev eth0",
-            "link set eth1 up",
-            "link set eth0 up",
-            "route add default via 10.254.0.1 dev eth0",
-        ):
-            subprocess.run([ip, "-n", name, *command.split()], check=True)
-        yield f"/run/netns/{name}"
-    finally:
-        subprocess.run([ip, "netns", "delete", name], check=True)
-
-
 def test_pod_network_relay_binds_443_through_the_sysctl_as_non_root(
     podman: Podman, image: str, tmp_path: Path
 ) -> None:
-    pod = edge_pod(image, tmp_path, tlsSecretName=TLS_SECRET, ports={"tls": [443]})
+    pod = edge_pod(image, tmp_path, tlsSecretName=TLS_SECRET, ports={"tls": [443]}, offload="off")
     flags = pod.security_flags()
     assert "--sysctl=net.ipv4.ip_unprivileged_port_start=0" in flags
     assert "--user=65532:65532" in flags and not any("--cap-add" in f for f in flags)
@@ -224,7 +142,7 @@ def test_pod_network_relay_binds_443_through_the_sysctl_as_non_root(
         "socket.create_connection(('127.0.0.1', 443), timeout=2).close()"
     )
     with pod_network_namespace() as netns:
-        pod.network = f"ns:{netns}"  # the wildcard addresses stay: nothing else is in there
+        pod.network = f"ns:{netns.path}"  # the wildcard addresses stay: nothing else is in there
         with run_pod(podman, pod) as running:
             deadline = time.monotonic() + 30
             while True:

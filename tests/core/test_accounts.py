@@ -66,5 +66,6 @@ def test_sip_credentials_belong_to_one_account() -> None:
     with pytest.raises(AccountsError, match="listed twice"):
         Accounts.parse(json.dumps(doc))
     doc["accounts"][1]["sipCredentials"] = [{"username": "x"}]
-    with pytest.raises(AccountsError, match="non-empty password"):
+    password = r"\$\.accounts\[1\]\.sipCredentials\[0\]\.password: expected a non-empty string"
+    with pytest.raises(AccountsError, match=password):
         Accounts.parse(json.dumps(doc))

@@ -62,25 +62,53 @@ def test_ice_servers_order_and_ipv6_brackets() -> None:
 @pytest.mark.parametrize(
     ("doc", "problem"),
     [
-        ("[]", '"global" and "edges"'),
-        ("{", "not valid JSON"),
-        ({"edges": []}, '"global" must be an object'),
-        ({"global": {"host": "bad host"}}, '"host" must be a DNS name'),
-        ({"global": {"host": "a..b"}}, '"host" must be a DNS name'),
-        ({"global": {"host": "x.example"}, "edge": []}, "unknown fields ['edge']"),
-        ({"global": {"host": "x.example", "ports": {"udp": 0}}}, "1-65535"),
-        ({"global": {"host": "x.example", "ports": {"udp": "3478"}}}, "1-65535"),
-        ({"global": {"host": "x.example", "ports": {"udp": True}}}, "1-65535"),
-        ({"global": {"host": "x.example", "ports": {"dtls": 1}}}, "unknown transports"),
-        ({"global": {"host": "x"}, "edges": [{"name": "A", "host": "a"}]}, "lowercase DNS label"),
-        ({"global": {"host": "x"}, "edges": [{"name": "global", "host": "a"}]}, "reserved"),
+        ("[]", "$: expected an object, found an empty array"),
+        ("{", "not valid JSON (Expecting property name enclosed in double quotes: line 1"),
+        ({"edges": []}, "$.global: expected an object, found nothing"),
+        (
+            {"global": {"host": "bad host"}},
+            '$.global.host: expected a DNS name or an IP address, found "bad host"',
+        ),
+        ({"global": {"host": "a..b"}}, 'expected a DNS name or an IP address, found "a..b"'),
+        (
+            {"global": {"host": "x.example"}, "edge": []},
+            '$: expected only the fields "global", "edges", found "edge"',
+        ),
+        (
+            {"global": {"host": "x.example", "ports": {"udp": 0}}},
+            "$.global.ports.udp: expected an integer from 1 to 65535, found 0",
+        ),
+        ({"global": {"host": "x.example", "ports": {"udp": "3478"}}}, '65535, found "3478"'),
+        ({"global": {"host": "x.example", "ports": {"udp": True}}}, "65535, found true"),
+        (
+            {"global": {"host": "x.example", "ports": {"dtls": 1}}},
+            '$.global.ports: expected only the fields "udp", "tcp", "tls", found "dtls"',
+        ),
+        (
+            {"global": {"host": "x"}, "edges": [{"name": "A", "host": "a"}]},
+            '$.edges[0].name: expected a lowercase DNS label such as "ashburn"',
+        ),
+        (
+            {"global": {"host": "x"}, "edges": [{"name": "global", "host": "a"}]},
+            '$.edges[0].name: expected a lowercase DNS label such as "ashburn" ("global" is '
+            'reserved), found "global"',
+        ),
         (
             {"global": {"host": "x"}, "edges": [{"name": "a", "host": "a"}] * 2},
-            "listed twice",
+            '$.edges[1].name: expected each value once, found "a" listed twice',
         ),
-        ({"global": {"host": "x"}, "edges": [{"name": "a"}]}, '"host"'),
-        ({"global": {"host": "x"}, "edges": {"a": 1}}, '"edges" must be a list'),
-        ({"global": {"host": "x"}, "edges": [{"name": "a", "host": "a", "zone": 1}]}, "unknown"),
+        (
+            {"global": {"host": "x"}, "edges": [{"name": "a"}]},
+            "$.edges[0].host: expected a DNS name or an IP address, found nothing",
+        ),
+        (
+            {"global": {"host": "x"}, "edges": {"a": 1}},
+            "$.edges: expected an array, found an object",
+        ),
+        (
+            {"global": {"host": "x"}, "edges": [{"name": "a", "host": "a", "zone": 1}]},
+            '$.edges[0]: expected only the fields "name", "location", "host", "ports", found "zo',
+        ),
     ],
 )
 def test_broken_files_name_the_problem(doc: Any, problem: str) -> None:

@@ -28,19 +28,36 @@ def test_parse_valid() -> None:
     ("text", "problem"),
     [
         ("{", "not valid JSON"),
-        ("[]", '"keys" list'),
-        ('{"keys": []}', "no keys"),
-        (doc(("a", "x", True), ("b", "y", True)), "two or more signing keys"),
+        (
+            b'{"keys": [{"id": "k1", "secret": "\xff"}]}',
+            "not valid JSON (cannot decode the text at byte",
+        ),
+        ("[]", "$: expected an object, found an empty array"),
+        ('{"keys": []}', "$.keys: expected a non-empty array, found an empty array"),
+        (
+            doc(("a", "x", True), ("b", "y", True)),
+            '$.keys: expected exactly one key with "signing": true, found two or more signing keys',
+        ),
         (doc(("a", "x", False)), "no signing key"),
-        (doc(("a", "", True)), 'empty or missing "secret"'),
-        (doc(("", "x", True)), 'non-empty string "id"'),
-        (doc(("a", "x", True), ("a", "y", False)), "listed twice"),
-        ('{"keys": [{"id": "a", "secret": "x", "signing": "yes"}]}', '"signing" must be'),
-        ('{"keys": [{"id": "a", "secret": "x", "signing": true, "sign": 1}]}', "unknown fields"),
-        ('{"keys": ["a"]}', "not an object"),
+        (doc(("a", "", True)), "$.keys[0].secret: expected a non-empty string, found an empty"),
+        (doc(("", "x", True)), "$.keys[0].id: expected a non-empty string, found an empty string"),
+        (
+            doc(("a", "x", True), ("a", "y", False)),
+            '$.keys[1].id: expected each value once, found "a" listed twice',
+        ),
+        (
+            '{"keys": [{"id": "a", "secret": "x", "signing": "yes"}]}',
+            '$.keys[0].signing: expected true or false, found "yes"',
+        ),
+        (
+            '{"keys": [{"id": "a", "secret": "x", "signing": true, "sign": 1}]}',
+            '$.keys[0]: expected only the fields "id", "secret", "signing", found "sign"',
+        ),
+        ('{"keys": ["a"]}', '$.keys[0]: expected an object, found "a"'),
+        ('{"keys": [{"id": "a", "signing": true}]}', "$.keys[0].secret: expected a non-empty"),
     ],
 )
-def test_validation_errors_name_file_and_problem(text: str, problem: str) -> None:
+def test_validation_errors_name_file_and_problem(text: str | bytes, problem: str) -> None:
     with pytest.raises(KeyringError) as info:
         Keyring.parse(text, "/etc/turnpike/keyring.json")
     assert str(info.value).startswith("/etc/turnpike/keyring.json: ")

@@ -11,7 +11,7 @@ from support.kube_e2e import Cluster, edge, eventually, published, ranges_doc
 
 from turnpike.operator import kube as k8s
 from turnpike.operator import labels
-from turnpike.operator.nodes import NodeCache
+from turnpike.operator.cluster_cache import ClusterCache
 from turnpike.operator.outages import Outages
 
 
@@ -76,16 +76,16 @@ def test_outages_log_one_line_per_cause_and_one_when_it_works_again(
 
 
 def test_node_cache_keeps_the_newest_version_seen() -> None:
-    cache = NodeCache(kube=None)  # type: ignore[arg-type]
+    cache = ClusterCache(kube=None, resource=k8s.NODES)  # type: ignore[arg-type]
 
     def node(name: str, rv: int, ip: str) -> dict[str, object]:
         return {"metadata": {"name": name, "resourceVersion": str(rv)}, "status": {"ip": ip}}
 
     cache.observe("ADDED", node("a", 5, "new"))
     cache._keep(node("a", 3, "old"))  # a LIST answered before the event arrived
-    assert cache.nodes["a"]["status"] == {"ip": "new"}
+    assert cache.objects["a"]["status"] == {"ip": "new"}
     cache.observe("DELETED", node("a", 7, "new"))
     cache._keep(node("a", 6, "stale"))  # listed before its deletion
-    assert "a" not in cache.nodes
+    assert "a" not in cache.objects
     cache.observe("ADDED", node("a", 9, "back"))
-    assert cache.nodes["a"]["status"] == {"ip": "back"}
+    assert cache.objects["a"]["status"] == {"ip": "back"}

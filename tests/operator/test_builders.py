@@ -110,9 +110,10 @@ def test_relay_children_load_balancer_mode() -> None:
 
 
 def test_relay_kernel_fast_path_adds_exactly_bpf_and_net_admin() -> None:
-    default = relay.children(_edge(), OWNER, [], None, "keys")
-    assert default[0]["data"]["TURNPIKE_OFFLOAD"] == "off"
-    security = default[1]["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert _edge().offload == "auto"
+    off = relay.children(_edge(offload="off"), OWNER, [], None, "keys")
+    assert off[0]["data"]["TURNPIKE_OFFLOAD"] == "off"
+    security = off[1]["spec"]["template"]["spec"]["containers"][0]["securityContext"]
     assert security["runAsNonRoot"] is True and "runAsUser" not in security
     assert security["capabilities"] == {"drop": ["ALL"]}
     for mode in ("auto", "tc"):
@@ -139,6 +140,7 @@ def test_relay_children_host_network_daemonset_with_tls() -> None:
         hostNetwork=True,
         tlsSecretName="cert",
         peers={"denyClusterNetworks": False},
+        offload="off",
     )
     children = relay.children(edge, OWNER, ["10.96.0.0/12"], None, "keys")
     assert _kinds(children) == ["ConfigMap", "DaemonSet", "PodDisruptionBudget"]
@@ -168,7 +170,8 @@ def test_relay_children_host_network_daemonset_with_tls() -> None:
 
 
 def _relay_pod(**spec: Any) -> dict[str, Any]:
-    children = relay.children(_edge(**spec), OWNER, [], None, "k")
+    """The relay pod of an edge without the kernel fast path (whose rendering is tested above)."""
+    children = relay.children(_edge(offload="off", **spec), OWNER, [], None, "k")
     return dict(children[1]["spec"]["template"]["spec"])
 
 

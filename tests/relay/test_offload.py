@@ -364,6 +364,18 @@ async def test_an_interface_that_appears_later_is_attached_too(
     assert kernel_packets(values, "to_client") == 1
 
 
+async def test_a_relay_bound_to_loopback_attaches_to_loopback_alone(
+    topo: Topology, tmp_path: Path
+) -> None:
+    """A development or test relay (every address it binds is a loopback one) leaves the
+    namespace's other interfaces alone: its clients and peers can only arrive on ``lo``."""
+    async with netns_relay(topo, tmp_path, listen=f"127.0.0.1:{PORT}"):
+        values = await metrics(topo)
+    assert topo.interfaces(topo.relay) > 1
+    assert sample(values, "turnpike_relay_offload_active") == 1
+    assert sample(values, "turnpike_relay_offload_interfaces") == 1
+
+
 async def test_workers_share_the_supervisors_program_and_a_dead_workers_channels_go(
     topo: Topology, tmp_path: Path
 ) -> None:

@@ -184,7 +184,13 @@ def test_dialog_requests_follow_the_route_set() -> None:
 def test_numbers_file() -> None:
     doc = {
         "numbers": [
-            {"number": "+15550002222", "accountSid": ACCOUNT, "twiml": "<Response/>"},
+            {
+                "number": "+15550002222",
+                "accountSid": ACCOUNT,
+                "twiml": "<Response/>",
+                "voiceUrl": None,  # null: as if left out
+                "statusCallback": None,
+            },
             {
                 "number": "+15550003333",
                 "accountSid": ACCOUNT,
@@ -202,12 +208,19 @@ def test_numbers_file() -> None:
         ({"number": "5550002222", "accountSid": ACCOUNT, "twiml": "<Response/>"}, "E.164"),
         ({"number": "+15550002222", "accountSid": "AC1", "twiml": "<Response/>"}, "accountSid"),
         ({"number": "+15550002222", "accountSid": ACCOUNT}, "exactly one"),
-        ({"number": "+15550002222", "accountSid": ACCOUNT, "twiml": "<Nope/>"}, r"\+15550002222"),
+        (
+            {"number": "+15550002222", "accountSid": ACCOUNT, "twiml": "<Nope/>"},
+            r"\$\.numbers\[0\]\.twiml",
+        ),
         (
             {"number": "+15550002222", "accountSid": ACCOUNT, "voiceUrl": "ftp://x/"},
             "http or https",
         ),
-        ({"number": "+15550002222", "accountSid": ACCOUNT, "twiml": "", "x": 1}, "unknown field"),
+        (
+            {"number": "+15550002222", "accountSid": ACCOUNT, "voiceUrl": "http://[::1/"},
+            r'voiceUrl: expected an http or https URL, found "http://\[::1/"',
+        ),
+        ({"number": "+15550002222", "accountSid": ACCOUNT, "twiml": "", "x": 1}, 'found "x"'),
     ):
         with pytest.raises(NumbersError, match=error):
             parse_numbers(json.dumps({"numbers": [entry]}).encode(), "numbers.json")

@@ -15,12 +15,15 @@ address and free port the test chose for it (an unmapped wildcard is an error, s
 listens on the host's real interfaces), or in a network namespace the test made. What a test adds
 to a pod (a kubeconfig instead of a service account, a test CA) is named in
 ``extra_files``/``extra_env``. Podman's one semantic difference from a kubelet's runtime, ambient
-capabilities for non-root users, is undone at start (`PodRun.entrypoint`).
+capabilities for non-root users, is undone at start (`PodRun.entrypoint`). RuntimeDefault is
+Podman's default seccomp profile unless the test names the profile standing for it
+(``seccomp_profile``, from `bpf_seccomp_profile`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -187,6 +190,8 @@ class PodRun:
     # named explicitly: files mounted read-only, and environment variables.
     extra_files: dict[str, Path] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The profile that stands for RuntimeDefault (see `bpf_seccomp_profile`); None: Podman's own.
+    seccomp_profile: Path | None = None
 
     def _localize(self, text: str) -> str:
         if self.network != "host":
@@ -228,6 +233,8 @@ class PodRun:
         seccomp = (ctx.get("seccompProfile") or pod.get("seccompProfile") or {}).get("type")
         if seccomp not in (None, "RuntimeDefault"):
             raise AssertionError(f"unexpected seccomp profile {seccomp}")
+        if seccomp == "RuntimeDefault" and self.seccomp_profile is not None:
+            flags.append(f"--security-opt=seccomp={self.seccomp_profile}")
         flags += [f"--sysctl={s['name']}={s['value']}" for s in pod.get("sysctls") or []]
         return flags
 
@@ -309,6 +316,37 @@ class PodRun:
             *limits, *self.security_flags(), *self.volume_flags(), *env,
             *self.entrypoint(), *args,
         ]  # fmt: skip
+
+
+def bpf_seccomp_profile(podman: Podman, directory: Path, *, cap_bpf: bool) -> Path:
+    """Podman's default seccomp profile with bpf(2) gated as one generation of Kubernetes
+    runtimes gates it in RuntimeDefault: with CAP_BPF as well as CAP_SYS_ADMIN (containerd
+    1.6.9 and 1.7 on, CRI-O 1.31 on through containers-common 0.60), or with CAP_SYS_ADMIN only
+    (the runtimes before them, and Debian 12's Podman 4.3). Every other rule stays Podman's own;
+    a call refused is refused with EPERM, as those profiles refuse it."""
+    info = podman("info", "--format", "{{.Host.Security.SECCOMPProfilePath}}").stdout.strip()
+    source = Path(info)
+    if not source.is_file():
+        raise AssertionError(f"Podman names no default seccomp profile file ({info!r})")
+    profile = json.loads(source.read_text())
+    rules: list[Obj] = []
+    for rule in profile["syscalls"]:
+        names = rule.get("names") or []
+        if rule.get("name") == "bpf":
+            raise AssertionError(f"a rule form not handled here: {rule}")
+        if "bpf" not in names:
+            rules.append(rule)
+        elif len(names) > 1:
+            rules.append({**rule, "names": [n for n in names if n != "bpf"]})
+    gates = ["CAP_SYS_ADMIN", "CAP_BPF"] if cap_bpf else ["CAP_SYS_ADMIN"]
+    rules += [
+        {"names": ["bpf"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": [cap]}} for cap in gates
+    ]
+    refused = {"names": ["bpf"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM}
+    rules.append({**refused, "excludes": {"caps": gates}})
+    path = directory / ("seccomp-cap-bpf.json" if cap_bpf else "seccomp-sys-admin-only.json")
+    path.write_text(json.dumps({**profile, "syscalls": rules}))
+    return path
 
 
 class Running:

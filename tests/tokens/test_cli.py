@@ -95,7 +95,7 @@ async def test_refuses_to_start_on_a_broken_file(tmp_path: Path) -> None:
     await proc.stop()
     assert code == 2
     assert "accounts.json" in proc.text
-    assert '"sid" must be AC' in proc.text
+    assert '$.accounts[0].sid: expected AC followed by 32 hex digits, found "nope"' in proc.text
 
 
 async def test_flags_from_the_environment(tmp_path: Path) -> None:

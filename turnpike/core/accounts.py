@@ -8,6 +8,7 @@ Format (in a cluster it comes from a Secret)::
 Clients authenticate with HTTP Basic ``AccountSid:AuthToken`` or ``ApiKeySid:secret``, as with the
 hosted APIs. ``sipCredentials`` (optional) are the usernames and passwords a PBX or trunk uses for
 SIP digest authentication at the stream gateway; a username belongs to one account only.
+``apiKeys`` and ``sipCredentials`` are optional; any other field is refused.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
-from collections.abc import Callable
+from collections.abc import Container
 from dataclasses import dataclass, field
-from typing import Any
 
-from turnpike.core import sids
+from turnpike.core import sids, validate
+
+_SIP_USERNAME = "a non-empty printable string without double quotes"
 
 
 class AccountsError(ValueError):
@@ -92,44 +93,18 @@ class Accounts:
 
     @classmethod
     def parse(cls, data: bytes | str, source: str = "accounts") -> Accounts:
-        def fail(problem: str) -> AccountsError:
-            return AccountsError(f"{source}: {problem}")
-
-        try:
-            doc = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise fail(f"not valid JSON ({exc})") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("accounts"), list):
-            raise fail('expected an object with an "accounts" list')
+        """Validate and parse an accounts file; ``AccountsError`` names ``source``, the JSON path
+        of the problem, what was expected and what was found (never a token or secret)."""
+        root = validate.load(data, source, AccountsError).object("accounts")
         by_sid: dict[str, Account] = {}
         key_owner: dict[str, Account] = {}
         sip_owner: dict[str, Account] = {}
-        raw_accounts: list[Any] = doc["accounts"]
-        for n, raw in enumerate(raw_accounts):
-            if not isinstance(raw, dict):
-                raise fail(f"account #{n + 1} is not an object")
-            sid, token = raw.get("sid"), raw.get("authToken")
-            if not isinstance(sid, str) or not sids.is_sid(sid, sids.ACCOUNT):
-                raise fail(f'account #{n + 1}: "sid" must be AC followed by 32 hex digits')
-            if sid in by_sid:
-                raise fail(f"account {sid} is listed twice")
-            if not isinstance(token, str) or not token:
-                raise fail(f'account {sid}: "authToken" must be a non-empty string')
-            keys: dict[str, str] = {}
-            raw_keys = raw.get("apiKeys", [])
-            if not isinstance(raw_keys, list):
-                raise fail(f'account {sid}: "apiKeys" must be a list')
-            for k in raw_keys:
-                ksid = k.get("sid") if isinstance(k, dict) else None
-                secret = k.get("secret") if isinstance(k, dict) else None
-                if not isinstance(ksid, str) or not sids.is_sid(ksid, sids.API_KEY):
-                    raise fail(f"account {sid}: API key sid must be SK followed by 32 hex digits")
-                if not isinstance(secret, str) or not secret:
-                    raise fail(f"account {sid}: API key {ksid} needs a non-empty secret")
-                if ksid in keys or ksid in key_owner:
-                    raise fail(f"API key {ksid} is listed twice")
-                keys[ksid] = secret
-            sip = _sip_credentials(raw.get("sipCredentials", []), sid, sip_owner, fail)
+        for entry in root.field("accounts").items():
+            entry.object("sid", "authToken", "apiKeys", "sipCredentials")
+            sid = sids.from_field(entry.field("sid").once(by_sid), sids.ACCOUNT)
+            token = entry.field("authToken", secret=True).text()
+            keys = _api_keys(entry.field("apiKeys"), key_owner)
+            sip = _sip_credentials(entry.field("sipCredentials"), sip_owner)
             account = Account(sid, token, keys, sip)
             by_sid[sid] = account
             key_owner.update(dict.fromkeys(keys, account))
@@ -137,23 +112,29 @@ class Accounts:
         return cls(by_sid, key_owner, sip_owner)
 
 
-def _sip_credentials(
-    raw: Any, sid: str, taken: dict[str, Account], fail: Callable[[str], AccountsError]
-) -> dict[str, str]:
-    if not isinstance(raw, list):
-        raise fail(f'account {sid}: "sipCredentials" must be a list')
+def _api_keys(listed: validate.Node, taken: Container[str]) -> dict[str, str]:
+    """API key SID -> secret; a SID belongs to one account only."""
     out: dict[str, str] = {}
-    for entry in raw:
-        user = entry.get("username") if isinstance(entry, dict) else None
-        password = entry.get("password") if isinstance(entry, dict) else None
-        if not isinstance(user, str) or not user or not user.isprintable() or '"' in user:
-            raise fail(f"account {sid}: a SIP username must be a non-empty printable string")
-        if not isinstance(password, str) or not password:
-            raise fail(f"account {sid}: SIP username {user} needs a non-empty password")
-        if user in out or user in taken:
-            raise fail(f"SIP username {user} is listed twice")
-        out[user] = password
+    for entry in listed.items(optional=True):
+        entry.object("sid", "secret")
+        sid = sids.from_field(entry.field("sid").once(out, taken), sids.API_KEY)
+        out[sid] = entry.field("secret", secret=True).text()
     return out
+
+
+def _sip_credentials(listed: validate.Node, taken: Container[str]) -> dict[str, str]:
+    """SIP digest username -> password; a username belongs to one account only."""
+    out: dict[str, str] = {}
+    for entry in listed.items(optional=True):
+        entry.object("username", "password")
+        user = entry.field("username").once(out, taken).text(_SIP_USERNAME, _sip_username)
+        out[user] = entry.field("password", secret=True).text()
+    return out
+
+
+def _sip_username(text: str) -> bool:
+    # It is sent as a quoted string in the digest Authorization header.
+    return bool(text) and text.isprintable() and '"' not in text
 
 
 def parse_accounts(data: bytes, source: str) -> Accounts:

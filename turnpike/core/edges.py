@@ -23,13 +23,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from turnpike.core import validate
+
 GLOBAL: Final = "global"
 DEFAULT_PORTS: Final = {"udp": 3478, "tcp": 3478, "tls": 443}
 
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_EDGE_FIELDS = frozenset({"name", "location", "host", "ports"})
-_GLOBAL_FIELDS = frozenset({"host", "ports", "location"})
+_EDGE_NAME = 'a lowercase DNS label such as "ashburn" ("global" is reserved)'
 
 
 class EdgesError(ValueError):
@@ -115,46 +116,15 @@ class EdgeDirectory:
 
     @classmethod
     def parse(cls, data: bytes | str, source: str = "edges") -> EdgeDirectory:
-        def fail(problem: str) -> EdgesError:
-            return EdgesError(f"{source}: {problem}")
-
-        try:
-            doc = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise fail(f"not valid JSON ({exc})") from None
-        if not isinstance(doc, dict):
-            raise fail('expected an object with "global" and "edges"')
-        unknown = set(doc) - {"global", "edges"}
-        if unknown:
-            raise fail(f"unknown fields {sorted(unknown)}")
-        raw_global = doc.get("global")
-        if not isinstance(raw_global, dict):
-            raise fail('"global" must be an object with a "host"')
-        extra = set(raw_global) - _GLOBAL_FIELDS
-        if extra:
-            raise fail(f'"global" has unknown fields {sorted(extra)}')
-        global_edge = _edge(GLOBAL, raw_global, '"global"', fail)
-        raw_edges: Any = doc.get("edges", [])
-        if not isinstance(raw_edges, list):
-            raise fail('"edges" must be a list')
+        """Validate and parse an edges file; ``EdgesError`` names ``source``, the JSON path of the
+        problem, what was expected and what was found."""
+        root = validate.load(data, source, EdgesError).object("global", "edges")
+        global_edge = _edge(GLOBAL, root.field("global").object("host", "location", "ports"))
         edges: list[Edge] = []
-        seen: set[str] = set()
-        for n, raw in enumerate(raw_edges):
-            where = f"edge #{n + 1}"
-            if not isinstance(raw, dict):
-                raise fail(f"{where} is not an object")
-            extra = set(raw) - _EDGE_FIELDS
-            if extra:
-                raise fail(f"{where} has unknown fields {sorted(extra)}")
-            name = raw.get("name")
-            if not isinstance(name, str) or not _NAME.fullmatch(name):
-                raise fail(f'{where}: "name" must be a lowercase DNS label such as "ashburn"')
-            if name == GLOBAL:
-                raise fail(f'{where}: "global" is reserved for the global entry')
-            if name in seen:
-                raise fail(f"edge {name!r} is listed twice")
-            seen.add(name)
-            edges.append(_edge(name, raw, f"edge {name!r}", fail))
+        for entry in root.field("edges").items(optional=True):
+            entry.object("name", "location", "host", "ports")
+            name = entry.field("name").once([e.name for e in edges]).text(_EDGE_NAME, _edge_name)
+            edges.append(_edge(name, entry))
         return cls(global_edge, tuple(edges))
 
 
@@ -162,25 +132,19 @@ def _ports(ports: Ports) -> dict[str, int]:
     return {"udp": ports.udp, "tcp": ports.tcp, "tls": ports.tls}
 
 
-def _edge(name: str, raw: dict[str, Any], where: str, fail: Any) -> Edge:
-    host = raw.get("host")
-    if not isinstance(host, str) or not valid_host(host):
-        raise fail(f'{where}: "host" must be a DNS name or an IP address')
-    location = raw.get("location", "")
-    if not isinstance(location, str):
-        raise fail(f'{where}: "location" must be a string')
-    raw_ports = raw.get("ports", {})
-    if not isinstance(raw_ports, dict):
-        raise fail(f'{where}: "ports" must be an object')
-    extra = set(raw_ports) - set(DEFAULT_PORTS)
-    if extra:
-        raise fail(f'{where}: "ports" has unknown transports {sorted(extra)}')
-    ports = dict(DEFAULT_PORTS)
-    for transport, value in raw_ports.items():
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-            raise fail(f'{where}: port "{transport}" must be an integer 1-65535')
-        ports[transport] = value
-    return Edge(name, host, location, Ports(**ports))
+def _edge(name: str, entry: validate.Node) -> Edge:
+    ports = entry.field("ports").object(*DEFAULT_PORTS, optional=True)
+    port = {t: ports.field(t).integer(1, 65535, default) for t, default in DEFAULT_PORTS.items()}
+    return Edge(
+        name,
+        host=entry.field("host").text("a DNS name or an IP address", valid_host),
+        location=entry.field("location").text("a string", validate.anything, default=""),
+        ports=Ports(**port),
+    )
+
+
+def _edge_name(name: str) -> bool:
+    return name != GLOBAL and _NAME.fullmatch(name) is not None
 
 
 def valid_host(host: str) -> bool:

@@ -20,9 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from turnpike.core import validate
 from turnpike.core.credentials import Credential, issue_credential
-
-_KEY_FIELDS = frozenset({"id", "secret", "signing"})
 
 
 class KeyringError(ValueError):
@@ -99,47 +98,25 @@ class Keyring:
 
     @classmethod
     def parse(cls, data: bytes | str, source: str = "keyring") -> Keyring:
-        """Validate and parse a keyring file; ``KeyringError`` names ``source`` and the problem."""
-
-        def fail(problem: str) -> KeyringError:
-            return KeyringError(f"{source}: {problem}")
-
-        try:
-            doc = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise fail(f"not valid JSON ({exc})") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
-            raise fail('expected an object with a "keys" list')
-        raw_keys: list[Any] = doc["keys"]
-        if not raw_keys:
-            raise fail("no keys")
+        """Validate and parse a keyring file; ``KeyringError`` names ``source``, the JSON path of
+        the problem, what was expected and what was found (never a secret)."""
+        root = validate.load(data, source, KeyringError).object("keys")
+        listed = root.field("keys")
         keys: list[Key] = []
-        seen: set[str] = set()
-        for n, raw in enumerate(raw_keys):
-            where = f"key #{n + 1}"
-            if not isinstance(raw, dict):
-                raise fail(f"{where} is not an object")
-            unknown = set(raw) - _KEY_FIELDS
-            if unknown:
-                raise fail(f"{where} has unknown fields {sorted(unknown)}")
-            kid, secret, signing = raw.get("id"), raw.get("secret"), raw.get("signing", False)
-            if not isinstance(kid, str) or not kid:
-                raise fail(f'{where} needs a non-empty string "id"')
-            where = f"key {kid!r}"
-            if kid in seen:
-                raise fail(f"{where} is listed twice")
-            if not isinstance(secret, str) or not secret:
-                raise fail(f'{where} has an empty or missing "secret"')
-            if not isinstance(signing, bool):
-                raise fail(f'{where}: "signing" must be true or false')
-            seen.add(kid)
-            keys.append(Key(kid, secret, signing))
-        signing_ids = [k.id for k in keys if k.signing]
-        if len(signing_ids) > 1:
-            listed = ", ".join(signing_ids)
-            raise fail(f"two or more signing keys ({listed}); exactly one must sign")
-        if not signing_ids:
-            raise fail('no signing key; exactly one key must have "signing": true')
+        for entry in listed.items(nonempty=True):
+            entry.object("id", "secret", "signing")
+            key = Key(
+                id=entry.field("id").once([k.id for k in keys]).text(),
+                secret=entry.field("secret", secret=True).text(),
+                signing=entry.field("signing").flag(default=False),
+            )
+            keys.append(key)
+        signing = [k.id for k in keys if k.signing]
+        if len(signing) != 1:
+            found = (
+                f"two or more signing keys ({', '.join(signing)})" if signing else "no signing key"
+            )
+            raise listed.fail('exactly one key with "signing": true', found)
         return cls(tuple(keys))
 
 

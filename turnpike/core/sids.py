@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from turnpike.core.validate import Node
 
 ACCOUNT: Final = "AC"
 API_KEY: Final = "SK"
@@ -27,3 +30,8 @@ def is_sid(value: str, prefix: str | None = None) -> bool:
     if not _SID.fullmatch(value):
         return False
     return prefix is None or value.startswith(prefix)
+
+
+def from_field(node: Node, prefix: str) -> str:
+    """A configuration file's SID with ``prefix``; an error says what such a SID looks like."""
+    return node.text(f"{prefix} followed by 32 hex digits", lambda value: is_sid(value, prefix))

@@ -57,6 +57,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--global-host", default="", help="hostname of the global relay name")
     parser.add_argument(
+        "--pod-security-default",
+        choices=("privileged", "baseline", "restricted"),
+        default="privileged",
+        help="the Pod Security level the cluster enforces on namespaces without a "
+        "pod-security.kubernetes.io/enforce label (default privileged, Kubernetes' own); "
+        "offload: auto edges get the kernel fast path only where the level is privileged",
+    )
+    parser.add_argument(
         "--resync-interval", type=float, default=60.0, help="seconds between full reconciles"
     )
     parser.add_argument(
@@ -86,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         service_cidrs=tuple(args.service_cidr) or ("10.96.0.0/12",),
         pod_cidrs=tuple(args.pod_cidr),
         global_host=args.global_host,
+        pod_security_default=args.pod_security_default,
         resync_interval=args.resync_interval,
         retry_delay=args.retry_delay,
         rotation=rotation_settings.settings_from_args(args),

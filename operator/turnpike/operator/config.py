@@ -30,6 +30,10 @@ class OperatorConfig:
     """The cluster's Service CIDRs, denied as relay peers (not discoverable through the API)."""
     pod_cidrs: tuple[str, ...] = ()
     """Pod CIDRs denied as relay peers, in addition to the nodes' spec.podCIDRs."""
+    pod_security_default: str = "privileged"
+    """The Pod Security level the cluster enforces on namespaces without an enforce label (its
+    admission configuration's default, which the API does not expose): where it is not
+    ``privileged``, ``offload: auto`` edges relay in userspace."""
     global_host: str = ""
     """Hostname of the global (geo-DNS) relay name; derived from the first edge when empty."""
     resync_interval: float = 60.0

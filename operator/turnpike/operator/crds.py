@@ -266,12 +266,13 @@ def relay_edge_spec() -> Schema:
                 "default": False,
             },
             "offload": _string(
-                "the relay's kernel fast path for ChannelData over IPv4/UDP (--offload): off, "
-                "auto (used when it loads) or tc (required); auto and tc run the relay container "
-                "as UID 0 with only CAP_BPF and CAP_NET_ADMIN added, which the restricted Pod "
-                "Security Standard refuses",
+                "the relay's kernel fast path for ChannelData over IPv4/UDP (--offload): auto "
+                "(the default: used where the namespace's Pod Security level is privileged and "
+                "the program loads, else userspace), tc (required) or off. The fast path runs "
+                "the relay container as UID 0 with only CAP_BPF and CAP_NET_ADMIN added; "
+                "status.offload says what the relays were given and why",
                 enum=["off", "auto", "tc"],
-                default="off",
+                default="auto",
             ),
             "ports": {
                 "type": "object",
@@ -694,6 +695,17 @@ def relay_edge_crd() -> dict[str, Any]:
         {
             "hostname": {"type": "string"},
             "keyring": {"type": "string"},
+            "offload": {
+                "type": "object",
+                "description": "the kernel fast path: what spec.offload asked for, what the "
+                "relays were rendered with (off where the namespace's Pod Security level "
+                "refuses it) and why",
+                "properties": {
+                    "requested": {"type": "string"},
+                    "rendered": {"type": "string"},
+                    "reason": {"type": "string"},
+                },
+            },
             "publication": {
                 "type": "object",
                 "description": "what the edge publishes (ranges, directory) as of its last "

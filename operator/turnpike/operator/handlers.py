@@ -12,7 +12,9 @@
   and resync). Owner references remove the children. An old version's finalizer is removed.
 - Watch events on children, the pods of edges and gateways (all selected by the operator's
   managed-by label: nothing else reaches it), and nodes → schedule a reconcile of the owner
-  (drift repair, address discovery). Node events also keep the node cache (nodes.py) current.
+  (drift repair, address discovery). Node events also keep the node cache (cluster_cache.py)
+  current. Namespace events keep the namespace cache current and, when a namespace's Pod
+  Security label changes, reconcile its edges (their kernel fast path depends on it).
   The watches' initial listing at start-up schedules nothing: every owner's resume handler
   reconciles it then, once (a later re-listing of an object already seen still does).
 """
@@ -25,7 +27,7 @@ from typing import Any
 
 import kopf
 
-from turnpike.operator import finalizers, labels
+from turnpike.operator import finalizers, labels, pod_security
 from turnpike.operator import kube as k8s
 from turnpike.operator.model import SpecError
 from turnpike.operator.reconcile import EDGE, GATEWAY, NAMESPACE, Reconciler
@@ -62,6 +64,9 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         _pod_events(reconciler)
     )
     kopf.on.event("", "v1", "nodes", registry=registry, id="addresses")(_node_events(reconciler))
+    kopf.on.event("", "v1", "namespaces", registry=registry, id="pod-security")(
+        _namespace_events(reconciler)
+    )
 
 
 def _register_owner(
@@ -212,6 +217,30 @@ def _node_events(reconciler: Reconciler) -> Any:
             reconciler.schedule(kind, namespace, obj_name)
 
     return node_event
+
+
+def _namespace_events(reconciler: Reconciler) -> Any:
+    """A namespace's Pod Security level decides whether its edges get the kernel fast path:
+    when it changes, reconcile the namespace's edges at once."""
+    levels: dict[str, str | None] = {}
+
+    async def namespace_event(body: Any, type: Any, name: str, **_: Any) -> None:
+        reconciler.ctx.namespaces.observe(type, dict(body))
+        level = (body.get("metadata", {}).get("labels") or {}).get(pod_security.ENFORCE_LABEL)
+        if type == "DELETED":
+            levels.pop(name, None)
+            return
+        first = name not in levels
+        if not first and levels[name] == level:
+            return
+        levels[name] = level
+        if first:
+            return  # a namespace seen for the first time: its edges' own handlers cover it
+        for kind, namespace, obj_name in await _served_objects(reconciler):
+            if kind == EDGE and namespace == name:
+                reconciler.schedule(kind, namespace, obj_name)
+
+    return namespace_event
 
 
 async def _served_objects(reconciler: Reconciler) -> list[tuple[str, str, str]]:

@@ -101,7 +101,11 @@ RESOURCES: tuple[tuple[Resource, tuple[str, ...], str], ...] = (
     ),
     (PODS, _READ, "which nodes run an edge's pods"),
     (NODES, _READ, "node addresses: discovery and the relay peer deny list"),
-    (NAMESPACES, _READ, "kopf's namespace scanning"),
+    (
+        NAMESPACES,
+        _READ,
+        "kopf's namespace scanning; the Pod Security level a namespace enforces",
+    ),
     (EVENTS, ("create", "patch"), "Events on RelayEdges and StreamGateways"),
     (EVENTS_V1, ("create", "patch"), "Events (newer API group)"),
     (CRDS, _READ, "kopf's resource discovery"),

@@ -169,7 +169,7 @@ OFFLOAD_MODES = ("off", "auto", "tc")
 
 
 def _offload(value: Any) -> str:
-    mode = str(value or "off")
+    mode = str(value or "auto")
     if mode not in OFFLOAD_MODES:
         raise SpecError(f"spec.offload: one of {', '.join(OFFLOAD_MODES)}, not {mode!r}")
     return mode
@@ -199,7 +199,7 @@ class RelayEdge:
     grace_seconds: int
     workload: Workload
     exposure: Exposure
-    offload: str = "off"  # the relay's --offload: off, auto or tc
+    offload: str = "auto"  # the relay's --offload: off, auto or tc
 
     @property
     def tls(self) -> bool:

@@ -23,17 +23,18 @@ from turnpike.operator import (
     gateway,
     labels,
     networks,
+    pod_security,
     ranges,
     relay,
 )
 from turnpike.operator import kube as k8s
 from turnpike.operator import status as st
+from turnpike.operator.cluster_cache import ClusterCache
 from turnpike.operator.conditions import DEGRADED, Condition
 from turnpike.operator.config import OperatorConfig
 from turnpike.operator.keyring_secret import KubeCluster, ensure_secret
 from turnpike.operator.metrics import Metrics
 from turnpike.operator.model import RelayEdge, SpecError, StreamGateway
-from turnpike.operator.nodes import NodeCache
 from turnpike.operator.outages import Outages
 from turnpike.operator.publication import Publication
 from turnpike.operator.status import readiness
@@ -58,13 +59,15 @@ class Context:
     kube: k8s.Kube
     config: OperatorConfig
     metrics: Metrics
-    nodes: NodeCache = field(init=False)
+    nodes: ClusterCache = field(init=False)
+    namespaces: ClusterCache = field(init=False)
     keyrings: set[str] = field(default_factory=set)  # namespaces whose keyring Secret was ensured
     keyring_checks: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # under way
     settled: dict[str, Any] = field(default_factory=dict)  # edge uid → generation cleaned up
 
     def __post_init__(self) -> None:
-        self.nodes = NodeCache(self.kube)
+        self.nodes = ClusterCache(self.kube, k8s.NODES)
+        self.namespaces = ClusterCache(self.kube, k8s.NAMESPACES)
 
 
 def _deleting(obj: Obj) -> bool:
@@ -137,8 +140,10 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
     """The relay's children from the spec, the addresses discovered now, and the status; True
     when what the edge publishes (addresses, publication) may have changed, so the namespace
     must be republished."""
+    namespace = await ctx.namespaces.get(body["metadata"]["namespace"])
+    level = pod_security.enforced_level(namespace, ctx.config.pod_security_default)
     try:
-        edge = RelayEdge.parse(body, ctx.config.image)
+        edge, offload = pod_security.decide(RelayEdge.parse(body, ctx.config.image), level)
     except SpecError as exc:
         await st.invalid(ctx.kube, k8s.RELAY_EDGES, body, exc)
         raise
@@ -149,7 +154,8 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
     problem = await _edge_problem(ctx, edge)
 
     def status_of(body: Obj) -> Obj:
-        return _edge_status(ctx, edge, body, workload, addresses, problem)
+        status = _edge_status(ctx, edge, body, workload, addresses, problem)
+        return {**status, "offload": offload.to_status()}
 
     before = body.get("status") or {}
     publishes = (
@@ -163,6 +169,9 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
     st.warn_if_new(written, _degraded(problem, written))
     for change in changes:
         st.event(body, "Reconciled", change)
+    if before.get("offload") != offload.to_status() and offload.requested != "off":
+        granted = offload.rendered != "off"
+        st.event(body, "OffloadGranted" if granted else "OffloadWithheld", offload.reason)
     if addresses != ((written.get("status") or {}).get("addresses") or []):
         shown = ", ".join(addresses) or "none"
         st.event(body, "AddressesChanged", f"published addresses: {shown}", action=events.PUBLISH)

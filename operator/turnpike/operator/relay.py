@@ -142,10 +142,11 @@ def container_security(edge: RelayEdge) -> Obj:
     privileged. A non-root process cannot use an added capability: Kubernetes grants no ambient
     capabilities, so for any uid but 0 an added one stays in the bounding set only, and
     no-new-privileges rules out file capabilities. Such a container alone runs as uid 0 holding
-    just those capabilities (no DAC override: it reads only the root-owned Secret files); the
-    restricted Pod Security Standard refuses it, which is why ``offload`` is off unless asked
-    for. Off the host network the pod's own net.ipv4.ip_unprivileged_port_start sysctl opens a
-    low port to the non-root user instead.
+    just those capabilities (no DAC override: it reads only the root-owned Secret files). The
+    baseline and restricted Pod Security levels refuse it: ``edge.offload`` arrives here already
+    decided by `pod_security`, which withholds the fast path where the namespace enforces one.
+    Off the host network the pod's own net.ipv4.ip_unprivileged_port_start sysctl opens a low
+    port to the non-root user instead.
     """
     fast = edge.offload != "off"
     low = edge.host_network and binds_privileged_ports(edge)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from collections.abc import Sequence
@@ -44,6 +45,19 @@ class Options:
     offload_maps: tuple[int, ...] = ()  # a --workers process: the supervisor's maps
     offload_owner: int = 0
     argv: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def offload_interfaces(self) -> list[int] | None:
+        """Where the kernel fast path attaches: loopback alone when every address the relay
+        binds is a loopback one (a development or test relay, whose clients and peers can only
+        arrive there), else every interface of the network namespace (None)."""
+        bound = [hp.host for hp in (*self.listen, *self.tls_listen)] + list(self.config.relay_ips)
+        try:
+            if all(ipaddress.ip_address(host).is_loopback for host in bound):
+                return [socket.if_nametoindex("lo")]
+        except (ValueError, OSError):
+            pass
+        return None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, argv: Sequence[str] = ()) -> Options:
@@ -153,7 +167,11 @@ async def serve(options: Options, stop: asyncio.Event) -> int:
                 options.offload_owner,
             )
         else:
-            offload = Offload.start(options.offload, shared_ports=options.reuse_port)
+            offload = Offload.start(
+                options.offload,
+                shared_ports=options.reuse_port,
+                interfaces=options.offload_interfaces,
+            )
     except OffloadError as exc:
         log.error("%s", exc)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from pathlib import Path
 BPF_TCX_INGRESS = 46
 BPF_ANY = 0
 BPF_NOEXIST = 1
+# <linux/capability.h>
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+CAP_BPF = 39
 
 
 class BpfError(OSError):
@@ -136,6 +141,35 @@ def possible_cpus() -> int:
     return _check(libbpf().libbpf_num_possible_cpus(), "counting CPUs")
 
 
+def not_permitted_because(status: Path = Path("/proc/self/status")) -> str:
+    """Why loading was refused with EPERM, as far as this process can tell from its own status
+    (proc(5)): a capability it lacks, or, holding both, the seccomp filter it runs under.
+
+    Container runtimes' default seccomp profiles allowed bpf(2) only with CAP_SYS_ADMIN until
+    they learned CAP_BPF (containerd 1.6.9 and 1.7, containers-common 0.60 used by CRI-O 1.31 and
+    Podman): there a pod holding exactly CAP_BPF and CAP_NET_ADMIN gets EPERM from the filter,
+    not from the kernel. "" when neither explains it (an LSM, say).
+    """
+    try:
+        fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        effective = int(fields["CapEff"].strip(), 16)
+    except (OSError, KeyError, ValueError):
+        return ""
+    if effective >> CAP_SYS_ADMIN & 1:  # stands in for both, and every profile allows it
+        return ""
+    wanted = (("CAP_BPF", CAP_BPF), ("CAP_NET_ADMIN", CAP_NET_ADMIN))
+    missing = [name for name, bit in wanted if not effective >> bit & 1]
+    if missing:
+        return f"the process lacks {' and '.join(missing)}"
+    if fields.get("Seccomp", "").strip() == "2":
+        return (
+            "CAP_BPF and CAP_NET_ADMIN are held, so the seccomp filter refused bpf(2) (runtime "
+            "default profiles before containerd 1.6.9 and CRI-O 1.31 allow it only with "
+            "CAP_SYS_ADMIN)"
+        )
+    return ""
+
+
 class BpfObject:
     """A compiled eBPF object file, loaded into the kernel (needs CAP_BPF and CAP_NET_ADMIN)."""
 
@@ -150,8 +184,11 @@ class BpfObject:
         self._links: dict[int, int] = {}  # interface index -> link fd
         try:
             _check(lib.bpf_object__load(obj), f"loading {path.name}")
-        except BpfError:
+        except BpfError as exc:
             self.close()
+            why = not_permitted_because() if exc.errno == errno.EPERM else ""
+            if why:
+                raise BpfError(exc.errno, f"{exc.strerror}: {why}") from None
             raise
 
     def _handle(self) -> int:

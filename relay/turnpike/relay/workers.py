@@ -239,7 +239,7 @@ async def supervise(options: Options, stop: asyncio.Event) -> int:
     ``stop`` drain them all."""
     argv = [sys.executable, "-m", "turnpike", *options.argv]
     try:  # one owner of the program, its maps and its attachment: this process
-        offload = Offload.start(options.offload)
+        offload = Offload.start(options.offload, interfaces=options.offload_interfaces)
     except OffloadError as exc:
         log.error("%s", exc)
         return 2

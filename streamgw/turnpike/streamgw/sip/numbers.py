@@ -10,18 +10,17 @@ is the Request-URI's user part, normalised by `normalise`.
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
 
-from turnpike.core import sids
+from turnpike.core import sids, validate
 from turnpike.streamgw import twiml
 
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _VISUAL = re.compile(r"[\s().-]")
-_FIELDS = {"number", "accountSid", "voiceUrl", "voiceMethod", "statusCallback", "twiml"}
+_NUMBER = 'an E.164 number such as "+15550002222"'
+_FIELDS = ("number", "accountSid", "voiceUrl", "voiceMethod", "statusCallback", "twiml")
 
 
 class NumbersError(ValueError):
@@ -56,52 +55,51 @@ class Numbers:
 
 
 def parse_numbers(data: bytes, source: str) -> Numbers:
-    """`FileWatcher` parser: every problem is a `NumbersError` naming the file and the entry."""
-
-    def fail(problem: str) -> NumbersError:
-        return NumbersError(f"{source}: {problem}")
-
-    try:
-        doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise fail(f"not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("numbers"), list):
-        raise fail('expected an object with a "numbers" list')
+    """`FileWatcher` parser: every problem is a `NumbersError` naming the file, the JSON path of
+    the problem, what was expected and what was found."""
+    root = validate.load(data, source, NumbersError).object("numbers")
     routes: dict[str, Route] = {}
-    entries: list[Any] = doc["numbers"]
-    for n, raw in enumerate(entries, 1):
-        if not isinstance(raw, dict):
-            raise fail(f"entry #{n} is not an object")
-        unknown = set(raw) - _FIELDS
-        if unknown:
-            raise fail(f"entry #{n}: unknown field(s) {', '.join(sorted(unknown))}")
-        number = raw.get("number")
-        if not isinstance(number, str) or not _E164.match(number):
-            raise fail(f'entry #{n}: "number" must be E.164, like "+15550002222"')
-        if number in routes:
-            raise fail(f"{number} is listed twice")
-        account = raw.get("accountSid")
-        if not isinstance(account, str) or not sids.is_sid(account, sids.ACCOUNT):
-            raise fail(f'{number}: "accountSid" must be AC followed by 32 hex digits')
-        url, inline = raw.get("voiceUrl"), raw.get("twiml")
-        if (url is None) == (inline is None):
-            raise fail(f'{number}: give exactly one of "voiceUrl" and "twiml"')
-        method = raw.get("voiceMethod", "POST")
-        if method not in ("GET", "POST"):
-            raise fail(f'{number}: "voiceMethod" must be GET or POST')
-        callback = raw.get("statusCallback")
-        for name, value in (("voiceUrl", url), ("statusCallback", callback)):
-            if value is not None and not (
-                isinstance(value, str) and urllib.parse.urlsplit(value).scheme in ("http", "https")
-            ):
-                raise fail(f'{number}: "{name}" must be an http or https URL')
-        document = None
-        if inline is not None:
-            if not isinstance(inline, str):
-                raise fail(f'{number}: "twiml" must be a string')
-            try:
-                document = twiml.parse(inline)
-            except twiml.TwimlError as exc:
-                raise fail(f"{number}: {exc}") from None
-        routes[number] = Route(number, account, url, method, callback, document)
+    for entry in root.field("numbers").items():
+        entry.object(*_FIELDS)
+        number = entry.field("number").once(routes).text(_NUMBER, _E164.match)
+        account = sids.from_field(entry.field("accountSid"), sids.ACCOUNT)
+        url, inline = entry.field("voiceUrl"), entry.field("twiml")
+        if _given(url) == _given(inline):
+            found = "both" if _given(url) else "neither"
+            raise entry.fail('exactly one of "voiceUrl" and "twiml"', found)
+        routes[number] = Route(
+            number,
+            account,
+            voice_url=_web_url(url),
+            voice_method=entry.field("voiceMethod").choice(("GET", "POST"), default="POST"),
+            status_callback=_web_url(entry.field("statusCallback")),
+            document=_document(inline),
+        )
     return Numbers(routes)
+
+
+def _given(field: validate.Node) -> bool:
+    # null is as good as leaving an optional field out
+    return field.present and field.value is not None
+
+
+def _web_url(field: validate.Node) -> str | None:
+    if not _given(field):
+        return None
+    return field.text("an http or https URL", _http_url)
+
+
+def _http_url(text: str) -> bool:
+    try:
+        return urllib.parse.urlsplit(text).scheme in ("http", "https")
+    except ValueError:  # such as an unclosed IPv6 bracket
+        return False
+
+
+def _document(field: validate.Node) -> twiml.Document | None:
+    if not _given(field):
+        return None
+    try:
+        return twiml.parse(field.text("a TwiML document", validate.anything))
+    except twiml.TwimlError as exc:
+        raise field.fail("TwiML the gateway can run", f"TwiML it cannot ({exc})") from None
