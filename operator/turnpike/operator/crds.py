@@ -266,10 +266,11 @@ def relay_edge_spec() -> Schema:
                 "default": False,
             },
             "offload": _string(
-                "the relay's kernel fast path for ChannelData over IPv4/UDP (--offload): auto "
-                "(the default: used where the namespace's Pod Security level is privileged and "
-                "the program loads, else userspace), tc (required) or off. The fast path runs "
-                "the relay container as UID 0 with only CAP_BPF and CAP_NET_ADMIN added; "
+                "the relay's kernel fast path for ChannelData over UDP, IPv4 and IPv6 "
+                "(--offload): auto (the default: used where the namespace's Pod Security level "
+                "is privileged and the program loads, else userspace), tc (required) or off. "
+                "The fast path runs the relay container as UID 0 with only CAP_BPF and "
+                "CAP_NET_ADMIN added; "
                 "status.offload says what the relays were given and why",
                 enum=["off", "auto", "tc"],
                 default="auto",
