@@ -64,14 +64,14 @@ class OffloadError(RuntimeError):
 Address = ctypes.c_uint8 * 16
 
 
-def family(ip: str) -> int:
+def _family(ip: str) -> int:
     """4 or 6, as the program's ``family`` fields say."""
     return 6 if ":" in ip else 4
 
 
 def _address(ip: str) -> ctypes.Array[ctypes.c_uint8]:
     """``ip`` in the maps' form; a wildcard (0.0.0.0 or ::) is all zeros, as keys want it."""
-    if family(ip) == 6:
+    if _family(ip) == 6:
         return Address.from_buffer_copy(socket.inet_pton(socket.AF_INET6, ip))
     return Address.from_buffer_copy(socket.inet_aton(ip) + bytes(12))
 
@@ -170,9 +170,9 @@ class Routes:
     def lookup(self, ip: str) -> tuple[int, str] | None:
         """(egress interface index, preferred source address) towards ``ip``; None: no route."""
         self._seq += 1
-        af = socket.AF_INET6 if family(ip) == 6 else socket.AF_INET
+        af = socket.AF_INET6 if _family(ip) == 6 else socket.AF_INET
         packed = socket.inet_pton(af, ip)
-        layout = self._REQUESTS[family(ip)]
+        layout = self._REQUESTS[_family(ip)]
         request = layout.pack(
             layout.size, _RTM_GETROUTE, _NLM_F_REQUEST, self._seq, 0,
             af, 8 * len(packed), 0, 0, 0, 0, 0, 0, 0,
@@ -437,19 +437,19 @@ class Offload:
         relayed = alloc.relayed
         client_key = ClientKey(
             _address(client[0]), _address(server[0]), _be16(client[1]), _be16(server[1]),
-            _be16(channel), family(client[0]),
+            _be16(channel), _family(client[0]),
         )  # fmt: skip
         peer_key = PeerKey(
             _address(peer[0]), _address(relayed[0]), _be16(peer[1]), _be16(relayed[1]),
-            family(peer[0]),
+            _family(peer[0]),
         )  # fmt: skip
-        if family(client[0]) != family(peer[0]):
+        if _family(client[0]) != _family(peer[0]):
             # Across families the program relays nothing; these entries only let it count what
             # it hands up (a route of the other family than its key's says so).
-            to_peer = Route(family=family(peer[0]), owner=self._owner, expires_ns=expires_ns)
-            to_client = Route(family=family(client[0]), owner=self._owner, expires_ns=expires_ns)
-            self._write(installed, channel, _Entry(peer, expires_ns, client_key, peer_key, False),
-                        to_peer, to_client)  # fmt: skip
+            to_peer = Route(family=_family(peer[0]), owner=self._owner, expires_ns=expires_ns)
+            to_client = Route(family=_family(client[0]), owner=self._owner, expires_ns=expires_ns)
+            entry = _Entry(peer, expires_ns, client_key, peer_key, relays=False)
+            self._write(installed, channel, entry, to_peer, to_client)
             return
         assert self._routes is not None
         to_peer_route = self._routes.lookup(peer[0])
@@ -463,14 +463,14 @@ class Offload:
         relayed_src = to_peer_route[1] if relayed[0] in wildcard else relayed[0]
         to_peer = Route(
             _address(relayed_src), _address(peer[0]), _be16(relayed[1]), _be16(peer[1]), 0,
-            family(peer[0]), 0, to_peer_route[0], self._owner, expires_ns,
+            _family(peer[0]), 0, to_peer_route[0], self._owner, expires_ns,
         )  # fmt: skip
         to_client = Route(
             _address(server_src), _address(client[0]), _be16(server[1]), _be16(client[1]),
-            _be16(channel), family(client[0]), 0, to_client_route[0], self._owner, expires_ns,
+            _be16(channel), _family(client[0]), 0, to_client_route[0], self._owner, expires_ns,
         )  # fmt: skip
-        self._write(installed, channel, _Entry(peer, expires_ns, client_key, peer_key, True),
-                    to_peer, to_client)  # fmt: skip
+        entry = _Entry(peer, expires_ns, client_key, peer_key, relays=True)
+        self._write(installed, channel, entry, to_peer, to_client)
 
     def _write(
         self, installed: _Installed, channel: int, entry: _Entry, to_peer: Route, to_client: Route
