@@ -24,6 +24,7 @@ from support.fastpath import (
     bind_channel,
     channel_data,
     client_in,
+    every_size_both_ways,
     finished_on_the_way_out,
     http_get,
     kernel_packets,
@@ -84,23 +85,13 @@ async def test_both_directions_byte_exact_through_the_kernel(
             assert sample(before, "turnpike_relay_offload_active") == 1
             assert sample(before, "turnpike_relay_offload_channels") == 1
             try:
-                for size in range(1, 1401):
-                    payload = bytes((size + i) % 251 for i in range(size))
-                    message = stun.channel_header(CHANNEL, size) + payload
-                    if client_raw is not None:
-                        client_raw.send(message, (topo.relay_ip, PORT))
-                    else:
-                        client.send_raw(message)
-                    got, source = await asyncio.wait_for(peer.queue.get(), 2)
-                    assert (got, source[:2]) == (payload, relayed)
-                    assert await channel_data(client) == message
+                await every_size_both_ways(client, peer, relayed, (topo.relay_ip, PORT), client_raw)
             finally:
                 for raw in (client_raw, peer_raw):
                     if raw is not None:
                         raw.close()
             after = await metrics(topo)
-    kernel = {d: sample(after, "turnpike_relay_offload_packets_total", direction=d)
-              - sample(before, "turnpike_relay_offload_packets_total", direction=d)
+    kernel = {d: kernel_packets(after, d) - kernel_packets(before, d)
               for d in ("to_peer", "to_client")}  # fmt: skip
     assert kernel == {"to_peer": 1400, "to_client": 1400}
     assert sample(after, "turnpike_relay_packets_total", direction="to_peer") >= 1400

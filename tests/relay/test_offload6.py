@@ -26,6 +26,7 @@ from support.fastpath import (
     bind_channel,
     channel_data,
     client_in,
+    every_size_both_ways,
     finished_on_the_way_out,
     kernel_packets,
     metrics,
@@ -92,16 +93,9 @@ async def test_both_directions_byte_exact_through_the_kernel(
             before = await metrics(topo)
             assert sample(before, "turnpike_relay_offload_channels") == 1
             try:
-                for size in range(1, 1401):
-                    payload = bytes((size + i) % 251 for i in range(size))
-                    message = stun.channel_header(CHANNEL, size) + payload
-                    if client_raw is not None:
-                        client_raw.send(message, (topo.relay_ip6, PORT))
-                    else:
-                        client.send_raw(message)
-                    got, source = await asyncio.wait_for(peer.queue.get(), 2)
-                    assert (got, source[:2]) == (payload, relayed)
-                    assert await channel_data(client) == message
+                await every_size_both_ways(
+                    client, peer, relayed, (topo.relay_ip6, PORT), client_raw
+                )
             finally:
                 for raw in (client_raw, peer.echo_with):
                     if raw is not None:

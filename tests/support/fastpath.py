@@ -205,6 +205,28 @@ def kernel_packets(values: dict[Any, float], direction: str) -> float:
     return sample(values, "turnpike_relay_offload_packets_total", direction=direction)
 
 
+async def every_size_both_ways(
+    client: RawClient,
+    peer: Peer,
+    relayed: tuple[str, int],
+    server: tuple[str, int],
+    client_raw: RawUdp | None = None,
+) -> None:
+    """ChannelData of every size from 1 to 1,400 bytes from ``client`` to ``server``, each
+    checked byte for byte as the peer gets it (from ``relayed``) and as the echo comes back.
+    ``client_raw`` sends instead of the client's socket (a checksum computed by the sender)."""
+    for size in range(1, 1401):
+        payload = bytes((size + i) % 251 for i in range(size))
+        message = stun.channel_header(CHANNEL, size) + payload
+        if client_raw is not None:
+            client_raw.send(message, server)
+        else:
+            client.send_raw(message)
+        got, source = await asyncio.wait_for(peer.queue.get(), 2)
+        assert (got, source[:2]) == (payload, relayed)
+        assert await channel_data(client) == message
+
+
 @contextlib.contextmanager
 def finished_on_the_way_out(topo: Topology) -> Iterator[None]:
     """The relay's veths without transmit checksum offload: a packet sent with its checksum
