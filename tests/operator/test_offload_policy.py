@@ -10,11 +10,14 @@ through the operator's namespace watch, without touching the edge.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import free_port, turnpike
 from support.kube_e2e import (
     Cluster,
     Operator,
@@ -24,9 +27,12 @@ from support.kube_e2e import (
     events_for,
     eventually,
 )
+from support.netns import require_fast_path
+from support.relay import write_keyring
 
 from turnpike.operator import kube as k8s
 from turnpike.operator import labels
+from turnpike.operator.keyring_secret import HEALTH_PORT_ANNOTATION
 from turnpike.operator.pod_security import ENFORCE_LABEL
 
 pytestmark = pytest.mark.e2e
@@ -215,3 +221,69 @@ async def test_the_cluster_default_level_applies_to_unlabelled_namespaces(
         for ns in (unlabelled, opened):
             await delete_namespace(kube, ns)
         process.stop()
+
+
+async def relay_pod(kube: k8s.Kube, ns: str, edge_name: str, name: str, health: int) -> None:
+    """The Pod object of a relay of ``edge_name`` already running on 127.0.0.1 (a Deployment's
+    pod, as the emulator runs none), its health port declared as the rotation reads it."""
+    meta = {
+        "name": name,
+        "labels": labels.relay_labels(edge_name),
+        "annotations": {HEALTH_PORT_ANNOTATION: str(health)},
+    }
+    spec = {"containers": [{"name": "relay", "image": "turnpike"}]}
+    await kube.create(k8s.PODS, ns, {"metadata": meta, "spec": spec})
+    status = {"phase": "Running", "podIP": "127.0.0.1"}
+    await kube.patch(k8s.PODS, ns, name, {"status": status}, sub="status")
+
+
+@contextlib.asynccontextmanager
+async def real_relay(
+    tmp_path: Path, offload: str, prefix: Sequence[str] = ()
+) -> AsyncIterator[int]:
+    """A real relay on loopback; yields its health port."""
+    health = free_port()
+    keyring = write_keyring(tmp_path / f"keyring-{health}.json")
+    args = ["relay", "--listen", "127.0.0.1:0", "--keyring", str(keyring),
+            "--metrics", f"127.0.0.1:{health}", "--offload", offload]  # fmt: skip
+    async with turnpike(args, ready_url=f"http://127.0.0.1:{health}/ready", prefix=prefix):
+        yield health
+
+
+async def test_status_counts_the_relays_that_run_the_fast_path(
+    kube: k8s.Kube, operator: Operator, tmp_path: Path
+) -> None:
+    """Relays given the fast path say on /ready whether they run it: one whose process lacks
+    CAP_BPF (as under a runtime whose seccomp profile refuses bpf(2)) falls back to userspace,
+    the edge's status counts it and a Warning says why; one that loads the program counts too."""
+    require_fast_path()
+    ns = await labelled_namespace(kube, "tp", None)
+    try:
+        await kube.create(k8s.RELAY_EDGES, ns, edge("south", addresses=STATIC))
+        await eventually(lambda: relay_of(kube, ns, "south"), what="relay children")
+        # Root holding CAP_NET_ADMIN alone (CAP_SYS_ADMIN would stand in for CAP_BPF).
+        without_bpf = ["setpriv", "--bounding-set", "-all,+net_admin", "--inh-caps", "-all", "--"]
+        async with real_relay(tmp_path, "auto", without_bpf) as refused:
+            await relay_pod(kube, ns, "south", "south-a", refused)
+
+            async def counted(value: str) -> dict[str, str]:
+                status = await offload_status(kube, ns, "south")
+                return status if status.get("relaysInKernel") == value else {}
+
+            status = await eventually(lambda: counted("0/1"), timeout=60, what="0/1 in kernel")
+            assert status["rendered"] == "auto"
+            assert "1 of 1 relays could not load it" in status["reason"]
+
+            async def warned() -> list[dict[str, Any]]:
+                found = await events_for(kube, ns, "south")
+                return [e for e in found if e["reason"] == "OffloadUnavailable"]
+
+            (event,) = await eventually(warned, what="OffloadUnavailable event")
+            assert event["type"] == "Warning"
+
+            async with real_relay(tmp_path, "tc") as loaded:
+                await relay_pod(kube, ns, "south", "south-b", loaded)
+                status = await eventually(lambda: counted("1/2"), timeout=60, what="1/2")
+                assert "1 of 2 relays could not load it" in status["reason"]
+    finally:
+        await delete_namespace(kube, ns)

@@ -705,6 +705,11 @@ def relay_edge_crd() -> dict[str, Any]:
                     "requested": {"type": "string"},
                     "rendered": {"type": "string"},
                     "reason": {"type": "string"},
+                    "relaysInKernel": {
+                        "type": "string",
+                        "description": "relays running the fast path / relays that answered, "
+                        "when the relays were given it",
+                    },
                 },
             },
             "publication": {

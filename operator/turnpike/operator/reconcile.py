@@ -26,6 +26,7 @@ from turnpike.operator import (
     pod_security,
     ranges,
     relay,
+    relay_reports,
 )
 from turnpike.operator import kube as k8s
 from turnpike.operator import status as st
@@ -61,6 +62,7 @@ class Context:
     metrics: Metrics
     nodes: ClusterCache = field(init=False)
     namespaces: ClusterCache = field(init=False)
+    reports: relay_reports.RelayReports = field(default_factory=relay_reports.RelayReports)
     keyrings: set[str] = field(default_factory=set)  # namespaces whose keyring Secret was ensured
     keyring_checks: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # under way
     settled: dict[str, Any] = field(default_factory=dict)  # edge uid → generation cleaned up
@@ -149,13 +151,18 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
         raise
     nodes = await ctx.nodes.list()
     await ensure_keyring(ctx, edge.namespace)
-    addresses = await _edge_addresses(ctx, edge, nodes)
+    fast = offload.rendered != "off"
+    discovers = not edge.static_addresses and edge.address_source == "NodeExternalIP"
+    pods = await _relay_pods(ctx, edge) if fast or discovers else []
+    addresses = await _edge_addresses(ctx, edge, nodes, pods)
     workload, changes = await _edge_children(ctx, edge, body, nodes, addresses)
     problem = await _edge_problem(ctx, edge)
+    kernel = await ctx.reports.kernel_path(pods) if fast else None
+    offload_status = relay_reports.offload_status(offload, kernel)
 
     def status_of(body: Obj) -> Obj:
         status = _edge_status(ctx, edge, body, workload, addresses, problem)
-        return {**status, "offload": offload.to_status()}
+        return {**status, "offload": offload_status}
 
     before = body.get("status") or {}
     publishes = (
@@ -169,18 +176,37 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
     st.warn_if_new(written, _degraded(problem, written))
     for change in changes:
         st.event(body, "Reconciled", change)
-    if before.get("offload") != offload.to_status() and offload.requested != "off":
-        granted = offload.rendered != "off"
-        st.event(body, "OffloadGranted" if granted else "OffloadWithheld", offload.reason)
+    _offload_events(body, before.get("offload") or {}, offload, offload_status)
     if addresses != ((written.get("status") or {}).get("addresses") or []):
         shown = ", ".join(addresses) or "none"
         st.event(body, "AddressesChanged", f"published addresses: {shown}", action=events.PUBLISH)
     return publishes
 
 
-async def _edge_addresses(ctx: Context, edge: RelayEdge, nodes: list[Obj]) -> list[str]:
-    """The edge's public ranges as discovery sees them now; a change re-runs the reconcile
-    through the watch events."""
+def _offload_events(
+    body: Obj, was: Obj, offload: pod_security.Offload, now: dict[str, str]
+) -> None:
+    """An Event when the fast path is granted or withheld, and a Warning when relays given it
+    report they could not load it (once per count)."""
+    decided = (was.get("requested"), was.get("rendered")) != (offload.requested, offload.rendered)
+    if decided and offload.requested != "off":
+        granted = offload.rendered != "off"
+        st.event(body, "OffloadGranted" if granted else "OffloadWithheld", offload.reason)
+    running, _, asked = now.get("relaysInKernel", "").partition("/")
+    short = bool(asked) and running != asked
+    if short and was.get("relaysInKernel") != now["relaysInKernel"]:
+        st.event(body, "OffloadUnavailable", now["reason"], warning=True)
+
+
+async def _relay_pods(ctx: Context, edge: RelayEdge) -> list[Obj]:
+    return await ctx.kube.list(k8s.PODS, edge.namespace, labels.relay_selector(edge.name))
+
+
+async def _edge_addresses(
+    ctx: Context, edge: RelayEdge, nodes: list[Obj], pods: list[Obj]
+) -> list[str]:
+    """The edge's public ranges as discovery sees them now (NodeExternalIP: of the nodes
+    running ``pods``); a change re-runs the reconcile through the watch events."""
     if edge.static_addresses:
         return ranges.collapse(edge.static_addresses)
     if edge.address_source == "LoadBalancer":
@@ -190,7 +216,6 @@ async def _edge_addresses(ctx: Context, edge: RelayEdge, nodes: list[Obj]) -> li
             svc = await ctx.kube.get(k8s.SERVICES, edge.namespace, name)
             found += networks.load_balancer_ips(svc)
         return ranges.collapse(found)
-    pods = await ctx.kube.list(k8s.PODS, edge.namespace, labels.relay_selector(edge.name))
     return networks.external_ips(nodes, networks.nodes_running(pods))
 
 
@@ -653,3 +678,4 @@ class Reconciler:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.ctx.reports.close()

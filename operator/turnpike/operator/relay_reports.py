@@ -1,0 +1,70 @@
+"""What an edge's relays say about the kernel fast path they were given.
+
+`pod_security` decides whether a relay pod may load the fast path; whether it does is up to the
+node's kernel and container runtime (a runtime whose seccomp profile refuses bpf(2) with
+CAP_BPF, say), and only the relay knows: its /ready says ``"offload": "tc"`` or ``"off"``. For an
+edge whose relays were given the fast path, the operator asks every started relay pod, at the
+address the keyring rotation asks them (`keyring_secret.consumer_of`), and ``status.offload``
+counts the answers, so a grant the relays could not use shows in ``kubectl get relayedge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from turnpike.operator.keyring_secret import PROBE_TIMEOUT, consumer_of
+from turnpike.operator.pod_security import Offload
+
+Obj = dict[str, Any]
+KERNEL = "tc"  # the relay's /ready "offload" while the kernel relays its channels
+CANNOT_LOAD = (
+    "; {missing} of {asked} relays could not load it and relay in userspace: their log says why "
+    "(a kernel without the program's features, or a runtime whose seccomp profile allows bpf(2) "
+    "only with CAP_SYS_ADMIN; see the chart README)"
+)
+
+
+class RelayReports:
+    """Asks relay pods which data path they run; one HTTP session for the operator's life."""
+
+    def __init__(self) -> None:
+        self._http: aiohttp.ClientSession | None = None
+
+    async def kernel_path(self, pods: list[Obj]) -> tuple[int, int]:
+        """(relays relaying in the kernel, relays that answered) among ``pods``."""
+        urls = [c.url for c in map(consumer_of, pods) if c is not None and c.url]
+        modes = await asyncio.gather(*(self._mode(url) for url in urls))
+        answered = [mode for mode in modes if mode is not None]
+        return sum(mode == KERNEL for mode in answered), len(answered)
+
+    async def _mode(self, url: str) -> str | None:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT))
+        try:
+            async with self._http.get(url) as resp:
+                # A draining relay answers 503 but still says which path it runs.
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None  # not up yet, or going: asked again at the next reconcile
+        mode = body.get("offload") if isinstance(body, dict) else None
+        return mode if isinstance(mode, str) else None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+
+def offload_status(offload: Offload, kernel: tuple[int, int] | None) -> dict[str, str]:
+    """``status.offload``: the decision, and for relays given the fast path how many of those
+    that answered run it (``relaysInKernel``, "2/2")."""
+    status = offload.to_status()
+    if kernel is None or kernel[1] == 0:
+        return status
+    running, asked = kernel
+    status["relaysInKernel"] = f"{running}/{asked}"
+    if running < asked:
+        status["reason"] += CANNOT_LOAD.format(missing=asked - running, asked=asked)
+    return status
