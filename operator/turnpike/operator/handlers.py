@@ -13,7 +13,8 @@
 - Watch events on children, the pods of edges and gateways (all selected by the operator's
   managed-by label: nothing else reaches it), and nodes → schedule a reconcile of the owner
   (drift repair, address discovery). Node events also keep the node cache (cluster_cache.py)
-  current. Namespace events keep the namespace cache current and, when a namespace's Pod
+  current, pod events the relay pods each edge's fast-path count asks (relay_reports.py).
+  Namespace events keep the namespace cache current and, when a namespace's Pod
   Security label changes, reconcile its edges (their kernel fast path depends on it).
   The watches' initial listing at start-up schedules nothing: every owner's resume handler
   reconciles it then, once (a later re-listing of an object already seen still does).
@@ -168,6 +169,7 @@ def _pod_events(reconciler: Reconciler) -> Any:
     async def pod_event(body: Any, type: Any, namespace: str | None, **_: Any) -> None:
         if namespace is None:
             return
+        reconciler.ctx.relay_pods.observe(type, dict(body))
         # Only where a pod runs matters (addresses come from its node), not its status churn.
         meta = body.get("metadata", {})
         key = f"{namespace}/{meta.get('name')}"

@@ -63,6 +63,7 @@ class Context:
     nodes: ClusterCache = field(init=False)
     namespaces: ClusterCache = field(init=False)
     reports: relay_reports.RelayReports = field(default_factory=relay_reports.RelayReports)
+    relay_pods: relay_reports.RelayPods = field(default_factory=relay_reports.RelayPods)
     keyrings: set[str] = field(default_factory=set)  # namespaces whose keyring Secret was ensured
     keyring_checks: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # under way
     settled: dict[str, Any] = field(default_factory=dict)  # edge uid → generation cleaned up
@@ -151,12 +152,11 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
         raise
     nodes = await ctx.nodes.list()
     await ensure_keyring(ctx, edge.namespace)
-    fast = offload.rendered != "off"
-    discovers = not edge.static_addresses and edge.address_source == "NodeExternalIP"
-    pods = await _relay_pods(ctx, edge) if fast or discovers else []
-    addresses = await _edge_addresses(ctx, edge, nodes, pods)
+    addresses = await _edge_addresses(ctx, edge, nodes)
     workload, changes = await _edge_children(ctx, edge, body, nodes, addresses)
     problem = await _edge_problem(ctx, edge)
+    fast = offload.rendered != "off"
+    pods = ctx.relay_pods.of(edge.namespace, edge.name)
     kernel = await ctx.reports.kernel_path(pods) if fast else None
     offload_status = relay_reports.offload_status(offload, kernel)
 
@@ -198,15 +198,9 @@ def _offload_events(
         st.event(body, "OffloadUnavailable", now["reason"], warning=True)
 
 
-async def _relay_pods(ctx: Context, edge: RelayEdge) -> list[Obj]:
-    return await ctx.kube.list(k8s.PODS, edge.namespace, labels.relay_selector(edge.name))
-
-
-async def _edge_addresses(
-    ctx: Context, edge: RelayEdge, nodes: list[Obj], pods: list[Obj]
-) -> list[str]:
-    """The edge's public ranges as discovery sees them now (NodeExternalIP: of the nodes
-    running ``pods``); a change re-runs the reconcile through the watch events."""
+async def _edge_addresses(ctx: Context, edge: RelayEdge, nodes: list[Obj]) -> list[str]:
+    """The edge's public ranges as discovery sees them now; a change re-runs the reconcile
+    through the watch events."""
     if edge.static_addresses:
         return ranges.collapse(edge.static_addresses)
     if edge.address_source == "LoadBalancer":
@@ -216,6 +210,7 @@ async def _edge_addresses(
             svc = await ctx.kube.get(k8s.SERVICES, edge.namespace, name)
             found += networks.load_balancer_ips(svc)
         return ranges.collapse(found)
+    pods = await ctx.kube.list(k8s.PODS, edge.namespace, labels.relay_selector(edge.name))
     return networks.external_ips(nodes, networks.nodes_running(pods))
 
 

@@ -6,6 +6,7 @@ CAP_BPF, say), and only the relay knows: its /ready says ``"offload": "tc"`` or 
 edge whose relays were given the fast path, the operator asks every started relay pod, at the
 address the keyring rotation asks them (`keyring_secret.consumer_of`), and ``status.offload``
 counts the answers, so a grant the relays could not use shows in ``kubectl get relayedge``.
+The relay pods come from the operator's pod watch (`RelayPods`), not from a LIST per reconcile.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from turnpike.operator import labels
 from turnpike.operator.keyring_secret import PROBE_TIMEOUT, consumer_of
 from turnpike.operator.pod_security import Offload
 
@@ -25,6 +27,32 @@ CANNOT_LOAD = (
     "(a kernel without the program's features, or a runtime whose seccomp profile allows bpf(2) "
     "only with CAP_SYS_ADMIN; see the chart README)"
 )
+
+
+class RelayPods:
+    """The relay pods of every edge as the operator's pod watch last reported them."""
+
+    def __init__(self) -> None:
+        self._pods: dict[str, dict[str, Obj]] = {}  # namespace -> pod name -> pod
+
+    def observe(self, event_type: str | None, body: Obj) -> None:
+        meta = body.get("metadata") or {}
+        namespace, name = meta.get("namespace"), meta.get("name")
+        if not namespace or not name:
+            return
+        pods = self._pods.setdefault(namespace, {})
+        if event_type == "DELETED":
+            pods.pop(name, None)
+        else:
+            pods[name] = body
+
+    def of(self, namespace: str, edge: str) -> list[Obj]:
+        selector = labels.relay_selector(edge).items()
+        return [
+            pod
+            for pod in self._pods.get(namespace, {}).values()
+            if selector <= ((pod.get("metadata") or {}).get("labels") or {}).items()
+        ]
 
 
 class RelayReports:
