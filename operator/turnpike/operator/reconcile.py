@@ -186,11 +186,12 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
 def _offload_events(
     body: Obj, was: Obj, offload: pod_security.Offload, now: dict[str, str]
 ) -> None:
-    """An Event when the fast path is granted or withheld, and a Warning when relays given it
-    report they could not load it (once per count)."""
+    """An Event when the fast path is withheld, or granted after it was not (a new edge that gets
+    it, as asked, posts none), and a Warning when relays given it report they could not load it
+    (once per count)."""
     decided = (was.get("requested"), was.get("rendered")) != (offload.requested, offload.rendered)
-    if decided and offload.requested != "off":
-        granted = offload.rendered != "off"
+    granted = offload.rendered != "off"
+    if decided and offload.requested != "off" and (was or not granted):
         st.event(body, "OffloadGranted" if granted else "OffloadWithheld", offload.reason)
     running, _, asked = now.get("relaysInKernel", "").partition("/")
     short = bool(asked) and running != asked
