@@ -49,9 +49,11 @@ class ClusterCache:
 
     async def get(self, name: str) -> Obj | None:
         if name not in self.objects:
-            found = await self.kube.get(self.resource, None, name)
-            if found is not None:
-                self._keep(found)
+            async with self._priming:  # a burst of reconciles in a new namespace reads it once
+                if name not in self.objects:
+                    found = await self.kube.get(self.resource, None, name)
+                    if found is not None:
+                        self._keep(found)
         return self.objects.get(name)
 
     def observe(self, event_type: str | None, body: Obj) -> None:
