@@ -30,7 +30,9 @@ from support.fastpath import (
     kernel_packets,
     metrics,
     netns_relay,
+    nothing_relayed,
     peer_in,
+    round_trip,
     sample,
 )
 from support.netns import Topology, require_fast_path, topology
@@ -136,19 +138,12 @@ async def test_an_expired_entry_is_never_used_even_if_the_relay_stalls(
     ):
         relayed = await client.allocate({Attr.LIFETIME: 2})
         await bind_channel(client, peer.address)
-        client.send_channel(CHANNEL, b"alive")
-        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"alive"
-        assert await channel_data(client) == stun.channel_header(CHANNEL, 5) + b"alive"
+        await round_trip(client, peer, b"alive")
         assert relay.proc is not None
         relay.proc.send_signal(signal.SIGSTOP)  # userspace can no longer remove anything
         try:
             await asyncio.sleep(2.5)
-            client.send_channel(CHANNEL, b"late")
-            assert peer.transport is not None
-            peer.transport.sendto(b"late too", relayed)
-            assert await peer.nothing(1.0)
-            with pytest.raises(TimeoutError):
-                await channel_data(client, timeout=0.5)
+            await nothing_relayed(client, peer, relayed, b"late", 1.0)
         finally:
             relay.proc.send_signal(signal.SIGCONT)
         values = await metrics(topo)
@@ -231,12 +226,7 @@ async def test_killing_the_relay_stops_relaying(topo: Topology, tmp_path: Path) 
         assert relay.proc is not None
         relay.proc.kill()
         await relay.proc.wait()
-        client.send_channel(CHANNEL, b"after")
-        assert peer.transport is not None
-        peer.transport.sendto(b"after too", relayed)
-        assert await peer.nothing()
-        with pytest.raises(TimeoutError):
-            await channel_data(client, timeout=0.5)
+        await nothing_relayed(client, peer, relayed, b"after")
 
 
 async def test_offload_off_relays_in_userspace(topo: Topology, tmp_path: Path) -> None:
@@ -247,9 +237,7 @@ async def test_offload_off_relays_in_userspace(topo: Topology, tmp_path: Path) -
     ):
         await client.allocate()
         await bind_channel(client, peer.address)
-        client.send_channel(CHANNEL, b"hello")
-        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"hello"
-        assert await channel_data(client) == stun.channel_header(CHANNEL, 5) + b"hello"
+        await round_trip(client, peer, b"hello")
         values = await metrics(topo)
         _, ready = await http_get(topo, "/ready")
     assert '"offload": "off"' in ready
@@ -288,9 +276,7 @@ async def test_cap_bpf_and_cap_net_admin_are_all_it_needs(topo: Topology, tmp_pa
     ):
         await client.allocate()
         await bind_channel(client, peer.address)
-        client.send_channel(CHANNEL, b"lean")
-        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"lean"
-        assert await channel_data(client) == stun.channel_header(CHANNEL, 4) + b"lean"
+        await round_trip(client, peer, b"lean")
         values = await metrics(topo)
     assert kernel_packets(values, "to_peer") == 1
     assert kernel_packets(values, "to_client") == 1
@@ -347,9 +333,7 @@ async def test_an_interface_that_appears_later_is_attached_too(
         async with client_in(topo, namespace) as client:
             await client.allocate()
             await bind_channel(client, peer.address)
-            client.send_channel(CHANNEL, b"new pod")
-            assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"new pod"
-            assert await channel_data(client) == stun.channel_header(CHANNEL, 7) + b"new pod"
+            await round_trip(client, peer, b"new pod")
         values = await metrics(topo)
     assert kernel_packets(values, "to_peer") == 1
     assert kernel_packets(values, "to_client") == 1
@@ -379,9 +363,7 @@ async def test_workers_share_the_supervisors_program_and_a_dead_workers_channels
     ):
         relayed = await client.allocate()
         await bind_channel(client, peer.address)
-        client.send_channel(CHANNEL, b"via a worker")
-        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"via a worker"
-        assert await channel_data(client) == stun.channel_header(CHANNEL, 12) + b"via a worker"
+        await round_trip(client, peer, b"via a worker")
         values = await metrics(topo)
         assert sample(values, "turnpike_relay_offload_active") == 1
         interfaces = topo.interfaces(topo.relay)  # lo, r0, r1 (and any an earlier test added)
@@ -400,9 +382,4 @@ async def test_workers_share_the_supervisors_program_and_a_dead_workers_channels
                 break
             await asyncio.sleep(0.05)
         assert "removed 2 fast-path entries" in relay.text, relay.text
-        client.send_channel(CHANNEL, b"orphaned")
-        assert peer.transport is not None
-        peer.transport.sendto(b"orphaned too", relayed)
-        assert await peer.nothing()
-        with pytest.raises(TimeoutError):
-            await channel_data(client, timeout=0.5)
+        await nothing_relayed(client, peer, relayed, b"orphaned")

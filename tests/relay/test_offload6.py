@@ -31,7 +31,9 @@ from support.fastpath import (
     kernel_packets,
     metrics,
     netns_relay,
+    nothing_relayed,
     peer_in,
+    round_trip,
     sample,
 )
 from support.netns import Topology, require_fast_path, topology
@@ -140,9 +142,7 @@ async def test_refresh_zero_removes_the_entries(topo: Topology, tmp_path: Path) 
     ):
         relayed = await client.allocate()
         await bind_channel(client, peer.address)
-        client.send_channel(CHANNEL, b"one")
-        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"one"
-        assert await channel_data(client) == stun.channel_header(CHANNEL, 3) + b"one"
+        await round_trip(client, peer, b"one")
         reply = await client.request(Method.REFRESH, {Attr.LIFETIME: 0})
         assert reply.cls == Class.SUCCESS
         assert sample(await metrics(topo), "turnpike_relay_offload_channels") == 0
@@ -216,19 +216,12 @@ async def test_an_expired_entry_is_never_used_even_if_the_relay_stalls(
     ):
         relayed = await client.allocate({Attr.LIFETIME: 2})
         await bind_channel(client, peer.address)
-        client.send_channel(CHANNEL, b"alive")
-        assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == b"alive"
-        assert await channel_data(client) == stun.channel_header(CHANNEL, 5) + b"alive"
+        await round_trip(client, peer, b"alive")
         assert relay.proc is not None
         relay.proc.send_signal(signal.SIGSTOP)  # userspace can no longer remove anything
         try:
             await asyncio.sleep(2.5)
-            client.send_channel(CHANNEL, b"late")
-            assert peer.transport is not None
-            peer.transport.sendto(b"late too", relayed)
-            assert await peer.nothing(1.0)
-            with pytest.raises(TimeoutError):
-                await channel_data(client, timeout=0.5)
+            await nothing_relayed(client, peer, relayed, b"late", 1.0)
         finally:
             relay.proc.send_signal(signal.SIGCONT)
         values = await metrics(topo)

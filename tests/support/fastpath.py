@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from support import TurnpikeProcess, require_tool, turnpike
@@ -203,6 +204,26 @@ async def channel_data(client: RawClient, timeout: float = 2.0) -> bytes:
 
 def kernel_packets(values: dict[Any, float], direction: str) -> float:
     return sample(values, "turnpike_relay_offload_packets_total", direction=direction)
+
+
+async def round_trip(client: RawClient, peer: Peer, payload: bytes) -> None:
+    """``payload`` as ChannelData to the peer, which gets it and echoes it back as ChannelData."""
+    client.send_channel(CHANNEL, payload)
+    assert (await asyncio.wait_for(peer.queue.get(), 2))[0] == payload
+    assert await channel_data(client) == stun.channel_header(CHANNEL, len(payload)) + payload
+
+
+async def nothing_relayed(
+    client: RawClient, peer: Peer, relayed: tuple[str, int], tag: bytes, wait: float = 0.5
+) -> None:
+    """ChannelData from the client and a datagram from the peer, neither relayed: the peer gets
+    nothing within ``wait`` seconds, the client nothing within half a second."""
+    client.send_channel(CHANNEL, tag)
+    assert peer.transport is not None
+    peer.transport.sendto(tag + b" too", relayed)
+    assert await peer.nothing(wait)
+    with pytest.raises(TimeoutError):
+        await channel_data(client, timeout=0.5)
 
 
 async def every_size_both_ways(
