@@ -62,7 +62,7 @@ class Context:
     metrics: Metrics
     nodes: ClusterCache = field(init=False)
     namespaces: ClusterCache = field(init=False)
-    reports: relay_reports.RelayReports = field(default_factory=relay_reports.RelayReports)
+    cluster: KubeCluster = field(init=False)  # the keyring Secret, and pods' /ready
     relay_pods: relay_reports.RelayPods = field(default_factory=relay_reports.RelayPods)
     keyrings: set[str] = field(default_factory=set)  # namespaces whose keyring Secret was ensured
     keyring_checks: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # under way
@@ -71,6 +71,7 @@ class Context:
     def __post_init__(self) -> None:
         self.nodes = ClusterCache(self.kube, k8s.NODES)
         self.namespaces = ClusterCache(self.kube, k8s.NAMESPACES)
+        self.cluster = KubeCluster(self.kube)
 
 
 def _deleting(obj: Obj) -> bool:
@@ -94,7 +95,7 @@ async def ensure_keyring(ctx: Context, namespace: str) -> None:
 
 async def _ensure_keyring(ctx: Context, namespace: str) -> None:
     name = ctx.config.keyring_secret
-    created = await ensure_secret(KubeCluster(ctx.kube), namespace, name, time.time())
+    created = await ensure_secret(ctx.cluster, namespace, name, time.time())
     if created is not None:
         log.info("created keyring Secret %s/%s (key %s)", namespace, name, created.ids[0])
     ctx.keyrings.add(namespace)
@@ -157,7 +158,7 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
     problem = await _edge_problem(ctx, edge)
     fast = offload.rendered != "off"
     pods = ctx.relay_pods.of(edge.namespace, edge.name)
-    kernel = await ctx.reports.kernel_path(pods) if fast else None
+    kernel = await relay_reports.kernel_path(ctx.cluster, pods) if fast else None
     offload_status = relay_reports.offload_status(offload, kernel)
 
     def status_of(body: Obj) -> Obj:
@@ -674,4 +675,4 @@ class Reconciler:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.ctx.reports.close()
+        await self.ctx.cluster.close()

@@ -14,10 +14,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
-
 from turnpike.operator import labels
-from turnpike.operator.keyring_secret import PROBE_TIMEOUT, consumer_of
+from turnpike.operator.keyring_secret import KubeCluster, consumer_of
 from turnpike.operator.pod_security import Offload
 
 Obj = dict[str, Any]
@@ -55,34 +53,14 @@ class RelayPods:
         ]
 
 
-class RelayReports:
-    """Asks relay pods which data path they run; one HTTP session for the operator's life."""
-
-    def __init__(self) -> None:
-        self._http: aiohttp.ClientSession | None = None
-
-    async def kernel_path(self, pods: list[Obj]) -> tuple[int, int]:
-        """(relays relaying in the kernel, relays that answered) among ``pods``."""
-        urls = [c.url for c in map(consumer_of, pods) if c is not None and c.url]
-        modes = await asyncio.gather(*(self._mode(url) for url in urls))
-        answered = [mode for mode in modes if mode is not None]
-        return sum(mode == KERNEL for mode in answered), len(answered)
-
-    async def _mode(self, url: str) -> str | None:
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT))
-        try:
-            async with self._http.get(url) as resp:
-                # A draining relay answers 503 but still says which path it runs.
-                body = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return None  # not up yet, or going: asked again at the next reconcile
-        mode = body.get("offload") if isinstance(body, dict) else None
-        return mode if isinstance(mode, str) else None
-
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
+async def kernel_path(cluster: KubeCluster, pods: list[Obj]) -> tuple[int, int]:
+    """(relays relaying in the kernel, relays that answered) among ``pods``, each asked on its
+    /ready as the keyring rotation asks it (a relay not up yet, or going, is asked again at the
+    next reconcile)."""
+    consumers = [c for c in map(consumer_of, pods) if c is not None]
+    reports = await asyncio.gather(*(cluster.probe(c) for c in consumers))
+    answered = [r.offload for r in reports if r.offload is not None]
+    return sum(mode == KERNEL for mode in answered), len(answered)
 
 
 def offload_status(offload: Offload, kernel: tuple[int, int] | None) -> dict[str, str]:

@@ -176,12 +176,14 @@ def parse_revoke(text: str | None) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class PodReport:
-    """What one ready relay or token pod says it has loaded (its /ready body), or why not."""
+    """What one ready relay or token pod says it has loaded (its /ready body), or why not; for a
+    relay also which data path it runs (``offload``: "tc" or "off")."""
 
     pod: str
     keys: tuple[str, ...] = ()
     signing: str | None = None
     error: str | None = None
+    offload: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,8 +454,9 @@ def report_from_ready(pod: str, body: Any) -> PodReport:
     ``keyring`` (both shapes are accepted so components may nest their status)."""
     if not isinstance(body, dict):
         return PodReport(pod, error="/ready is not a JSON object")
+    offload = body.get("offload") if isinstance(body.get("offload"), str) else None
     source: Any = body.get("keyring") if isinstance(body.get("keyring"), dict) else body
     keys, signing = source.get("keys"), source.get("signing")
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        return PodReport(pod, error="/ready does not list keyring keys")
-    return PodReport(pod, tuple(keys), signing if isinstance(signing, str) else None)
+        return PodReport(pod, error="/ready does not list keyring keys", offload=offload)
+    return PodReport(pod, tuple(keys), signing if isinstance(signing, str) else None, None, offload)
