@@ -223,21 +223,18 @@ def _node_events(reconciler: Reconciler) -> Any:
 
 def _namespace_events(reconciler: Reconciler) -> Any:
     """A namespace's Pod Security level decides whether its edges get the kernel fast path:
-    when it changes, reconcile the namespace's edges at once."""
-    levels: dict[str, str | None] = {}
+    when it changes, reconcile the namespace's edges at once. The namespace cache holds the
+    level seen before."""
 
     async def namespace_event(body: Any, type: Any, name: str, **_: Any) -> None:
-        reconciler.ctx.namespaces.observe(type, dict(body))
-        level = (body.get("metadata", {}).get("labels") or {}).get(pod_security.ENFORCE_LABEL)
-        if type == "DELETED":
-            levels.pop(name, None)
+        cache = reconciler.ctx.namespaces
+        before = cache.objects.get(name)
+        cache.observe(type, dict(body))
+        if before is None or type == "DELETED":
+            return  # seen for the first time (its edges' own handlers cover it), or gone
+        level = pod_security.enforced_level
+        if level(before, "unlabelled") == level(dict(body), "unlabelled"):
             return
-        first = name not in levels
-        if not first and levels[name] == level:
-            return
-        levels[name] = level
-        if first:
-            return  # a namespace seen for the first time: its edges' own handlers cover it
         for kind, namespace, obj_name in await _served_objects(reconciler):
             if kind == EDGE and namespace == name:
                 reconciler.schedule(kind, namespace, obj_name)

@@ -177,7 +177,7 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
     st.warn_if_new(written, _degraded(problem, written))
     for change in changes:
         st.event(body, "Reconciled", change)
-    _offload_events(body, before.get("offload") or {}, offload, offload_status)
+    _offload_events(body, before.get("offload") or {}, offload, offload_status, kernel)
     if addresses != ((written.get("status") or {}).get("addresses") or []):
         shown = ", ".join(addresses) or "none"
         st.event(body, "AddressesChanged", f"published addresses: {shown}", action=events.PUBLISH)
@@ -185,7 +185,11 @@ async def reconcile_edge(ctx: Context, body: Obj) -> bool:
 
 
 def _offload_events(
-    body: Obj, was: Obj, offload: pod_security.Offload, now: dict[str, str]
+    body: Obj,
+    was: Obj,
+    offload: pod_security.Offload,
+    now: dict[str, str],
+    kernel: tuple[int, int] | None,
 ) -> None:
     """An Event when the fast path is withheld, or granted after it was not (a new edge that gets
     it, as asked, posts none), and a Warning when relays given it report they could not load it
@@ -194,9 +198,8 @@ def _offload_events(
     granted = offload.rendered != "off"
     if decided and offload.requested != "off" and (was or not granted):
         st.event(body, "OffloadGranted" if granted else "OffloadWithheld", offload.reason)
-    running, _, asked = now.get("relaysInKernel", "").partition("/")
-    short = bool(asked) and running != asked
-    if short and was.get("relaysInKernel") != now["relaysInKernel"]:
+    short = kernel is not None and kernel[0] < kernel[1]
+    if short and was.get("relaysInKernel") != now.get("relaysInKernel"):
         st.event(body, "OffloadUnavailable", now["reason"], warning=True)
 
 
