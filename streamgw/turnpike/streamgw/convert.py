@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 
 from turnpike.streamgw.wav import wav_to_ulaw
@@ -46,6 +47,8 @@ class AudioConverter:
 
 def _lower() -> None:
     os.nice(NICE)
+    # Ctrl-C reaches the whole process group; the gateway shuts the pool down as it stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _ready() -> bool:
